@@ -1,0 +1,1 @@
+//! racefree-lock: a crash-safe, symlink-safe cross-process lock.

@@ -1,0 +1,37 @@
+//! The `racefree` command line: argument parsing, config loading, exit codes and rendering.
+//! Every subcommand lives in its own module under `commands/`; this file only dispatches.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod commands;
+
+/// Run Python test suites in parallel with no races, no hangs and no lost results,
+/// and lock shared resources safely across processes.
+#[derive(Debug, Parser)]
+#[command(name = "racefree", version, about, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run a command while holding a cross-process lock (flock(1)-compatible, crash-safe).
+    Lock(commands::lock::LockArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Lock(args) => commands::lock::run(args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(report) => {
+            eprintln!("{report:?}");
+            ExitCode::from(commands::EXIT_INTERNAL)
+        }
+    }
+}
