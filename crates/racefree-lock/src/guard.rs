@@ -1,0 +1,121 @@
+//! The guard returned by a successful acquisition, and what releasing means in each mode.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::error::{LockError, Result};
+use crate::record::HolderRecord;
+use crate::registry::{self, Key};
+use crate::soft;
+
+/// A held lock. Released when the last guard for it is dropped (or by [`LockGuard::release`],
+/// which reports errors that a drop must swallow).
+///
+/// A guard that crossed a `fork()` belongs to the parent: in the child, dropping it closes the
+/// child's copy of the descriptor and touches nothing else, so the parent keeps its lock.
+#[derive(Debug, Clone)]
+pub struct LockGuard {
+    pub(crate) inner: Arc<Held>,
+}
+
+#[derive(Debug)]
+pub(crate) enum Backing {
+    /// The open file description that carries the `flock`.
+    Kernel { file: File },
+    /// The published record; released by unlinking it if it is still ours.
+    Soft {
+        ctl: PathBuf,
+        heartbeat: Option<soft::Heartbeat>,
+    },
+    Released,
+}
+
+#[derive(Debug)]
+pub(crate) struct Held {
+    pub(crate) path: PathBuf,
+    pub(crate) key: Key,
+    pub(crate) owner_pid: u32,
+    pub(crate) generation: u64,
+    pub(crate) shared: bool,
+    pub(crate) record: Option<HolderRecord>,
+    pub(crate) backing: Backing,
+}
+
+impl Held {
+    fn release_now(&mut self) -> Result<()> {
+        let backing = std::mem::replace(&mut self.backing, Backing::Released);
+        let mine = std::process::id() == self.owner_pid;
+        let result = match backing {
+            Backing::Kernel { file } => {
+                // Unlock explicitly rather than only closing: a child forked while we held the lock
+                // shares the open file description, and close() alone would leave the lock held
+                // until that child exits. In the child itself (not `mine`) we only close.
+                let r = if mine {
+                    rustix::fs::flock(&file, rustix::fs::FlockOperation::Unlock)
+                        .map_err(|e| LockError::io(&self.path, "unlock", e))
+                } else {
+                    Ok(())
+                };
+                drop(file);
+                r
+            }
+            Backing::Soft { ctl, heartbeat } => {
+                drop(heartbeat);
+                match (&self.record, mine) {
+                    (Some(record), true) => soft::release(&self.path, &ctl, &record.token),
+                    _ => Ok(()),
+                }
+            }
+            Backing::Released => Ok(()),
+        };
+        registry::remove(&self.key, self as *const Held);
+        result
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        let _ = self.release_now();
+    }
+}
+
+impl LockGuard {
+    pub(crate) fn new(held: Held) -> Self {
+        let key = held.key.clone();
+        let inner = Arc::new(held);
+        registry::insert(key, &inner);
+        LockGuard { inner }
+    }
+
+    /// The fencing token: strictly increasing across successive exclusive holders of this path.
+    /// Hand it to the protected resource with every write so it can reject a stale writer.
+    /// A shared guard reports the generation of the last exclusive holder.
+    pub fn token(&self) -> u64 {
+        self.inner.generation
+    }
+
+    /// The holder record this guard wrote (exclusive kernel locks and soft locks).
+    pub fn record(&self) -> Option<&HolderRecord> {
+        self.inner.record.as_ref()
+    }
+
+    /// The lock path.
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    /// Whether this is a shared (read) lock.
+    pub fn is_shared(&self) -> bool {
+        self.inner.shared
+    }
+
+    /// Releases the lock now and reports any error. With reentrant guards still alive, this only
+    /// gives up this guard's share.
+    pub fn release(self) -> Result<()> {
+        match Arc::try_unwrap(self.inner) {
+            Ok(mut held) => held.release_now(),
+            Err(_) => Ok(()),
+        }
+    }
+}

@@ -1,0 +1,75 @@
+//! The process-wide registry of held locks.
+//!
+//! Kernel locks already exclude two threads of one process (each acquisition opens its own file
+//! description), and soft locks do too (the record names a live pid). The registry adds what the
+//! kernel cannot know: which *thread* holds a lock, so that a thread asking again for a lock it
+//! holds either gets it again (opt-in reentrancy) or an error instead of waiting forever for
+//! itself. Entries carry the pid, so a forked child never mistakes its parent's locks for its own.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::thread::ThreadId;
+
+use crate::guard::Held;
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) enum Key {
+    /// Kernel mode: the lock file's (device, inode).
+    Inode(u64, u64),
+    /// Soft mode: the record's path with its directory canonicalized.
+    Path(PathBuf),
+}
+
+struct Entry {
+    pid: u32,
+    thread: ThreadId,
+    held: Weak<Held>,
+}
+
+static REGISTRY: Mutex<Option<HashMap<Key, Vec<Entry>>>> = Mutex::new(None);
+
+fn registry() -> MutexGuard<'static, Option<HashMap<Key, Vec<Entry>>>> {
+    // A panic while holding this mutex cannot leave the map inconsistent (every update is one
+    // push or retain), so a poisoned lock is still usable.
+    match REGISTRY.lock() {
+        Ok(g) => g,
+        Err(poisoned) => poisoned.into_inner(),
+    }
+}
+
+/// The lock this thread of this process holds under `key`, if any.
+pub(crate) fn held_by_current_thread(key: &Key) -> Option<Arc<Held>> {
+    let pid = std::process::id();
+    let me = std::thread::current().id();
+    let map = registry();
+    map.as_ref()?
+        .get(key)?
+        .iter()
+        .filter(|e| e.pid == pid && e.thread == me)
+        .find_map(|e| e.held.upgrade())
+}
+
+pub(crate) fn insert(key: Key, held: &Arc<Held>) {
+    let mut map = registry();
+    map.get_or_insert_with(HashMap::new)
+        .entry(key)
+        .or_default()
+        .push(Entry {
+            pid: std::process::id(),
+            thread: std::thread::current().id(),
+            held: Arc::downgrade(held),
+        });
+}
+
+/// Forgets a released lock (and any dead entries under the same key).
+pub(crate) fn remove(key: &Key, held: *const Held) {
+    let mut map = registry();
+    let Some(map) = map.as_mut() else { return };
+    if let Some(entries) = map.get_mut(key) {
+        entries.retain(|e| e.held.as_ptr() != held && e.held.strong_count() > 0);
+        if entries.is_empty() {
+            map.remove(key);
+        }
+    }
+}
