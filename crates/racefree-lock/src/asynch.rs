@@ -44,7 +44,9 @@ impl LockOptions {
                     (current, step)
                 })
                 .await
-                .map_err(|e| LockError::io(&self.path, "blocking task", std::io::Error::other(e)))?,
+                .map_err(|e| {
+                    LockError::io(&self.path, "blocking task", std::io::Error::other(e))
+                })?,
             };
             attempt = Some(back);
             let holder = match step? {
@@ -90,4 +92,3 @@ fn follow(watch: &mut Option<(String, Option<AsyncFd<OwnedFd>>)>, holder: Option
         });
     *watch = Some((holder.token.clone(), fd));
 }
-

@@ -8,10 +8,10 @@ use std::time::Duration;
 #[derive(Debug, thiserror::Error)]
 pub enum LockError {
     /// The lock is held by someone else and the wait (or the single try) ran out.
-    #[error("{path}: lock is held by another holder{holder}; gave up after {waited:?}")]
+    #[error("{path}: lock is held by {holder}; gave up after {waited:.1?}")]
     WouldBlock {
         path: PathBuf,
-        /// A short description of the current holder, with a leading space, or empty.
+        /// A short description of the current holder.
         holder: String,
         waited: Duration,
     },
@@ -28,27 +28,39 @@ pub enum LockError {
     WouldDeadlock { path: PathBuf },
 
     /// The directory that should contain the lock file does not exist.
-    #[error("{path}: the parent directory does not exist; create it first (for example `mkdir -p {parent}`)")]
+    #[error(
+        "{path}: the parent directory does not exist; create it first (for example `mkdir -p {parent}`)"
+    )]
     MissingParent { path: PathBuf, parent: PathBuf },
 
     /// Something other than a regular file is at the lock path.
-    #[error("{path}: is a {kind}, not a regular file; refusing to use it as a lock (choose another path or remove it)")]
+    #[error(
+        "{path}: is a {kind}, not a regular file; refusing to use it as a lock (choose another path or remove it)"
+    )]
     NotRegularFile { path: PathBuf, kind: &'static str },
 
     /// A symbolic link is at the lock path. It is never followed (symlink attacks on lock files are real CVEs).
-    #[error("{path}: is a symbolic link; lock files are never followed through symlinks (remove the link or lock its target directly)")]
+    #[error(
+        "{path}: is a symbolic link; lock files are never followed through symlinks (remove the link or lock its target directly)"
+    )]
     Symlink { path: PathBuf },
 
     /// The file at the lock path holds data that is not a racefree holder record.
-    #[error("{path}: contains {len} bytes that are not a racefree lock record; refusing to overwrite it (choose a dedicated lock path)")]
+    #[error(
+        "{path}: contains {len} bytes that are not a racefree lock record; refusing to overwrite it (choose a dedicated lock path)"
+    )]
     ForeignContent { path: PathBuf, len: u64 },
 
     /// The record at the lock path is larger than any record racefree writes.
-    #[error("{path}: lock record is {len} bytes, over the {max}-byte limit; refusing to read it (remove the file if nothing holds it)")]
+    #[error(
+        "{path}: lock record is {len} bytes, over the {max}-byte limit; refusing to read it (remove the file if nothing holds it)"
+    )]
     OversizedRecord { path: PathBuf, len: u64, max: u64 },
 
     /// The path is locked by the other lock mode (kernel vs soft), which cannot exclude this one.
-    #[error("{path}: is held in {held} mode by {holder}, but this process asked for {wanted} mode; all users of a lock path must use the same mode")]
+    #[error(
+        "{path}: is held in {held} mode by {holder}, but this process asked for {wanted} mode; all users of a lock path must use the same mode"
+    )]
     ModeMismatch {
         path: PathBuf,
         held: &'static str,
@@ -57,7 +69,9 @@ pub enum LockError {
     },
 
     /// The filesystem does not give the chosen mode trustworthy semantics.
-    #[error("{path}: {reason}; pass an explicit mode to opt in (for example `--mode soft --lease 30`)")]
+    #[error(
+        "{path}: {reason}; pass an explicit mode to opt in (for example `--mode soft --lease 30`)"
+    )]
     UntrustedFilesystem { path: PathBuf, reason: String },
 
     /// The requested combination is not supported by the chosen mode.
@@ -79,7 +93,11 @@ pub enum LockError {
 }
 
 impl LockError {
-    pub(crate) fn io(path: &std::path::Path, op: &'static str, source: impl Into<io::Error>) -> Self {
+    pub(crate) fn io(
+        path: &std::path::Path,
+        op: &'static str,
+        source: impl Into<io::Error>,
+    ) -> Self {
         LockError::Io {
             path: path.to_path_buf(),
             op,

@@ -89,7 +89,8 @@ pub(crate) fn require_regular(path: &Path, st: &Stat) -> Result<()> {
 /// emptied, `O_NONBLOCK` so a FIFO planted at the path cannot hang the open, `O_CLOEXEC` so
 /// children do not inherit the lock by accident. Returns the file and its stat.
 pub(crate) fn open_lock_file(path: &Path) -> Result<(File, Stat)> {
-    let flags = OFlags::RDWR | OFlags::CREATE | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NONBLOCK;
+    let flags =
+        OFlags::RDWR | OFlags::CREATE | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NONBLOCK;
     let fd = rustix::fs::open(path, flags, Mode::from_raw_mode(0o644))
         .map_err(|e| open_error(path, "open", e))?;
     let st = rustix::fs::fstat(&fd).map_err(|e| LockError::io(path, "fstat", e))?;
@@ -161,6 +162,9 @@ pub(crate) fn write_at_start(path: &Path, fd: impl AsFd, bytes: &[u8]) -> Result
 
 /// A sibling path in the same directory: `dir/<prefix><name><suffix>`.
 pub(crate) fn sibling(path: &Path, prefix: &str, suffix: &str) -> PathBuf {
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     path.with_file_name(format!("{prefix}{name}{suffix}"))
 }

@@ -22,7 +22,9 @@ pub struct LockGuard {
 #[derive(Debug)]
 pub(crate) enum Backing {
     /// The open file description that carries the `flock`.
-    Kernel { file: File },
+    Kernel {
+        file: File,
+    },
     /// The published record; released by unlinking it if it is still ours.
     Soft {
         ctl: PathBuf,

@@ -174,7 +174,10 @@ pub fn break_stale(path: &Path) -> Result<BreakOutcome> {
                 });
             }
             let removed = soft::break_if(path, &ctl, &Expect::Inode(fsutil::file_id(&st)))?;
-            Ok(outcome(removed, "the record was malformed for longer than the grace"))
+            Ok(outcome(
+                removed,
+                "the record was malformed for longer than the grace",
+            ))
         }
         (Some(RecordMode::Soft), _) => {
             let Some(record) = status.record else {
@@ -190,7 +193,8 @@ pub fn break_stale(path: &Path) -> Result<BreakOutcome> {
                 }
                 Liveness::Unknown(why) => {
                     let expired = record.lease_ms.is_some() && {
-                        let st = rustix::fs::lstat(path).map_err(|e| LockError::io(path, "lstat", e))?;
+                        let st =
+                            rustix::fs::lstat(path).map_err(|e| LockError::io(path, "lstat", e))?;
                         let touched = fsutil::mtime_nanos(&st);
                         let age_ms = (soft::directory_now(path)? - touched) / 1_000_000;
                         age_ms > i128::from(record.lease_ms.unwrap_or(u64::MAX))

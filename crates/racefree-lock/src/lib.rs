@@ -39,7 +39,12 @@ mod asynch;
 pub use error::{LockError, Result};
 pub use guard::LockGuard;
 pub use identity::{HostIdentity, Liveness};
-pub use inspect::{BreakOutcome, HoldState, HolderStatus, LivenessView, break_stale, force_break, holder};
+pub use inspect::{
+    BreakOutcome, HoldState, HolderStatus, LivenessView, break_stale, force_break, holder,
+};
 pub use options::{DEFAULT_LEASE, LockOptions, MALFORMED_GRACE, Mode};
-pub use record::{Contents, HolderRecord, MAX_RECORD_BYTES, RECORD_VERSION, RecordMode, next_generation, parse as parse_record};
+pub use record::{
+    Contents, HolderRecord, MAX_RECORD_BYTES, RECORD_VERSION, RecordMode, next_generation,
+    parse as parse_record,
+};
 pub use sys::FsKind;

@@ -186,7 +186,9 @@ impl LockOptions {
     ) -> LockError {
         LockError::WouldBlock {
             path: self.path.clone(),
-            holder: holder.map(|h| format!(" ({})", h.describe())).unwrap_or_default(),
+            holder: holder
+                .map(|h| h.describe())
+                .unwrap_or_else(|| "another process".to_owned()),
             waited: deadline.waited(),
         }
     }
@@ -203,7 +205,8 @@ impl LockOptions {
                 if self.shared {
                     return Err(LockError::Unsupported {
                         path: self.path.clone(),
-                        what: "shared locks need kernel mode; soft mode is exclusive only".to_owned(),
+                        what: "shared locks need kernel mode; soft mode is exclusive only"
+                            .to_owned(),
                     });
                 }
                 Attempt::Soft(

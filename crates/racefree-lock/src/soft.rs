@@ -62,10 +62,12 @@ impl SoftClaim {
             path: path.to_path_buf(),
             kind: "root directory",
         })?;
-        let canonical = parent.canonicalize().map_err(|_| LockError::MissingParent {
-            path: path.to_path_buf(),
-            parent: parent.clone(),
-        })?;
+        let canonical = parent
+            .canonicalize()
+            .map_err(|_| LockError::MissingParent {
+                path: path.to_path_buf(),
+                parent: parent.clone(),
+            })?;
         let name = path.file_name().unwrap_or_default();
         Ok(SoftClaim {
             path: path.to_path_buf(),

@@ -63,7 +63,8 @@ impl Deadline {
     }
 
     pub(crate) fn remaining(&self) -> Option<Duration> {
-        self.end.map(|e| e.saturating_duration_since(Instant::now()))
+        self.end
+            .map(|e| e.saturating_duration_since(Instant::now()))
     }
 
     pub(crate) fn expired(&self) -> bool {
@@ -141,6 +142,9 @@ mod tests {
         assert!(d.clamp(Duration::from_secs(5)) <= Duration::from_millis(10));
         let forever = Deadline::after(None);
         assert!(!forever.expired());
-        assert_eq!(forever.clamp(Duration::from_secs(5)), Duration::from_secs(5));
+        assert_eq!(
+            forever.clamp(Duration::from_secs(5)),
+            Duration::from_secs(5)
+        );
     }
 }

@@ -5,7 +5,13 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+#[cfg(not(unix))]
+compile_error!(
+    "racefree supports Unix only (Linux first-class, macOS); Windows is not supported yet"
+);
+
 mod commands;
+mod platform;
 
 /// Run Python test suites in parallel with no races, no hangs and no lost results,
 /// and lock shared resources safely across processes.
@@ -23,7 +29,19 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            // Help and version go to stdout with success; real usage errors exit with the
+            // documented usage code (4, as pytest).
+            let _ = e.print();
+            return if e.use_stderr() {
+                ExitCode::from(commands::EXIT_USAGE)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
     let result = match cli.command {
         Command::Lock(args) => commands::lock::run(args),
     };

@@ -18,8 +18,15 @@ pub(crate) fn proc_state(pid: u32) -> ProcState {
     let size = libc::c_int::try_from(std::mem::size_of::<libc::proc_bsdinfo>()).unwrap_or(0);
     // SAFETY: `info` points to writable memory of exactly `size` bytes, as proc_pidinfo requires
     // for PROC_PIDTBSDINFO; the kernel writes at most that many bytes.
-    let written =
-        unsafe { libc::proc_pidinfo(raw, libc::PROC_PIDTBSDINFO, 0, info.as_mut_ptr().cast(), size) };
+    let written = unsafe {
+        libc::proc_pidinfo(
+            raw,
+            libc::PROC_PIDTBSDINFO,
+            0,
+            info.as_mut_ptr().cast(),
+            size,
+        )
+    };
     if written != size {
         return ProcState::Running { start_time: None };
     }

@@ -5,3 +5,6 @@ pub mod lock;
 
 /// Exit code for racefree's own (internal) errors, as pytest uses 3 for internal errors.
 pub const EXIT_INTERNAL: u8 = 3;
+
+/// Exit code for usage errors (bad flags or arguments), as pytest uses 4.
+pub const EXIT_USAGE: u8 = 4;
