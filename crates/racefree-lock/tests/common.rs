@@ -52,7 +52,13 @@ impl WorkerSpec {
     /// [`worker_main_if_requested`].
     pub fn spawn(&self, test_name: &str) -> Child {
         Command::new(std::env::current_exe().unwrap())
-            .args(["--exact", test_name, "--nocapture", "--test-threads=1", "-q"])
+            .args([
+                "--exact",
+                test_name,
+                "--nocapture",
+                "--test-threads=1",
+                "-q",
+            ])
             .env(WORKER_ENV, self.encode())
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
@@ -68,7 +74,11 @@ pub fn worker_main_if_requested() {
     };
     let spec = WorkerSpec::decode(&spec);
     let options = LockOptions::new(&spec.lock)
-        .mode(if spec.mode == "soft" { Mode::Soft } else { Mode::Kernel })
+        .mode(if spec.mode == "soft" {
+            Mode::Soft
+        } else {
+            Mode::Kernel
+        })
         .shared(spec.shared);
     let mut journal = std::fs::OpenOptions::new()
         .append(true)
@@ -120,7 +130,8 @@ pub fn check_journal(path: &Path, killed: &[u32]) -> usize {
                         "line {n}: pid {pid} entered while pid {holder} (generation {g}) still held the lock"
                     );
                 }
-                let live_readers: Vec<&u32> = shared.iter().filter(|p| !killed.contains(p)).collect();
+                let live_readers: Vec<&u32> =
+                    shared.iter().filter(|p| !killed.contains(p)).collect();
                 assert!(
                     live_readers.is_empty(),
                     "line {n}: exclusive entry by {pid} while shared holders {live_readers:?} are inside"

@@ -8,7 +8,12 @@ use common::{WorkerSpec, check_journal, tempdir, worker_main_if_requested};
 
 const PROCESSES: usize = 8;
 
-fn run_contention(test_name: &str, mode: &'static str, shared_every: Option<usize>, iterations: u32) {
+fn run_contention(
+    test_name: &str,
+    mode: &'static str,
+    shared_every: Option<usize>,
+    iterations: u32,
+) {
     let dir = tempdir();
     let lock = dir.path().join("contended.lock");
     let journal = dir.path().join("journal");
@@ -42,7 +47,12 @@ fn kernel_exclusive_8_processes() {
 #[test]
 fn kernel_shared_and_exclusive_8_processes() {
     worker_main_if_requested();
-    run_contention("kernel_shared_and_exclusive_8_processes", "kernel", Some(2), 200);
+    run_contention(
+        "kernel_shared_and_exclusive_8_processes",
+        "kernel",
+        Some(2),
+        200,
+    );
 }
 
 #[test]

@@ -49,7 +49,10 @@ fn run_crashes(test_name: &str, mode: &'static str) {
         killed.push(kill9(w));
     }
     let before = check_journal(&journal, &killed);
-    assert!(before > 20, "too little progress under crashes: {before} entries");
+    assert!(
+        before > 20,
+        "too little progress under crashes: {before} entries"
+    );
     assert!(killed.len() > 30, "too few kills: {}", killed.len());
 
     // After all that carnage a fresh waiter must get the lock, promptly.

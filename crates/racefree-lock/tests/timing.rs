@@ -1,0 +1,56 @@
+//! Timing guarantees, alone in their own test binary so that no sibling test loads the CPU
+//! while they measure.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::tempdir;
+use racefree_lock::{LockOptions, Mode};
+
+fn held_elsewhere(
+    path: &Path,
+    mode: Mode,
+) -> (std::thread::JoinHandle<()>, std::sync::mpsc::Sender<()>) {
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let (stop_tx, stop_rx) = std::sync::mpsc::channel::<()>();
+    let path = path.to_path_buf();
+    let handle = std::thread::spawn(move || {
+        let _g = LockOptions::new(&path).mode(mode).acquire().unwrap();
+        ready_tx.send(()).unwrap();
+        let _ = stop_rx.recv();
+    });
+    ready_rx.recv().unwrap();
+    (handle, stop_tx)
+}
+
+#[test]
+fn timeouts_are_honoured_within_50ms() {
+    for mode in [Mode::Kernel, Mode::Soft] {
+        let dir = tempdir();
+        let path = dir.path().join("l");
+        let (holder, stop) = held_elsewhere(&path, mode);
+        for ms in [0u64, 100, 300] {
+            let started = Instant::now();
+            let err = LockOptions::new(&path)
+                .mode(mode)
+                .timeout(Some(Duration::from_millis(ms)))
+                .acquire()
+                .unwrap_err();
+            let waited = started.elapsed();
+            assert!(err.is_would_block());
+            assert!(
+                waited >= Duration::from_millis(ms),
+                "{mode:?}: gave up early: {waited:?}"
+            );
+            assert!(
+                waited < Duration::from_millis(ms + 50),
+                "{mode:?}: timeout {ms} ms overshot: {waited:?}"
+            );
+        }
+        drop(stop);
+        holder.join().unwrap();
+    }
+}
