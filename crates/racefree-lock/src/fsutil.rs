@@ -89,13 +89,20 @@ pub(crate) fn require_regular(path: &Path, st: &Stat) -> Result<()> {
 /// emptied, `O_NONBLOCK` so a FIFO planted at the path cannot hang the open, `O_CLOEXEC` so
 /// children do not inherit the lock by accident. Returns the file and its stat.
 pub(crate) fn open_lock_file(path: &Path) -> Result<(File, Stat)> {
+    let file = open_lock_file_unchecked(path)?;
+    let st = rustix::fs::fstat(&file).map_err(|e| LockError::io(path, "fstat", e))?;
+    require_regular(path, &st)?;
+    Ok((file, st))
+}
+
+/// [`open_lock_file`] without the file-type check, for callers that `fstat` later anyway (and
+/// must check the type then, before trusting or writing the file).
+pub(crate) fn open_lock_file_unchecked(path: &Path) -> Result<File> {
     let flags =
         OFlags::RDWR | OFlags::CREATE | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NONBLOCK;
     let fd = rustix::fs::open(path, flags, Mode::from_raw_mode(0o644))
         .map_err(|e| open_error(path, "open", e))?;
-    let st = rustix::fs::fstat(&fd).map_err(|e| LockError::io(path, "fstat", e))?;
-    require_regular(path, &st)?;
-    Ok((File::from(fd), st))
+    Ok(File::from(fd))
 }
 
 /// Opens an existing file read-only for inspection, with the same protections.
@@ -115,6 +122,19 @@ pub(crate) fn open_existing_readonly(path: &Path) -> Result<Option<(OwnedFd, Sta
 /// Reads and classifies the record in an open lock file of the given size. Oversized files are
 /// refused before a byte is read; foreign content is reported, never overwritten.
 pub(crate) fn read_contents(path: &Path, fd: impl AsFd, size: u64) -> Result<Contents> {
+    let buf = read_bounded(path, fd, size)?;
+    let contents = record::parse(&buf);
+    if contents == Contents::Foreign {
+        return Err(LockError::ForeignContent {
+            path: path.to_path_buf(),
+            len: size,
+        });
+    }
+    Ok(contents)
+}
+
+/// Reads a whole lock file of the given size, refusing oversized ones before reading a byte.
+pub(crate) fn read_bounded(path: &Path, fd: impl AsFd, size: u64) -> Result<Vec<u8>> {
     if size > MAX_RECORD_BYTES {
         return Err(LockError::OversizedRecord {
             path: path.to_path_buf(),
@@ -123,7 +143,7 @@ pub(crate) fn read_contents(path: &Path, fd: impl AsFd, size: u64) -> Result<Con
         });
     }
     if size == 0 {
-        return Ok(Contents::Empty);
+        return Ok(Vec::new());
     }
     let len = usize::try_from(size).unwrap_or(0);
     let mut buf = vec![0u8; len];
@@ -137,14 +157,7 @@ pub(crate) fn read_contents(path: &Path, fd: impl AsFd, size: u64) -> Result<Con
         }
     }
     buf.truncate(filled);
-    let contents = record::parse(&buf);
-    if contents == Contents::Foreign {
-        return Err(LockError::ForeignContent {
-            path: path.to_path_buf(),
-            len: size,
-        });
-    }
-    Ok(contents)
+    Ok(buf)
 }
 
 /// Writes all of `bytes` at offset 0.

@@ -21,9 +21,10 @@ pub struct LockGuard {
 
 #[derive(Debug)]
 pub(crate) enum Backing {
-    /// The open file description that carries the `flock`.
+    /// The open file description that carries the `flock`, and its (device, inode).
     Kernel {
         file: File,
+        id: crate::fsutil::FileId,
     },
     /// The published record; released by unlinking it if it is still ours.
     Soft {
@@ -49,18 +50,21 @@ impl Held {
         let backing = std::mem::replace(&mut self.backing, Backing::Released);
         let mine = std::process::id() == self.owner_pid;
         let result = match backing {
-            Backing::Kernel { file } => {
+            Backing::Kernel { file, id } => {
                 // Unlock explicitly rather than only closing: a child forked while we held the lock
                 // shares the open file description, and close() alone would leave the lock held
                 // until that child exits. In the child itself (not `mine`) we only close.
-                let r = if mine {
-                    rustix::fs::flock(&file, rustix::fs::FlockOperation::Unlock)
-                        .map_err(|e| LockError::io(&self.path, "unlock", e))
+                if mine {
+                    let r = rustix::fs::flock(&file, rustix::fs::FlockOperation::Unlock)
+                        .map_err(|e| LockError::io(&self.path, "unlock", e));
+                    if r.is_ok() {
+                        crate::fdpool::put(&self.path, self.owner_pid, file, id);
+                    }
+                    r
                 } else {
+                    drop(file);
                     Ok(())
-                };
-                drop(file);
-                r
+                }
             }
             Backing::Soft { ctl, heartbeat } => {
                 drop(heartbeat);
@@ -83,10 +87,10 @@ impl Drop for Held {
 }
 
 impl LockGuard {
-    pub(crate) fn new(held: Held) -> Self {
+    pub(crate) fn new(held: Held, pid: u32) -> Self {
         let key = held.key.clone();
         let inner = Arc::new(held);
-        registry::insert(key, &inner);
+        registry::insert(key, &inner, pid);
         LockGuard { inner }
     }
 

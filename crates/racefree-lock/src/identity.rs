@@ -51,14 +51,18 @@ pub(crate) struct ProcessFacts {
     pub pid: u32,
     pub start_time: Option<u64>,
     pub cmdline: String,
+    /// The record fields that never change for this process, pre-serialized as a JSON fragment
+    /// (`"pid":..,"start_time":..,...`), so the hot path formats only what changes.
+    pub json_tail: std::sync::Arc<str>,
 }
 
 /// The longest command line kept in a record; longer ones are cut at a character boundary.
 pub const MAX_CMDLINE_BYTES: usize = 1024;
 
-pub(crate) fn process_facts() -> ProcessFacts {
+/// Facts about the process whose pid the caller just read (one `getpid` per acquisition; a
+/// different pid than the cached one means we are a forked child, and everything is recomputed).
+pub(crate) fn process_facts(pid: u32) -> ProcessFacts {
     static CACHE: std::sync::Mutex<Option<ProcessFacts>> = std::sync::Mutex::new(None);
-    let pid = std::process::id();
     let mut cache = match CACHE.lock() {
         Ok(guard) => guard,
         Err(poisoned) => poisoned.into_inner(),
@@ -70,10 +74,24 @@ pub(crate) fn process_facts() -> ProcessFacts {
         ProcState::Running { start_time } => start_time,
         ProcState::Gone => None,
     };
+    let cmdline = truncate_utf8(sys::own_cmdline(), MAX_CMDLINE_BYTES);
+    let host = host_facts();
+    let tail = serde_json::json!({
+        "pid": pid,
+        "start_time": start_time,
+        "boot_id": host.boot_id,
+        "host": host.host,
+        "uid": host.uid,
+        "cmdline": cmdline,
+    })
+    .to_string();
+    // Drop the braces: the fragment is spliced into the record line.
+    let json_tail = tail[1..tail.len() - 1].into();
     let facts = ProcessFacts {
         pid,
         start_time,
-        cmdline: truncate_utf8(sys::own_cmdline(), MAX_CMDLINE_BYTES),
+        cmdline,
+        json_tail,
     };
     *cache = Some(facts.clone());
     facts
@@ -144,7 +162,11 @@ mod tests {
 
     fn me() -> (HostIdentity, Option<String>, ProcessFacts) {
         let facts = host_facts();
-        (facts.host.clone(), facts.boot_id.clone(), process_facts())
+        (
+            facts.host.clone(),
+            facts.boot_id.clone(),
+            process_facts(std::process::id()),
+        )
     }
 
     #[test]

@@ -21,6 +21,7 @@
 #![cfg(unix)]
 
 mod error;
+mod fdpool;
 mod fsutil;
 mod guard;
 mod identity;

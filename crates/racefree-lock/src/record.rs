@@ -176,18 +176,30 @@ pub fn next_generation(previous: Option<u64>) -> u64 {
     }
 }
 
-/// Builds a record for the current process.
+/// Builds a record for the current process (whose pid the caller read).
 pub(crate) fn for_current_process(
+    pid: u32,
     mode: RecordMode,
     shared: bool,
     generation: u64,
     lease_ms: Option<u64>,
-) -> HolderRecord {
+) -> (HolderRecord, Vec<u8>) {
     let host = identity::host_facts();
-    let process = identity::process_facts();
-    HolderRecord {
+    let process = identity::process_facts(pid);
+    let token = new_token();
+    let acquired_at_ms = now_micros() / 1000;
+    // The same bytes `HolderRecord::to_line` would produce (up to key order, which JSON ignores),
+    // without re-serializing the fields that never change for this process.
+    let lease = lease_ms.map_or_else(|| "null".to_owned(), |l| l.to_string());
+    let line = format!(
+        "{{\"racefree_lock\":{RECORD_VERSION},\"token\":\"{token}\",\"generation\":{generation},\"mode\":\"{}\",\"shared\":{shared},\"acquired_at_ms\":{acquired_at_ms},\"lease_ms\":{lease},{}}}\n",
+        mode.as_str(),
+        process.json_tail
+    )
+    .into_bytes();
+    let record = HolderRecord {
         racefree_lock: RECORD_VERSION,
-        token: new_token(),
+        token,
         generation,
         mode,
         shared,
@@ -196,10 +208,32 @@ pub(crate) fn for_current_process(
         boot_id: host.boot_id.clone(),
         host: host.host.clone(),
         uid: host.uid,
-        acquired_at_ms: now_micros() / 1000,
+        acquired_at_ms,
         lease_ms,
         cmdline: process.cmdline,
+    };
+    (record, line)
+}
+
+/// What the hot path needs from a previous record: its generation and mode, found without a
+/// full parse. `None` for anything that is not a well-formed-looking record.
+pub(crate) fn peek_generation_and_mode(bytes: &[u8]) -> Option<(u64, RecordMode)> {
+    let line = bytes.split(|&b| b == b'\n').next()?;
+    if !line.starts_with(MAGIC_PREFIX) || !line.ends_with(b"}") {
+        return None;
     }
+    let text = std::str::from_utf8(line).ok()?;
+    let after = &text[text.find("\"generation\":")? + "\"generation\":".len()..];
+    let digits = after
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(after.len());
+    let generation = after[..digits].parse().ok()?;
+    let mode = if text.contains("\"mode\":\"soft\"") {
+        RecordMode::Soft
+    } else {
+        RecordMode::Kernel
+    };
+    Some((generation, mode))
 }
 
 #[cfg(test)]
@@ -208,7 +242,23 @@ mod tests {
     use proptest::prelude::*;
 
     fn sample() -> HolderRecord {
-        for_current_process(RecordMode::Kernel, false, 42, None)
+        for_current_process(std::process::id(), RecordMode::Kernel, false, 42, None).0
+    }
+
+    #[test]
+    fn fast_line_matches_the_record() {
+        let (record, line) =
+            for_current_process(std::process::id(), RecordMode::Soft, false, 7, Some(3000));
+        assert_eq!(parse(&line), Contents::Record(record.clone()));
+        assert_eq!(peek_generation_and_mode(&line), Some((7, RecordMode::Soft)));
+        assert_eq!(
+            peek_generation_and_mode(&record.to_line()),
+            Some((7, RecordMode::Soft))
+        );
+        assert_eq!(
+            peek_generation_and_mode(b"{\"racefree_lock\":1,\"gen"),
+            None
+        );
     }
 
     #[test]

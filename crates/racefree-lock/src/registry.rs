@@ -50,13 +50,13 @@ pub(crate) fn held_by_current_thread(key: &Key) -> Option<Arc<Held>> {
         .find_map(|e| e.held.upgrade())
 }
 
-pub(crate) fn insert(key: Key, held: &Arc<Held>) {
+pub(crate) fn insert(key: Key, held: &Arc<Held>, pid: u32) {
     let mut map = registry();
     map.get_or_insert_with(HashMap::new)
         .entry(key)
         .or_default()
         .push(Entry {
-            pid: std::process::id(),
+            pid,
             thread: std::thread::current().id(),
             held: Arc::downgrade(held),
         });

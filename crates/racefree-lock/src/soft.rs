@@ -104,7 +104,9 @@ impl SoftClaim {
         let lease_ms = self
             .lease
             .map(|l| u64::try_from(l.as_millis()).unwrap_or(u64::MAX));
-        let mut rec = record::for_current_process(
+        let pid = std::process::id();
+        let (mut rec, _) = record::for_current_process(
+            pid,
             RecordMode::Soft,
             false,
             record::next_generation(previous),
@@ -124,18 +126,21 @@ impl SoftClaim {
         let heartbeat = self
             .lease
             .map(|lease| Heartbeat::start(self.path.clone(), rec.token.clone(), lease));
-        Ok(Step::Acquired(LockGuard::new(Held {
-            path: self.path.clone(),
-            key: self.key.clone(),
-            owner_pid: std::process::id(),
-            generation: rec.generation,
-            shared: false,
-            record: Some(rec),
-            backing: Backing::Soft {
-                ctl: self.ctl.clone(),
-                heartbeat,
+        Ok(Step::Acquired(LockGuard::new(
+            Held {
+                path: self.path.clone(),
+                key: self.key.clone(),
+                owner_pid: pid,
+                generation: rec.generation,
+                shared: false,
+                record: Some(rec),
+                backing: Backing::Soft {
+                    ctl: self.ctl.clone(),
+                    heartbeat,
+                },
             },
-        })))
+            pid,
+        )))
     }
 
     fn judge_holder(&mut self, holder: HolderRecord, st: &rustix::fs::Stat) -> Result<Step> {

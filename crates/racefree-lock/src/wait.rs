@@ -23,17 +23,22 @@ pub(crate) struct Backoff {
 }
 
 impl Backoff {
+    /// Free to create: the jitter source is seeded on the first pause, so an uncontended
+    /// acquisition never pays for it.
     pub(crate) fn new(cap: Duration) -> Self {
-        let mut seed = [0u8; 8];
-        let _ = getrandom::fill(&mut seed);
         Backoff {
             next: FIRST_PAUSE,
             cap,
-            rng: u64::from_le_bytes(seed) | 1,
+            rng: 0,
         }
     }
 
     pub(crate) fn next_pause(&mut self) -> Duration {
+        if self.rng == 0 {
+            let mut seed = [0u8; 8];
+            let _ = getrandom::fill(&mut seed);
+            self.rng = u64::from_le_bytes(seed) | 1;
+        }
         // xorshift64: plenty for jitter.
         self.rng ^= self.rng << 13;
         self.rng ^= self.rng >> 7;
