@@ -30,31 +30,49 @@ fn report(name: &str, fields: &[(&str, f64)]) {
     println!("{line}");
 }
 
-fn time_per_op(iterations: u32, mut op: impl FnMut()) -> f64 {
+fn cpu_now_ns() -> f64 {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::ProcessCPUTime);
+    t.tv_sec as f64 * 1e9 + t.tv_nsec as f64
+}
+
+/// Wall and CPU nanoseconds per operation. CPU time (user + system of this process) is what
+/// the lock costs; it is far less disturbed than wall time by other work on a busy machine.
+fn time_per_op(iterations: u32, mut op: impl FnMut()) -> (f64, f64) {
     for _ in 0..iterations / 10 {
         op(); // warm up
     }
     let started = Instant::now();
+    let cpu = cpu_now_ns();
     for _ in 0..iterations {
         op();
     }
-    started.elapsed().as_nanos() as f64 / f64::from(iterations)
+    let n = f64::from(iterations);
+    (
+        started.elapsed().as_nanos() as f64 / n,
+        (cpu_now_ns() - cpu) / n,
+    )
 }
 
 fn uncontended(dir: &Path, iterations: u32) {
     let path = dir.join("uncontended.lock");
     let kernel = LockOptions::new(&path).mode(Mode::Kernel);
-    let ns = time_per_op(iterations, || drop(kernel.acquire().unwrap()));
-    report("racefree kernel", &[("ns_per_op", ns)]);
+    let (ns, cpu) = time_per_op(iterations, || drop(kernel.acquire().unwrap()));
+    report(
+        "racefree kernel",
+        &[("ns_per_op", ns), ("cpu_ns_per_op", cpu)],
+    );
 
     let soft_path = dir.join("uncontended-soft.lock");
     let soft = LockOptions::new(&soft_path).mode(Mode::Soft);
-    let ns = time_per_op(iterations / 10, || drop(soft.acquire().unwrap()));
-    report("racefree soft", &[("ns_per_op", ns)]);
+    let (ns, cpu) = time_per_op(iterations / 10, || drop(soft.acquire().unwrap()));
+    report(
+        "racefree soft",
+        &[("ns_per_op", ns), ("cpu_ns_per_op", cpu)],
+    );
 
     // The floor any file lock pays: open, flock, unlock, close.
     let bare = dir.join("bare.lock");
-    let ns = time_per_op(iterations, || {
+    let (ns, cpu) = time_per_op(iterations, || {
         let fd = rustix::fs::open(
             &bare,
             OFlags::RDWR | OFlags::CREATE | OFlags::CLOEXEC,
@@ -64,7 +82,10 @@ fn uncontended(dir: &Path, iterations: u32) {
         flock(&fd, FlockOperation::LockExclusive).unwrap();
         flock(&fd, FlockOperation::Unlock).unwrap();
     });
-    report("bare open+flock+unlock+close", &[("ns_per_op", ns)]);
+    report(
+        "bare open+flock+unlock+close",
+        &[("ns_per_op", ns), ("cpu_ns_per_op", cpu)],
+    );
 
     // Just the two flock syscalls on a descriptor kept open.
     let fd = rustix::fs::open(
@@ -73,11 +94,14 @@ fn uncontended(dir: &Path, iterations: u32) {
         FileMode::from_raw_mode(0o644),
     )
     .unwrap();
-    let ns = time_per_op(iterations, || {
+    let (ns, cpu) = time_per_op(iterations, || {
         flock(&fd, FlockOperation::LockExclusive).unwrap();
         flock(&fd, FlockOperation::Unlock).unwrap();
     });
-    report("bare flock pair on an open fd", &[("ns_per_op", ns)]);
+    report(
+        "bare flock pair on an open fd",
+        &[("ns_per_op", ns), ("cpu_ns_per_op", cpu)],
+    );
 }
 
 fn contended(dir: &Path, mode_name: &str, processes: u32, seconds: f64) {

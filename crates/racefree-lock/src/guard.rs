@@ -41,11 +41,24 @@ pub(crate) struct Held {
     pub(crate) owner_pid: u32,
     pub(crate) generation: u64,
     pub(crate) shared: bool,
-    pub(crate) record: Option<HolderRecord>,
+    /// The record line we wrote, parsed into `record` only when asked for (the hot path never is).
+    pub(crate) record_line: Option<Vec<u8>>,
+    pub(crate) record: std::sync::OnceLock<Option<HolderRecord>>,
     pub(crate) backing: Backing,
 }
 
 impl Held {
+    pub(crate) fn record(&self) -> Option<&HolderRecord> {
+        self.record
+            .get_or_init(
+                || match crate::record::parse(self.record_line.as_deref()?) {
+                    crate::record::Contents::Record(r) => Some(r),
+                    _ => None,
+                },
+            )
+            .as_ref()
+    }
+
     fn release_now(&mut self) -> Result<()> {
         let backing = std::mem::replace(&mut self.backing, Backing::Released);
         let mine = std::process::id() == self.owner_pid;
@@ -68,7 +81,7 @@ impl Held {
             }
             Backing::Soft { ctl, heartbeat } => {
                 drop(heartbeat);
-                match (&self.record, mine) {
+                match (self.record(), mine) {
                     (Some(record), true) => soft::release(&self.path, &ctl, &record.token),
                     _ => Ok(()),
                 }
@@ -103,7 +116,7 @@ impl LockGuard {
 
     /// The holder record this guard wrote (exclusive kernel locks and soft locks).
     pub fn record(&self) -> Option<&HolderRecord> {
-        self.inner.record.as_ref()
+        self.inner.record()
     }
 
     /// The lock path.

@@ -191,16 +191,15 @@ impl KernelClaim {
         }
         let previous_generation = previous.map(|(g, _)| g);
         let pid = self.pid;
-        let (generation, record) = if self.shared {
+        let (generation, record_line) = if self.shared {
             (previous_generation.unwrap_or(0), None)
         } else {
             let generation = record::next_generation(previous_generation);
-            let (record, line) =
-                record::for_current_process(pid, RecordMode::Kernel, false, generation, None);
+            let line = record::kernel_line(pid, generation);
             if let Err(e) = fsutil::write_at_start(&self.path, &file, &line) {
                 return unlock_with(e);
             }
-            (generation, Some(record))
+            (generation, Some(line))
         };
         Ok(Step::Acquired(LockGuard::new(
             Held {
@@ -209,7 +208,8 @@ impl KernelClaim {
                 owner_pid: pid,
                 generation,
                 shared: self.shared,
-                record,
+                record_line,
+                record: std::sync::OnceLock::new(),
                 backing: Backing::Kernel { file, id },
             },
             pid,

@@ -54,6 +54,8 @@ pub struct LockOptions {
     pub(crate) trust_filesystem: bool,
     pub(crate) malformed_grace: Duration,
     pub(crate) cancel: Option<CancelHook>,
+    /// The filesystem kind of the lock's directory, looked up on first use and shared by clones.
+    fs_kind: Arc<std::sync::OnceLock<FsKind>>,
 }
 
 impl std::fmt::Debug for LockOptions {
@@ -90,6 +92,7 @@ impl LockOptions {
             trust_filesystem: false,
             malformed_grace: MALFORMED_GRACE,
             cancel: None,
+            fs_kind: Arc::default(),
         }
     }
 
@@ -220,7 +223,14 @@ impl LockOptions {
     /// Chooses the mode from the filesystem that holds the lock, failing closed where the
     /// requested mode cannot be trusted.
     pub(crate) fn resolve(&self) -> Result<Resolved> {
-        let kind = fs_kind_cached(&self.path)?;
+        let kind = match self.fs_kind.get() {
+            Some(kind) => kind.clone(),
+            None => {
+                let kind = fs_kind_cached(&self.path)?;
+                let _ = self.fs_kind.set(kind.clone());
+                kind
+            }
+        };
         match (self.mode, &kind) {
             (Mode::Soft, _) => Ok(Resolved::Soft { lease: self.lease }),
             (Mode::Auto, FsKind::Local) | (Mode::Kernel, FsKind::Local) => Ok(Resolved::Kernel),

@@ -134,25 +134,24 @@ pub fn parse(bytes: &[u8]) -> Contents {
     }
 }
 
-/// 128 random bits as 32 lowercase hex digits.
+/// A fresh 128-bit token as 32 lowercase hex digits.
+///
+/// Tokens must be unique, not secret: they let a releaser or breaker tell one acquisition from
+/// another. So instead of a `getrandom` syscall per acquisition, each half is SipHash under the
+/// process's random std keys of (pid, per-process counter, half): unique across acquisitions, and
+/// across a fork too, since the child has another pid.
 pub(crate) fn new_token() -> String {
-    let mut bytes = [0u8; 16];
-    if getrandom::fill(&mut bytes).is_err() {
-        // No entropy source at all: fall back to time and pid, still unique per acquisition
-        // within a host since the counter below never repeats in one process.
-        static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-        let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let t = now_micros();
-        bytes[..8].copy_from_slice(&t.to_le_bytes());
-        bytes[8..12].copy_from_slice(&std::process::id().to_le_bytes());
-        bytes[12..].copy_from_slice(&(n as u32).to_le_bytes());
-    }
-    let mut s = String::with_capacity(32);
-    for b in bytes {
-        s.push(char::from_digit(u32::from(b >> 4), 16).unwrap_or('0'));
-        s.push(char::from_digit(u32::from(b & 0xF), 16).unwrap_or('0'));
-    }
-    s
+    use std::hash::BuildHasher;
+    use std::sync::OnceLock;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static KEYS: OnceLock<std::hash::RandomState> = OnceLock::new();
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let keys = KEYS.get_or_init(std::hash::RandomState::new);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let pid = std::process::id();
+    let hi = keys.hash_one((pid, n, 1u8));
+    let lo = keys.hash_one((pid, n, 2u8));
+    format!("{hi:016x}{lo:016x}")
 }
 
 pub(crate) fn now_micros() -> u64 {
@@ -174,6 +173,41 @@ pub fn next_generation(previous: Option<u64>) -> u64 {
         Some(p) => p.saturating_add(1).max(floor),
         None => floor,
     }
+}
+
+/// The record line of a kernel-mode acquisition and its token, built without constructing a
+/// [`HolderRecord`] (the guard parses the line only if someone asks for the record).
+pub(crate) fn kernel_line(pid: u32, generation: u64) -> Vec<u8> {
+    let process = identity::process_facts(pid);
+    let token = new_token();
+    let acquired_at_ms = now_micros() / 1000;
+    let mut line = Vec::with_capacity(160 + process.json_tail.len());
+    line.extend_from_slice(MAGIC_PREFIX);
+    push_u64(&mut line, u64::from(RECORD_VERSION));
+    line.extend_from_slice(b",\"token\":\"");
+    line.extend_from_slice(token.as_bytes());
+    line.extend_from_slice(b"\",\"generation\":");
+    push_u64(&mut line, generation);
+    line.extend_from_slice(b",\"mode\":\"kernel\",\"shared\":false,\"acquired_at_ms\":");
+    push_u64(&mut line, acquired_at_ms);
+    line.extend_from_slice(b",\"lease_ms\":null,");
+    line.extend_from_slice(process.json_tail.as_bytes());
+    line.extend_from_slice(b"}\n");
+    line
+}
+
+fn push_u64(out: &mut Vec<u8>, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[i..]);
 }
 
 /// Builds a record for the current process (whose pid the caller read).
@@ -218,20 +252,41 @@ pub(crate) fn for_current_process(
 /// What the hot path needs from a previous record: its generation and mode, found without a
 /// full parse. `None` for anything that is not a well-formed-looking record.
 pub(crate) fn peek_generation_and_mode(bytes: &[u8]) -> Option<(u64, RecordMode)> {
-    let line = bytes.split(|&b| b == b'\n').next()?;
-    if !line.starts_with(MAGIC_PREFIX) || !line.ends_with(b"}") {
+    if !bytes.starts_with(MAGIC_PREFIX) {
         return None;
     }
-    let text = std::str::from_utf8(line).ok()?;
-    let after = &text[text.find("\"generation\":")? + "\"generation\":".len()..];
-    let digits = after
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(after.len());
-    let generation = after[..digits].parse().ok()?;
-    let mode = if text.contains("\"mode\":\"soft\"") {
-        RecordMode::Soft
+    // Every writer puts generation and mode among the first fields; our own writers put the
+    // generation at a fixed offset (after the version digit and the 32-digit token).
+    const KEY: &[u8] = b"\"generation\":";
+    const FIXED: usize = MAGIC_PREFIX.len() + 1 + b",\"token\":\"".len() + 32 + b"\",".len();
+    let head = &bytes[..bytes.len().min(160)];
+    let at = if head.get(FIXED..FIXED + KEY.len()) == Some(KEY) {
+        FIXED + KEY.len()
     } else {
+        head.windows(KEY.len()).position(|w| w == KEY)? + KEY.len()
+    };
+    let mut generation: u64 = 0;
+    let mut digits = 0;
+    for &b in &head[at..] {
+        if !b.is_ascii_digit() {
+            break;
+        }
+        generation = generation
+            .checked_mul(10)?
+            .checked_add(u64::from(b - b'0'))?;
+        digits += 1;
+    }
+    // A record cut short (torn write) must not pass for a well-formed one.
+    if digits == 0 || !bytes.contains(&b'\n') {
+        return None;
+    }
+    let rest = &head[at + digits..];
+    let mode = if rest.starts_with(b",\"mode\":\"soft\"") {
+        RecordMode::Soft
+    } else if rest.starts_with(b",\"mode\":\"kernel\"") {
         RecordMode::Kernel
+    } else {
+        return None;
     };
     Some((generation, mode))
 }
@@ -243,6 +298,21 @@ mod tests {
 
     fn sample() -> HolderRecord {
         for_current_process(std::process::id(), RecordMode::Kernel, false, 42, None).0
+    }
+
+    #[test]
+    fn kernel_line_parses() {
+        let line = kernel_line(std::process::id(), 99);
+        let Contents::Record(r) = parse(&line) else {
+            panic!("not a record: {}", String::from_utf8_lossy(&line));
+        };
+        assert_eq!(r.generation, 99);
+        assert_eq!(r.mode, RecordMode::Kernel);
+        assert_eq!(r.pid, std::process::id());
+        assert_eq!(
+            peek_generation_and_mode(&line),
+            Some((99, RecordMode::Kernel))
+        );
     }
 
     #[test]

@@ -90,7 +90,7 @@ impl SoftClaim {
                     path: self.path.clone(),
                 });
             }
-            return Ok(Step::Busy(held.record.clone()));
+            return Ok(Step::Busy(held.record().cloned()));
         }
         match read_record(&self.path)? {
             None => self.try_claim(),
@@ -133,7 +133,8 @@ impl SoftClaim {
                 owner_pid: pid,
                 generation: rec.generation,
                 shared: false,
-                record: Some(rec),
+                record_line: Some(rec.to_line()),
+                record: Some(rec).into(),
                 backing: Backing::Soft {
                     ctl: self.ctl.clone(),
                     heartbeat,
