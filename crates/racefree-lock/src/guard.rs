@@ -138,3 +138,70 @@ impl LockGuard {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{LockOptions, Mode};
+
+    /// Drops the registry's weak reference so the test may mutate the guard.
+    fn forget_registration(guard: &LockGuard) {
+        registry::remove(&guard.inner.key, Arc::as_ptr(&guard.inner));
+    }
+
+    /// After fork(), the child has a copy of the guard and of its descriptor. Simulate exactly
+    /// that: keep a duplicate of the descriptor (the parent's copy), make the guard believe it
+    /// belongs to another process (the child's view), and drop it: the lock must stay held.
+    #[test]
+    fn a_forked_child_dropping_the_guard_does_not_release_the_parents_lock() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("l");
+        let mut guard = LockOptions::new(&path)
+            .mode(Mode::Kernel)
+            .acquire()
+            .unwrap();
+        forget_registration(&guard);
+        let held = Arc::get_mut(&mut guard.inner).unwrap();
+        let Backing::Kernel { file, .. } = &held.backing else {
+            panic!("kernel mode")
+        };
+        let parents_copy = rustix::io::dup(file).unwrap();
+        held.owner_pid = held.owner_pid.wrapping_add(1);
+        drop(guard);
+        let p = path.clone();
+        let busy = std::thread::spawn(move || {
+            LockOptions::new(&p)
+                .mode(Mode::Kernel)
+                .try_acquire()
+                .unwrap()
+                .is_none()
+        });
+        assert!(
+            busy.join().unwrap(),
+            "the child's drop released the parent's lock"
+        );
+        drop(parents_copy);
+        assert!(LockOptions::new(&path).try_acquire().unwrap().is_some());
+    }
+
+    #[test]
+    fn a_forked_child_dropping_a_soft_guard_leaves_the_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("l");
+        let mut guard = LockOptions::new(&path).mode(Mode::Soft).acquire().unwrap();
+        forget_registration(&guard);
+        Arc::get_mut(&mut guard.inner).unwrap().owner_pid ^= 1;
+        drop(guard);
+        assert!(
+            path.exists(),
+            "the child's drop removed the parent's record"
+        );
+    }
+
+    #[test]
+    fn auto_mode_is_kernel_on_a_local_filesystem() {
+        let dir = tempfile::tempdir().unwrap();
+        let guard = LockOptions::new(dir.path().join("l")).acquire().unwrap();
+        assert_eq!(guard.record().unwrap().mode, crate::RecordMode::Kernel);
+    }
+}
