@@ -388,3 +388,27 @@ fn help_and_version() {
         assert!(help.contains(flag), "help lacks {flag}");
     }
 }
+
+#[test]
+fn flock_style_command_without_double_dash() {
+    let dir = tempfile::tempdir().unwrap();
+    let lock = dir.path().join("l");
+    let out = lock_cmd(&lock)
+        .args(["sh", "-c", "exit 9"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(9),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = racefree()
+        .args(["lock", "-n"])
+        .arg(&lock)
+        .args(["echo", "-n", "-x"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(String::from_utf8(out.stdout).unwrap(), "-x");
+}

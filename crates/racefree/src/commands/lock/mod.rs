@@ -115,8 +115,13 @@ pub struct HoldArgs {
     #[arg(required = true)]
     pub path: Option<PathBuf>,
 
-    /// The command to run while holding the lock, after `--`.
-    #[arg(last = true, value_name = "COMMAND", id = "argv")]
+    /// The command to run while holding the lock (as in flock(1); `--` before it is optional).
+    #[arg(
+        value_name = "COMMAND",
+        id = "argv",
+        trailing_var_arg = true,
+        allow_hyphen_values = true
+    )]
     pub argv: Vec<OsString>,
 }
 
