@@ -1,0 +1,617 @@
+//! One pass over a module that records write, port and mutation facts with their context
+//! (which function, which fixture scope, inside which restoring `with` block).
+
+use std::collections::HashSet;
+
+use rustpython_parser::ast::{self, Constant, Expr, Ranged, Stmt};
+
+use super::facts::{
+    Facts, FixtureScope, FuncInfo, FuncKind, MutationFact, PortFact, Span, StateKind, Target,
+    WriteFact,
+};
+use super::scope::{Binding, MODULE_SCOPE, ScopeId};
+use super::sinks::last_segment;
+use super::value::Evaluator;
+
+/// The statement lists directly inside a compound statement (function and class bodies included).
+pub fn child_bodies(stmt: &Stmt) -> Vec<&[Stmt]> {
+    match stmt {
+        Stmt::FunctionDef(s) => vec![&s.body],
+        Stmt::AsyncFunctionDef(s) => vec![&s.body],
+        Stmt::ClassDef(s) => vec![&s.body],
+        Stmt::For(s) => vec![&s.body, &s.orelse],
+        Stmt::AsyncFor(s) => vec![&s.body, &s.orelse],
+        Stmt::While(s) => vec![&s.body, &s.orelse],
+        Stmt::If(s) => vec![&s.body, &s.orelse],
+        Stmt::With(s) => vec![&s.body],
+        Stmt::AsyncWith(s) => vec![&s.body],
+        Stmt::Try(s) => handler_bodies(&s.handlers, [&s.body, &s.orelse, &s.finalbody]),
+        Stmt::TryStar(s) => handler_bodies(&s.handlers, [&s.body, &s.orelse, &s.finalbody]),
+        Stmt::Match(s) => s.cases.iter().map(|c| c.body.as_slice()).collect(),
+        _ => Vec::new(),
+    }
+}
+
+fn handler_bodies<'s>(
+    handlers: &'s [ast::ExceptHandler],
+    rest: [&'s Vec<Stmt>; 3],
+) -> Vec<&'s [Stmt]> {
+    let mut v: Vec<&[Stmt]> = rest.iter().map(|b| b.as_slice()).collect();
+    v.extend(handlers.iter().map(|h| {
+        let ast::ExceptHandler::ExceptHandler(h) = h;
+        h.body.as_slice()
+    }));
+    v
+}
+
+/// State a `with` block or a decorator restores when it ends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Guard {
+    Kind(StateKind),
+    Attr(String),
+}
+
+/// Names a function gets restoring fixtures from: changes in these functions are restores.
+const RESTORER_WORDS: &[&str] = &[
+    "teardown",
+    "cleanup",
+    "clean_up",
+    "restore",
+    "reset",
+    "__exit__",
+    "__aexit__",
+    "stop",
+    "close",
+    "finaliz",
+    "finalis",
+    "undo",
+    "revert",
+    "__del__",
+];
+
+pub struct Walker<'s, 'a> {
+    pub ev: Evaluator<'s, 'a>,
+    pub facts: Facts,
+    func: Option<usize>,
+    scope: ScopeId,
+    nested: bool,
+    class: Option<usize>,
+    guards: Vec<Guard>,
+}
+
+fn is_main_guard(test: &Expr) -> bool {
+    let Expr::Compare(c) = test else { return false };
+    let is_name = |e: &Expr| matches!(e, Expr::Name(n) if n.id.as_str() == "__name__");
+    let is_main = |e: &Expr| matches!(e, Expr::Constant(ast::ExprConstant { value: Constant::Str(s), .. }) if s == "__main__");
+    c.comparators.len() == 1
+        && ((is_name(&c.left) && is_main(&c.comparators[0]))
+            || (is_main(&c.left) && is_name(&c.comparators[0])))
+}
+
+impl<'s, 'a> Walker<'s, 'a> {
+    pub fn new(ev: Evaluator<'s, 'a>, is_conftest: bool) -> Self {
+        let fake_fs = ev.imports.imports_module("pyfakefs");
+        Walker {
+            ev,
+            facts: Facts {
+                is_conftest,
+                fake_fs,
+                ..Facts::default()
+            },
+            func: None,
+            scope: MODULE_SCOPE,
+            nested: false,
+            class: None,
+            guards: Vec::new(),
+        }
+    }
+
+    pub fn run(mut self, body: &'a [Stmt]) -> Facts {
+        self.block(body);
+        self.facts
+    }
+
+    fn span(node: &impl Ranged) -> Span {
+        Span {
+            start: node.start().to_usize(),
+            end: node.end().to_usize(),
+        }
+    }
+
+    fn block(&mut self, body: &'a [Stmt]) {
+        for s in body {
+            self.stmt(s);
+        }
+    }
+
+    fn classify(&self, name: &str, decorators: &[Expr]) -> FuncKind {
+        for d in decorators {
+            let (func, call) = match d {
+                Expr::Call(c) => (&*c.func, Some(c)),
+                other => (other, None),
+            };
+            let q = self.ev.qualname(func, MODULE_SCOPE).unwrap_or_default();
+            if matches!(last_segment(&q), "fixture" | "yield_fixture") {
+                let kw = |k: &str| {
+                    call.and_then(|c| {
+                        c.keywords
+                            .iter()
+                            .find(|x| x.arg.as_ref().is_some_and(|a| a.as_str() == k))
+                    })
+                };
+                let scope = match kw("scope")
+                    .and_then(|k| self.ev.string(&k.value, MODULE_SCOPE))
+                    .as_deref()
+                {
+                    Some("session") => FixtureScope::Session,
+                    Some("package") => FixtureScope::Package,
+                    Some("module") => FixtureScope::Module,
+                    Some("class") => FixtureScope::Class,
+                    _ => FixtureScope::Function,
+                };
+                let autouse = kw("autouse").is_some_and(|k| {
+                    matches!(
+                        &k.value,
+                        Expr::Constant(ast::ExprConstant {
+                            value: Constant::Bool(true),
+                            ..
+                        })
+                    )
+                });
+                return FuncKind::Fixture { scope, autouse };
+            }
+        }
+        if name.starts_with("test") {
+            FuncKind::Test
+        } else if name.starts_with("pytest_") {
+            FuncKind::Hook
+        } else {
+            FuncKind::Other
+        }
+    }
+
+    fn function(
+        &mut self,
+        stmt: &'a Stmt,
+        name: &'a str,
+        decorators: &'a [Expr],
+        body: &'a [Stmt],
+    ) {
+        let saved = (self.func, self.scope, self.nested, self.guards.len());
+        let scope = self.ev.scopes.function_scope(stmt).unwrap_or(self.scope);
+        if self.func.is_none() {
+            let kind = self.classify(name, decorators);
+            let lower = name.to_ascii_lowercase();
+            let restorer =
+                kind != FuncKind::Test && RESTORER_WORDS.iter().any(|w| lower.contains(w));
+            self.facts.funcs.push(FuncInfo {
+                name: name.to_owned(),
+                kind,
+                class: self.class,
+                restorer,
+                opaque_cleanup: false,
+                mocked: HashSet::new(),
+            });
+            self.func = Some(self.facts.funcs.len() - 1);
+        } else {
+            self.nested = true;
+        }
+        self.scope = scope;
+        for d in decorators {
+            // `@mock.patch("builtins.open")`, `@mock.patch.dict(os.environ)`
+            if let Expr::Call(c) = d {
+                self.note_patch(c);
+                if let Some(g) = self.guard_of(c) {
+                    self.guards.push(g);
+                }
+            }
+        }
+        self.block(body);
+        self.guards.truncate(saved.3);
+        (self.func, self.scope, self.nested) = (saved.0, saved.1, saved.2);
+    }
+
+    fn stmt(&mut self, stmt: &'a Stmt) {
+        match stmt {
+            Stmt::FunctionDef(f) => {
+                self.function(stmt, f.name.as_str(), &f.decorator_list, &f.body)
+            }
+            Stmt::AsyncFunctionDef(f) => {
+                self.function(stmt, f.name.as_str(), &f.decorator_list, &f.body)
+            }
+            Stmt::ClassDef(c) => {
+                let saved = self.class;
+                if self.func.is_none() {
+                    self.class = self.ev.scopes.class_index(stmt);
+                }
+                for b in &c.bases {
+                    self.expr(b);
+                }
+                self.block(&c.body);
+                self.class = saved;
+            }
+            Stmt::If(i) if self.func.is_none() && is_main_guard(&i.test) => self.block(&i.orelse),
+            Stmt::With(ast::StmtWith { items, body, .. })
+            | Stmt::AsyncWith(ast::StmtAsyncWith { items, body, .. }) => {
+                let depth = self.guards.len();
+                for item in items {
+                    self.expr(&item.context_expr);
+                    if let Expr::Call(c) = &item.context_expr
+                        && let Some(g) = self.guard_of(c)
+                    {
+                        self.guards.push(g);
+                    }
+                }
+                self.block(body);
+                self.guards.truncate(depth);
+            }
+            Stmt::Assign(a) => {
+                self.expr(&a.value);
+                for t in &a.targets {
+                    self.store(t, "=");
+                }
+            }
+            Stmt::AugAssign(a) => {
+                self.expr(&a.value);
+                self.store(&a.target, "+=");
+            }
+            Stmt::AnnAssign(a) => {
+                if let Some(v) = &a.value {
+                    self.expr(v);
+                    self.store(&a.target, "=");
+                }
+            }
+            Stmt::Delete(d) => {
+                for t in &d.targets {
+                    self.store(t, "del");
+                }
+            }
+            _ => {
+                for e in stmt_exprs(stmt) {
+                    self.expr(e);
+                }
+                for b in child_bodies(stmt) {
+                    self.block(b);
+                }
+            }
+        }
+    }
+
+    /// An assignment or `del` target: does it change global state?
+    fn store(&mut self, target: &'a Expr, how: &str) {
+        let found = match target {
+            Expr::Subscript(s) => {
+                self.expr(&s.slice);
+                match self.ev.qualname(&s.value, self.scope).as_deref() {
+                    Some("os.environ") => Some((
+                        Target::Environ(Some(self.ev.key_text(&s.slice, self.scope))),
+                        "os.environ[...]",
+                    )),
+                    Some("sys.modules") => Some((
+                        Target::SysModules(Some(self.ev.key_text(&s.slice, self.scope))),
+                        "sys.modules[...]",
+                    )),
+                    Some("sys.path") => Some((Target::SysPath, "sys.path[...]")),
+                    _ => {
+                        self.expr(&s.value);
+                        None
+                    }
+                }
+            }
+            Expr::Attribute(a) if self.ev.is_imported(target, self.scope) => {
+                match self.ev.qualname(target, self.scope).as_deref() {
+                    Some("os.environ") => Some((Target::Environ(None), "os.environ")),
+                    Some("sys.path") => Some((Target::SysPath, "sys.path")),
+                    Some("sys.modules") => Some((Target::SysModules(None), "sys.modules")),
+                    _ => {
+                        let _ = a;
+                        Some((
+                            Target::Attr(self.ev.text(target).to_owned()),
+                            "module attribute",
+                        ))
+                    }
+                }
+            }
+            Expr::Tuple(t) => {
+                t.elts.iter().for_each(|e| self.store(e, how));
+                None
+            }
+            Expr::List(t) => {
+                t.elts.iter().for_each(|e| self.store(e, how));
+                None
+            }
+            _ => None,
+        };
+        if let Some((t, spelling)) = found {
+            let how = if how == "del" {
+                format!("del {spelling}")
+            } else {
+                format!("{spelling} {how}")
+            };
+            self.mutation(target, t, how, false);
+        }
+    }
+
+    fn mutation(&mut self, node: &impl Ranged, target: Target, how: String, synthetic: bool) {
+        let guarded = self.guards.iter().any(|g| match g {
+            Guard::Kind(k) => *k == target.kind(),
+            Guard::Attr(a) => matches!(&target, Target::Attr(t) if t == a),
+        });
+        self.facts.mutations.push(MutationFact {
+            span: Self::span(node),
+            target,
+            func: self.func,
+            nested: self.nested,
+            synthetic,
+            guarded,
+            how,
+        });
+    }
+
+    fn expr(&mut self, e: &'a Expr) {
+        match e {
+            Expr::Call(c) => {
+                self.call(e, c);
+                self.expr(&c.func);
+                c.args.iter().for_each(|a| self.expr(a));
+                c.keywords.iter().for_each(|k| self.expr(&k.value));
+            }
+            Expr::Lambda(l) => {
+                let saved = self.nested;
+                self.nested = true;
+                self.expr(&l.body);
+                self.nested = saved;
+            }
+            _ => for_each_child(e, |c| self.expr(c)),
+        }
+    }
+
+    fn call(&mut self, e: &'a Expr, c: &'a ast::ExprCall) {
+        let scope = self.scope;
+        self.note_patch(c);
+        for sink in self.ev.write_sinks(c, scope) {
+            let mocked = self
+                .facts
+                .func(self.func)
+                .is_some_and(|f| f.mocked.contains(&sink.name));
+            if !mocked {
+                self.facts.writes.push(WriteFact {
+                    span: Self::span(e),
+                    kind: sink.kind,
+                    path: sink.path,
+                    sink: sink.what,
+                    func: self.func,
+                });
+            }
+        }
+        if let Some((port, sink)) = self.ev.bound_port(c, scope) {
+            self.facts.ports.push(PortFact {
+                span: Self::span(e),
+                port,
+                sink,
+            });
+        }
+        let q = self.ev.qualname(&c.func, scope);
+        if let Some(q) = &q
+            && let Some((target, how)) = self.ev.call_mutation(q, &c.args, scope)
+        {
+            self.mutation(e, target, how, false);
+        }
+        // Cleanup registrations: addCleanup(os.chdir, old), request.addfinalizer(fin), ...
+        let method = match &*c.func {
+            Expr::Attribute(a) => a.attr.as_str(),
+            _ => "",
+        };
+        let registers = matches!(
+            method,
+            "addCleanup"
+                | "addfinalizer"
+                | "callback"
+                | "addClassCleanup"
+                | "addModuleCleanup"
+                | "push"
+        ) || q.as_deref() == Some("atexit.register");
+        if registers && let Some(f) = c.args.first() {
+            match f {
+                // Their bodies are walked as nested code, so their changes are already recorded.
+                Expr::Lambda(_) => {}
+                Expr::Name(n)
+                    if matches!(
+                        self.ev.scopes.lookup(scope, n.id.as_str()),
+                        Some(Binding::Def)
+                    ) => {}
+                _ => {
+                    let synthesized = self
+                        .ev
+                        .qualname(f, scope)
+                        .and_then(|fq| self.ev.call_mutation(&fq, &c.args[1..], scope));
+                    match synthesized {
+                        Some((target, how)) => self.mutation(e, target, how, true),
+                        None => {
+                            if let Some(i) = self.func
+                                && let Some(info) = self.facts.funcs.get_mut(i)
+                            {
+                                info.opaque_cleanup = true;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Records names replaced by `mock.patch(...)`, `mock.patch.object(x, "name")`, `mock_open()`.
+    fn note_patch(&mut self, c: &'a ast::ExprCall) {
+        let Some(i) = self.func else { return };
+        let q = self.ev.qualname(&c.func, self.scope).unwrap_or_default();
+        let last = last_segment(&q);
+        let name = match last {
+            "patch" => c
+                .args
+                .first()
+                .and_then(|a| self.ev.string(a, self.scope))
+                .map(|s| last_segment(&s).to_owned()),
+            "object" if q.ends_with("patch.object") => {
+                c.args.get(1).and_then(|a| self.ev.string(a, self.scope))
+            }
+            "mock_open" => Some("open".to_owned()),
+            _ => None,
+        };
+        if let Some(name) = name
+            && let Some(info) = self.facts.funcs.get_mut(i)
+        {
+            info.mocked.insert(name);
+        }
+    }
+
+    /// What state a context manager (or decorator) restores when its block ends.
+    fn guard_of(&self, c: &ast::ExprCall) -> Option<Guard> {
+        let q = self.ev.qualname(&c.func, self.scope);
+        let name = match (&q, &*c.func) {
+            (Some(q), _) => last_segment(q).to_owned(),
+            (None, Expr::Attribute(a)) => a.attr.to_string(),
+            _ => return None,
+        };
+        let q = q.unwrap_or_default();
+        let first = c.args.first();
+        let first_names = |wanted: &str| {
+            first.is_some_and(|a| {
+                self.ev.qualname(a, self.scope).as_deref() == Some(wanted)
+                    || self.ev.string(a, self.scope).as_deref() == Some(wanted)
+            })
+        };
+        if q.ends_with("patch.dict") {
+            if first_names("os.environ") {
+                return Some(Guard::Kind(StateKind::Environ));
+            }
+            if first_names("sys.modules") {
+                return Some(Guard::Kind(StateKind::SysModules));
+            }
+            return None;
+        }
+        if q.ends_with("patch.object") {
+            let obj = first?;
+            let attr = self.ev.string(c.args.get(1)?, self.scope)?;
+            let whole = format!("{}.{attr}", self.ev.text(obj));
+            return Some(match whole.as_str() {
+                "os.environ" => Guard::Kind(StateKind::Environ),
+                "sys.path" => Guard::Kind(StateKind::SysPath),
+                "sys.modules" => Guard::Kind(StateKind::SysModules),
+                _ => Guard::Attr(whole),
+            });
+        }
+        if name == "patch" {
+            return match first.and_then(|a| self.ev.string(a, self.scope)).as_deref() {
+                Some("os.environ") => Some(Guard::Kind(StateKind::Environ)),
+                Some("sys.path") => Some(Guard::Kind(StateKind::SysPath)),
+                Some("sys.modules") => Some(Guard::Kind(StateKind::SysModules)),
+                _ => None,
+            };
+        }
+        let lower = name.to_ascii_lowercase();
+        // Project helpers such as `modified_environ(...)`, `EnvironmentVarGuard()`, `chdir(...)`,
+        // `tmpdir.as_cwd()`: by name, they exist to restore what they change.
+        if lower.contains("env") {
+            return Some(Guard::Kind(StateKind::Environ));
+        }
+        if lower.contains("chdir")
+            || lower.contains("cwd")
+            || lower == "cd"
+            || lower == "pushd"
+            || lower.contains("working_dir")
+        {
+            return Some(Guard::Kind(StateKind::Cwd));
+        }
+        None
+    }
+}
+
+/// The expressions directly inside a statement that `Walker::stmt` does not handle itself.
+fn stmt_exprs(stmt: &Stmt) -> Vec<&Expr> {
+    match stmt {
+        Stmt::Return(r) => r.value.iter().map(|b| &**b).collect(),
+        Stmt::For(f) => vec![&f.iter],
+        Stmt::AsyncFor(f) => vec![&f.iter],
+        Stmt::While(w) => vec![&w.test],
+        Stmt::If(i) => vec![&i.test],
+        Stmt::Raise(r) => r.exc.iter().chain(r.cause.iter()).map(|b| &**b).collect(),
+        Stmt::Assert(a) => std::iter::once(&*a.test)
+            .chain(a.msg.iter().map(|b| &**b))
+            .collect(),
+        Stmt::Expr(e) => vec![&e.value],
+        Stmt::Match(m) => std::iter::once(&*m.subject)
+            .chain(m.cases.iter().filter_map(|c| c.guard.as_deref()))
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// Calls `f` on each direct sub-expression (lambdas and calls are handled by the caller).
+fn for_each_child<'a>(e: &'a Expr, mut f: impl FnMut(&'a Expr)) {
+    match e {
+        Expr::BoolOp(x) => x.values.iter().for_each(f),
+        Expr::NamedExpr(x) => f(&x.value),
+        Expr::BinOp(x) => {
+            f(&x.left);
+            f(&x.right);
+        }
+        Expr::UnaryOp(x) => f(&x.operand),
+        Expr::IfExp(x) => {
+            f(&x.test);
+            f(&x.body);
+            f(&x.orelse);
+        }
+        Expr::Dict(x) => {
+            x.keys.iter().flatten().for_each(&mut f);
+            x.values.iter().for_each(f);
+        }
+        Expr::Set(x) => x.elts.iter().for_each(f),
+        Expr::ListComp(x) => {
+            f(&x.elt);
+            comprehension(&x.generators, f);
+        }
+        Expr::SetComp(x) => {
+            f(&x.elt);
+            comprehension(&x.generators, f);
+        }
+        Expr::GeneratorExp(x) => {
+            f(&x.elt);
+            comprehension(&x.generators, f);
+        }
+        Expr::DictComp(x) => {
+            f(&x.key);
+            f(&x.value);
+            comprehension(&x.generators, f);
+        }
+        Expr::Await(x) => f(&x.value),
+        Expr::Yield(x) => x.value.iter().for_each(|v| f(v)),
+        Expr::YieldFrom(x) => f(&x.value),
+        Expr::Compare(x) => {
+            f(&x.left);
+            x.comparators.iter().for_each(f);
+        }
+        Expr::FormattedValue(x) => f(&x.value),
+        Expr::JoinedStr(x) => x.values.iter().for_each(f),
+        Expr::Attribute(x) => f(&x.value),
+        Expr::Subscript(x) => {
+            f(&x.value);
+            f(&x.slice);
+        }
+        Expr::Starred(x) => f(&x.value),
+        Expr::List(x) => x.elts.iter().for_each(f),
+        Expr::Tuple(x) => x.elts.iter().for_each(f),
+        Expr::Slice(x) => {
+            x.lower.iter().for_each(|v| f(v));
+            x.upper.iter().for_each(|v| f(v));
+            x.step.iter().for_each(|v| f(v));
+        }
+        _ => {}
+    }
+}
+
+fn comprehension<'a>(gens: &'a [ast::Comprehension], mut f: impl FnMut(&'a Expr)) {
+    for g in gens {
+        f(&g.iter);
+        g.ifs.iter().for_each(&mut f);
+    }
+}

@@ -1,0 +1,196 @@
+use super::{assert_clean, assert_flags, findings_in};
+use crate::RuleId::GlobalState as R;
+
+#[test]
+fn flags_environ_set_in_a_test() {
+    assert_flags(
+        R,
+        r#"
+        import os
+        def test_env():
+            os.environ["APP_MODE"] = "debug"  # <-
+            assert run() == "debug"
+    "#,
+    );
+}
+
+#[test]
+fn flags_chdir_and_sys_path_in_fixture_without_restore() {
+    assert_flags(
+        R,
+        r#"
+        import os, pytest
+        @pytest.fixture
+        def in_data_dir():
+            os.chdir("data")  # <-
+    "#,
+    );
+    assert_flags(
+        R,
+        r#"
+        import sys
+        def test_plugin():
+            sys.path.insert(0, "plugins")  # <-
+            import myplugin
+    "#,
+    );
+}
+
+#[test]
+fn flags_module_attribute_assignment_and_environ_update() {
+    assert_flags(
+        R,
+        r#"
+        import mypkg.settings
+        def test_debug():
+            mypkg.settings.DEBUG = True  # <-
+    "#,
+    );
+    assert_flags(
+        R,
+        r#"
+        from os import environ
+        def test_update():
+            environ.update({"A": "1"})  # <-
+    "#,
+    );
+}
+
+#[test]
+fn flags_import_time_change_in_a_test_module() {
+    assert_flags(
+        R,
+        r#"
+        import os
+        os.environ["TZ"] = "UTC"  # <-
+        def test_x():
+            pass
+    "#,
+    );
+}
+
+#[test]
+fn monkeypatch_is_fine() {
+    assert_clean(
+        R,
+        r#"
+        import os, sys
+        def test_env(monkeypatch, tmp_path):
+            monkeypatch.setenv("APP_MODE", "debug")
+            monkeypatch.chdir(tmp_path)
+            monkeypatch.syspath_prepend("plugins")
+            monkeypatch.setattr(os, "sep", "/")
+            env = os.environ.copy()
+            env["APP_MODE"] = "x"
+    "#,
+    );
+}
+
+#[test]
+fn restoring_fixture_and_try_finally_are_fine() {
+    assert_clean(
+        R,
+        r#"
+        import os, sys, pytest
+        @pytest.fixture
+        def in_data_dir():
+            old = os.getcwd()
+            os.chdir("data")
+            yield
+            os.chdir(old)
+
+        def test_env():
+            old = os.environ.get("APP_MODE")
+            os.environ["APP_MODE"] = "debug"
+            try:
+                run()
+            finally:
+                if old is None:
+                    del os.environ["APP_MODE"]
+                else:
+                    os.environ["APP_MODE"] = old
+
+        def test_path():
+            sys.path.insert(0, "plugins")
+            try:
+                import myplugin
+            finally:
+                sys.path.remove("plugins")
+    "#,
+    );
+}
+
+#[test]
+fn cleanups_teardown_and_patch_dict_are_fine() {
+    assert_clean(
+        R,
+        r#"
+        import os, unittest
+        from unittest import mock
+        import mypkg
+
+        class T(unittest.TestCase):
+            def setUp(self):
+                self.old = mypkg.LIMIT
+                mypkg.LIMIT = 3
+                os.environ["A"] = "1"
+                self.addCleanup(os.environ.pop, "A")
+            def tearDown(self):
+                mypkg.LIMIT = self.old
+            def test_x(self):
+                cwd = os.getcwd()
+                self.addCleanup(os.chdir, cwd)
+                os.chdir("/")
+
+        @mock.patch.dict(os.environ, {"B": "2"})
+        def test_patched():
+            os.environ["C"] = "3"
+
+        def test_with_patch():
+            with mock.patch.dict(os.environ, clear=True):
+                os.environ["D"] = "4"
+
+        def test_finalizer(request):
+            old = mypkg.MODE
+            def fin():
+                mypkg.MODE = old
+            request.addfinalizer(fin)
+            mypkg.MODE = "fast"
+    "#,
+    );
+}
+
+#[test]
+fn conftest_import_time_and_hooks_are_setup_not_leaks() {
+    let src = r#"
+        import os, sys
+        sys.path.insert(0, os.path.dirname(__file__))
+        os.environ["TZ"] = "UTC"
+        def pytest_configure(config):
+            os.environ["APP_ENV"] = "test"
+    "#;
+    assert!(findings_in("tests/conftest.py", src).is_empty());
+    // The same import-time changes in a test module leak into other modules of the process.
+    assert_eq!(findings_in("tests/test_a.py", src).len(), 2);
+}
+
+#[test]
+fn local_objects_are_not_module_state() {
+    assert_clean(
+        R,
+        r#"
+        from mypkg import Config
+        import mypkg
+        def test_local(mypkg):
+            cfg = Config()
+            cfg.debug = True
+            mypkg.x = 1
+        class Obj:
+            pass
+        def test_obj():
+            o = Obj()
+            o.attr = 2
+            Obj.attr = 3
+    "#,
+    );
+}
