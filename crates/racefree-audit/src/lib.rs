@@ -11,6 +11,7 @@ pub mod discover;
 pub mod error;
 pub mod finding;
 pub mod parse;
+pub mod project;
 pub mod report;
 pub mod rules;
 pub mod source;
@@ -71,9 +72,7 @@ pub fn audit_source(
             snippet: index.line(start.line).to_owned(),
         });
     }
-    report
-        .findings
-        .sort_by(|a, b| (a.start, a.rule).cmp(&(b.start, b.rule)));
+    report.findings.sort_by_key(|f| (f.start, f.rule));
     report
         .findings
         .dedup_by(|a, b| a.start == b.start && a.rule == b.rule && a.message == b.message);

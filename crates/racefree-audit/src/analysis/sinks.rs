@@ -161,25 +161,25 @@ impl<'a> Evaluator<'_, 'a> {
         let name = last_segment(&q);
         match q.as_str() {
             "open" | "io.open" | "builtins.open" | "codecs.open" | "gzip.open" | "bz2.open"
-            | "lzma.open" | "gzip.GzipFile" => {
-                if self.writes_mode(arg(call, 1, "mode"), true, scope) == Some(true) {
-                    push!(
-                        WriteKind::Write,
-                        arg(call, 0, "file").or_else(|| kwarg(call, "filename")),
-                        "open(..., write mode)",
-                        "open"
-                    );
-                }
+            | "lzma.open" | "gzip.GzipFile"
+                if self.writes_mode(arg(call, 1, "mode"), true, scope) == Some(true) =>
+            {
+                push!(
+                    WriteKind::Write,
+                    arg(call, 0, "file").or_else(|| kwarg(call, "filename")),
+                    "open(..., write mode)",
+                    "open"
+                );
             }
-            "tarfile.open" | "zipfile.ZipFile" | "tarfile.TarFile" => {
-                if self.writes_mode(arg(call, 1, "mode"), true, scope) == Some(true) {
-                    push!(
-                        WriteKind::Write,
-                        arg(call, 0, "name").or_else(|| kwarg(call, "file")),
-                        &format!("{q}(..., write mode)"),
-                        name
-                    );
-                }
+            "tarfile.open" | "zipfile.ZipFile" | "tarfile.TarFile"
+                if self.writes_mode(arg(call, 1, "mode"), true, scope) == Some(true) =>
+            {
+                push!(
+                    WriteKind::Write,
+                    arg(call, 0, "name").or_else(|| kwarg(call, "file")),
+                    &format!("{q}(..., write mode)"),
+                    name
+                );
             }
             "os.open" => {
                 let flags = arg(call, 1, "flags").map(|f| self.text(f)).unwrap_or("");
@@ -216,10 +216,8 @@ impl<'a> Evaluator<'_, 'a> {
             "sqlite3.connect" | "shelve.open" => {
                 push!(WriteKind::Write, arg(call, 0, "database"), &q, name)
             }
-            "dbm.open" => {
-                if self.writes_mode(arg(call, 1, "flag"), true, scope) == Some(true) {
-                    push!(WriteKind::Write, arg(call, 0, "file"), &q, name)
-                }
+            "dbm.open" if self.writes_mode(arg(call, 1, "flag"), true, scope) == Some(true) => {
+                push!(WriteKind::Write, arg(call, 0, "file"), &q, name)
             }
             "logging.FileHandler"
             | "logging.handlers.RotatingFileHandler"
@@ -411,7 +409,7 @@ impl<'a> Evaluator<'_, 'a> {
             ),
             _ => None,
         }?;
-        (port > 0).then(|| (port, name))
+        (port > 0).then_some((port, name))
     }
 
     /// The global state a call changes, if it is one of the known mutators. `args` are the call's

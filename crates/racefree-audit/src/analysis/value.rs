@@ -594,12 +594,11 @@ impl<'a> Evaluator<'_, 'a> {
                 }
                 // tmp_path_factory.mktemp(...), tmpdir_factory.getbasetemp(), tempfile helpers on objects.
                 "mktemp" | "getbasetemp" | "mkdtemp" => return PathVal::private(),
-                "format" => {
+                "format"
                     if matches!(&*m.value, Expr::Constant(_))
-                        || self.string(&m.value, scope).is_some()
-                    {
-                        return self.format(&m.value, &c.args, scope, d);
-                    }
+                        || self.string(&m.value, scope).is_some() =>
+                {
+                    return self.format(&m.value, &c.args, scope, d);
                 }
                 "cwd" => {
                     return PathVal {
