@@ -59,10 +59,11 @@ impl Target {
     /// Whether a change to `other` can be the restore of a change to `self`.
     pub fn restored_by(&self, other: &Target) -> bool {
         match (self, other) {
-            (Target::Environ(_), Target::Environ(None))
-            | (Target::Environ(None), Target::Environ(_)) => true,
-            (Target::SysModules(_), Target::SysModules(None))
-            | (Target::SysModules(None), Target::SysModules(_)) => true,
+            (Target::Environ(a), Target::Environ(b))
+            | (Target::SysModules(a), Target::SysModules(b)) => match (a, b) {
+                (Some(a), Some(b)) => a == b || !is_literal_key(a) || !is_literal_key(b),
+                _ => true,
+            },
             (a, b) => a == b,
         }
     }
@@ -89,6 +90,36 @@ impl Target {
             Target::SysModules(None) => "sys.modules".to_owned(),
             Target::Attr(a) => a.clone(),
             Target::Setter(s) => format!("the process-wide setting changed by {s}()"),
+        }
+    }
+}
+
+/// Keys are stored as `"NAME"` for literals and as source text for expressions: a variable key
+/// may hold any name, so it matches any other key.
+fn is_literal_key(key: &str) -> bool {
+    key.starts_with('"')
+}
+
+impl Target {
+    /// Text that a saved value of this state contains: `old = os.getcwd()` for the working
+    /// directory, `saved = sys.path[:]`, `orig = mod.attr`, `old = locale.setlocale(cat)`.
+    pub fn saved_marker(&self) -> String {
+        match self {
+            Target::Environ(_) => "environ".into(),
+            Target::Cwd => "cwd".into(),
+            Target::SysPath => "sys.path".into(),
+            Target::SysModules(_) => "sys.modules".into(),
+            Target::Attr(a) => a.clone(),
+            Target::Setter(q) => {
+                let name = q
+                    .split('(')
+                    .next()
+                    .unwrap_or(q)
+                    .rsplit('.')
+                    .next()
+                    .unwrap_or(q);
+                name.strip_prefix("set").unwrap_or(name).to_owned()
+            }
         }
     }
 }

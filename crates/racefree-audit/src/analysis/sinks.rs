@@ -389,6 +389,25 @@ impl<'a> Evaluator<'_, 'a> {
         };
         let from_addr = |e: Option<&'a Expr>| -> Option<i64> {
             let (elts, s) = self.tuple(e?, scope)?;
+            // (host, port) for IPv4, (host, port, flowinfo, scope_id) for IPv6. Other shapes are
+            // other families (AF_CAN, AF_TIPC), and a host that is a number or a socket constant
+            // is AF_VSOCK or similar, where "port" means something else.
+            if !matches!(elts.len(), 2 | 4) {
+                return None;
+            }
+            let host = &elts[0];
+            if matches!(
+                host,
+                Expr::Constant(ast::ExprConstant {
+                    value: Constant::Int(_),
+                    ..
+                })
+            ) || self
+                .qualname(host, s)
+                .is_some_and(|q| q.starts_with("socket."))
+            {
+                return None;
+            }
             self.int(elts.get(1)?, s)
         };
         let from_int = |e: Option<&Expr>| e.and_then(|e| self.int(e, scope));
@@ -409,7 +428,9 @@ impl<'a> Evaluator<'_, 'a> {
             ),
             _ => None,
         }?;
-        (port > 0).then_some((port, name))
+        // Ports below 1024 need privileges no test run has: a test naming one is testing an
+        // error path or talking to a mock, not binding it.
+        (port >= 1024).then_some((port, name))
     }
 
     /// The global state a call changes, if it is one of the known mutators. `args` are the call's
@@ -423,7 +444,9 @@ impl<'a> Evaluator<'_, 'a> {
         let key = |i: usize| args.get(i).map(|e| self.key_text(e, scope));
         let (head, tail) = q.rsplit_once('.').unwrap_or(("", q));
         let target = match (head, tail) {
-            ("os.environ", "update" | "clear" | "popitem") => Target::Environ(None),
+            ("os.environ", "update" | "clear" | "popitem" | "__enter__" | "__exit__") => {
+                Target::Environ(None)
+            }
             ("os.environ", "setdefault" | "pop" | "__setitem__" | "__delitem__") => {
                 Target::Environ(key(0))
             }
@@ -486,5 +509,32 @@ impl<'a> Evaluator<'_, 'a> {
             None => self.imports.resolve(n.id.as_str()).is_some(),
             _ => false,
         }
+    }
+}
+
+impl<'a> Evaluator<'_, 'a> {
+    /// Whether `value`, put back into `target`, is a saved copy of it: a name or attribute bound
+    /// to something that read the same state (`old = os.getcwd()` then `os.chdir(old)`;
+    /// `saved = sys.stdout` then `sys.stdout = saved`; `sys.stdout = sys.__stdout__`).
+    /// Only plain names and attributes count: `os.environ["P"] = os.environ["P"] + ":x"` is a change.
+    pub fn restores(&self, target: &Target, value: &Expr, scope: ScopeId) -> bool {
+        if !matches!(value, Expr::Name(_) | Expr::Attribute(_)) {
+            return false;
+        }
+        let marker = target.saved_marker();
+        let text = match self.bound(value, scope) {
+            Some((e, _)) => self.text(e),
+            None => self.text(value),
+        };
+        if text.contains(&marker) {
+            return true;
+        }
+        // sys.stdout = sys.__stdout__
+        if let Target::Attr(a) = target
+            && let Some((head, last)) = a.rsplit_once('.')
+        {
+            return text == format!("{head}.__{last}__");
+        }
+        false
     }
 }

@@ -471,7 +471,6 @@ impl<'a> Evaluator<'_, 'a> {
             return self.path_at(e, s, d);
         }
         match self.qualname(expr, scope).as_deref() {
-            Some("tempfile.tempdir") => return PathVal::new(Origin::TempDir, "tempfile.tempdir"),
             Some("os.curdir") => return PathVal::new(Origin::Cwd, "."),
             _ => {}
         }

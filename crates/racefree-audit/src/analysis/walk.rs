@@ -49,7 +49,28 @@ fn handler_bodies<'s>(
 enum Guard {
     Kind(StateKind),
     Attr(String),
+    /// A helper whose name says it saves and restores state (`isolated_modules()`, `swap_attr()`).
+    All,
+    /// `pytest.raises(...)` / `self.assertRaises(...)`: the block is expected to fail, so what it
+    /// tries to change or write is the subject of the test, not a side effect.
+    ExpectError,
 }
+
+/// Words in a context manager's name that say it restores whatever the block changes.
+const RESTORING_WORDS: &[&str] = &[
+    "restor",
+    "preserv",
+    "isolat",
+    "uncache",
+    "cleanimport",
+    "clean_import",
+    "swap",
+    "saved",
+    "guard",
+    "sandbox",
+    "temporarily",
+    "override",
+];
 
 /// Names a function gets restoring fixtures from: changes in these functions are restores.
 const RESTORER_WORDS: &[&str] = &[
@@ -248,22 +269,22 @@ impl<'s, 'a> Walker<'s, 'a> {
             Stmt::Assign(a) => {
                 self.expr(&a.value);
                 for t in &a.targets {
-                    self.store(t, "=");
+                    self.store(t, "=", Some(&a.value));
                 }
             }
             Stmt::AugAssign(a) => {
                 self.expr(&a.value);
-                self.store(&a.target, "+=");
+                self.store(&a.target, "+=", None);
             }
             Stmt::AnnAssign(a) => {
                 if let Some(v) = &a.value {
                     self.expr(v);
-                    self.store(&a.target, "=");
+                    self.store(&a.target, "=", Some(v));
                 }
             }
             Stmt::Delete(d) => {
                 for t in &d.targets {
-                    self.store(t, "del");
+                    self.store(t, "del", None);
                 }
             }
             _ => {
@@ -278,7 +299,7 @@ impl<'s, 'a> Walker<'s, 'a> {
     }
 
     /// An assignment or `del` target: does it change global state?
-    fn store(&mut self, target: &'a Expr, how: &str) {
+    fn store(&mut self, target: &'a Expr, how: &str, value: Option<&'a Expr>) {
         let found = match target {
             Expr::Subscript(s) => {
                 self.expr(&s.slice);
@@ -313,22 +334,26 @@ impl<'s, 'a> Walker<'s, 'a> {
                 }
             }
             Expr::Tuple(t) => {
-                t.elts.iter().for_each(|e| self.store(e, how));
+                t.elts.iter().for_each(|e| self.store(e, how, None));
                 None
             }
             Expr::List(t) => {
-                t.elts.iter().for_each(|e| self.store(e, how));
+                t.elts.iter().for_each(|e| self.store(e, how, None));
                 None
             }
             _ => None,
         };
         if let Some((t, spelling)) = found {
+            // Deleting a module attribute or a sys.modules entry is how tests clean up after
+            // themselves (forcing a fresh import, removing what `install()` added): a restore.
+            let cleanup = how == "del" && matches!(t, Target::Attr(_) | Target::SysModules(_));
+            let restore = cleanup || value.is_some_and(|v| self.ev.restores(&t, v, self.scope));
             let how = if how == "del" {
                 format!("del {spelling}")
             } else {
                 format!("{spelling} {how}")
             };
-            self.mutation(target, t, how, false);
+            self.mutation(target, t, how, restore);
         }
     }
 
@@ -336,6 +361,7 @@ impl<'s, 'a> Walker<'s, 'a> {
         let guarded = self.guards.iter().any(|g| match g {
             Guard::Kind(k) => *k == target.kind(),
             Guard::Attr(a) => matches!(&target, Target::Attr(t) if t == a),
+            Guard::All | Guard::ExpectError => true,
         });
         self.facts.mutations.push(MutationFact {
             span: Self::span(node),
@@ -354,7 +380,11 @@ impl<'s, 'a> Walker<'s, 'a> {
                 self.call(e, c);
                 self.expr(&c.func);
                 c.args.iter().for_each(|a| self.expr(a));
-                c.keywords.iter().for_each(|k| self.expr(&k.value));
+                // `preexec_fn=` runs in the child process: its changes are not ours.
+                c.keywords
+                    .iter()
+                    .filter(|k| k.arg.as_ref().is_none_or(|a| a.as_str() != "preexec_fn"))
+                    .for_each(|k| self.expr(&k.value));
             }
             Expr::Lambda(l) => {
                 let saved = self.nested;
@@ -369,6 +399,9 @@ impl<'s, 'a> Walker<'s, 'a> {
     fn call(&mut self, e: &'a Expr, c: &'a ast::ExprCall) {
         let scope = self.scope;
         self.note_patch(c);
+        if self.guards.contains(&Guard::ExpectError) {
+            return;
+        }
         for sink in self.ev.write_sinks(c, scope) {
             let mocked = self
                 .facts
@@ -395,7 +428,14 @@ impl<'s, 'a> Walker<'s, 'a> {
         if let Some(q) = &q
             && let Some((target, how)) = self.ev.call_mutation(q, &c.args, scope)
         {
-            self.mutation(e, target, how, false);
+            // `os.chdir(old)`, `locale.setlocale(cat, saved)`, `sys.modules.pop(name)`: restores.
+            let cleanup =
+                matches!(&target, Target::SysModules(_)) && q.ends_with(".pop") || q == "delattr";
+            let restore = cleanup
+                || c.args
+                    .last()
+                    .is_some_and(|v| self.ev.restores(&target, v, scope));
+            self.mutation(e, target, how, restore);
         }
         // Cleanup registrations: addCleanup(os.chdir, old), request.addfinalizer(fin), ...
         let method = match &*c.func {
@@ -508,7 +548,20 @@ impl<'s, 'a> Walker<'s, 'a> {
                 _ => None,
             };
         }
+        if matches!(
+            name.as_str(),
+            "raises"
+                | "assertRaises"
+                | "assertRaisesRegex"
+                | "assertRaisesRegexp"
+                | "failUnlessRaises"
+        ) {
+            return Some(Guard::ExpectError);
+        }
         let lower = name.to_ascii_lowercase();
+        if !q.starts_with("tempfile.") && RESTORING_WORDS.iter().any(|w| lower.contains(w)) {
+            return Some(Guard::All);
+        }
         // Project helpers such as `modified_environ(...)`, `EnvironmentVarGuard()`, `chdir(...)`,
         // `tmpdir.as_cwd()`: by name, they exist to restore what they change.
         if lower.contains("env") {

@@ -114,3 +114,21 @@ fn ports_from_free_port_helpers_are_fine() {
     "#,
     );
 }
+
+#[test]
+fn privileged_ports_and_other_families_are_not_bindings() {
+    assert_clean(
+        R,
+        r#"
+        import socket
+        def test_mocked(loop, app):
+            loop.create_server(MyProto, "example.com", 80)
+            make_server("", 80, app)
+            s = socket.socket(socket.AF_VSOCK, socket.SOCK_STREAM)
+            s.bind((socket.VMADDR_CID_ANY, 1234))
+            s.bind(("vcan0", 0x123, 0x456))
+            with pytest.raises(OSError):
+                s.bind(("localhost", 8080))
+    "#,
+    );
+}

@@ -194,3 +194,77 @@ fn local_objects_are_not_module_state() {
     "#,
     );
 }
+
+#[test]
+fn restoring_a_saved_value_is_not_a_change() {
+    assert_clean(
+        R,
+        r#"
+        import os, sys, locale
+        def test_stdin():
+            saved = sys.stdin
+            try:
+                run()
+            finally:
+                sys.stdin = saved
+        def test_stdout():
+            sys.stdout = sys.__stdout__
+        def test_cwd_restore_only():
+            old = os.getcwd()
+            os.chdir(old)
+        def test_locale():
+            old = locale.setlocale(locale.LC_ALL)
+            locale.setlocale(locale.LC_ALL, old)
+    "#,
+    );
+    // Building a new value from the old one is still a change.
+    assert_flags(
+        R,
+        r#"
+        import os
+        def test_path():
+            os.environ["PATH"] = os.environ["PATH"] + ":/opt/bin"  # <-
+    "#,
+    );
+}
+
+#[test]
+fn cleanups_of_modules_and_expected_failures_are_fine() {
+    assert_clean(
+        R,
+        r#"
+        import sys, array, subprocess, os, pytest
+        def test_reimport():
+            import foo
+            del sys.modules["foo"]
+            sys.modules.pop("bar", None)
+        def test_immutable():
+            with pytest.raises(TypeError):
+                array.array.foo = 1
+        def test_child():
+            subprocess.run(["env"], preexec_fn=lambda: os.putenv("FRUIT", "apple"))
+        def test_isolated():
+            with isolated_modules():
+                sys.modules["fake"] = object()
+    "#,
+    );
+}
+
+#[test]
+fn variable_keys_match_any_restore() {
+    assert_clean(
+        R,
+        r#"
+        import os
+        def test_keys():
+            orig = {}
+            try:
+                for key in ("LC_ALL", "LANG"):
+                    orig[key] = os.environ[key]
+                    del os.environ[key]
+            finally:
+                for k in orig:
+                    os.environ[k] = orig[k]
+    "#,
+    );
+}

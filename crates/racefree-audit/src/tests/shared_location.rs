@@ -159,3 +159,15 @@ fn configured_shared_roots_count() {
         1
     );
 }
+
+#[test]
+fn one_finding_per_call_even_with_two_shared_paths() {
+    assert_flags(
+        R,
+        r#"
+        import shutil
+        def test_move():
+            shutil.move("/tmp/a.txt", "/tmp/b.txt")  # <-
+    "#,
+    );
+}
