@@ -518,6 +518,11 @@ impl<'a> Evaluator<'_, 'a> {
     /// `saved = sys.stdout` then `sys.stdout = saved`; `sys.stdout = sys.__stdout__`).
     /// Only plain names and attributes count: `os.environ["P"] = os.environ["P"] + ":x"` is a change.
     pub fn restores(&self, target: &Target, value: &Expr, scope: ScopeId) -> bool {
+        // `sys.path[:] = saved[:]`: a copy of a saved value is still the saved value.
+        let value = match value {
+            Expr::Subscript(s) if matches!(&*s.slice, Expr::Slice(_)) => &*s.value,
+            other => other,
+        };
         if !matches!(value, Expr::Name(_) | Expr::Attribute(_)) {
             return false;
         }

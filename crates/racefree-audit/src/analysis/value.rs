@@ -470,9 +470,8 @@ impl<'a> Evaluator<'_, 'a> {
         if let Some((e, s)) = self.bound(expr, scope) {
             return self.path_at(e, s, d);
         }
-        match self.qualname(expr, scope).as_deref() {
-            Some("os.curdir") => return PathVal::new(Origin::Cwd, "."),
-            _ => {}
+        if self.qualname(expr, scope).as_deref() == Some("os.curdir") {
+            return PathVal::new(Origin::Cwd, ".");
         }
         match attr {
             "parent" => {

@@ -96,6 +96,7 @@ pub struct Walker<'s, 'a> {
     func: Option<usize>,
     scope: ScopeId,
     nested: bool,
+    in_finally: bool,
     class: Option<usize>,
     guards: Vec<Guard>,
 }
@@ -122,6 +123,7 @@ impl<'s, 'a> Walker<'s, 'a> {
             func: None,
             scope: MODULE_SCOPE,
             nested: false,
+            in_finally: false,
             class: None,
             guards: Vec::new(),
         }
@@ -252,6 +254,34 @@ impl<'s, 'a> Walker<'s, 'a> {
                 self.class = saved;
             }
             Stmt::If(i) if self.func.is_none() && is_main_guard(&i.test) => self.block(&i.orelse),
+            Stmt::Try(ast::StmtTry {
+                body,
+                handlers,
+                orelse,
+                finalbody,
+                ..
+            })
+            | Stmt::TryStar(ast::StmtTryStar {
+                body,
+                handlers,
+                orelse,
+                finalbody,
+                ..
+            }) => {
+                self.block(body);
+                for h in handlers {
+                    let ast::ExceptHandler::ExceptHandler(h) = h;
+                    if let Some(t) = &h.type_ {
+                        self.expr(t);
+                    }
+                    self.block(&h.body);
+                }
+                self.block(orelse);
+                let saved = self.in_finally;
+                self.in_finally = true;
+                self.block(finalbody);
+                self.in_finally = saved;
+            }
             Stmt::With(ast::StmtWith { items, body, .. })
             | Stmt::AsyncWith(ast::StmtAsyncWith { items, body, .. }) => {
                 let depth = self.guards.len();
@@ -357,7 +387,17 @@ impl<'s, 'a> Walker<'s, 'a> {
         }
     }
 
+    fn mark_opaque_cleanup(&mut self) {
+        if let Some(i) = self.func
+            && let Some(info) = self.facts.funcs.get_mut(i)
+        {
+            info.opaque_cleanup = true;
+        }
+    }
+
     fn mutation(&mut self, node: &impl Ranged, target: Target, how: String, synthetic: bool) {
+        // Whatever a `finally:` block sets is the restore, even to a constant.
+        let synthetic = synthetic || self.in_finally;
         let guarded = self.guards.iter().any(|g| match g {
             Guard::Kind(k) => *k == target.kind(),
             Guard::Attr(a) => matches!(&target, Target::Attr(t) if t == a),
@@ -451,15 +491,22 @@ impl<'s, 'a> Walker<'s, 'a> {
                 | "addModuleCleanup"
                 | "push"
         ) || q.as_deref() == Some("atexit.register");
+        // `self.enterContext(cm)` / `stack.enter_context(cm)`: the context manager's exit runs at
+        // cleanup, and racefree cannot see what it restores.
+        if matches!(
+            method,
+            "enterContext" | "enter_context" | "enterClassContext"
+        ) {
+            self.mark_opaque_cleanup();
+        }
         if registers && let Some(f) = c.args.first() {
             match f {
                 // Their bodies are walked as nested code, so their changes are already recorded.
                 Expr::Lambda(_) => {}
                 Expr::Name(n)
-                    if matches!(
-                        self.ev.scopes.lookup(scope, n.id.as_str()),
-                        Some(Binding::Def)
-                    ) => {}
+                    if self.ev.scopes.scopes.get(scope).is_some_and(|d| {
+                        matches!(d.bindings.get(n.id.as_str()), Some(Binding::Def))
+                    }) => {}
                 _ => {
                     let synthesized = self
                         .ev
@@ -467,13 +514,7 @@ impl<'s, 'a> Walker<'s, 'a> {
                         .and_then(|fq| self.ev.call_mutation(&fq, &c.args[1..], scope));
                     match synthesized {
                         Some((target, how)) => self.mutation(e, target, how, true),
-                        None => {
-                            if let Some(i) = self.func
-                                && let Some(info) = self.facts.funcs.get_mut(i)
-                            {
-                                info.opaque_cleanup = true;
-                            }
-                        }
+                        None => self.mark_opaque_cleanup(),
                     }
                 }
             }

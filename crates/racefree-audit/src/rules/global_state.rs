@@ -57,16 +57,29 @@ fn exempt(facts: &Facts, m: &MutationFact) -> bool {
 }
 
 fn restored(facts: &Facts, i: usize, m: &MutationFact) -> bool {
-    let same_func = |r: &MutationFact| r.func == m.func && m.func.is_some();
+    // Module-level code is one "function" too: `sys.modules[k] = fake` ... `sys.modules[k] = orig`.
+    let same_func = |r: &MutationFact| r.func == m.func;
+    // Teardown-like functions of the same class (or module), and cleanups registered by its
+    // setUp-like functions, restore for every test of the class.
     let teardown_peer = |r: &MutationFact| {
         let (Some(mf), Some(rf)) = (facts.func(m.func), facts.func(r.func)) else {
             return false;
         };
-        rf.restorer && rf.class == mf.class
+        rf.class == mf.class && (rf.restorer || (r.synthetic && rf.kind != FuncKind::Test))
     };
-    facts.mutations.iter().enumerate().any(|(j, r)| {
-        j != i && m.target.restored_by(&r.target) && (same_func(r) || teardown_peer(r))
-    })
+    // A setUp-like function that enters a context or registers a cleanup racefree cannot see
+    // into may restore anything the class's tests change.
+    let opaque_class_cleanup = facts.func(m.func).is_some_and(|mf| {
+        mf.class.is_some()
+            && facts
+                .funcs
+                .iter()
+                .any(|f| f.class == mf.class && f.kind != FuncKind::Test && f.opaque_cleanup)
+    });
+    opaque_class_cleanup
+        || facts.mutations.iter().enumerate().any(|(j, r)| {
+            j != i && m.target.restored_by(&r.target) && (same_func(r) || teardown_peer(r))
+        })
 }
 
 pub fn check(facts: &Facts, out: &mut Vec<RawFinding>) {

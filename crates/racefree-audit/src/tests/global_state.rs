@@ -268,3 +268,47 @@ fn variable_keys_match_any_restore() {
     "#,
     );
 }
+
+#[test]
+fn class_wide_cleanups_and_finally_restores_are_fine() {
+    assert_clean(
+        R,
+        r#"
+        import logging, sys, shutil, unittest
+        class T(unittest.TestCase):
+            def setUp(self):
+                old = logging.raiseExceptions
+                self.addCleanup(setattr, logging, "raiseExceptions", old)
+            def test_a(self):
+                logging.raiseExceptions = False
+        class U(unittest.TestCase):
+            def setUp(self):
+                self.enterContext(namespace_tree())
+            def test_b(self):
+                sys.path.append("portion2")
+        def test_finally():
+            try:
+                run()
+            finally:
+                shutil._USE_CP_SENDFILE = True
+        def test_saved_copy():
+            orig = sys.path[:]
+            run()
+            sys.path[:] = orig[:]
+    "#,
+    );
+}
+
+#[test]
+fn module_level_save_and_restore_is_fine() {
+    assert_clean(
+        R,
+        r#"
+        import sys
+        import decimal as orig_decimal
+        sys.modules["decimal"] = fake
+        other = reload_fractions()
+        sys.modules["decimal"] = orig_decimal
+    "#,
+    );
+}
