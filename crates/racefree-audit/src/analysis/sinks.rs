@@ -469,6 +469,19 @@ impl<'a> Evaluator<'_, 'a> {
                 }
                 Target::Attr(format!("{}.{attr}", self.text(obj)))
             }
+            // setlocale(category) and setlocale(category, None) only ask.
+            ("locale", "setlocale")
+                if args.len() < 2
+                    || matches!(
+                        &args[1],
+                        Expr::Constant(ast::ExprConstant {
+                            value: Constant::None,
+                            ..
+                        })
+                    ) =>
+            {
+                return None;
+            }
             ("os", "umask")
             | ("socket", "setdefaulttimeout")
             | ("locale", "setlocale")
@@ -481,6 +494,30 @@ impl<'a> Evaluator<'_, 'a> {
             _ => return None,
         };
         Some((target, q.to_owned()))
+    }
+
+    /// Calls that put a process-wide setting back to Python's default, which is a restore:
+    /// `socket.setdefaulttimeout(None)`, `logging.disable()` / `logging.disable(logging.NOTSET)`,
+    /// `gc.enable()`.
+    pub fn resets_to_default(&self, q: &str, args: &[Expr]) -> bool {
+        let none = |e: Option<&Expr>| {
+            matches!(
+                e,
+                Some(Expr::Constant(ast::ExprConstant {
+                    value: Constant::None,
+                    ..
+                }))
+            )
+        };
+        match q {
+            "socket.setdefaulttimeout" => none(args.first()),
+            "logging.disable" => args.first().is_none_or(|a| {
+                self.text(a).ends_with("NOTSET")
+                    || matches!(a, Expr::Constant(ast::ExprConstant { value: Constant::Int(i), .. }) if i.to_string() == "0")
+            }),
+            "gc.enable" => true,
+            _ => false,
+        }
     }
 
     /// A key as text: the string for constants, else the expression's source.

@@ -97,6 +97,8 @@ pub struct Walker<'s, 'a> {
     scope: ScopeId,
     nested: bool,
     in_finally: bool,
+    /// Start of the call whose result the current assignment keeps (`old = signal.signal(...)`).
+    captured_call: Option<usize>,
     class: Option<usize>,
     guards: Vec<Guard>,
 }
@@ -124,6 +126,7 @@ impl<'s, 'a> Walker<'s, 'a> {
             scope: MODULE_SCOPE,
             nested: false,
             in_finally: false,
+            captured_call: None,
             class: None,
             guards: Vec::new(),
         }
@@ -226,6 +229,8 @@ impl<'s, 'a> Walker<'s, 'a> {
                 self.note_patch(c);
                 if let Some(g) = self.guard_of(c) {
                     self.guards.push(g);
+                } else if self.decorator_restores(c) {
+                    self.guards.push(Guard::All);
                 }
             }
         }
@@ -297,7 +302,10 @@ impl<'s, 'a> Walker<'s, 'a> {
                 self.guards.truncate(depth);
             }
             Stmt::Assign(a) => {
+                self.captured_call =
+                    matches!(&*a.value, Expr::Call(_)).then(|| a.value.start().to_usize());
                 self.expr(&a.value);
+                self.captured_call = None;
                 for t in &a.targets {
                     self.store(t, "=", Some(&a.value));
                 }
@@ -471,7 +479,13 @@ impl<'s, 'a> Walker<'s, 'a> {
             // `os.chdir(old)`, `locale.setlocale(cat, saved)`, `sys.modules.pop(name)`: restores.
             let cleanup =
                 matches!(&target, Target::SysModules(_)) && q.ends_with(".pop") || q == "delattr";
+            // Setters return the previous value: a caller that keeps it (`old = signal.signal(...)`,
+            // often to return it from a helper) is saving it to restore later.
+            let saved = matches!(target, Target::Setter(_))
+                && self.captured_call == Some(e.start().to_usize());
             let restore = cleanup
+                || saved
+                || self.ev.resets_to_default(q, &c.args)
                 || c.args
                     .last()
                     .is_some_and(|v| self.ev.restores(&target, v, scope));
@@ -543,6 +557,18 @@ impl<'s, 'a> Walker<'s, 'a> {
         {
             info.mocked.insert(name);
         }
+    }
+
+    /// Decorators such as `@run_with_locale(...)`, `@with_env(...)`: wrappers that set something
+    /// up around the test and, by the convention their names follow, put it back.
+    fn decorator_restores(&self, c: &ast::ExprCall) -> bool {
+        let name = match &*c.func {
+            Expr::Attribute(a) => a.attr.as_str(),
+            Expr::Name(n) => n.id.as_str(),
+            _ => return false,
+        };
+        let lower = name.to_ascii_lowercase();
+        lower.starts_with("with_") || lower.starts_with("run_with")
     }
 
     /// What state a context manager (or decorator) restores when its block ends.

@@ -312,3 +312,31 @@ fn module_level_save_and_restore_is_fine() {
     "#,
     );
 }
+
+#[test]
+fn setter_queries_saved_results_and_defaults_are_fine() {
+    assert_clean(
+        R,
+        r#"
+        import locale, signal, socket, logging
+        def register(handler):
+            old = signal.signal(signal.SIGUSR1, handler)
+            return old
+        def test_query():
+            loc = locale.setlocale(locale.LC_CTYPE, None)
+            socket.setdefaulttimeout(None)
+            logging.disable(logging.NOTSET)
+        @run_with_tz("UTC")
+        def test_tz():
+            os.environ["TZ"] = "EST"
+    "#,
+    );
+    assert_flags(
+        R,
+        r#"
+        import signal
+        def test_handler(handler):
+            signal.signal(signal.SIGALRM, handler)  # <-
+    "#,
+    );
+}
