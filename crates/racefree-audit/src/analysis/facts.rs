@@ -197,10 +197,22 @@ pub struct Facts {
     pub is_conftest: bool,
     /// The file uses pyfakefs: its paths may live in a fake file system.
     pub fake_fs: bool,
+    /// Per class index: the class and its same-file ancestors (their teardowns run for it too).
+    pub lineages: Vec<Vec<usize>>,
 }
 
 impl Facts {
     pub fn func(&self, id: Option<usize>) -> Option<&FuncInfo> {
         id.and_then(|i| self.funcs.get(i))
+    }
+
+    /// Whether setup/teardown code of class `other` runs around the tests of class `class`:
+    /// the same class, one of its same-file ancestors, or both at module level.
+    pub fn shares_fixtures(&self, class: Option<usize>, other: Option<usize>) -> bool {
+        match (class, other) {
+            (Some(c), Some(o)) => self.lineages.get(c).is_some_and(|l| l.contains(&o)),
+            (None, None) => true,
+            _ => false,
+        }
     }
 }

@@ -36,6 +36,9 @@ pub struct ScopeData<'a> {
 pub struct ClassData<'a> {
     /// `self.x = ...` in any method and `x = ...` in the class body.
     pub attrs: HashMap<&'a str, Binding<'a>>,
+    pub name: &'a str,
+    /// Names of the base classes, as written (`Base`, `unittest.TestCase`).
+    pub bases: Vec<&'a str>,
 }
 
 #[derive(Debug, Default)]
@@ -66,6 +69,27 @@ impl<'a> Scopes<'a> {
         scopes.scopes.push(ScopeData::default());
         scopes.collect_block(body, MODULE_SCOPE);
         scopes
+    }
+
+    /// For each class, itself and the classes of this file it inherits from (by name).
+    pub fn lineages(&self) -> Vec<Vec<usize>> {
+        (0..self.classes.len())
+            .map(|start| {
+                let mut seen = vec![start];
+                let mut i = 0;
+                while let Some(&c) = seen.get(i) {
+                    for base in &self.classes[c].bases {
+                        if let Some(b) = self.classes.iter().position(|k| k.name == *base)
+                            && !seen.contains(&b)
+                        {
+                            seen.push(b);
+                        }
+                    }
+                    i += 1;
+                }
+                seen
+            })
+            .collect()
     }
 
     pub fn function_scope(&self, def: &impl Ranged) -> Option<ScopeId> {
@@ -153,7 +177,15 @@ impl<'a> Scopes<'a> {
                     c.name.as_str(),
                     Binding::Def,
                 );
-                self.classes.push(ClassData::default());
+                let bases = c.bases.iter().filter_map(|b| match b {
+                    Expr::Name(n) => Some(n.id.as_str()),
+                    _ => None,
+                });
+                self.classes.push(ClassData {
+                    name: c.name.as_str(),
+                    bases: bases.collect(),
+                    ..ClassData::default()
+                });
                 let class = self.classes.len() - 1;
                 self.class_by_offset.insert(stmt.start().to_u32(), class);
                 // The class body is a scope of its own; its plain assignments are class attributes.

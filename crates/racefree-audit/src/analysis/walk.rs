@@ -115,11 +115,13 @@ fn is_main_guard(test: &Expr) -> bool {
 impl<'s, 'a> Walker<'s, 'a> {
     pub fn new(ev: Evaluator<'s, 'a>, is_conftest: bool) -> Self {
         let fake_fs = ev.imports.imports_module("pyfakefs");
+        let lineages = ev.scopes.lineages();
         Walker {
             ev,
             facts: Facts {
                 is_conftest,
                 fake_fs,
+                lineages,
                 ..Facts::default()
             },
             func: None,

@@ -65,16 +65,18 @@ fn restored(facts: &Facts, i: usize, m: &MutationFact) -> bool {
         let (Some(mf), Some(rf)) = (facts.func(m.func), facts.func(r.func)) else {
             return false;
         };
-        rf.class == mf.class && (rf.restorer || (r.synthetic && rf.kind != FuncKind::Test))
+        facts.shares_fixtures(mf.class, rf.class)
+            && (rf.restorer || (r.synthetic && rf.kind != FuncKind::Test))
     };
     // A setUp-like function that enters a context or registers a cleanup racefree cannot see
     // into may restore anything the class's tests change.
     let opaque_class_cleanup = facts.func(m.func).is_some_and(|mf| {
         mf.class.is_some()
-            && facts
-                .funcs
-                .iter()
-                .any(|f| f.class == mf.class && f.kind != FuncKind::Test && f.opaque_cleanup)
+            && facts.funcs.iter().any(|f| {
+                facts.shares_fixtures(mf.class, f.class)
+                    && f.kind != FuncKind::Test
+                    && f.opaque_cleanup
+            })
     });
     opaque_class_cleanup
         || facts.mutations.iter().enumerate().any(|(j, r)| {

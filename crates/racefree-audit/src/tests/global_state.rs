@@ -340,3 +340,32 @@ fn setter_queries_saved_results_and_defaults_are_fine() {
     "#,
     );
 }
+
+#[test]
+fn teardown_in_a_base_class_of_the_same_file_restores() {
+    assert_clean(
+        R,
+        r#"
+        import os, unittest
+        class Base(unittest.TestCase):
+            def tearDown(self):
+                os.environ.pop("MODE", None)
+        class T(Base):
+            def test_a(self):
+                os.environ["MODE"] = "x"
+    "#,
+    );
+    // An unrelated class's teardown does not run for this test.
+    assert_flags(
+        R,
+        r#"
+        import os, unittest
+        class Other(unittest.TestCase):
+            def tearDown(self):
+                os.environ.pop("MODE", None)
+        class T(unittest.TestCase):
+            def test_a(self):
+                os.environ["MODE"] = "x"  # <-
+    "#,
+    );
+}
