@@ -231,9 +231,12 @@ impl<'s, 'a> Walker<'s, 'a> {
                 self.note_patch(c);
                 if let Some(g) = self.guard_of(c) {
                     self.guards.push(g);
-                } else if self.decorator_restores(c) {
+                } else if decorator_restores(&c.func) {
                     self.guards.push(Guard::All);
                 }
+            } else if decorator_restores(d) {
+                // `@with_environment`, a marker or wrapper bound to a name.
+                self.guards.push(Guard::All);
             }
         }
         self.block(body);
@@ -561,18 +564,6 @@ impl<'s, 'a> Walker<'s, 'a> {
         }
     }
 
-    /// Decorators such as `@run_with_locale(...)`, `@with_env(...)`: wrappers that set something
-    /// up around the test and, by the convention their names follow, put it back.
-    fn decorator_restores(&self, c: &ast::ExprCall) -> bool {
-        let name = match &*c.func {
-            Expr::Attribute(a) => a.attr.as_str(),
-            Expr::Name(n) => n.id.as_str(),
-            _ => return false,
-        };
-        let lower = name.to_ascii_lowercase();
-        lower.starts_with("with_") || lower.starts_with("run_with")
-    }
-
     /// What state a context manager (or decorator) restores when its block ends.
     fn guard_of(&self, c: &ast::ExprCall) -> Option<Guard> {
         let q = self.ev.qualname(&c.func, self.scope);
@@ -646,6 +637,18 @@ impl<'s, 'a> Walker<'s, 'a> {
         }
         None
     }
+}
+
+/// Decorators such as `@run_with_locale(...)`, `@with_env(...)`, `@with_environment`: wrappers
+/// that set something up around the test and, by the convention their names follow, put it back.
+fn decorator_restores(func: &Expr) -> bool {
+    let name = match func {
+        Expr::Attribute(a) => a.attr.as_str(),
+        Expr::Name(n) => n.id.as_str(),
+        _ => return false,
+    };
+    let lower = name.to_ascii_lowercase();
+    lower.starts_with("with_") || lower.starts_with("run_with")
 }
 
 /// The expressions directly inside a statement that `Walker::stmt` does not handle itself.

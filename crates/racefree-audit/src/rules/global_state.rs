@@ -44,6 +44,8 @@ fn exempt(facts: &Facts, m: &MutationFact) -> bool {
         Some(f) => {
             f.restorer
                 || f.opaque_cleanup
+                // conftest.py helpers (not fixtures) set up the process for every test below it.
+                || (facts.is_conftest && matches!(f.kind, FuncKind::Other))
                 || matches!(f.kind, FuncKind::Hook)
                 || matches!(
                     f.kind,

@@ -369,3 +369,25 @@ fn teardown_in_a_base_class_of_the_same_file_restores() {
     "#,
     );
 }
+
+#[test]
+fn conftest_helpers_and_named_environment_markers_are_setup() {
+    let src = r#"
+        import builtins
+        def inject():
+            builtins.ip = object()
+        inject()
+    "#;
+    assert!(super::findings_in("tests/conftest.py", src).is_empty());
+    assert_eq!(super::findings_in("tests/test_x.py", src).len(), 1);
+    assert_clean(
+        R,
+        r#"
+        import os, pytest
+        with_environment = pytest.mark.usefixtures("environment")
+        @with_environment
+        def test_home():
+            os.environ["HOME"] = "/nowhere"
+    "#,
+    );
+}
