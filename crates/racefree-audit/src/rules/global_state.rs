@@ -95,7 +95,7 @@ pub fn check(facts: &Facts, out: &mut Vec<RawFinding>) {
             None => "at import time, so it leaks into every test that runs in the same process"
                 .to_owned(),
             Some(f) => format!(
-                "in `{}` and never restored, so it leaks into the tests that run after it",
+                "in `{}` without restoring it, so it leaks into the tests that run after it",
                 f.name
             ),
         };

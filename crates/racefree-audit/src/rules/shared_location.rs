@@ -14,6 +14,13 @@ pub fn check(facts: &Facts, out: &mut Vec<RawFinding>) {
         if w.path.origin != Origin::Shared || !w.path.fixed {
             continue;
         }
+        // `os.makedirs("/tmp", exist_ok=True)` creates nothing that could collide.
+        if w.kind == WriteKind::Write
+            && w.path.bare
+            && (w.sink.contains("mkdir") || w.sink.contains("makedirs"))
+        {
+            continue;
+        }
         let p = &w.path.text;
         let message = match w.kind {
             WriteKind::Write => format!(

@@ -171,3 +171,18 @@ fn one_finding_per_call_even_with_two_shared_paths() {
     "#,
     );
 }
+
+#[test]
+fn making_sure_the_shared_root_exists_is_fine() {
+    assert_clean(
+        R,
+        r#"
+        import os
+        from pathlib import Path
+        def test_root():
+            os.makedirs("/tmp", exist_ok=True)
+            Path("/var/tmp").mkdir(exist_ok=True)
+            os.makedirs("/tmp/" + str(os.getpid()))
+    "#,
+    );
+}
