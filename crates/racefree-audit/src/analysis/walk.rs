@@ -99,6 +99,8 @@ pub struct Walker<'s, 'a> {
     in_finally: bool,
     /// Start of the call whose result the current assignment keeps (`old = signal.signal(...)`).
     captured_call: Option<usize>,
+    /// Names mocked by decorators of the enclosing classes.
+    class_mocked: Vec<String>,
     class: Option<usize>,
     guards: Vec<Guard>,
 }
@@ -129,6 +131,7 @@ impl<'s, 'a> Walker<'s, 'a> {
             nested: false,
             in_finally: false,
             captured_call: None,
+            class_mocked: Vec::new(),
             class: None,
             guards: Vec::new(),
         }
@@ -218,7 +221,7 @@ impl<'s, 'a> Walker<'s, 'a> {
                 class: self.class,
                 restorer,
                 opaque_cleanup: false,
-                mocked: HashSet::new(),
+                mocked: self.class_mocked.iter().cloned().collect::<HashSet<_>>(),
             });
             self.func = Some(self.facts.funcs.len() - 1);
         } else {
@@ -253,15 +256,33 @@ impl<'s, 'a> Walker<'s, 'a> {
                 self.function(stmt, f.name.as_str(), &f.decorator_list, &f.body)
             }
             Stmt::ClassDef(c) => {
-                let saved = self.class;
+                let saved = (self.class, self.guards.len(), self.class_mocked.len());
                 if self.func.is_none() {
                     self.class = self.ev.scopes.class_index(stmt);
                 }
                 for b in &c.bases {
                     self.expr(b);
                 }
+                // Class decorators apply to every test method: `@mock.patch.dict(os.environ)`,
+                // `@mock.patch("builtins.open")`.
+                for d in &c.decorator_list {
+                    if let Expr::Call(call) = d {
+                        if let Some(g) = self.guard_of(call) {
+                            self.guards.push(g);
+                        } else if decorator_restores(&call.func) {
+                            self.guards.push(Guard::All);
+                        }
+                        if let Some(name) = self.patched_name(call) {
+                            self.class_mocked.push(name);
+                        }
+                    } else if decorator_restores(d) {
+                        self.guards.push(Guard::All);
+                    }
+                }
                 self.block(&c.body);
-                self.class = saved;
+                self.class = saved.0;
+                self.guards.truncate(saved.1);
+                self.class_mocked.truncate(saved.2);
             }
             Stmt::If(i) if self.func.is_none() && is_main_guard(&i.test) => self.block(&i.orelse),
             Stmt::Try(ast::StmtTry {
@@ -543,9 +564,18 @@ impl<'s, 'a> Walker<'s, 'a> {
     /// Records names replaced by `mock.patch(...)`, `mock.patch.object(x, "name")`, `mock_open()`.
     fn note_patch(&mut self, c: &'a ast::ExprCall) {
         let Some(i) = self.func else { return };
+        if let Some(name) = self.patched_name(c)
+            && let Some(info) = self.facts.funcs.get_mut(i)
+        {
+            info.mocked.insert(name);
+        }
+    }
+
+    /// The operation a `mock.patch(...)`-like call replaces, by its short name.
+    fn patched_name(&self, c: &ast::ExprCall) -> Option<String> {
         let q = self.ev.qualname(&c.func, self.scope).unwrap_or_default();
         let last = last_segment(&q);
-        let name = match last {
+        match last {
             "patch" => c
                 .args
                 .first()
@@ -556,11 +586,6 @@ impl<'s, 'a> Walker<'s, 'a> {
             }
             "mock_open" => Some("open".to_owned()),
             _ => None,
-        };
-        if let Some(name) = name
-            && let Some(info) = self.facts.funcs.get_mut(i)
-        {
-            info.mocked.insert(name);
         }
     }
 

@@ -50,3 +50,11 @@ fn positions_point_at_the_call() {
     let f = &report.findings[0];
     assert_eq!((f.start.line, f.start.column), (2, 9));
 }
+
+#[test]
+fn class_decorators_apply_to_every_method() {
+    let src = "import os\nfrom unittest import mock\nimport unittest\n@mock.patch.dict(os.environ, {'A': '1'})\n@mock.patch('builtins.open')\nclass T(unittest.TestCase):\n    def test_x(self, m):\n        os.environ['B'] = '2'\n        open('/tmp/x', 'w')\n";
+    assert!(findings(src).is_empty(), "{:?}", findings(src));
+    let undecorated = "import os\nimport unittest\nclass T(unittest.TestCase):\n    def test_x(self):\n        os.environ['B'] = '2'\n        open('/tmp/x', 'w')\n";
+    assert_eq!(findings(undecorated).len(), 2);
+}
