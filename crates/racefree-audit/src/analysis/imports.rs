@@ -75,7 +75,7 @@ impl Imports {
                 }
                 _ => {}
             }
-            for child in super::walk::child_bodies(stmt) {
+            for child in super::traverse::child_bodies(stmt) {
                 self.visit(child);
             }
         }

@@ -2,9 +2,13 @@
 //! each with its context. Rules (in `crate::rules`) decide which facts are findings.
 
 pub mod facts;
+pub mod guards;
 pub mod imports;
+pub mod mutations;
+pub mod ports;
 pub mod scope;
 pub mod sinks;
+pub mod traverse;
 pub mod value;
 pub mod walk;
 

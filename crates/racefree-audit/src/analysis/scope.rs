@@ -7,7 +7,7 @@ use std::collections::HashMap;
 
 use rustpython_parser::ast::{self, Expr, Ranged, Stmt};
 
-use super::walk::child_bodies;
+use super::traverse::child_bodies;
 
 pub type ScopeId = usize;
 

@@ -1,9 +1,9 @@
-//! Catalogues of calls that write paths, bind ports or change process-global state.
-//! Each function looks at one call and says what it does; the walker supplies the context.
+//! Calls that write paths: `open(..., "w")`, `os.makedirs`, `shutil.move`, path methods,
+//! working-directory changes and output directories handed to code under test.
 
-use rustpython_parser::ast::{self, Constant, Expr};
+use rustpython_parser::ast::{self, Expr};
 
-use super::facts::{Target, WriteKind};
+use super::facts::WriteKind;
 use super::scope::ScopeId;
 use super::value::{Evaluator, Origin, PathVal};
 
@@ -108,7 +108,7 @@ const SAVE_METHODS: &[&str] = &[
     "to_feather",
 ];
 
-fn kwarg<'e>(call: &'e ast::ExprCall, name: &str) -> Option<&'e Expr> {
+pub fn kwarg<'e>(call: &'e ast::ExprCall, name: &str) -> Option<&'e Expr> {
     call.keywords
         .iter()
         .find(|k| k.arg.as_ref().is_some_and(|a| a.as_str() == name))
@@ -116,7 +116,7 @@ fn kwarg<'e>(call: &'e ast::ExprCall, name: &str) -> Option<&'e Expr> {
 }
 
 /// Positional argument `i`, or the keyword `name`.
-fn arg<'e>(call: &'e ast::ExprCall, i: usize, name: &str) -> Option<&'e Expr> {
+pub fn arg<'e>(call: &'e ast::ExprCall, i: usize, name: &str) -> Option<&'e Expr> {
     call.args
         .get(i)
         .filter(|e| !matches!(e, Expr::Starred(_)))
@@ -377,206 +377,5 @@ impl<'a> Evaluator<'_, 'a> {
             }
         }
         out
-    }
-
-    /// A fixed, non-zero port this call binds or serves on.
-    pub fn bound_port(&self, call: &'a ast::ExprCall, scope: ScopeId) -> Option<(i64, String)> {
-        let q = self.qualname(&call.func, scope);
-        let name = match (&q, &*call.func) {
-            (Some(q), _) => last_segment(q).to_owned(),
-            (None, Expr::Attribute(a)) => a.attr.to_string(),
-            _ => return None,
-        };
-        let from_addr = |e: Option<&'a Expr>| -> Option<i64> {
-            let (elts, s) = self.tuple(e?, scope)?;
-            // (host, port) for IPv4, (host, port, flowinfo, scope_id) for IPv6. Other shapes are
-            // other families (AF_CAN, AF_TIPC), and a host that is a number or a socket constant
-            // is AF_VSOCK or similar, where "port" means something else.
-            if !matches!(elts.len(), 2 | 4) {
-                return None;
-            }
-            let host = &elts[0];
-            if matches!(
-                host,
-                Expr::Constant(ast::ExprConstant {
-                    value: Constant::Int(_),
-                    ..
-                })
-            ) || self
-                .qualname(host, s)
-                .is_some_and(|q| q.starts_with("socket."))
-            {
-                return None;
-            }
-            self.int(elts.get(1)?, s)
-        };
-        let from_int = |e: Option<&Expr>| e.and_then(|e| self.int(e, scope));
-        let port = match name.as_str() {
-            "bind" => from_addr(call.args.first()),
-            "create_server" if q.as_deref() == Some("socket.create_server") => {
-                from_addr(arg(call, 0, "address"))
-            }
-            "make_server" | "run_simple" => from_int(arg(call, 1, "port")),
-            "start_server" | "create_server" | "TCPSite" => from_int(arg(call, 2, "port")),
-            "create_datagram_endpoint" => from_addr(kwarg(call, "local_addr")),
-            "run" | "run_app" | "serve" | "listen" => from_int(kwarg(call, "port")),
-            n if n.ends_with("Server") => from_addr(
-                call.args
-                    .first()
-                    .or_else(|| kwarg(call, "server_address"))
-                    .or_else(|| kwarg(call, "address")),
-            ),
-            _ => None,
-        }?;
-        // Ports below 1024 need privileges no test run has: a test naming one is testing an
-        // error path or talking to a mock, not binding it.
-        (port >= 1024).then_some((port, name))
-    }
-
-    /// The global state a call changes, if it is one of the known mutators. `args` are the call's
-    /// positional arguments (for a cleanup registration: the arguments after the function).
-    pub fn call_mutation(
-        &self,
-        q: &str,
-        args: &[Expr],
-        scope: ScopeId,
-    ) -> Option<(Target, String)> {
-        let key = |i: usize| args.get(i).map(|e| self.key_text(e, scope));
-        let (head, tail) = q.rsplit_once('.').unwrap_or(("", q));
-        let target = match (head, tail) {
-            ("os.environ", "update" | "clear" | "popitem" | "__enter__" | "__exit__") => {
-                Target::Environ(None)
-            }
-            ("os.environ", "setdefault" | "pop" | "__setitem__" | "__delitem__") => {
-                Target::Environ(key(0))
-            }
-            ("os", "putenv" | "unsetenv") => Target::Environ(key(0)),
-            ("os", "chdir" | "fchdir") => Target::Cwd,
-            (
-                "sys.path",
-                "insert" | "append" | "extend" | "remove" | "pop" | "clear" | "__setitem__"
-                | "__delitem__",
-            ) => Target::SysPath,
-            ("sys.modules", "update" | "clear" | "popitem") => Target::SysModules(None),
-            ("sys.modules", "pop" | "setdefault" | "__setitem__" | "__delitem__") => {
-                Target::SysModules(key(0))
-            }
-            ("", "setattr" | "delattr") => {
-                let obj = args.first()?;
-                let attr = self.string(args.get(1)?, scope)?;
-                if !self.is_imported(obj, scope) {
-                    return None;
-                }
-                Target::Attr(format!("{}.{attr}", self.text(obj)))
-            }
-            // setlocale(category) and setlocale(category, None) only ask.
-            ("locale", "setlocale")
-                if args.len() < 2
-                    || matches!(
-                        &args[1],
-                        Expr::Constant(ast::ExprConstant {
-                            value: Constant::None,
-                            ..
-                        })
-                    ) =>
-            {
-                return None;
-            }
-            ("os", "umask")
-            | ("socket", "setdefaulttimeout")
-            | ("locale", "setlocale")
-            | ("sys", "setrecursionlimit")
-            | ("logging", "disable") => Target::Setter(q.to_owned()),
-            ("signal", "signal") => {
-                Target::Setter(format!("signal.signal({})", key(0).unwrap_or_default()))
-            }
-            ("gc", "disable" | "enable") => Target::Setter("gc.disable".to_owned()),
-            _ => return None,
-        };
-        Some((target, q.to_owned()))
-    }
-
-    /// Calls that put a process-wide setting back to Python's default, which is a restore:
-    /// `socket.setdefaulttimeout(None)`, `logging.disable()` / `logging.disable(logging.NOTSET)`,
-    /// `gc.enable()`.
-    pub fn resets_to_default(&self, q: &str, args: &[Expr]) -> bool {
-        let none = |e: Option<&Expr>| {
-            matches!(
-                e,
-                Some(Expr::Constant(ast::ExprConstant {
-                    value: Constant::None,
-                    ..
-                }))
-            )
-        };
-        match q {
-            "socket.setdefaulttimeout" => none(args.first()),
-            "logging.disable" => args.first().is_none_or(|a| {
-                self.text(a).ends_with("NOTSET")
-                    || matches!(a, Expr::Constant(ast::ExprConstant { value: Constant::Int(i), .. }) if i.to_string() == "0")
-            }),
-            "gc.enable" => true,
-            _ => false,
-        }
-    }
-
-    /// A key as text: the string for constants, else the expression's source.
-    pub fn key_text(&self, e: &Expr, scope: ScopeId) -> String {
-        match e {
-            Expr::Constant(ast::ExprConstant {
-                value: Constant::Str(s),
-                ..
-            }) => format!("{s:?}"),
-            _ => self
-                .string(e, scope)
-                .map_or_else(|| self.text(e).to_owned(), |s| format!("{s:?}")),
-        }
-    }
-
-    /// Whether the root name of an attribute chain is bound by an import (a module or an object
-    /// imported from one), not a local variable.
-    pub fn is_imported(&self, e: &Expr, scope: ScopeId) -> bool {
-        let mut e = e;
-        while let Expr::Attribute(a) = e {
-            e = &a.value;
-        }
-        let Expr::Name(n) = e else { return false };
-        match self.scopes.lookup(scope, n.id.as_str()) {
-            Some(super::scope::Binding::Import) => true,
-            None => self.imports.resolve(n.id.as_str()).is_some(),
-            _ => false,
-        }
-    }
-}
-
-impl<'a> Evaluator<'_, 'a> {
-    /// Whether `value`, put back into `target`, is a saved copy of it: a name or attribute bound
-    /// to something that read the same state (`old = os.getcwd()` then `os.chdir(old)`;
-    /// `saved = sys.stdout` then `sys.stdout = saved`; `sys.stdout = sys.__stdout__`).
-    /// Only plain names and attributes count: `os.environ["P"] = os.environ["P"] + ":x"` is a change.
-    pub fn restores(&self, target: &Target, value: &Expr, scope: ScopeId) -> bool {
-        // `sys.path[:] = saved[:]`: a copy of a saved value is still the saved value.
-        let value = match value {
-            Expr::Subscript(s) if matches!(&*s.slice, Expr::Slice(_)) => &*s.value,
-            other => other,
-        };
-        if !matches!(value, Expr::Name(_) | Expr::Attribute(_)) {
-            return false;
-        }
-        let marker = target.saved_marker();
-        let text = match self.bound(value, scope) {
-            Some((e, _)) => self.text(e),
-            None => self.text(value),
-        };
-        if text.contains(&marker) {
-            return true;
-        }
-        // sys.stdout = sys.__stdout__
-        if let Target::Attr(a) = target
-            && let Some((head, last)) = a.rsplit_once('.')
-        {
-            return text == format!("{head}.__{last}__");
-        }
-        false
     }
 }

@@ -6,71 +6,13 @@ use std::collections::HashSet;
 use rustpython_parser::ast::{self, Constant, Expr, Ranged, Stmt};
 
 use super::facts::{
-    Facts, FixtureScope, FuncInfo, FuncKind, MutationFact, PortFact, Span, StateKind, Target,
-    WriteFact,
+    Facts, FixtureScope, FuncInfo, FuncKind, MutationFact, PortFact, Span, Target, WriteFact,
 };
+use super::guards::{Guard, decorator_restores, guard_of, patched_name};
 use super::scope::{Binding, MODULE_SCOPE, ScopeId};
 use super::sinks::last_segment;
+use super::traverse::{child_bodies, for_each_child, stmt_exprs};
 use super::value::Evaluator;
-
-/// The statement lists directly inside a compound statement (function and class bodies included).
-pub fn child_bodies(stmt: &Stmt) -> Vec<&[Stmt]> {
-    match stmt {
-        Stmt::FunctionDef(s) => vec![&s.body],
-        Stmt::AsyncFunctionDef(s) => vec![&s.body],
-        Stmt::ClassDef(s) => vec![&s.body],
-        Stmt::For(s) => vec![&s.body, &s.orelse],
-        Stmt::AsyncFor(s) => vec![&s.body, &s.orelse],
-        Stmt::While(s) => vec![&s.body, &s.orelse],
-        Stmt::If(s) => vec![&s.body, &s.orelse],
-        Stmt::With(s) => vec![&s.body],
-        Stmt::AsyncWith(s) => vec![&s.body],
-        Stmt::Try(s) => handler_bodies(&s.handlers, [&s.body, &s.orelse, &s.finalbody]),
-        Stmt::TryStar(s) => handler_bodies(&s.handlers, [&s.body, &s.orelse, &s.finalbody]),
-        Stmt::Match(s) => s.cases.iter().map(|c| c.body.as_slice()).collect(),
-        _ => Vec::new(),
-    }
-}
-
-fn handler_bodies<'s>(
-    handlers: &'s [ast::ExceptHandler],
-    rest: [&'s Vec<Stmt>; 3],
-) -> Vec<&'s [Stmt]> {
-    let mut v: Vec<&[Stmt]> = rest.iter().map(|b| b.as_slice()).collect();
-    v.extend(handlers.iter().map(|h| {
-        let ast::ExceptHandler::ExceptHandler(h) = h;
-        h.body.as_slice()
-    }));
-    v
-}
-
-/// State a `with` block or a decorator restores when it ends.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Guard {
-    Kind(StateKind),
-    Attr(String),
-    /// A helper whose name says it saves and restores state (`isolated_modules()`, `swap_attr()`).
-    All,
-    /// `pytest.raises(...)` / `self.assertRaises(...)`: the block is expected to fail, so what it
-    /// tries to change or write is the subject of the test, not a side effect.
-    ExpectError,
-}
-
-/// Words in a context manager's name that say it restores whatever the block changes.
-const RESTORING_WORDS: &[&str] = &[
-    "restor",
-    "preserv",
-    "isolat",
-    "uncache",
-    "cleanimport",
-    "clean_import",
-    "swap",
-    "saved",
-    "guard",
-    "sandbox",
-    "temporarily",
-    "override",
-];
 
 /// Names a function gets restoring fixtures from: changes in these functions are restores.
 const RESTORER_WORDS: &[&str] = &[
@@ -232,7 +174,7 @@ impl<'s, 'a> Walker<'s, 'a> {
             // `@mock.patch("builtins.open")`, `@mock.patch.dict(os.environ)`
             if let Expr::Call(c) = d {
                 self.note_patch(c);
-                if let Some(g) = self.guard_of(c) {
+                if let Some(g) = guard_of(&self.ev, self.scope, c) {
                     self.guards.push(g);
                 } else if decorator_restores(&c.func) {
                     self.guards.push(Guard::All);
@@ -267,12 +209,12 @@ impl<'s, 'a> Walker<'s, 'a> {
                 // `@mock.patch("builtins.open")`.
                 for d in &c.decorator_list {
                     if let Expr::Call(call) = d {
-                        if let Some(g) = self.guard_of(call) {
+                        if let Some(g) = guard_of(&self.ev, self.scope, call) {
                             self.guards.push(g);
                         } else if decorator_restores(&call.func) {
                             self.guards.push(Guard::All);
                         }
-                        if let Some(name) = self.patched_name(call) {
+                        if let Some(name) = patched_name(&self.ev, self.scope, call) {
                             self.class_mocked.push(name);
                         }
                     } else if decorator_restores(d) {
@@ -319,7 +261,7 @@ impl<'s, 'a> Walker<'s, 'a> {
                 for item in items {
                     self.expr(&item.context_expr);
                     if let Expr::Call(c) = &item.context_expr
-                        && let Some(g) = self.guard_of(c)
+                        && let Some(g) = guard_of(&self.ev, self.scope, c)
                     {
                         self.guards.push(g);
                     }
@@ -564,204 +506,10 @@ impl<'s, 'a> Walker<'s, 'a> {
     /// Records names replaced by `mock.patch(...)`, `mock.patch.object(x, "name")`, `mock_open()`.
     fn note_patch(&mut self, c: &'a ast::ExprCall) {
         let Some(i) = self.func else { return };
-        if let Some(name) = self.patched_name(c)
+        if let Some(name) = patched_name(&self.ev, self.scope, c)
             && let Some(info) = self.facts.funcs.get_mut(i)
         {
             info.mocked.insert(name);
         }
-    }
-
-    /// The operation a `mock.patch(...)`-like call replaces, by its short name.
-    fn patched_name(&self, c: &ast::ExprCall) -> Option<String> {
-        let q = self.ev.qualname(&c.func, self.scope).unwrap_or_default();
-        let last = last_segment(&q);
-        match last {
-            "patch" => c
-                .args
-                .first()
-                .and_then(|a| self.ev.string(a, self.scope))
-                .map(|s| last_segment(&s).to_owned()),
-            "object" if q.ends_with("patch.object") => {
-                c.args.get(1).and_then(|a| self.ev.string(a, self.scope))
-            }
-            "mock_open" => Some("open".to_owned()),
-            _ => None,
-        }
-    }
-
-    /// What state a context manager (or decorator) restores when its block ends.
-    fn guard_of(&self, c: &ast::ExprCall) -> Option<Guard> {
-        let q = self.ev.qualname(&c.func, self.scope);
-        let name = match (&q, &*c.func) {
-            (Some(q), _) => last_segment(q).to_owned(),
-            (None, Expr::Attribute(a)) => a.attr.to_string(),
-            _ => return None,
-        };
-        let q = q.unwrap_or_default();
-        let first = c.args.first();
-        let first_names = |wanted: &str| {
-            first.is_some_and(|a| {
-                self.ev.qualname(a, self.scope).as_deref() == Some(wanted)
-                    || self.ev.string(a, self.scope).as_deref() == Some(wanted)
-            })
-        };
-        if q.ends_with("patch.dict") {
-            if first_names("os.environ") {
-                return Some(Guard::Kind(StateKind::Environ));
-            }
-            if first_names("sys.modules") {
-                return Some(Guard::Kind(StateKind::SysModules));
-            }
-            return None;
-        }
-        if q.ends_with("patch.object") {
-            let obj = first?;
-            let attr = self.ev.string(c.args.get(1)?, self.scope)?;
-            let whole = format!("{}.{attr}", self.ev.text(obj));
-            return Some(match whole.as_str() {
-                "os.environ" => Guard::Kind(StateKind::Environ),
-                "sys.path" => Guard::Kind(StateKind::SysPath),
-                "sys.modules" => Guard::Kind(StateKind::SysModules),
-                _ => Guard::Attr(whole),
-            });
-        }
-        if name == "patch" {
-            return match first.and_then(|a| self.ev.string(a, self.scope)).as_deref() {
-                Some("os.environ") => Some(Guard::Kind(StateKind::Environ)),
-                Some("sys.path") => Some(Guard::Kind(StateKind::SysPath)),
-                Some("sys.modules") => Some(Guard::Kind(StateKind::SysModules)),
-                _ => None,
-            };
-        }
-        if matches!(
-            name.as_str(),
-            "raises"
-                | "assertRaises"
-                | "assertRaisesRegex"
-                | "assertRaisesRegexp"
-                | "failUnlessRaises"
-        ) {
-            return Some(Guard::ExpectError);
-        }
-        let lower = name.to_ascii_lowercase();
-        if !q.starts_with("tempfile.") && RESTORING_WORDS.iter().any(|w| lower.contains(w)) {
-            return Some(Guard::All);
-        }
-        // Project helpers such as `modified_environ(...)`, `EnvironmentVarGuard()`, `chdir(...)`,
-        // `tmpdir.as_cwd()`: by name, they exist to restore what they change.
-        if lower.contains("env") {
-            return Some(Guard::Kind(StateKind::Environ));
-        }
-        if lower.contains("chdir")
-            || lower.contains("cwd")
-            || lower == "cd"
-            || lower == "pushd"
-            || lower.contains("working_dir")
-        {
-            return Some(Guard::Kind(StateKind::Cwd));
-        }
-        None
-    }
-}
-
-/// Decorators such as `@run_with_locale(...)`, `@with_env(...)`, `@with_environment`: wrappers
-/// that set something up around the test and, by the convention their names follow, put it back.
-fn decorator_restores(func: &Expr) -> bool {
-    let name = match func {
-        Expr::Attribute(a) => a.attr.as_str(),
-        Expr::Name(n) => n.id.as_str(),
-        _ => return false,
-    };
-    let lower = name.to_ascii_lowercase();
-    lower.starts_with("with_") || lower.starts_with("run_with")
-}
-
-/// The expressions directly inside a statement that `Walker::stmt` does not handle itself.
-fn stmt_exprs(stmt: &Stmt) -> Vec<&Expr> {
-    match stmt {
-        Stmt::Return(r) => r.value.iter().map(|b| &**b).collect(),
-        Stmt::For(f) => vec![&f.iter],
-        Stmt::AsyncFor(f) => vec![&f.iter],
-        Stmt::While(w) => vec![&w.test],
-        Stmt::If(i) => vec![&i.test],
-        Stmt::Raise(r) => r.exc.iter().chain(r.cause.iter()).map(|b| &**b).collect(),
-        Stmt::Assert(a) => std::iter::once(&*a.test)
-            .chain(a.msg.iter().map(|b| &**b))
-            .collect(),
-        Stmt::Expr(e) => vec![&e.value],
-        Stmt::Match(m) => std::iter::once(&*m.subject)
-            .chain(m.cases.iter().filter_map(|c| c.guard.as_deref()))
-            .collect(),
-        _ => Vec::new(),
-    }
-}
-
-/// Calls `f` on each direct sub-expression (lambdas and calls are handled by the caller).
-fn for_each_child<'a>(e: &'a Expr, mut f: impl FnMut(&'a Expr)) {
-    match e {
-        Expr::BoolOp(x) => x.values.iter().for_each(f),
-        Expr::NamedExpr(x) => f(&x.value),
-        Expr::BinOp(x) => {
-            f(&x.left);
-            f(&x.right);
-        }
-        Expr::UnaryOp(x) => f(&x.operand),
-        Expr::IfExp(x) => {
-            f(&x.test);
-            f(&x.body);
-            f(&x.orelse);
-        }
-        Expr::Dict(x) => {
-            x.keys.iter().flatten().for_each(&mut f);
-            x.values.iter().for_each(f);
-        }
-        Expr::Set(x) => x.elts.iter().for_each(f),
-        Expr::ListComp(x) => {
-            f(&x.elt);
-            comprehension(&x.generators, f);
-        }
-        Expr::SetComp(x) => {
-            f(&x.elt);
-            comprehension(&x.generators, f);
-        }
-        Expr::GeneratorExp(x) => {
-            f(&x.elt);
-            comprehension(&x.generators, f);
-        }
-        Expr::DictComp(x) => {
-            f(&x.key);
-            f(&x.value);
-            comprehension(&x.generators, f);
-        }
-        Expr::Await(x) => f(&x.value),
-        Expr::Yield(x) => x.value.iter().for_each(|v| f(v)),
-        Expr::YieldFrom(x) => f(&x.value),
-        Expr::Compare(x) => {
-            f(&x.left);
-            x.comparators.iter().for_each(f);
-        }
-        Expr::FormattedValue(x) => f(&x.value),
-        Expr::JoinedStr(x) => x.values.iter().for_each(f),
-        Expr::Attribute(x) => f(&x.value),
-        Expr::Subscript(x) => {
-            f(&x.value);
-            f(&x.slice);
-        }
-        Expr::Starred(x) => f(&x.value),
-        Expr::List(x) => x.elts.iter().for_each(f),
-        Expr::Tuple(x) => x.elts.iter().for_each(f),
-        Expr::Slice(x) => {
-            x.lower.iter().for_each(|v| f(v));
-            x.upper.iter().for_each(|v| f(v));
-            x.step.iter().for_each(|v| f(v));
-        }
-        _ => {}
-    }
-}
-
-fn comprehension<'a>(gens: &'a [ast::Comprehension], mut f: impl FnMut(&'a Expr)) {
-    for g in gens {
-        f(&g.iter);
-        g.ifs.iter().for_each(&mut f);
     }
 }
