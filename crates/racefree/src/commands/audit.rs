@@ -36,8 +36,13 @@ pub enum ColorChoice {
 }
 
 /// Find tests that are unsafe in parallel: writes to shared paths, fixed ports, unrestored
-/// global state. Exit 0: nothing at or above --fail-on; 1: findings that reach it; 4: usage error.
+/// global state.
 #[derive(Debug, Args)]
+#[command(
+    after_help = "Exit codes: 0 no finding at or above --fail-on; 1 a finding reaches it; \
+4 usage error (missing path, bad flag value, invalid [tool.racefree.audit]).\n\
+Suppress one finding with a `# racefree: ignore[RF001]` comment. Rules and config: docs/audit.md"
+)]
 pub struct AuditArgs {
     /// Files or directories to audit. Default: `paths` from [tool.racefree.audit], else pytest's
     /// `testpaths`, else the current directory.
