@@ -30,6 +30,7 @@ const RESTORER_WORDS: &[&str] = &[
     "undo",
     "revert",
     "__del__",
+    "clear",
 ];
 
 pub struct Walker<'s, 'a> {
@@ -352,7 +353,8 @@ impl<'s, 'a> Walker<'s, 'a> {
         if let Some((t, spelling)) = found {
             // Deleting a module attribute or a sys.modules entry is how tests clean up after
             // themselves (forcing a fresh import, removing what `install()` added): a restore.
-            let cleanup = how == "del" && matches!(t, Target::Attr(_) | Target::SysModules(_));
+            let cleanup = how == "del"
+                && matches!(t, Target::Attr(_) | Target::SysModules(_) | Target::SysPath);
             let restore = cleanup || value.is_some_and(|v| self.ev.restores(&t, v, self.scope));
             let how = if how == "del" {
                 format!("del {spelling}")
@@ -444,9 +446,10 @@ impl<'s, 'a> Walker<'s, 'a> {
         if let Some(q) = &q
             && let Some((target, how)) = self.ev.call_mutation(q, &c.args, scope)
         {
-            // `os.chdir(old)`, `locale.setlocale(cat, saved)`, `sys.modules.pop(name)`: restores.
-            let cleanup =
-                matches!(&target, Target::SysModules(_)) && q.ends_with(".pop") || q == "delattr";
+            // `os.chdir(old)`, `locale.setlocale(cat, saved)`, `sys.modules.pop(name)`,
+            // `sys.path.remove(d)`: restores. Taking things out is how tests clean up.
+            let cleanup = matches!(&target, Target::SysModules(_)) && q.ends_with(".pop")
+                || matches!(q.as_str(), "sys.path.remove" | "sys.path.pop" | "delattr");
             // Setters return the previous value: a caller that keeps it (`old = signal.signal(...)`,
             // often to return it from a helper) is saving it to restore later.
             let saved = matches!(target, Target::Setter(_))

@@ -80,9 +80,17 @@ fn restored(facts: &Facts, i: usize, m: &MutationFact) -> bool {
                     && f.opaque_cleanup
             })
     });
+    // Helpers (`_make_pkg`, `check_locale`, a fake's `__init__`, setUp) are called by tests that
+    // restore what they change (`_del_pkg`, `addCleanup(locale.setlocale, ...)`, `tearDown`):
+    // any change to the same state anywhere in the file may be that restore.
+    let helper = facts
+        .func(m.func)
+        .is_some_and(|f| f.kind == FuncKind::Other);
     opaque_class_cleanup
         || facts.mutations.iter().enumerate().any(|(j, r)| {
-            j != i && m.target.restored_by(&r.target) && (same_func(r) || teardown_peer(r))
+            j != i
+                && m.target.restored_by(&r.target)
+                && (same_func(r) || teardown_peer(r) || helper)
         })
 }
 

@@ -391,3 +391,36 @@ fn conftest_helpers_and_named_environment_markers_are_setup() {
     "#,
     );
 }
+
+#[test]
+fn helpers_restored_by_their_callers_are_fine() {
+    assert_clean(
+        R,
+        r#"
+        import sys, locale, unittest
+        class T(unittest.TestCase):
+            def _make_pkg(self, d):
+                sys.path.insert(0, d)
+            def test_pkg(self):
+                self._make_pkg("x")
+                del sys.path[0]
+            def check_utf8(self):
+                locale.setlocale(locale.LC_CTYPE, "en_US.utf8")
+            def test_locale(self):
+                old = locale.setlocale(locale.LC_CTYPE)
+                self.addCleanup(locale.setlocale, locale.LC_CTYPE, old)
+                self.check_utf8()
+    "#,
+    );
+    // A helper nobody restores after is still reported.
+    assert_flags(
+        R,
+        r#"
+        import sys
+        def add_plugins():
+            sys.path.insert(0, "plugins")  # <-
+        def test_plugins():
+            add_plugins()
+    "#,
+    );
+}
