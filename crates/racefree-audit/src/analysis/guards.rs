@@ -34,9 +34,11 @@ const RESTORING_WORDS: &[&str] = &[
     "sandbox",
     "temporarily",
     "override",
+    "conserv",
 ];
 
-/// Decorators such as `@run_with_locale(...)`, `@with_env(...)`, `@with_environment`: wrappers
+/// Decorators such as `@run_with_locale(...)`, `@with_env(...)`, `@with_environment`,
+/// `@conserve_mpmath_dps`: wrappers
 /// that set something up around the test and, by the convention their names follow, put it back.
 pub fn decorator_restores(func: &Expr) -> bool {
     let name = match func {
@@ -45,7 +47,10 @@ pub fn decorator_restores(func: &Expr) -> bool {
         _ => return false,
     };
     let lower = name.to_ascii_lowercase();
-    lower.starts_with("with_") || lower.starts_with("run_with")
+    lower.starts_with("with_")
+        || lower.starts_with("run_with")
+        // `@conserve_mpmath_dps`, `@preserve_cwd`, `@restore_env`
+        || RESTORING_WORDS.iter().any(|w| lower.contains(w))
 }
 
 /// The operation a `mock.patch(...)`-like call replaces, by its short name.

@@ -424,3 +424,24 @@ fn helpers_restored_by_their_callers_are_fine() {
     "#,
     );
 }
+
+#[test]
+fn restoring_decorators_by_name() {
+    assert_clean(
+        R,
+        r#"
+        import mpmath
+        @conserve_mpmath_dps
+        def test_precision():
+            mpmath.mp.dps = 50
+    "#,
+    );
+    assert_flags(
+        R,
+        r#"
+        import mpmath
+        def test_precision():
+            mpmath.mp.dps = 50  # <-
+    "#,
+    );
+}
