@@ -367,3 +367,38 @@ fn jobs_do_not_change_results() {
     assert_eq!(one, two);
     audit(p.path()).args(["-j", "0"]).assert().code(4);
 }
+
+/// Runs `racefree audit` under a pseudo-terminal (util-linux `script`), so `--color auto` sees a
+/// TTY. Returns None where `script` is not available.
+fn audit_on_a_tty(dir: &Path, no_color: Option<&str>) -> Option<String> {
+    let script = ["/usr/bin/script", "/bin/script"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())?;
+    let bin = assert_cmd::cargo::cargo_bin("racefree");
+    let mut cmd = std::process::Command::new(script);
+    cmd.current_dir(dir)
+        .args(["-qec", &format!("{} audit", bin.display()), "/dev/null"]);
+    cmd.env_remove("NO_COLOR");
+    if let Some(v) = no_color {
+        cmd.env("NO_COLOR", v);
+    }
+    let out = cmd.output().ok()?;
+    Some(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+#[test]
+fn colour_on_a_terminal_unless_no_color() {
+    let p = project(&[("test_bad.py", UNSAFE)]);
+    let Some(coloured) = audit_on_a_tty(p.path(), None) else {
+        return;
+    };
+    assert!(coloured.contains("\x1b[1;31merror"), "{coloured:?}");
+    let plain = audit_on_a_tty(p.path(), Some("1")).unwrap();
+    assert!(
+        plain.contains("error[RF001]") && !plain.contains("\x1b["),
+        "{plain:?}"
+    );
+    // An empty NO_COLOR does not disable colour (no-color.org).
+    let empty = audit_on_a_tty(p.path(), Some("")).unwrap();
+    assert!(empty.contains("\x1b[1;31merror"), "{empty:?}");
+}
