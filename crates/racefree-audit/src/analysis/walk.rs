@@ -7,6 +7,7 @@ use rustpython_parser::ast::{self, Constant, Expr, Ranged, Stmt};
 
 use super::facts::{
     Facts, FixtureScope, FuncInfo, FuncKind, MutationFact, PortFact, Span, Target, WriteFact,
+    WriteKind,
 };
 use super::guards::{Guard, decorator_restores, guard_of, patched_name};
 use super::scope::{Binding, MODULE_SCOPE, ScopeId};
@@ -307,6 +308,21 @@ impl<'s, 'a> Walker<'s, 'a> {
 
     /// An assignment or `del` target: does it change global state?
     fn store(&mut self, target: &'a Expr, how: &str, value: Option<&'a Expr>) {
+        // `config.option.basetemp = "/tmp/pytest-x"`: pytest's temp root set to a fixed path that
+        // every run and worker then shares (and pytest deletes at start).
+        if let (Expr::Attribute(a), Some(v)) = (target, value)
+            && a.attr.as_str() == "basetemp"
+            && !self.guards.contains(&Guard::ExpectError)
+        {
+            let path = self.ev.path(v, self.scope);
+            self.facts.writes.push(WriteFact {
+                span: Self::span(target),
+                kind: WriteKind::RootArg,
+                path,
+                sink: "basetemp=".to_owned(),
+                func: self.func,
+            });
+        }
         let found = match target {
             Expr::Subscript(s) => {
                 self.expr(&s.slice);

@@ -22,6 +22,15 @@ pub fn check(facts: &Facts, out: &mut Vec<RawFinding>) {
             continue;
         }
         let p = &w.path.text;
+        if w.sink == "basetemp=" {
+            out.push(RawFinding {
+                rule: RuleId::SharedLocation,
+                span: w.span,
+                message: format!("pytest's basetemp is set to the fixed shared path \"{p}\": every run and worker uses (and pytest empties) the same directory"),
+                fix: "leave basetemp unset so pytest picks a private numbered directory, or build it from something unique to the run (for example the worker id)".to_owned(),
+            });
+            continue;
+        }
         let message = match w.kind {
             WriteKind::Write => format!(
                 "{} writes the fixed path \"{p}\" in a location shared by every process",

@@ -186,3 +186,21 @@ fn making_sure_the_shared_root_exists_is_fine() {
     "#,
     );
 }
+
+#[test]
+fn flags_pytest_basetemp_under_tmp() {
+    assert_flags(
+        R,
+        r#"
+        def pytest_configure(config):
+            config.option.basetemp = "/tmp/pytest-shared"  # <-
+    "#,
+    );
+    assert_clean(
+        R,
+        r#"
+        def pytest_configure(config):
+            config.option.basetemp = config.rootpath / ".tmp" / str(os.getpid())
+    "#,
+    );
+}
