@@ -222,10 +222,8 @@ impl<'a> Evaluator<'_, 'a> {
                 let Expr::Name(n) = &*a.value else {
                     return None;
                 };
-                let data = self.scopes.scopes.get(scope)?;
-                // Methods of nested functions still see `self` of the method they are in.
+                // Functions nested in a method still see that method's `self`.
                 let (class, self_name) = self.method_context(scope)?;
-                let _ = data;
                 if n.id.as_str() != self_name {
                     return None;
                 }

@@ -342,18 +342,15 @@ impl<'s, 'a> Walker<'s, 'a> {
                     }
                 }
             }
-            Expr::Attribute(a) if self.ev.is_imported(target, self.scope) => {
+            Expr::Attribute(_) if self.ev.is_imported(target, self.scope) => {
                 match self.ev.qualname(target, self.scope).as_deref() {
                     Some("os.environ") => Some((Target::Environ(None), "os.environ")),
                     Some("sys.path") => Some((Target::SysPath, "sys.path")),
                     Some("sys.modules") => Some((Target::SysModules(None), "sys.modules")),
-                    _ => {
-                        let _ = a;
-                        Some((
-                            Target::Attr(self.ev.text(target).to_owned()),
-                            "module attribute",
-                        ))
-                    }
+                    _ => Some((
+                        Target::Attr(self.ev.text(target).to_owned()),
+                        "module attribute",
+                    )),
                 }
             }
             Expr::Tuple(t) => {
