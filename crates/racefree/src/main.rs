@@ -26,16 +26,19 @@ struct Cli {
 enum Command {
     /// Run a command while holding a cross-process lock (flock(1)-compatible, crash-safe).
     Lock(commands::lock::LockArgs),
+    /// Find tests that are unsafe in parallel (shared paths, fixed ports, unrestored global state).
+    Audit(commands::audit::AuditArgs),
 }
 
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
-        Err(e) => {
-            // Help and version go to stdout with success; real usage errors exit with the
-            // documented usage code (4, as pytest).
-            let _ = e.print();
-            return if e.use_stderr() {
+        Err(err) => {
+            // --help and --version are not errors; every other parse failure is a usage error,
+            // exit 4 as pytest uses (clap's own default would be 2, which pytest uses for
+            // interrupted runs).
+            let _ = err.print();
+            return if err.use_stderr() {
                 ExitCode::from(commands::EXIT_USAGE)
             } else {
                 ExitCode::SUCCESS
@@ -44,6 +47,7 @@ fn main() -> ExitCode {
     };
     let result = match cli.command {
         Command::Lock(args) => commands::lock::run(args),
+        Command::Audit(args) => commands::audit::run(args),
     };
     match result {
         Ok(code) => code,

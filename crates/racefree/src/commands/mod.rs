@@ -1,10 +1,11 @@
 //! One module per subcommand. Each exposes an `Args` struct (clap) and a `run` function that
 //! returns the process exit code, or a `miette` report for racefree's own errors.
 
+pub mod audit;
 pub mod lock;
 
 /// Exit code for racefree's own (internal) errors, as pytest uses 3 for internal errors.
 pub const EXIT_INTERNAL: u8 = 3;
 
-/// Exit code for usage errors (bad flags or arguments), as pytest uses 4.
+/// Exit code for usage errors (bad arguments, missing paths, invalid configuration), as pytest's 4.
 pub const EXIT_USAGE: u8 = 4;
