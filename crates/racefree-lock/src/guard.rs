@@ -25,6 +25,8 @@ pub(crate) enum Backing {
     Kernel {
         file: File,
         id: crate::fsutil::FileId,
+        /// Where the descriptor goes back to, unlocked, on release.
+        pool: Arc<crate::fdpool::IdlePool>,
     },
     /// The published record; released by unlinking it if it is still ours.
     Soft {
@@ -63,7 +65,7 @@ impl Held {
         let backing = std::mem::replace(&mut self.backing, Backing::Released);
         let mine = std::process::id() == self.owner_pid;
         let result = match backing {
-            Backing::Kernel { file, id } => {
+            Backing::Kernel { file, id, pool } => {
                 // Unlock explicitly rather than only closing: a child forked while we held the lock
                 // shares the open file description, and close() alone would leave the lock held
                 // until that child exits. In the child itself (not `mine`) we only close.
@@ -71,7 +73,7 @@ impl Held {
                     let r = rustix::fs::flock(&file, rustix::fs::FlockOperation::Unlock)
                         .map_err(|e| LockError::io(&self.path, "unlock", e));
                     if r.is_ok() {
-                        crate::fdpool::put(&self.path, self.owner_pid, file, id);
+                        pool.put(self.owner_pid, file, id);
                     }
                     r
                 } else {

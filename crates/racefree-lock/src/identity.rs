@@ -61,14 +61,15 @@ pub const MAX_CMDLINE_BYTES: usize = 1024;
 
 /// Facts about the process whose pid the caller just read (one `getpid` per acquisition; a
 /// different pid than the cached one means we are a forked child, and everything is recomputed).
-pub(crate) fn process_facts(pid: u32) -> ProcessFacts {
-    static CACHE: std::sync::Mutex<Option<ProcessFacts>> = std::sync::Mutex::new(None);
+pub(crate) fn process_facts(pid: u32) -> std::sync::Arc<ProcessFacts> {
+    static CACHE: std::sync::Mutex<Option<std::sync::Arc<ProcessFacts>>> =
+        std::sync::Mutex::new(None);
     let mut cache = match CACHE.lock() {
         Ok(guard) => guard,
         Err(poisoned) => poisoned.into_inner(),
     };
     if let Some(facts) = cache.as_ref().filter(|f| f.pid == pid) {
-        return facts.clone();
+        return std::sync::Arc::clone(facts);
     }
     let start_time = match sys::proc_state(pid) {
         ProcState::Running { start_time } => start_time,
@@ -93,7 +94,8 @@ pub(crate) fn process_facts(pid: u32) -> ProcessFacts {
         cmdline,
         json_tail,
     };
-    *cache = Some(facts.clone());
+    let facts = std::sync::Arc::new(facts);
+    *cache = Some(std::sync::Arc::clone(&facts));
     facts
 }
 
@@ -165,7 +167,7 @@ mod tests {
         (
             facts.host.clone(),
             facts.boot_id.clone(),
-            process_facts(std::process::id()),
+            (*process_facts(std::process::id())).clone(),
         )
     }
 

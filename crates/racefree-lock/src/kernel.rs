@@ -23,7 +23,7 @@ use rustix::fs::{FlockOperation, flock};
 use rustix::io::Errno;
 
 use crate::error::{LockError, Result};
-use crate::fdpool;
+use crate::fdpool::IdlePool;
 use crate::fsutil::{self, FileId};
 use crate::guard::{Backing, Held, LockGuard};
 use crate::identity::Liveness;
@@ -49,10 +49,18 @@ pub(crate) struct KernelClaim {
     file: Option<(File, Option<FileId>)>,
     /// Our pid, read once per acquisition.
     pid: u32,
+    /// Idle descriptors of the options this claim came from.
+    pool: std::sync::Arc<IdlePool>,
 }
 
 impl KernelClaim {
-    pub(crate) fn new(path: &Path, shared: bool, reentrant: bool, blocking: bool) -> Self {
+    pub(crate) fn new(
+        path: &Path,
+        shared: bool,
+        reentrant: bool,
+        blocking: bool,
+        pool: std::sync::Arc<IdlePool>,
+    ) -> Self {
         KernelClaim {
             path: path.to_path_buf(),
             shared,
@@ -60,13 +68,14 @@ impl KernelClaim {
             blocking,
             file: None,
             pid: std::process::id(),
+            pool,
         }
     }
 
     pub(crate) fn step(&mut self) -> Result<Step> {
         let (file, known_id) = match self.file.take() {
             Some(f) => f,
-            None => match fdpool::take(&self.path, self.pid) {
+            None => match self.pool.take(self.pid) {
                 Some((file, id)) => (file, Some(id)),
                 None => (fsutil::open_lock_file_unchecked(&self.path)?, None),
             },
@@ -210,7 +219,11 @@ impl KernelClaim {
                 shared: self.shared,
                 record_line,
                 record: std::sync::OnceLock::new(),
-                backing: Backing::Kernel { file, id },
+                backing: Backing::Kernel {
+                    file,
+                    id,
+                    pool: std::sync::Arc::clone(&self.pool),
+                },
             },
             pid,
         )))

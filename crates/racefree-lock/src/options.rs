@@ -56,6 +56,8 @@ pub struct LockOptions {
     pub(crate) cancel: Option<CancelHook>,
     /// The filesystem kind of the lock's directory, looked up on first use and shared by clones.
     fs_kind: Arc<std::sync::OnceLock<FsKind>>,
+    /// Unlocked descriptors of earlier acquisitions, reused to skip open and close.
+    idle: Arc<crate::fdpool::IdlePool>,
 }
 
 impl std::fmt::Debug for LockOptions {
@@ -93,6 +95,7 @@ impl LockOptions {
             malformed_grace: MALFORMED_GRACE,
             cancel: None,
             fs_kind: Arc::default(),
+            idle: Arc::default(),
         }
     }
 
@@ -203,6 +206,7 @@ impl LockOptions {
                 self.shared,
                 self.reentrant,
                 waiting_forever,
+                Arc::clone(&self.idle),
             )),
             Resolved::Soft { lease } => {
                 if self.shared {

@@ -151,7 +151,14 @@ pub(crate) fn new_token() -> String {
     let pid = std::process::id();
     let hi = keys.hash_one((pid, n, 1u8));
     let lo = keys.hash_one((pid, n, 2u8));
-    format!("{hi:016x}{lo:016x}")
+    let mut token = String::with_capacity(32);
+    for half in [hi, lo] {
+        for shift in (0..16).rev() {
+            let nibble = ((half >> (shift * 4)) & 0xF) as u32;
+            token.push(char::from_digit(nibble, 16).unwrap_or('0'));
+        }
+    }
+    token
 }
 
 pub(crate) fn now_micros() -> u64 {
@@ -244,7 +251,7 @@ pub(crate) fn for_current_process(
         uid: host.uid,
         acquired_at_ms,
         lease_ms,
-        cmdline: process.cmdline,
+        cmdline: process.cmdline.clone(),
     };
     (record, line)
 }

@@ -495,3 +495,28 @@ fn status_reports_the_holder() {
         racefree_lock::HoldState::Free
     );
 }
+
+#[test]
+fn reused_descriptors_never_lock_a_replaced_file() {
+    let dir = tempdir();
+    let path = dir.path().join("l");
+    let options = LockOptions::new(&path).mode(Mode::Kernel);
+    // Acquire and release through the same options: the descriptor is parked for reuse.
+    options.acquire().unwrap().release().unwrap();
+    // The file is replaced, and another thread holds the new one.
+    std::fs::remove_file(&path).unwrap();
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let (stop_tx, stop_rx) = std::sync::mpsc::channel::<()>();
+    let p = path.clone();
+    let holder = std::thread::spawn(move || {
+        let _g = LockOptions::new(&p).mode(Mode::Kernel).acquire().unwrap();
+        ready_tx.send(()).unwrap();
+        let _ = stop_rx.recv();
+    });
+    ready_rx.recv().unwrap();
+    // The parked descriptor names the old, unlinked inode: locking it must not count.
+    assert!(options.try_acquire().unwrap().is_none());
+    drop(stop_tx);
+    holder.join().unwrap();
+    assert!(options.try_acquire().unwrap().is_some());
+}
