@@ -31,7 +31,7 @@ impl LockOptions {
         loop {
             let Some(mut current) = attempt.take() else {
                 return Err(LockError::Cancelled {
-                    path: self.path.clone(),
+                    path: self.path.to_path_buf(),
                 });
             };
             let (back, step) = match current {
@@ -59,7 +59,7 @@ impl LockOptions {
             }
             if self.cancel.as_ref().is_some_and(|c| c()) {
                 return Err(LockError::Cancelled {
-                    path: self.path.clone(),
+                    path: self.path.to_path_buf(),
                 });
             }
             follow(&mut watch, holder.as_ref());

@@ -38,7 +38,7 @@ pub(crate) enum Backing {
 
 #[derive(Debug)]
 pub(crate) struct Held {
-    pub(crate) path: PathBuf,
+    pub(crate) path: Arc<Path>,
     pub(crate) key: Key,
     pub(crate) owner_pid: u32,
     pub(crate) generation: u64,

@@ -17,7 +17,8 @@
 //! non-blocking `flock` already proves this thread did not hold it through another descriptor.
 
 use std::fs::File;
-use std::path::{Path, PathBuf};
+use std::path::Path;
+use std::sync::Arc;
 
 use rustix::fs::{FlockOperation, flock};
 use rustix::io::Errno;
@@ -40,7 +41,7 @@ pub(crate) enum Step {
 }
 
 pub(crate) struct KernelClaim {
-    path: PathBuf,
+    path: Arc<Path>,
     shared: bool,
     reentrant: bool,
     /// Block in `flock` itself once a non-blocking try failed.
@@ -50,19 +51,19 @@ pub(crate) struct KernelClaim {
     /// Our pid, read once per acquisition.
     pid: u32,
     /// Idle descriptors of the options this claim came from.
-    pool: std::sync::Arc<IdlePool>,
+    pool: Arc<IdlePool>,
 }
 
 impl KernelClaim {
     pub(crate) fn new(
-        path: &Path,
+        path: Arc<Path>,
         shared: bool,
         reentrant: bool,
         blocking: bool,
-        pool: std::sync::Arc<IdlePool>,
+        pool: Arc<IdlePool>,
     ) -> Self {
         KernelClaim {
-            path: path.to_path_buf(),
+            path,
             shared,
             reentrant,
             blocking,
@@ -109,7 +110,7 @@ impl KernelClaim {
             }
             if self.blocking {
                 return Err(LockError::WouldDeadlock {
-                    path: self.path.clone(),
+                    path: self.path.to_path_buf(),
                 });
             }
         }
@@ -136,7 +137,7 @@ impl KernelClaim {
     fn flock_error(&self, e: Errno) -> LockError {
         match e {
             Errno::NOLCK | Errno::NOSYS | Errno::OPNOTSUPP => LockError::UntrustedFilesystem {
-                path: self.path.clone(),
+                path: self.path.to_path_buf(),
                 reason: "this filesystem does not support flock".to_owned(),
             },
             e => LockError::io(&self.path, "flock", e),
@@ -165,7 +166,7 @@ impl KernelClaim {
             }
         };
         // The path must still name the inode we locked (and, being named, it has a link).
-        let st = match rustix::fs::lstat(&self.path) {
+        let st = match rustix::fs::lstat(&*self.path) {
             Ok(now) if fsutil::file_id(&now) == id => now,
             // Replaced or unlinked in between: locking this inode protects nothing.
             Ok(_) | Err(Errno::NOENT) => return Ok(Step::Retry),
@@ -180,7 +181,7 @@ impl KernelClaim {
             None => match record::parse(&bytes) {
                 Contents::Foreign => {
                     return unlock_with(LockError::ForeignContent {
-                        path: self.path.clone(),
+                        path: self.path.to_path_buf(),
                         len: st.st_size as u64,
                     });
                 }
@@ -192,7 +193,7 @@ impl KernelClaim {
             && prev.liveness() == Liveness::Alive
         {
             return unlock_with(LockError::ModeMismatch {
-                path: self.path.clone(),
+                path: self.path.to_path_buf(),
                 held: "soft",
                 wanted: "kernel",
                 holder: prev.describe(),
@@ -212,7 +213,7 @@ impl KernelClaim {
         };
         Ok(Step::Acquired(LockGuard::new(
             Held {
-                path: self.path.clone(),
+                path: Arc::clone(&self.path),
                 key: Key::Inode(id.0, id.1),
                 owner_pid: pid,
                 generation,
@@ -222,7 +223,7 @@ impl KernelClaim {
                 backing: Backing::Kernel {
                     file,
                     id,
-                    pool: std::sync::Arc::clone(&self.pool),
+                    pool: Arc::clone(&self.pool),
                 },
             },
             pid,

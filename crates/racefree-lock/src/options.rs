@@ -45,7 +45,7 @@ type CancelHook = Arc<dyn Fn() -> bool + Send + Sync>;
 /// ```
 #[derive(Clone)]
 pub struct LockOptions {
-    pub(crate) path: PathBuf,
+    pub(crate) path: Arc<Path>,
     pub(crate) mode: Mode,
     pub(crate) shared: bool,
     pub(crate) timeout: Option<Duration>,
@@ -85,7 +85,7 @@ impl LockOptions {
     /// An exclusive lock on `path` that waits forever, in [`Mode::Auto`].
     pub fn new(path: impl Into<PathBuf>) -> Self {
         LockOptions {
-            path: path.into(),
+            path: Arc::from(path.into()),
             mode: Mode::Auto,
             shared: false,
             timeout: None,
@@ -168,7 +168,7 @@ impl LockOptions {
             }
             if self.cancel.as_ref().is_some_and(|c| c()) {
                 return Err(LockError::Cancelled {
-                    path: self.path.clone(),
+                    path: self.path.to_path_buf(),
                 });
             }
             watch.follow(holder.as_ref());
@@ -191,7 +191,7 @@ impl LockOptions {
         deadline: &Deadline,
     ) -> LockError {
         LockError::WouldBlock {
-            path: self.path.clone(),
+            path: self.path.to_path_buf(),
             holder: holder
                 .map(|h| h.describe())
                 .unwrap_or_else(|| "another process".to_owned()),
@@ -202,7 +202,7 @@ impl LockOptions {
     pub(crate) fn start_attempt(&self, waiting_forever: bool) -> Result<Attempt> {
         Ok(match self.resolve()? {
             Resolved::Kernel => Attempt::Kernel(KernelClaim::new(
-                &self.path,
+                Arc::clone(&self.path),
                 self.shared,
                 self.reentrant,
                 waiting_forever,
@@ -211,7 +211,7 @@ impl LockOptions {
             Resolved::Soft { lease } => {
                 if self.shared {
                     return Err(LockError::Unsupported {
-                        path: self.path.clone(),
+                        path: self.path.to_path_buf(),
                         what: "shared locks need kernel mode; soft mode is exclusive only"
                             .to_owned(),
                     });
@@ -246,7 +246,7 @@ impl LockOptions {
                     Ok(Resolved::Kernel)
                 } else {
                     Err(LockError::UntrustedFilesystem {
-                        path: self.path.clone(),
+                        path: self.path.to_path_buf(),
                         reason: format!(
                             "kernel locks on a {name} filesystem may be emulated or ignored by other clients"
                         ),

@@ -188,7 +188,7 @@ pub(crate) fn kernel_line(pid: u32, generation: u64) -> Vec<u8> {
     let process = identity::process_facts(pid);
     let token = new_token();
     let acquired_at_ms = now_micros() / 1000;
-    let mut line = Vec::with_capacity(160 + process.json_tail.len());
+    let mut line = Vec::with_capacity(200 + process.json_tail.len());
     line.extend_from_slice(MAGIC_PREFIX);
     push_u64(&mut line, u64::from(RECORD_VERSION));
     line.extend_from_slice(b",\"token\":\"");

@@ -6,7 +6,6 @@
 //! holds either gets it again (opt-in reentrancy) or an error instead of waiting forever for
 //! itself. Entries carry the pid, so a forked child never mistakes its parent's locks for its own.
 
-use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::thread::ThreadId;
@@ -22,14 +21,17 @@ pub(crate) enum Key {
 }
 
 struct Entry {
+    key: Key,
     pid: u32,
     thread: ThreadId,
     held: Weak<Held>,
 }
 
-static REGISTRY: Mutex<Option<HashMap<Key, Vec<Entry>>>> = Mutex::new(None);
+/// A plain vector: a process holds few locks at once, and a linear scan over them is cheaper than
+/// hashing a key on every acquisition.
+static REGISTRY: Mutex<Vec<Entry>> = Mutex::new(Vec::new());
 
-fn registry() -> MutexGuard<'static, Option<HashMap<Key, Vec<Entry>>>> {
+fn registry() -> MutexGuard<'static, Vec<Entry>> {
     // A panic while holding this mutex cannot leave the map inconsistent (every update is one
     // push or retain), so a poisoned lock is still usable.
     match REGISTRY.lock() {
@@ -42,34 +44,22 @@ fn registry() -> MutexGuard<'static, Option<HashMap<Key, Vec<Entry>>>> {
 pub(crate) fn held_by_current_thread(key: &Key) -> Option<Arc<Held>> {
     let pid = std::process::id();
     let me = std::thread::current().id();
-    let map = registry();
-    map.as_ref()?
-        .get(key)?
+    registry()
         .iter()
-        .filter(|e| e.pid == pid && e.thread == me)
+        .filter(|e| e.key == *key && e.pid == pid && e.thread == me)
         .find_map(|e| e.held.upgrade())
 }
 
 pub(crate) fn insert(key: Key, held: &Arc<Held>, pid: u32) {
-    let mut map = registry();
-    map.get_or_insert_with(HashMap::new)
-        .entry(key)
-        .or_default()
-        .push(Entry {
-            pid,
-            thread: std::thread::current().id(),
-            held: Arc::downgrade(held),
-        });
+    registry().push(Entry {
+        key,
+        pid,
+        thread: std::thread::current().id(),
+        held: Arc::downgrade(held),
+    });
 }
 
 /// Forgets a released lock (and any dead entries under the same key).
 pub(crate) fn remove(key: &Key, held: *const Held) {
-    let mut map = registry();
-    let Some(map) = map.as_mut() else { return };
-    if let Some(entries) = map.get_mut(key) {
-        entries.retain(|e| e.held.as_ptr() != held && e.held.strong_count() > 0);
-        if entries.is_empty() {
-            map.remove(key);
-        }
-    }
+    registry().retain(|e| e.key != *key || (e.held.as_ptr() != held && e.held.strong_count() > 0));
 }

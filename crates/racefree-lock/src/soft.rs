@@ -128,7 +128,7 @@ impl SoftClaim {
             .map(|lease| Heartbeat::start(self.path.clone(), rec.token.clone(), lease));
         Ok(Step::Acquired(LockGuard::new(
             Held {
-                path: self.path.clone(),
+                path: std::sync::Arc::from(self.path.as_path()),
                 key: self.key.clone(),
                 owner_pid: pid,
                 generation: rec.generation,
