@@ -1,0 +1,67 @@
+//! `--events PATH`: one JSON object per line, `{"v":1,"event":...}`, documented in
+//! docs/events.md. Flushed per line so the log can be followed live.
+
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use crate::dispatch::Reporter;
+use crate::error::{Error, Result};
+use crate::events::Event;
+
+pub const VERSION: u32 = 1;
+
+#[derive(Serialize)]
+struct Line<'a> {
+    v: u32,
+    #[serde(flatten)]
+    event: &'a Event,
+}
+
+pub struct NdjsonLog {
+    path: PathBuf,
+    out: BufWriter<File>,
+    error: Option<std::io::Error>,
+}
+
+impl NdjsonLog {
+    pub fn create(path: &Path) -> Result<NdjsonLog> {
+        let file =
+            File::create(path).map_err(|e| Error::io(format!("--events {}", path.display()), e))?;
+        Ok(NdjsonLog {
+            path: path.to_path_buf(),
+            out: BufWriter::new(file),
+            error: None,
+        })
+    }
+}
+
+impl Reporter for NdjsonLog {
+    fn on_event(&mut self, event: &Event) {
+        if self.error.is_some() {
+            return;
+        }
+        let res = serde_json::to_writer(&mut self.out, &Line { v: VERSION, event })
+            .map_err(std::io::Error::other)
+            .and_then(|()| self.out.write_all(b"\n"))
+            .and_then(|()| self.out.flush());
+        if let Err(e) = res {
+            self.error = Some(e);
+        }
+    }
+
+    fn finish(&mut self) -> Result<()> {
+        match self.error.take() {
+            Some(e) => Err(Error::io(
+                format!("writing --events {}", self.path.display()),
+                e,
+            )),
+            None => self
+                .out
+                .flush()
+                .map_err(|e| Error::io(format!("writing --events {}", self.path.display()), e)),
+        }
+    }
+}
