@@ -20,12 +20,18 @@ struct Cli {
 enum Command {
     /// Run a command while holding a cross-process lock (flock(1)-compatible, crash-safe).
     Lock(commands::lock::LockArgs),
+    /// Run a pytest suite in parallel: exactly pytest's results, sooner.
+    Run(commands::run::RunArgs),
+    /// Show what racefree's run history knows: slowest, flaky or failed tests.
+    History(commands::history::HistoryArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Lock(args) => commands::lock::run(args),
+        Command::Run(args) => commands::run::run(args),
+        Command::History(args) => commands::history::run(args),
     };
     match result {
         Ok(code) => code,

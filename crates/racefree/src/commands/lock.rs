@@ -12,5 +12,8 @@ pub struct LockArgs {
 }
 
 pub fn run(args: LockArgs) -> miette::Result<ExitCode> {
-    Err(miette::miette!("racefree lock {}: not built yet", args.path.display()))
+    Err(miette::miette!(
+        "racefree lock {}: not built yet",
+        args.path.display()
+    ))
 }

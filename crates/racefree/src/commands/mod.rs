@@ -1,7 +1,9 @@
 //! One module per subcommand. Each exposes an `Args` struct (clap) and a `run` function that
 //! returns the process exit code, or a `miette` report for racefree's own errors.
 
+pub mod history;
 pub mod lock;
+pub mod run;
 
 /// Exit code for racefree's own (internal) errors, as pytest uses 3 for internal errors.
 pub const EXIT_INTERNAL: u8 = 3;
