@@ -51,6 +51,8 @@ pub struct RunRequest {
     pub durations: Option<usize>,
     pub no_history: bool,
     pub progress: ProgressMode,
+    /// Print the discovered files with their estimated test counts and stop.
+    pub list_files: bool,
 }
 
 /// Runs the tests; returns pytest's exit code for the run.
@@ -79,9 +81,6 @@ pub fn run(req: RunRequest) -> Result<u8> {
         .clone()
         .or(rf.events.map(|p| pytest_cfg.rootdir.join(p)));
     let durations = req.durations.or(rf.durations);
-    let python = crate::python::resolve(req.python.as_deref().or(rf.python.as_deref()), cwd)?;
-    crate::python::check_pytest(&python)?;
-
     let mut pytest_flags = pytest_cfg.addopts()?;
     pytest_flags.extend(req.pytest_args.iter().cloned());
     let mut files = discovery::discover(
@@ -90,6 +89,18 @@ pub fn run(req: RunRequest) -> Result<u8> {
         &req.args,
         DiscoverOptions::from_pytest_args(cwd, &pytest_flags),
     )?;
+    if req.list_files {
+        for f in &files {
+            println!("{}\t{}", f.estimate, f.rel);
+        }
+        return Ok(crate::error::exit::OK);
+    }
+    let python = crate::python::resolve(req.python.as_deref().or(rf.python.as_deref()), cwd)?;
+    // Importing pytest takes an interpreter start-up: overlap it with planning.
+    let pytest_check = {
+        let python = python.clone();
+        std::thread::spawn(move || crate::python::check_pytest(&python))
+    };
 
     let history = if req.no_history {
         None
@@ -114,7 +125,7 @@ pub fn run(req: RunRequest) -> Result<u8> {
         .iter()
         .map(|id| id.split("::").next().unwrap_or(id).to_string())
         .collect();
-    let mut selective = !req.args.iter().all(|a| !a.contains("::"))
+    let mut selective = req.args.iter().any(|a| a.contains("::"))
         || req.keyword.is_some()
         || req.markexpr.is_some();
     if req.last_failed {
@@ -167,6 +178,12 @@ pub fn run(req: RunRequest) -> Result<u8> {
     );
     let predicted_total: f64 = units.iter().map(|u| u.predicted).sum();
 
+    pytest_check.join().map_err(|_| {
+        crate::error::Error::io(
+            "checking pytest",
+            std::io::Error::other("the check panicked"),
+        )
+    })??;
     let session = Session::create()?;
     let _cleanup = SessionCleanup(&session);
     let mut child_args = Vec::new();

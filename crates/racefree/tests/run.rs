@@ -246,9 +246,23 @@ fn node_ids_with_any_characters_select_exactly() {
 fn environment_keyword_and_mark_selection() {
     let dir = fixture("env");
     let d = dir.path();
-    let rf = run(racefree(d).args(["-n", "2", "-v"]));
+    let rf = run(racefree(d).args(["-n", "2", "-v", "--durations", "2"]));
     assert_eq!(rf.code, 0, "{}{}", rf.stdout, rf.stderr);
     assert!(rf.stdout.contains("7 passed in"), "{}", rf.stdout);
+    assert!(
+        rf.stdout
+            .contains("PASSED tests/test_other.py::test_other_file"),
+        "{}",
+        rf.stdout
+    );
+    assert!(rf.stdout.contains("slowest 2 durations"), "{}", rf.stdout);
+    // --list-files shows discovery's view: estimated test count and path.
+    let listed = run(racefree(d).arg("--list-files"));
+    assert_eq!(
+        listed.stdout, "6\ttests/test_env.py\n1\ttests/test_other.py\n",
+        "{}",
+        listed.stderr
+    );
     let rf = run(racefree(d).args(["-n", "2", "-k", "keyword_target", "--events", "e.ndjson"]));
     assert_eq!(rf.code, 0, "{}{}", rf.stdout, rf.stderr);
     assert!(

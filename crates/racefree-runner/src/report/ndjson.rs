@@ -4,6 +4,7 @@
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
+use std::time::Instant;
 
 use serde::Serialize;
 
@@ -16,6 +17,8 @@ pub const VERSION: u32 = 1;
 #[derive(Serialize)]
 struct Line<'a> {
     v: u32,
+    /// Seconds since the log was opened (at the start of the run), monotonic.
+    t: f64,
     #[serde(flatten)]
     event: &'a Event,
 }
@@ -24,6 +27,7 @@ pub struct NdjsonLog {
     path: PathBuf,
     out: BufWriter<File>,
     error: Option<std::io::Error>,
+    start: Instant,
 }
 
 impl NdjsonLog {
@@ -34,6 +38,7 @@ impl NdjsonLog {
             path: path.to_path_buf(),
             out: BufWriter::new(file),
             error: None,
+            start: Instant::now(),
         })
     }
 }
@@ -43,7 +48,12 @@ impl Reporter for NdjsonLog {
         if self.error.is_some() {
             return;
         }
-        let res = serde_json::to_writer(&mut self.out, &Line { v: VERSION, event })
+        let line = Line {
+            v: VERSION,
+            t: self.start.elapsed().as_secs_f64(),
+            event,
+        };
+        let res = serde_json::to_writer(&mut self.out, &line)
             .map_err(std::io::Error::other)
             .and_then(|()| self.out.write_all(b"\n"))
             .and_then(|()| self.out.flush());

@@ -82,6 +82,10 @@ pub struct RunArgs {
     #[arg(long)]
     pub plain: bool,
 
+    /// Print the files discovery finds (estimated test count, path) and exit without running.
+    #[arg(long)]
+    pub list_files: bool,
+
     /// Arguments for pytest, after `--`.
     #[arg(last = true, value_name = "PYTEST_ARGS")]
     pub pytest_args: Vec<String>,
@@ -108,6 +112,7 @@ pub fn run(args: RunArgs) -> miette::Result<ExitCode> {
         verbosity: i32::from(args.verbose) - i32::from(args.quiet),
         durations: args.durations,
         no_history: args.no_history,
+        list_files: args.list_files,
         progress: if args.plain {
             ProgressMode::Plain
         } else {
