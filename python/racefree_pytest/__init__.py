@@ -15,25 +15,35 @@ Messages (all fields are strings unless noted):
   collect      id, outcome ("failed" | "skipped"), longrepr, message
   start        id
   report       id, when ("setup" | "call" | "teardown"), outcome ("passed" | "failed" |
-               "skipped"), longrepr, message, head_line, sections ([[title, text], ...]),
+               "skipped"), category and word (pytest_report_teststatus's answer: how
+               pytest's terminal counts and names it), subtest (bool: a pytest 9 subtest's
+               report), longrepr, message, head_line, sections ([[title, text], ...]),
                wasxfail (present only for xfail/xpass), skip_reason
   finish       id
   done         exitstatus (int), warnings (int)
 
-A per-file node-id selection (to resume part of a unit) comes from the JSON file named by
-``RACEFREE_SELECT``: ``{"path/to/test_x.py": ["path/to/test_x.py::test_a[odd id]", ...]}``.
-Items of files listed there run only if their id equals a listed id or extends it with
-``::`` or ``[``; files not listed run whole. Ids travel in JSON, so any character works.
+The unit's description comes from the JSON file named by ``RACEFREE_UNIT_FILE``:
+  select   a per-file node-id selection (to resume part of a unit, or node ids given on the
+           command line): ``{"path/to/test_x.py": ["path/to/test_x.py::test_a[odd id]"]}``.
+           Items of files listed there run only if their id equals a listed id or extends it
+           with ``::`` or ``[``; files not listed run whole. Ids travel in JSON, so any
+           character works.
+  walked   ``{"/abs/tests/test_x.py": "/abs/tests"}``: files racefree found by walking a
+           directory (the value), as opposed to files named on the command line. pytest
+           would apply ``collect_ignore`` and ``pytest_ignore_collect`` to them, but racefree
+           passes them as arguments, which pytest never ignores; so the plugin asks the
+           ignore hook itself, for the file and each directory below the walk root.
 """
 
 import json
 import os
 import types
+from pathlib import Path as _Path
 
 import pytest
 
 _EVENT_FD_ENV = "RACEFREE_EVENT_FD"
-_SELECT_ENV = "RACEFREE_SELECT"
+_UNIT_FILE_ENV = "RACEFREE_UNIT_FILE"
 
 
 class _Channel:
@@ -126,12 +136,42 @@ def _fixtures_module():
     return module
 
 
+class _IgnoredFile(pytest.File):
+    """Stands for a file pytest would have ignored (collect_ignore): collects nothing."""
+
+    def collect(self):
+        return []
+
+
 class _RacefreePlugin:
-    def __init__(self, channel, selection):
+    def __init__(self, config, channel, unit):
+        self.config = config
         self.channel = channel
-        self.selection = selection
+        self.selection = unit.get("select") or {}
+        self.walked = unit.get("walked") or {}
         self.deselected = 0
         self.warnings = 0
+
+    def _ignored(self, file_path):
+        root = self.walked.get(str(file_path))
+        if root is None:
+            return False
+        root = os.path.abspath(root)
+        path = os.path.abspath(str(file_path))
+        hook = self.config.hook
+        while path != root and path.startswith(root + os.sep):
+            if hook.pytest_ignore_collect(collection_path=_Path(path), config=self.config):
+                return True
+            path = os.path.dirname(path)
+        return False
+
+    @pytest.hookimpl(hookwrapper=True)
+    def pytest_collect_file(self, file_path, parent):
+        outcome = yield
+        if self.walked and self._ignored(file_path):
+            # An empty collector rather than none: pytest reports an argument that yields no
+            # collector as a usage error. Collectors are lazy, so the module is never imported.
+            outcome.force_result([_IgnoredFile.from_parent(parent, path=file_path)])
 
     @pytest.hookimpl(trylast=True)
     def pytest_collection_modifyitems(self, session, config, items):
@@ -169,11 +209,25 @@ class _RacefreePlugin:
     def pytest_runtest_logstart(self, nodeid, location):
         self.channel.send("start", id=nodeid)
 
+    @pytest.hookimpl(trylast=True)
     def pytest_runtest_logreport(self, report):
+        # pytest's own category for this report ("passed", "failed", "subtests passed", ""
+        # for reports it does not count...), exactly as its terminal summary counts it. The
+        # hook may also adjust the report (a test with failed subtests becomes failed), so
+        # it runs before the report is read.
+        status = self.config.hook.pytest_report_teststatus(report=report, config=self.config)
+        category, word = "", ""
+        if status:
+            category = _text(status[0])
+            word = status[2][0] if isinstance(status[2], tuple) else _text(status[2])
+        subtest = type(report).__name__ == "SubtestReport"
         fields = {
             "id": report.nodeid,
             "when": report.when,
             "outcome": report.outcome,
+            "category": category,
+            "word": _text(word),
+            "subtest": subtest,
             "longrepr": "",
             "message": "",
             "head_line": _text(getattr(report, "head_line", "") or ""),
@@ -188,7 +242,8 @@ class _RacefreePlugin:
             fields["sections"] = [[_text(t), _text(c)] for (t, c) in report.sections]
         elif report.skipped:
             fields["skip_reason"] = _skip_reason(report)
-            fields["longrepr"] = _text(getattr(report, "longreprtext", ""))
+            if not subtest:
+                fields["longrepr"] = _text(getattr(report, "longreprtext", ""))
         self.channel.send("report", **fields)
 
     def pytest_runtest_logfinish(self, nodeid, location):
@@ -202,13 +257,12 @@ class _RacefreePlugin:
         self.channel.send("done", exitstatus=int(exitstatus), warnings=self.warnings)
 
 
-def _load_selection():
-    path = os.environ.get(_SELECT_ENV)
+def _load_unit():
+    path = os.environ.pop(_UNIT_FILE_ENV, None)
     if not path:
-        return None
+        return {}
     with open(path, encoding="utf-8") as handle:
-        data = json.load(handle)
-    return {str(k): [str(i) for i in v] for k, v in data.items()}
+        return json.load(handle)
 
 
 def pytest_configure(config):
@@ -218,4 +272,4 @@ def pytest_configure(config):
         return
     channel = _Channel(int(fd_text))
     channel.send("hello", pid=os.getpid(), pytest=pytest.__version__)
-    config.pluginmanager.register(_RacefreePlugin(channel, _load_selection()), "racefree_events")
+    config.pluginmanager.register(_RacefreePlugin(config, channel, _load_unit()), "racefree_events")

@@ -59,6 +59,7 @@ struct Running {
     handle: UnitHandle,
     collected: Option<Vec<String>>,
     phases: HashMap<String, Vec<PhaseReport>>,
+    failed_subtests: HashMap<String, Vec<PhaseReport>>,
     started_at: HashMap<String, Instant>,
     finished: HashSet<String>,
     current: Option<String>,
@@ -116,6 +117,7 @@ impl Dispatcher<'_> {
                                 handle,
                                 collected: None,
                                 phases: HashMap::new(),
+                                failed_subtests: HashMap::new(),
                                 started_at: HashMap::new(),
                                 finished: HashSet::new(),
                                 current: None,
@@ -191,10 +193,14 @@ impl Dispatcher<'_> {
         tx: &crossbeam_channel::Sender<ExecMsg>,
     ) -> Result<UnitHandle> {
         let mut selection = BTreeMap::new();
+        let mut walked = BTreeMap::new();
         let mut paths = Vec::new();
         for &i in &plan.files {
             let f = &self.files[i];
             paths.push(f.path.clone());
+            if let Some(root) = &f.walk_root {
+                walked.insert(f.path.clone(), root.clone());
+            }
             if let Some(ids) = &f.selection {
                 selection.insert(f.rel.clone(), ids.clone());
             }
@@ -205,6 +211,7 @@ impl Dispatcher<'_> {
             attempt: 1,
             files: paths,
             selection,
+            walked,
         };
         let handle = executor::spawn(self.ctx, self.session, &spec, tx.clone())?;
         self.bus.emit(Event::UnitStarted {
@@ -296,6 +303,7 @@ impl Dispatcher<'_> {
                         when: Some("collect".into()),
                         head_line: String::new(),
                         sections: Vec::new(),
+                        failed_subtests: Vec::new(),
                     };
                     st.totals.add_result(&result);
                     st.reported_any = true;
@@ -321,7 +329,18 @@ impl Dispatcher<'_> {
                     nodeid: id,
                 });
             }
-            Wire::Report(p) => r.phases.entry(p.id.clone()).or_default().push(p),
+            Wire::Report(p) if p.subtest => {
+                // Subtests are counted as pytest counts them, and their failures shown with
+                // their test; they do not decide the test's own outcome (pytest already
+                // turned a passing test with failed subtests into a failure).
+                if !p.category.is_empty() {
+                    *st.totals.subtests.entry(p.category.clone()).or_default() += 1;
+                }
+                if p.outcome == "failed" {
+                    r.failed_subtests.entry(p.id.clone()).or_default().push(*p);
+                }
+            }
+            Wire::Report(p) => r.phases.entry(p.id.clone()).or_default().push(*p),
             Wire::Finish { id } => {
                 let duration = r
                     .started_at
@@ -329,7 +348,8 @@ impl Dispatcher<'_> {
                     .map(|s| at.duration_since(*s).as_secs_f64())
                     .unwrap_or(0.0);
                 let phases = r.phases.remove(&id).unwrap_or_default();
-                let result = build_result(&id, unit, r.slot, &phases, duration);
+                let mut result = build_result(&id, unit, r.slot, &phases, duration);
+                result.failed_subtests = r.failed_subtests.remove(&id).unwrap_or_default();
                 r.finished.insert(id);
                 r.current = None;
                 st.totals.add_result(&result);
@@ -421,10 +441,21 @@ impl Dispatcher<'_> {
                 self.count_failure(st);
             }
         }
+        // pytest ends a unit with 0, 1 or 5 when it ran what it collected; anything else
+        // (usage error, internal error, interrupted, a signal) must surface even when some
+        // tests were collected and reported.
         let normal_exit = matches!(exit.code, Some(0) | Some(1) | Some(5));
-        let error = if r.collected.is_none() && !r.cancelled && !normal_exit {
+        // A signal while a test ran is that test's crash, already reported as such.
+        let attributed = exit.signal.is_some() && r.current.is_some();
+        let error = if !r.cancelled && !normal_exit && !attributed {
             st.unit_error_codes.push(exit.code);
-            let mut text = format!("the pytest process ended ({exit}) before collecting any test");
+            let mut text = match &r.collected {
+                None => format!("the pytest process ended ({exit}) before collecting any test"),
+                Some(ids) => format!(
+                    "the pytest process ended ({exit}) after collecting {} test(s)",
+                    ids.len()
+                ),
+            };
             if !r.bad_lines.is_empty() {
                 text.push_str(&format!(
                     "\nunreadable plugin messages: {}",
@@ -496,6 +527,7 @@ fn build_result(
         when: deciding.map(|p| p.when.clone()),
         head_line: deciding.map(|p| p.head_line.clone()).unwrap_or_default(),
         sections: deciding.map(|p| p.sections.clone()).unwrap_or_default(),
+        failed_subtests: Vec::new(),
     }
 }
 

@@ -29,7 +29,7 @@ pub enum Wire {
     Start {
         id: String,
     },
-    Report(PhaseReport),
+    Report(Box<PhaseReport>),
     Finish {
         id: String,
     },
@@ -58,6 +58,15 @@ pub struct PhaseReport {
     pub wasxfail: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub skip_reason: Option<String>,
+    /// How pytest's terminal counts this report ("passed", "subtests passed", "" ...).
+    #[serde(default)]
+    pub category: String,
+    /// pytest's word for it in summaries (e.g. "SUBFAILED[msg] (i=2)").
+    #[serde(default)]
+    pub word: String,
+    /// A pytest 9 subtest's report (several per test, all with `when == "call"`).
+    #[serde(default)]
+    pub subtest: bool,
 }
 
 impl Wire {
@@ -128,6 +137,9 @@ pub struct TestResult {
     pub head_line: String,
     /// Captured output of failing phases: (title, text).
     pub sections: Vec<(String, String)>,
+    /// Reports of the test's subtests that failed (pytest 9's `subtests` fixture).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub failed_subtests: Vec<PhaseReport>,
 }
 
 /// Derives a test's outcome from its phase reports the way pytest's terminal counts them.
@@ -210,6 +222,9 @@ pub struct Totals {
     pub not_run: u64,
     pub deselected: u64,
     pub warnings: u64,
+    /// Subtest reports by pytest's category for them ("subtests passed", "failed", ...).
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub subtests: std::collections::BTreeMap<String, u64>,
 }
 
 impl Totals {
@@ -233,6 +248,34 @@ impl Totals {
     }
     pub fn failures(&self) -> u64 {
         self.failed + self.errors + self.crashed
+    }
+
+    /// The counts of the summary line: tests plus subtests, merged by pytest's category
+    /// names (a failed subtest counts as "failed", as pytest counts it).
+    pub fn categories(&self, collect_errors: u64) -> Vec<(String, u64)> {
+        let sub = |k: &str| self.subtests.get(k).copied().unwrap_or(0);
+        let mut out = vec![
+            ("failed".to_string(), self.failed + sub("failed")),
+            ("passed".to_string(), self.passed + sub("passed")),
+            ("skipped".to_string(), self.skipped + sub("skipped")),
+            ("deselected".to_string(), self.deselected),
+            ("xfailed".to_string(), self.xfailed + sub("xfailed")),
+            ("xpassed".to_string(), self.xpassed + sub("xpassed")),
+            ("warnings".to_string(), self.warnings),
+            (
+                "error".to_string(),
+                self.errors + collect_errors + sub("error"),
+            ),
+        ];
+        let known = ["failed", "passed", "skipped", "xfailed", "xpassed", "error"];
+        for (k, v) in &self.subtests {
+            if !known.contains(&k.as_str()) {
+                out.push((k.clone(), *v));
+            }
+        }
+        out.push(("crashed".to_string(), self.crashed));
+        out.push(("not run".to_string(), self.not_run));
+        out
     }
 }
 
@@ -315,6 +358,9 @@ mod tests {
             sections: vec![],
             wasxfail: xfail.then(String::new),
             skip_reason: None,
+            category: String::new(),
+            word: String::new(),
+            subtest: false,
         }
     }
 

@@ -46,6 +46,8 @@ pub struct UnitSpec {
     pub files: Vec<PathBuf>,
     /// rootdir-relative file -> node ids to run; files not listed run whole.
     pub selection: BTreeMap<String, Vec<String>>,
+    /// Files found by walking a directory -> that directory (for pytest's collect_ignore).
+    pub walked: BTreeMap<PathBuf, PathBuf>,
 }
 
 /// Messages from executors to the dispatcher.
@@ -131,16 +133,13 @@ fn build_command(
         pythonpath.push(old);
     }
     cmd.env("PYTHONPATH", pythonpath);
-    if !spec.selection.is_empty() {
-        let path = session.selection_file(spec.unit, spec.attempt);
-        let json = serde_json::to_vec(&spec.selection)
-            .map_err(|e| Error::io("encoding a node-id selection", io::Error::other(e)))?;
-        std::fs::write(&path, json)
-            .map_err(|e| Error::io(format!("writing {}", path.display()), e))?;
-        cmd.env("RACEFREE_SELECT", path);
-    } else {
-        cmd.env_remove("RACEFREE_SELECT");
-    }
+    let unit_file = session.unit_file(spec.unit, spec.attempt);
+    let description = serde_json::json!({ "select": spec.selection, "walked": spec.walked });
+    let json = serde_json::to_vec(&description)
+        .map_err(|e| Error::io("encoding a unit description", io::Error::other(e)))?;
+    std::fs::write(&unit_file, json)
+        .map_err(|e| Error::io(format!("writing {}", unit_file.display()), e))?;
+    cmd.env("RACEFREE_UNIT_FILE", unit_file);
     Ok(cmd)
 }
 

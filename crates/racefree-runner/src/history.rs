@@ -387,6 +387,7 @@ mod tests {
             when: None,
             head_line: String::new(),
             sections: vec![],
+            failed_subtests: vec![],
         }
     }
 

@@ -193,6 +193,12 @@ pub fn run(req: RunRequest) -> Result<u8> {
     if let Some(m) = &req.markexpr {
         child_args.extend(["-m".to_string(), m.clone()]);
     }
+    // pytest counts subtests differently at each verbosity: mirror racefree's in the children.
+    let flag = if req.verbosity < 0 { "-q" } else { "-v" };
+    child_args.extend(std::iter::repeat_n(
+        flag.to_string(),
+        req.verbosity.unsigned_abs() as usize,
+    ));
     child_args.extend(req.pytest_args.iter().cloned());
     let ctx = ExecContext {
         python: python.clone(),

@@ -84,9 +84,9 @@ impl Session {
             .join(format!("basetemp-u{unit}-a{attempt}"))
     }
 
-    /// A file for a unit's node-id selection.
-    pub fn selection_file(&self, unit: usize, attempt: u32) -> PathBuf {
-        self.root.join(format!("select-u{unit}-a{attempt}.json"))
+    /// A file describing a unit to the plugin (node-id selection, walked files).
+    pub fn unit_file(&self, unit: usize, attempt: u32) -> PathBuf {
+        self.root.join(format!("unit-u{unit}-a{attempt}.json"))
     }
 
     /// Removes the whole session directory.

@@ -396,6 +396,21 @@ fn a_test_that_kills_its_process_has_not_passed() {
         junit.contains(&("test_exit".into(), "test_exits".into(), "failure".into())),
         "{junit:?}"
     );
+    // A segfault: the running test is the crash, named with its signal.
+    std::fs::write(
+        d.join("test_segv.py"),
+        "import ctypes\n\ndef test_segfaults():\n    ctypes.string_at(0)\n",
+    )
+    .unwrap();
+    let rf = run(racefree(d).args(["test_segv.py", "--events", "s.ndjson"]));
+    assert_eq!(rf.code, 1, "{}{}", rf.stdout, rf.stderr);
+    let ev = events(&d.join("s.ndjson"));
+    let crash = ev.iter().find(|e| e["event"] == "test_finished").unwrap();
+    assert_eq!(crash["outcome"], "crashed");
+    assert!(
+        crash["message"].as_str().unwrap().contains("SIGSEGV"),
+        "{crash}"
+    );
 }
 
 #[test]
@@ -490,4 +505,33 @@ fn clear_errors_for_bad_input() {
     std::fs::remove_file(d.join("pyproject.toml")).unwrap();
     let rf = run(racefree(d).args(["--", "--no-such-pytest-option"]));
     assert_eq!(rf.code, 4, "{}{}", rf.stdout, rf.stderr);
+}
+
+#[test]
+fn subtests_are_counted_as_pytest_counts_them() {
+    let dir = fixture("subtests");
+    let d = dir.path();
+    for verbosity in [None, Some("-q")] {
+        let mut py = pytest(d);
+        let mut rf = racefree(d);
+        if let Some(flag) = verbosity {
+            py.arg(flag);
+            rf.arg(flag);
+        }
+        let py = run(&mut py);
+        let rf = run(rf.args(["-n", "2", "--no-history"]));
+        assert_eq!(rf.code, py.code, "{}{}", rf.stdout, rf.stderr);
+        assert_eq!(
+            summary_counts(&rf.stdout),
+            summary_counts(&py.stdout),
+            "{verbosity:?}\n{}",
+            rf.stdout
+        );
+        assert!(
+            rf.stdout
+                .contains("SUBFAILED[m] (i=2) test_sub.py::test_a - assert 2 != 2"),
+            "{}",
+            rf.stdout
+        );
+    }
 }

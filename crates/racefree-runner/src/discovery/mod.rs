@@ -24,6 +24,9 @@ pub struct TestFile {
     pub estimate: u64,
     /// Node ids chosen on the command line; None means the whole file.
     pub selection: Option<Vec<String>>,
+    /// The directory whose walk found this file; None if the file was named explicitly.
+    /// pytest applies `collect_ignore` only to files it finds by walking.
+    pub walk_root: Option<PathBuf>,
 }
 
 /// What decides discovery beyond the config file.
@@ -140,8 +143,8 @@ pub fn discover(
         },
         opts,
     };
-    // file -> selection (None = whole file); BTreeMap keeps a stable order.
-    let mut chosen: BTreeMap<PathBuf, Option<Vec<String>>> = BTreeMap::new();
+    // file -> (selection (None = whole file), walk root); BTreeMap keeps a stable order.
+    let mut chosen: BTreeMap<PathBuf, (Option<Vec<String>>, Option<PathBuf>)> = BTreeMap::new();
     let mut roots: Vec<(PathBuf, Option<String>)> = Vec::new();
     if args.is_empty() {
         let testpaths = cfg.testpaths()?;
@@ -174,26 +177,29 @@ pub fn discover(
     for (path, rest) in roots {
         if path.is_dir() {
             walk(&path, &rules, &mut visited, &mut |file| {
-                chosen.insert(file, None);
+                chosen.entry(file).or_insert((None, Some(path.clone())));
             })?;
         } else if let Some(rest) = rest {
             let id = format!("{}{}", rel_path(&cfg.rootdir, &path), rest);
             match chosen.entry(path) {
                 std::collections::btree_map::Entry::Vacant(v) => {
-                    v.insert(Some(vec![id]));
+                    v.insert((Some(vec![id]), None));
                 }
                 std::collections::btree_map::Entry::Occupied(mut o) => {
-                    if let Some(sel) = o.get_mut() {
+                    if let Some(sel) = &mut o.get_mut().0 {
                         sel.push(id);
                     }
                 }
             }
         } else {
             // A file named explicitly is collected whatever python_files says.
-            chosen.insert(path, None);
+            chosen.insert(path, (None, None));
         }
     }
-    let files: Vec<(PathBuf, Option<Vec<String>>)> = chosen.into_iter().collect();
+    let files: Vec<(PathBuf, Option<Vec<String>>, Option<PathBuf>)> = chosen
+        .into_iter()
+        .map(|(p, (sel, root))| (p, sel, root))
+        .collect();
     Ok(estimate_all(cfg, &rules, files))
 }
 
@@ -292,7 +298,7 @@ fn estimate_one(rules: &Rules, path: &Path) -> u64 {
 fn estimate_all(
     cfg: &PytestConfig,
     rules: &Rules,
-    files: Vec<(PathBuf, Option<Vec<String>>)>,
+    files: Vec<(PathBuf, Option<Vec<String>>, Option<PathBuf>)>,
 ) -> Vec<TestFile> {
     let threads = std::thread::available_parallelism()
         .map(|n| n.get())
@@ -305,7 +311,7 @@ fn estimate_all(
             .map(|part| {
                 s.spawn(move || {
                     part.iter()
-                        .map(|(p, _)| estimate_one(rules, p))
+                        .map(|(p, _, _)| estimate_one(rules, p))
                         .collect::<Vec<u64>>()
                 })
             })
@@ -320,7 +326,7 @@ fn estimate_all(
     files
         .into_iter()
         .zip(estimates)
-        .map(|((path, selection), estimate)| {
+        .map(|((path, selection, walk_root), estimate)| {
             let estimate = match &selection {
                 Some(ids) => (ids.len() as u64).min(estimate.max(1)),
                 None => estimate,
@@ -330,6 +336,7 @@ fn estimate_all(
                 path,
                 estimate,
                 selection,
+                walk_root,
             }
         })
         .collect()

@@ -71,7 +71,13 @@ impl Junit {
             Outcome::Failed => {
                 let mut s = TestCaseStatus::non_success(NonSuccessKind::Failure);
                 s.set_message(r.message.clone());
-                s.set_description(r.longrepr.clone());
+                // pytest writes one <failure> per failed subtest; one status holds them all here.
+                let mut text = String::new();
+                for sub in &r.failed_subtests {
+                    text.push_str(&format!("{}\n{}\n\n", sub.head_line, sub.longrepr));
+                }
+                text.push_str(&r.longrepr);
+                s.set_description(text);
                 s
             }
             Outcome::Crashed => {

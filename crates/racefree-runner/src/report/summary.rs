@@ -38,23 +38,19 @@ pub fn format_duration(secs: f64) -> String {
 /// The summary line's counts, in pytest's order and plural forms, plus racefree's own
 /// `crashed` and `not run`.
 pub fn summary_counts(t: &Totals, collect_errors: u64) -> String {
-    let errors = t.errors + collect_errors;
-    let mut parts: Vec<String> = Vec::new();
-    let mut push = |n: u64, one: &str, many: &str| {
-        if n > 0 {
-            parts.push(format!("{n} {}", if n == 1 { one } else { many }));
-        }
-    };
-    push(t.failed, "failed", "failed");
-    push(t.passed, "passed", "passed");
-    push(t.skipped, "skipped", "skipped");
-    push(t.deselected, "deselected", "deselected");
-    push(t.xfailed, "xfailed", "xfailed");
-    push(t.xpassed, "xpassed", "xpassed");
-    push(t.warnings, "warning", "warnings");
-    push(errors, "error", "errors");
-    push(t.crashed, "crashed", "crashed");
-    push(t.not_run, "not run", "not run");
+    let parts: Vec<String> = t
+        .categories(collect_errors)
+        .into_iter()
+        .filter(|(_, n)| *n > 0)
+        .map(|(name, n)| {
+            let name = match (name.as_str(), n) {
+                ("warnings", 1) => "warning".to_string(),
+                ("error", n) if n != 1 => "errors".to_string(),
+                _ => name,
+            };
+            format!("{n} {name}")
+        })
+        .collect();
     if parts.is_empty() {
         "no tests ran".to_string()
     } else {
@@ -139,6 +135,14 @@ impl Summary {
         if !self.failures.is_empty() {
             writeln!(out, "{}", sep('=', "FAILURES", w))?;
             for r in &self.failures {
+                for sub in &r.failed_subtests {
+                    writeln!(out, "{}", sep('_', &sub.head_line, w))?;
+                    writeln!(out, "{}", sub.longrepr.trim_end())?;
+                    for (title, text) in &sub.sections {
+                        writeln!(out, "{}", sep('-', title, w))?;
+                        writeln!(out, "{}", text.trim_end())?;
+                    }
+                }
                 writeln!(out, "{}", sep('_', &head_line(r), w))?;
                 writeln!(out, "{}", r.longrepr.trim_end())?;
                 for (title, text) in &r.sections {
@@ -207,6 +211,15 @@ impl Reporter for Summary {
             }
             Event::TestFinished(r) => {
                 self.timings.push((r.duration, r.nodeid.clone()));
+                for sub in &r.failed_subtests {
+                    let word = if sub.word.is_empty() {
+                        "SUBFAILED"
+                    } else {
+                        &sub.word
+                    };
+                    self.short
+                        .push(Self::short_line(word, &r.nodeid, &sub.message));
+                }
                 match r.outcome {
                     Outcome::Failed | Outcome::Crashed => {
                         self.short
