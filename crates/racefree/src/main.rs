@@ -28,6 +28,10 @@ enum Command {
     Lock(commands::lock::LockArgs),
     /// Find tests that are unsafe in parallel (shared paths, fixed ports, unrestored global state).
     Audit(commands::audit::AuditArgs),
+    /// Run a pytest suite in parallel: exactly pytest's results, sooner.
+    Run(commands::run::RunArgs),
+    /// Show what racefree's run history knows: slowest, flaky or failed tests.
+    History(commands::history::HistoryArgs),
 }
 
 fn main() -> ExitCode {
@@ -48,6 +52,8 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Lock(args) => commands::lock::run(args),
         Command::Audit(args) => commands::audit::run(args),
+        Command::Run(args) => commands::run::run(args),
+        Command::History(args) => commands::history::run(args),
     };
     match result {
         Ok(code) => code,

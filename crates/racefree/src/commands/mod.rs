@@ -2,7 +2,9 @@
 //! returns the process exit code, or a `miette` report for racefree's own errors.
 
 pub mod audit;
+pub mod history;
 pub mod lock;
+pub mod run;
 
 /// Exit code for racefree's own (internal) errors, as pytest uses 3 for internal errors.
 pub const EXIT_INTERNAL: u8 = 3;

@@ -1,0 +1,146 @@
+"""Times serial pytest, pytest-xdist and racefree (without and with history) on real suites,
+checks that racefree's per-test results equal serial pytest's, and prints ratios.
+
+Run through bench/runner/run.sh, which prepares everything. Standard library only.
+"""
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import xml.etree.ElementTree as ET
+from collections import defaultdict
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+SUITES_DIR = os.path.join(HERE, "..", ".suites")
+PYTHON = sys.executable
+
+
+def junit_results(path):
+    out = {}
+    for case in ET.parse(path).getroot().iter("testcase"):
+        kinds = sorted(c.tag for c in case if c.tag in ("failure", "error", "skipped"))
+        out[(case.get("classname", ""), case.get("name", ""))] = "+".join(kinds) or "passed"
+    return out
+
+
+def peak_rss_kib(pid, stop, result):
+    """Samples VmHWM (peak RSS) of one process until it exits."""
+    path = f"/proc/{pid}/status"
+    while not stop.is_set():
+        try:
+            with open(path) as handle:
+                for line in handle:
+                    if line.startswith("VmHWM:"):
+                        result[0] = max(result[0], int(line.split()[1]))
+        except OSError:
+            return
+        time.sleep(0.05)
+
+
+def timed(cmd, cwd, measure_rss=False):
+    start = time.monotonic()
+    proc = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    rss, stop = [0], threading.Event()
+    sampler = None
+    if measure_rss and os.path.exists(f"/proc/{proc.pid}"):
+        sampler = threading.Thread(target=peak_rss_kib, args=(proc.pid, stop, rss), daemon=True)
+        sampler.start()
+    output, _ = proc.communicate()
+    took = time.monotonic() - start
+    stop.set()
+    if sampler:
+        sampler.join()
+    text = output.decode("utf-8", "replace")
+    last = [l for l in text.strip().splitlines() if l.strip()][-1:] or [""]
+    return took, proc.returncode, last[0].strip(), rss[0] / 1024.0
+
+
+def lower_bound(events_path, workers):
+    """max(serial test time / W, longest file) + one start-up, from racefree's own events."""
+    per_file = defaultdict(float)
+    started, startups = {}, []
+    with open(events_path) as handle:
+        for line in handle:
+            e = json.loads(line)
+            if e["event"] == "test_finished":
+                per_file[e["file"]] += e["duration"]
+            elif e["event"] == "unit_started":
+                started[e["unit"]] = e["t"]
+            elif e["event"] == "unit_collected" and e["unit"] in started:
+                startups.append(e["t"] - started[e["unit"]])
+    total = sum(per_file.values())
+    longest = max(per_file.values() or [0.0])
+    startup = min(startups) if startups else 0.0
+    return max(total / workers, longest) + startup, total, longest, startup
+
+
+def bench(suite, racefree, workers, scratch):
+    src = os.path.join(SUITES_DIR, suite)
+    work = os.path.join(scratch, suite)
+    shutil.copytree(src, work, ignore=shutil.ignore_patterns("__pycache__", ".racefree", ".pytest_cache"))
+    pytest = [PYTHON, "-m", "pytest", "-p", "no:cacheprovider", "-q"]
+    rf = [racefree, "run", "--python", PYTHON, "-q", "--plain", "-n", str(workers)]
+    row = {"suite": suite}
+    row["serial"], code_s, line_s, _ = timed(pytest + ["--junit-xml", "serial.xml"], work)
+    row["xdist"], code_x, line_x, _ = timed(pytest + ["-n", str(workers)], work)
+    row["rf_cold"], code_c, line_c, rss_c = timed(rf + ["--junit-xml", "rf.xml", "--events", "cold.ndjson"], work, True)
+    row["rf_hist"], code_h, line_h, rss_h = timed(rf + ["--junit-xml", "rf2.xml", "--events", "hist.ndjson"], work, True)
+    row["rss_mb"] = max(rss_c, rss_h)
+    row["collect"], _, _, _ = timed(pytest + ["--collect-only"], work)
+    row["discover"], _, _, _ = timed([racefree, "run", "--list-files"], work)
+    expected = junit_results(os.path.join(work, "serial.xml"))
+    row["tests"] = len(expected)
+    same = []
+    for name in ("rf.xml", "rf2.xml"):
+        actual = junit_results(os.path.join(work, name))
+        diff = [k for k in set(expected) | set(actual) if expected.get(k) != actual.get(k)]
+        same.append(len(diff))
+        for k in sorted(diff)[:5]:
+            print(f"  {suite} {name}: {k}: pytest {expected.get(k)} racefree {actual.get(k)}", file=sys.stderr)
+    row["diffs"] = same
+    row["lb"], row["test_time"], row["longest"], row["startup"] = lower_bound(os.path.join(work, "hist.ndjson"), workers)
+    row["codes"] = (code_s, code_x, code_c, code_h)
+    print(f"  {suite}: pytest: {line_s} | xdist: {line_x} | racefree: {line_h}", file=sys.stderr)
+    return row
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--racefree", required=True)
+    parser.add_argument("-n", "--workers", type=int, default=os.cpu_count() or 2)
+    parser.add_argument("suites", nargs="*")
+    args = parser.parse_args()
+    suites = args.suites or sorted(
+        d for d in os.listdir(SUITES_DIR) if d != "sdists" and os.path.isdir(os.path.join(SUITES_DIR, d))
+    )
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="racefree-bench-") as scratch:
+        for suite in suites:
+            print(f"benchmarking {suite} with {args.workers} workers ...", file=sys.stderr)
+            rows.append(bench(suite, args.racefree, args.workers, scratch))
+    w = args.workers
+    print(f"\nW = {w}; wall seconds; ratios < 1 favour racefree; same = per-test results equal serial pytest's")
+    head = (
+        f"{'suite':<16}{'tests':>7}{'serial':>8}{'xdist':>8}{'rf cold':>9}{'rf hist':>9}"
+        f"{'hist/xd':>8}{'hist/LB':>8}{'LB':>7}{'disc x':>8}{'RSS MB':>8}  same  exit codes (pytest xdist cold hist)"
+    )
+    print(head)
+    for r in rows:
+        print(
+            f"{r['suite']:<16}{r['tests']:>7}{r['serial']:>8.2f}{r['xdist']:>8.2f}{r['rf_cold']:>9.2f}"
+            f"{r['rf_hist']:>9.2f}{r['rf_hist'] / r['xdist']:>8.2f}{r['rf_hist'] / r['lb']:>8.2f}{r['lb']:>7.2f}"
+            f"{r['collect'] / r['discover']:>8.1f}{r['rss_mb']:>8.1f}  {'yes' if r['diffs'] == [0, 0] else 'NO ' + str(r['diffs'])}"
+            f"  {r['codes']}"
+        )
+    print("LB = max(test time / W, longest file) + one start-up, from racefree's measurements;")
+    print("disc x = `pytest --collect-only` time / `racefree run --list-files` time.")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,678 @@
+//! Configuration: pytest's rootdir and config-file resolution (so racefree finds the same
+//! `testpaths`, `python_files`, ... that pytest would use), and racefree's own options from
+//! `[tool.racefree]` in pyproject.toml.
+//!
+//! The rootdir rules follow pytest 9's documented algorithm: the common ancestor of the
+//! path arguments, then the first directory upward holding a config file that has a pytest
+//! section (pytest.toml, .pytest.toml, pytest.ini, .pytest.ini, pyproject.toml, tox.ini,
+//! setup.cfg, in that order), else a setup.py upward, else the ancestor itself.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use serde::Deserialize;
+
+use crate::error::{Error, Result};
+
+/// One pytest configuration value, kept in the form it was written in.
+#[derive(Debug, Clone, PartialEq)]
+pub enum IniValue {
+    /// INI files and `[tool.pytest.ini_options]` scalars: a string pytest splits later.
+    Str(String),
+    /// A list of strings (TOML arrays).
+    List(Vec<String>),
+    /// Any other native TOML value (pytest 9's `[tool.pytest]`); racefree reads none of them.
+    Other,
+}
+
+/// Where pytest's configuration was found and what it says.
+#[derive(Debug, Clone)]
+pub struct PytestConfig {
+    pub rootdir: PathBuf,
+    pub inifile: Option<PathBuf>,
+    pub values: BTreeMap<String, IniValue>,
+}
+
+impl PytestConfig {
+    /// An "args"-type ini option (testpaths, python_files, ...): a list, or a string split
+    /// like a shell command line, as pytest does.
+    pub fn args(&self, name: &str, default: &[&str]) -> Result<Vec<String>> {
+        match self.values.get(name) {
+            None => Ok(default.iter().map(|s| s.to_string()).collect()),
+            Some(IniValue::List(list)) => Ok(list.clone()),
+            Some(IniValue::Str(text)) => shell_split(text).ok_or_else(|| Error::Config {
+                path: self.inifile.clone().unwrap_or_default(),
+                message: format!("option `{name}` has an unclosed quote: {text:?}"),
+            }),
+            Some(IniValue::Other) => Err(Error::Config {
+                path: self.inifile.clone().unwrap_or_default(),
+                message: format!("option `{name}` must be a list of strings"),
+            }),
+        }
+    }
+
+    pub fn testpaths(&self) -> Result<Vec<String>> {
+        self.args("testpaths", &[])
+    }
+    pub fn python_files(&self) -> Result<Vec<String>> {
+        self.args("python_files", &["test_*.py", "*_test.py"])
+    }
+    pub fn python_classes(&self) -> Result<Vec<String>> {
+        self.args("python_classes", &["Test"])
+    }
+    pub fn python_functions(&self) -> Result<Vec<String>> {
+        self.args("python_functions", &["test"])
+    }
+    pub fn norecursedirs(&self) -> Result<Vec<String>> {
+        self.args(
+            "norecursedirs",
+            &[
+                "*.egg",
+                ".*",
+                "_darcs",
+                "build",
+                "CVS",
+                "dist",
+                "node_modules",
+                "venv",
+                "{arch}",
+            ],
+        )
+    }
+    pub fn addopts(&self) -> Result<Vec<String>> {
+        self.args("addopts", &[])
+    }
+}
+
+/// Splits a string the way Python's `shlex.split` does for the common cases: whitespace
+/// separates, single and double quotes group, backslash escapes outside single quotes.
+/// Returns None on an unclosed quote.
+pub fn shell_split(text: &str) -> Option<Vec<String>> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let mut in_word = false;
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            c if c.is_whitespace() => {
+                if in_word {
+                    out.push(std::mem::take(&mut cur));
+                    in_word = false;
+                }
+            }
+            '\'' => {
+                in_word = true;
+                loop {
+                    match chars.next()? {
+                        '\'' => break,
+                        c => cur.push(c),
+                    }
+                }
+            }
+            '"' => {
+                in_word = true;
+                loop {
+                    match chars.next()? {
+                        '"' => break,
+                        '\\' => {
+                            let next = chars.next()?;
+                            if !matches!(next, '"' | '\\' | '$' | '`') {
+                                cur.push('\\');
+                            }
+                            cur.push(next);
+                        }
+                        c => cur.push(c),
+                    }
+                }
+            }
+            '\\' => {
+                in_word = true;
+                if let Some(next) = chars.next() {
+                    cur.push(next);
+                }
+            }
+            c => {
+                in_word = true;
+                cur.push(c);
+            }
+        }
+    }
+    if in_word {
+        out.push(cur);
+    }
+    Some(out)
+}
+
+/// A minimal INI reader with iniconfig's rules: `[section]` headers, `key = value` or
+/// `key: value`, continuation lines indented, comment lines starting with `#` or `;`.
+pub fn parse_ini(path: &Path, text: &str) -> Result<BTreeMap<String, BTreeMap<String, String>>> {
+    let mut sections: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
+    let mut section: Option<String> = None;
+    let mut last_key: Option<String> = None;
+    for (lineno, raw) in text.lines().enumerate() {
+        let line = raw.trim_end();
+        let trimmed = line.trim_start();
+        if trimmed.is_empty() || trimmed.starts_with('#') || trimmed.starts_with(';') {
+            continue;
+        }
+        let bad = |message: &str| Error::Config {
+            path: path.to_path_buf(),
+            message: format!("line {}: {message}: {raw:?}", lineno + 1),
+        };
+        if line.starts_with(char::is_whitespace) {
+            // Continuation of the previous value.
+            let (Some(sec), Some(key)) = (&section, &last_key) else {
+                return Err(bad("continuation line outside of a value"));
+            };
+            if let Some(value) = sections.get_mut(sec).and_then(|s| s.get_mut(key)) {
+                if !value.is_empty() {
+                    value.push('\n');
+                }
+                value.push_str(trimmed);
+            }
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix('[') {
+            let Some(name) = rest.strip_suffix(']') else {
+                return Err(bad("section header without a closing `]`"));
+            };
+            section = Some(name.trim().to_string());
+            sections.entry(name.trim().to_string()).or_default();
+            last_key = None;
+            continue;
+        }
+        let Some(sec) = &section else {
+            return Err(bad("value outside of any [section]"));
+        };
+        let split = line
+            .find(['=', ':'])
+            .ok_or_else(|| bad("expected `key = value`"))?;
+        let key = line[..split].trim().to_string();
+        let value = line[split + 1..].trim().to_string();
+        sections
+            .entry(sec.clone())
+            .or_default()
+            .insert(key.clone(), value);
+        last_key = Some(key);
+    }
+    Ok(sections)
+}
+
+const CONFIG_NAMES: [&str; 7] = [
+    "pytest.toml",
+    ".pytest.toml",
+    "pytest.ini",
+    ".pytest.ini",
+    "pyproject.toml",
+    "tox.ini",
+    "setup.cfg",
+];
+
+fn read(path: &Path) -> Result<String> {
+    std::fs::read_to_string(path).map_err(|e| Error::io(format!("reading {}", path.display()), e))
+}
+
+fn parse_toml(path: &Path) -> Result<toml::Table> {
+    read(path)?
+        .parse::<toml::Table>()
+        .map_err(|e| Error::Config {
+            path: path.to_path_buf(),
+            message: format!("not valid TOML: {e}"),
+        })
+}
+
+fn toml_values(table: &toml::Table, ini_mode: bool) -> BTreeMap<String, IniValue> {
+    table
+        .iter()
+        .map(|(k, v)| {
+            let value = match v {
+                toml::Value::String(s) => IniValue::Str(s.clone()),
+                toml::Value::Array(items) if items.iter().all(|i| i.is_str()) => IniValue::List(
+                    items
+                        .iter()
+                        .filter_map(|i| i.as_str().map(str::to_string))
+                        .collect(),
+                ),
+                other if ini_mode => IniValue::Str(other.to_string()),
+                _ => IniValue::Other,
+            };
+            (k.clone(), value)
+        })
+        .collect()
+}
+
+/// Loads the pytest section of one config file: `Some` if this file is pytest's
+/// configuration (pytest.ini and pytest.toml always are, even when empty).
+pub fn load_config_file(path: &Path) -> Result<Option<BTreeMap<String, IniValue>>> {
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or_default();
+    let ini_section = |section: &str| -> Result<Option<BTreeMap<String, IniValue>>> {
+        let sections = parse_ini(path, &read(path)?)?;
+        Ok(sections.get(section).map(|s| {
+            s.iter()
+                .map(|(k, v)| (k.clone(), IniValue::Str(v.clone())))
+                .collect()
+        }))
+    };
+    match name {
+        "pytest.toml" | ".pytest.toml" => {
+            let doc = parse_toml(path)?;
+            Ok(Some(match doc.get("pytest").and_then(|v| v.as_table()) {
+                Some(t) => toml_values(t, false),
+                None => BTreeMap::new(),
+            }))
+        }
+        "pytest.ini" | ".pytest.ini" => Ok(Some(ini_section("pytest")?.unwrap_or_default())),
+        "pyproject.toml" => {
+            let doc = parse_toml(path)?;
+            let Some(tool_pytest) = doc
+                .get("tool")
+                .and_then(|t| t.get("pytest"))
+                .and_then(|t| t.as_table())
+            else {
+                return Ok(None);
+            };
+            let native: toml::Table = tool_pytest
+                .iter()
+                .filter(|(k, _)| *k != "ini_options")
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
+            let ini = tool_pytest.get("ini_options").and_then(|t| t.as_table());
+            match (native.is_empty(), ini) {
+                (false, Some(_)) => Err(Error::Config {
+                    path: path.to_path_buf(),
+                    message: "cannot use both [tool.pytest] and [tool.pytest.ini_options]; pytest rejects this too"
+                        .into(),
+                }),
+                (false, None) => Ok(Some(toml_values(&native, false))),
+                (true, Some(ini)) => Ok(Some(toml_values(ini, true))),
+                (true, None) => Ok(None),
+            }
+        }
+        "tox.ini" => ini_section("pytest"),
+        "setup.cfg" => ini_section("tool:pytest"),
+        _ => Ok(None),
+    }
+}
+
+/// A rootdir, its config file and that file's pytest values.
+type Located = (PathBuf, Option<PathBuf>, BTreeMap<String, IniValue>);
+
+/// The first directory from `start` upward holding a pytest config file, with that file.
+/// A pyproject.toml without a pytest table still marks a rootdir if nothing else is found.
+fn locate_config(start: &Path) -> Result<Option<Located>> {
+    let mut bare_pyproject: Option<PathBuf> = None;
+    for base in start.ancestors() {
+        for name in CONFIG_NAMES {
+            let candidate = base.join(name);
+            if candidate.is_file() {
+                if name == "pyproject.toml" && bare_pyproject.is_none() {
+                    bare_pyproject = Some(candidate.clone());
+                }
+                if let Some(values) = load_config_file(&candidate)? {
+                    return Ok(Some((base.to_path_buf(), Some(candidate), values)));
+                }
+            }
+        }
+    }
+    Ok(bare_pyproject.and_then(|p| {
+        p.parent()
+            .map(|d| (d.to_path_buf(), Some(p.clone()), BTreeMap::new()))
+    }))
+}
+
+fn common_ancestor(paths: &[PathBuf]) -> Option<PathBuf> {
+    let mut acc: Option<PathBuf> = None;
+    for path in paths {
+        acc = Some(match acc {
+            None => path.clone(),
+            Some(a) => {
+                let mut common = PathBuf::new();
+                for (x, y) in a.components().zip(path.components()) {
+                    if x != y {
+                        break;
+                    }
+                    common.push(x);
+                }
+                common
+            }
+        });
+    }
+    acc
+}
+
+/// Makes `path` absolute against `cwd` and removes `.` and `..` lexically (as pytest's
+/// `absolutepath` does: no symlink resolution).
+pub fn absolute(cwd: &Path, path: &Path) -> PathBuf {
+    let joined = if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        cwd.join(path)
+    };
+    let mut out = PathBuf::new();
+    for comp in joined.components() {
+        match comp {
+            std::path::Component::CurDir => {}
+            std::path::Component::ParentDir => {
+                out.pop();
+            }
+            other => out.push(other),
+        }
+    }
+    out
+}
+
+/// The path part of a command-line argument that may be a node id (`path::Class::test`).
+pub fn arg_path(arg: &str) -> &str {
+    arg.split("::").next().unwrap_or(arg)
+}
+
+/// Determines rootdir and config as pytest does for these command-line arguments.
+pub fn determine_setup(invocation_dir: &Path, args: &[String]) -> Result<PytestConfig> {
+    let existing: Vec<PathBuf> = args
+        .iter()
+        .filter(|a| !a.starts_with('-'))
+        .map(|a| absolute(invocation_dir, Path::new(arg_path(a))))
+        .filter(|p| p.exists())
+        .collect();
+    let dirs: Vec<PathBuf> = existing
+        .iter()
+        .map(|p| {
+            if p.is_dir() {
+                p.clone()
+            } else {
+                p.parent().map(Path::to_path_buf).unwrap_or_default()
+            }
+        })
+        .collect();
+    let mut ancestor = common_ancestor(&existing).unwrap_or_else(|| invocation_dir.to_path_buf());
+    if ancestor.is_file() {
+        ancestor = ancestor.parent().map(Path::to_path_buf).unwrap_or(ancestor);
+    }
+    if let Some((rootdir, inifile, values)) = locate_config(&ancestor)? {
+        return Ok(PytestConfig {
+            rootdir,
+            inifile,
+            values,
+        });
+    }
+    if let Some(dir) = ancestor.ancestors().find(|d| d.join("setup.py").is_file()) {
+        return Ok(PytestConfig {
+            rootdir: dir.to_path_buf(),
+            inifile: None,
+            values: BTreeMap::new(),
+        });
+    }
+    if dirs != [ancestor.clone()] {
+        for dir in &dirs {
+            if let Some((rootdir, inifile, values)) = locate_config(dir)? {
+                return Ok(PytestConfig {
+                    rootdir,
+                    inifile,
+                    values,
+                });
+            }
+        }
+    }
+    let mut rootdir = common_ancestor(&[invocation_dir.to_path_buf(), ancestor.clone()])
+        .unwrap_or_else(|| invocation_dir.to_path_buf());
+    if rootdir.parent().is_none() {
+        rootdir = ancestor;
+    }
+    Ok(PytestConfig {
+        rootdir,
+        inifile: None,
+        values: BTreeMap::new(),
+    })
+}
+
+/// How many worker slots to run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Workers {
+    Auto,
+    Count(usize),
+}
+
+impl Workers {
+    pub fn resolve(self) -> usize {
+        match self {
+            Workers::Count(n) => n,
+            Workers::Auto => std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1),
+        }
+    }
+}
+
+impl FromStr for Workers {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        if s == "auto" {
+            return Ok(Workers::Auto);
+        }
+        match s.parse::<usize>() {
+            Ok(0) | Err(_) => Err(format!(
+                "expected a positive number of workers or `auto`, got {s:?}"
+            )),
+            Ok(n) => Ok(Workers::Count(n)),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Workers {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            N(i64),
+            S(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::N(n) if n > 0 => Ok(Workers::Count(n as usize)),
+            Raw::N(n) => Err(serde::de::Error::custom(format!(
+                "workers must be positive, got {n}"
+            ))),
+            Raw::S(s) => s.parse().map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+/// Whether units may hold several files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum UnitMode {
+    /// Small files are packed together to amortize interpreter start-up.
+    #[default]
+    Pack,
+    /// One file per pytest process.
+    File,
+}
+
+impl FromStr for UnitMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "pack" => Ok(UnitMode::Pack),
+            "file" => Ok(UnitMode::File),
+            other => Err(format!("expected `pack` or `file`, got {other:?}")),
+        }
+    }
+}
+
+/// `[tool.racefree]` in pyproject.toml. Every key is optional; the command line wins.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct RacefreeConfig {
+    pub workers: Option<Workers>,
+    pub python: Option<PathBuf>,
+    pub unit: Option<UnitMode>,
+    pub maxfail: Option<u32>,
+    #[serde(alias = "junit_xml")]
+    pub junit_xml: Option<PathBuf>,
+    pub events: Option<PathBuf>,
+    pub durations: Option<usize>,
+}
+
+/// Reads `[tool.racefree]` from `<rootdir>/pyproject.toml`, if there is one.
+pub fn load_racefree_config(rootdir: &Path) -> Result<(Option<PathBuf>, RacefreeConfig)> {
+    let path = rootdir.join("pyproject.toml");
+    if !path.is_file() {
+        return Ok((None, RacefreeConfig::default()));
+    }
+    let doc = parse_toml(&path)?;
+    let Some(table) = doc.get("tool").and_then(|t| t.get("racefree")) else {
+        return Ok((None, RacefreeConfig::default()));
+    };
+    let config = table
+        .clone()
+        .try_into::<RacefreeConfig>()
+        .map_err(|e| Error::Config {
+            path: path.clone(),
+            message: format!("[tool.racefree]: {e}"),
+        })?;
+    Ok((Some(path), config))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use std::fs;
+
+    fn write(dir: &Path, name: &str, text: &str) {
+        let path = dir.join(name);
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        fs::write(path, text).unwrap();
+    }
+
+    #[test]
+    fn shell_split_like_shlex() {
+        assert_eq!(
+            shell_split("a b  'c d' \"e f\"").unwrap(),
+            vec!["a", "b", "c d", "e f"]
+        );
+        assert_eq!(shell_split("").unwrap(), Vec::<String>::new());
+        assert!(shell_split("'open").is_none());
+        assert_eq!(shell_split("x\\ y").unwrap(), vec!["x y"]);
+    }
+
+    #[test]
+    fn ini_continuation_and_comments() {
+        let text =
+            "# c\n[pytest]\ntestpaths =\n    tests\n    more\n; c2\npython_files: check_*.py\n";
+        let s = parse_ini(Path::new("x.ini"), text).unwrap();
+        assert_eq!(s["pytest"]["testpaths"], "tests\nmore");
+        assert_eq!(s["pytest"]["python_files"], "check_*.py");
+    }
+
+    #[test]
+    fn ini_errors_name_the_line() {
+        let err = parse_ini(Path::new("bad.ini"), "[pytest\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("bad.ini") && err.contains("line 1"), "{err}");
+    }
+
+    /// Decision table: which file wins when several sit in one directory, and which
+    /// directory wins when they sit at different levels.
+    #[test]
+    fn config_precedence() {
+        let t = tempfile::tempdir().unwrap();
+        let root = t.path();
+        write(root, "setup.cfg", "[tool:pytest]\ntestpaths = c\n");
+        write(root, "tox.ini", "[pytest]\ntestpaths = t\n");
+        write(
+            root,
+            "pyproject.toml",
+            "[tool.pytest.ini_options]\ntestpaths = [\"p\"]\n",
+        );
+        write(root, "sub/x.py", "");
+        let cfg = determine_setup(&root.join("sub"), &[]).unwrap();
+        assert_eq!(cfg.rootdir, root);
+        assert_eq!(cfg.testpaths().unwrap(), vec!["p"]);
+        write(root, "pytest.ini", "[other]\n");
+        let cfg = determine_setup(root, &[]).unwrap();
+        assert_eq!(cfg.inifile.clone().unwrap(), root.join("pytest.ini"));
+        assert!(cfg.testpaths().unwrap().is_empty());
+        // A nearer tox.ini without a [pytest] section does not count.
+        write(root, "sub/tox.ini", "[tox]\n");
+        let cfg = determine_setup(root, &["sub/x.py".into()]).unwrap();
+        assert_eq!(cfg.rootdir, root);
+        // A nearer setup.cfg with [tool:pytest] does.
+        write(
+            root,
+            "sub/setup.cfg",
+            "[tool:pytest]\npython_files = *.py\n",
+        );
+        let cfg = determine_setup(root, &["sub/x.py::test_a".into()]).unwrap();
+        assert_eq!(cfg.rootdir, root.join("sub"));
+        assert_eq!(cfg.python_files().unwrap(), vec!["*.py"]);
+    }
+
+    #[test]
+    fn pytest9_native_toml_table() {
+        let t = tempfile::tempdir().unwrap();
+        write(
+            t.path(),
+            "pyproject.toml",
+            "[tool.pytest]\ntestpaths = [\"a\", \"b\"]\nminversion = 9\n",
+        );
+        let cfg = determine_setup(t.path(), &[]).unwrap();
+        assert_eq!(cfg.testpaths().unwrap(), vec!["a", "b"]);
+        write(
+            t.path(),
+            "pyproject.toml",
+            "[tool.pytest]\ntestpaths = [\"a\"]\n[tool.pytest.ini_options]\ntestpaths = \"b\"\n",
+        );
+        assert!(determine_setup(t.path(), &[]).is_err());
+    }
+
+    #[test]
+    fn no_config_falls_back_to_setup_py_then_ancestor() {
+        let t = tempfile::tempdir().unwrap();
+        write(t.path(), "proj/setup.py", "");
+        write(t.path(), "proj/tests/test_a.py", "");
+        let cfg = determine_setup(t.path(), &["proj/tests/test_a.py".into()]).unwrap();
+        assert_eq!(cfg.rootdir, t.path().join("proj"));
+        fs::remove_file(t.path().join("proj/setup.py")).unwrap();
+        let cfg = determine_setup(&t.path().join("proj"), &["tests".into()]).unwrap();
+        assert_eq!(cfg.rootdir, t.path().join("proj"));
+    }
+
+    #[test]
+    fn racefree_table() {
+        let t = tempfile::tempdir().unwrap();
+        write(
+            t.path(),
+            "pyproject.toml",
+            "[tool.racefree]\nworkers = 3\nunit = \"file\"\n",
+        );
+        let (_, cfg) = load_racefree_config(t.path()).unwrap();
+        assert_eq!(cfg.workers, Some(Workers::Count(3)));
+        assert_eq!(cfg.unit, Some(UnitMode::File));
+        write(t.path(), "pyproject.toml", "[tool.racefree]\nwrokers = 3\n");
+        let err = load_racefree_config(t.path()).unwrap_err().to_string();
+        assert!(
+            err.contains("wrokers") && err.contains("pyproject.toml"),
+            "{err}"
+        );
+        write(t.path(), "pyproject.toml", "[tool.racefree]\nworkers = 0\n");
+        assert!(load_racefree_config(t.path()).is_err());
+    }
+
+    proptest! {
+        #[test]
+        fn workers_parse(n in 1usize..1000) {
+            prop_assert_eq!(n.to_string().parse::<Workers>(), Ok(Workers::Count(n)));
+        }
+
+        #[test]
+        fn shell_split_roundtrip(words in proptest::collection::vec("[a-zA-Z0-9_./*-]{1,8}", 0..6)) {
+            let joined = words.join(" ");
+            prop_assert_eq!(shell_split(&joined).unwrap(), words);
+        }
+    }
+}

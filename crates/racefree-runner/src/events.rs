@@ -1,0 +1,486 @@
+//! Events: the messages the pytest plugin sends (`Wire`), and the facts racefree publishes
+//! to its consumers (`Event`: progress, summary, JUnit, NDJSON log, history). Every
+//! observable fact of a run is one `Event`; consumers see nothing else.
+
+use serde::{Deserialize, Serialize};
+
+/// One line from the plugin (python/racefree_pytest). Unknown kinds are rejected so a
+/// protocol mismatch is loud.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(tag = "e", rename_all = "snake_case")]
+pub enum Wire {
+    Hello {
+        pid: u32,
+        pytest: String,
+    },
+    Collected {
+        ids: Vec<String>,
+        #[serde(default)]
+        deselected: u64,
+    },
+    Collect {
+        id: String,
+        outcome: String,
+        #[serde(default)]
+        longrepr: String,
+        #[serde(default)]
+        message: String,
+    },
+    Start {
+        id: String,
+    },
+    Report(Box<PhaseReport>),
+    Finish {
+        id: String,
+    },
+    Done {
+        exitstatus: i32,
+        #[serde(default)]
+        warnings: u64,
+    },
+}
+
+/// One phase (setup, call, teardown) of one test, as pytest reported it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PhaseReport {
+    pub id: String,
+    pub when: String,
+    pub outcome: String,
+    #[serde(default)]
+    pub longrepr: String,
+    #[serde(default)]
+    pub message: String,
+    #[serde(default)]
+    pub head_line: String,
+    #[serde(default)]
+    pub sections: Vec<(String, String)>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wasxfail: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub skip_reason: Option<String>,
+    /// How pytest's terminal counts this report ("passed", "subtests passed", "" ...).
+    #[serde(default)]
+    pub category: String,
+    /// pytest's word for it in summaries (e.g. "SUBFAILED[msg] (i=2)").
+    #[serde(default)]
+    pub word: String,
+    /// A pytest 9 subtest's report (several per test, all with `when == "call"`).
+    #[serde(default)]
+    pub subtest: bool,
+}
+
+impl Wire {
+    pub fn parse(line: &str) -> Result<Wire, serde_json::Error> {
+        serde_json::from_str(line)
+    }
+}
+
+/// A test's result, in pytest's terms plus racefree's two: `crashed` (its process died
+/// before reporting it) and `not_run` (the run stopped before it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    Passed,
+    Failed,
+    Error,
+    Skipped,
+    Xfailed,
+    Xpassed,
+    Crashed,
+    NotRun,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Passed => "passed",
+            Outcome::Failed => "failed",
+            Outcome::Error => "error",
+            Outcome::Skipped => "skipped",
+            Outcome::Xfailed => "xfailed",
+            Outcome::Xpassed => "xpassed",
+            Outcome::Crashed => "crashed",
+            Outcome::NotRun => "not_run",
+        }
+    }
+
+    /// Whether this outcome makes the run fail (exit 1).
+    pub fn is_failure(self) -> bool {
+        matches!(self, Outcome::Failed | Outcome::Error | Outcome::Crashed)
+    }
+}
+
+/// The final word on one test.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TestResult {
+    pub nodeid: String,
+    /// The file part of the node id (rootdir-relative).
+    pub file: String,
+    pub unit: usize,
+    pub slot: usize,
+    pub attempt: u32,
+    pub outcome: Outcome,
+    /// A teardown that failed after the test's own outcome was known: pytest counts it as
+    /// an extra error beside that outcome ("1 passed, 1 error").
+    pub teardown_error: bool,
+    /// Seconds, measured by racefree from event arrival.
+    pub duration: f64,
+    /// One-line reason: the crash message, skip reason or xfail reason.
+    pub message: String,
+    /// Full failure text (traceback) of the phase that decided the outcome.
+    pub longrepr: String,
+    /// Teardown failure text and its one-line message when `teardown_error`.
+    pub teardown_longrepr: String,
+    pub teardown_message: String,
+    /// The phase that failed or skipped, if any.
+    pub when: Option<String>,
+    pub head_line: String,
+    /// Captured output of failing phases: (title, text).
+    pub sections: Vec<(String, String)>,
+    /// Reports of the test's subtests that failed (pytest 9's `subtests` fixture).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub failed_subtests: Vec<PhaseReport>,
+}
+
+/// Derives a test's outcome from its phase reports the way pytest's terminal counts them.
+pub fn derive_outcome(phases: &[PhaseReport]) -> (Outcome, bool, Option<&PhaseReport>) {
+    let mut outcome: Option<(Outcome, Option<&PhaseReport>)> = None;
+    let mut teardown_error = false;
+    for phase in phases {
+        let xfail = phase.wasxfail.is_some();
+        let this = match (phase.when.as_str(), phase.outcome.as_str()) {
+            ("call", "passed") if xfail => Some(Outcome::Xpassed),
+            ("call", "passed") => Some(Outcome::Passed),
+            ("call", "failed") => Some(Outcome::Failed),
+            (_, "skipped") if xfail => Some(Outcome::Xfailed),
+            (_, "skipped") => Some(Outcome::Skipped),
+            (_, "failed") => Some(Outcome::Error),
+            _ => None,
+        };
+        let Some(this) = this else { continue };
+        if outcome.is_none() {
+            outcome = Some((this, Some(phase)));
+        } else if phase.when == "teardown" && this == Outcome::Error {
+            teardown_error = true;
+        }
+    }
+    match outcome {
+        Some((o, p)) => (o, teardown_error, p),
+        // Reports exist but none decided (e.g. setup and teardown passed without a call):
+        // pytest shows nothing; treat as passed only if every phase passed.
+        None if !phases.is_empty() && phases.iter().all(|p| p.outcome == "passed") => {
+            (Outcome::Passed, false, None)
+        }
+        None => (Outcome::Crashed, false, None),
+    }
+}
+
+/// How a unit's process ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Default)]
+pub struct ExitInfo {
+    pub code: Option<i32>,
+    pub signal: Option<i32>,
+}
+
+impl std::fmt::Display for ExitInfo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match (self.code, self.signal) {
+            (_, Some(sig)) => write!(f, "killed by signal {sig} ({})", signal_name(sig)),
+            (Some(code), None) => write!(f, "exit status {code}"),
+            (None, None) => write!(f, "unknown exit status"),
+        }
+    }
+}
+
+pub fn signal_name(sig: i32) -> &'static str {
+    match sig {
+        1 => "SIGHUP",
+        2 => "SIGINT",
+        3 => "SIGQUIT",
+        4 => "SIGILL",
+        6 => "SIGABRT",
+        7 => "SIGBUS",
+        8 => "SIGFPE",
+        9 => "SIGKILL",
+        11 => "SIGSEGV",
+        13 => "SIGPIPE",
+        15 => "SIGTERM",
+        _ => "signal",
+    }
+}
+
+/// Totals of a run, in pytest's categories.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Totals {
+    pub passed: u64,
+    pub failed: u64,
+    pub errors: u64,
+    pub skipped: u64,
+    pub xfailed: u64,
+    pub xpassed: u64,
+    pub crashed: u64,
+    pub not_run: u64,
+    pub deselected: u64,
+    pub warnings: u64,
+    /// Subtest reports by pytest's category for them ("subtests passed", "failed", ...).
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub subtests: std::collections::BTreeMap<String, u64>,
+}
+
+impl Totals {
+    pub fn add(&mut self, outcome: Outcome) {
+        match outcome {
+            Outcome::Passed => self.passed += 1,
+            Outcome::Failed => self.failed += 1,
+            Outcome::Error => self.errors += 1,
+            Outcome::Skipped => self.skipped += 1,
+            Outcome::Xfailed => self.xfailed += 1,
+            Outcome::Xpassed => self.xpassed += 1,
+            Outcome::Crashed => self.crashed += 1,
+            Outcome::NotRun => self.not_run += 1,
+        }
+    }
+    pub fn add_result(&mut self, r: &TestResult) {
+        self.add(r.outcome);
+        if r.teardown_error {
+            self.errors += 1;
+        }
+    }
+    pub fn failures(&self) -> u64 {
+        self.failed + self.errors + self.crashed
+    }
+
+    /// The counts of the summary line: tests plus subtests, merged by pytest's category
+    /// names (a failed subtest counts as "failed", as pytest counts it).
+    pub fn categories(&self, collect_errors: u64) -> Vec<(String, u64)> {
+        let sub = |k: &str| self.subtests.get(k).copied().unwrap_or(0);
+        let mut out = vec![
+            ("failed".to_string(), self.failed + sub("failed")),
+            ("passed".to_string(), self.passed + sub("passed")),
+            ("skipped".to_string(), self.skipped + sub("skipped")),
+            ("deselected".to_string(), self.deselected),
+            ("xfailed".to_string(), self.xfailed + sub("xfailed")),
+            ("xpassed".to_string(), self.xpassed + sub("xpassed")),
+            ("warnings".to_string(), self.warnings),
+            (
+                "error".to_string(),
+                self.errors + collect_errors + sub("error"),
+            ),
+        ];
+        let known = ["failed", "passed", "skipped", "xfailed", "xpassed", "error"];
+        for (k, v) in &self.subtests {
+            if !known.contains(&k.as_str()) {
+                out.push((k.clone(), *v));
+            }
+        }
+        out.push(("crashed".to_string(), self.crashed));
+        out.push(("not run".to_string(), self.not_run));
+        out
+    }
+}
+
+/// Everything that happens in a run, in order. Serialized as one NDJSON line each
+/// (`{"v":1,"event":"...",...}`), documented in docs/events.md.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum Event {
+    RunStarted {
+        run_id: String,
+        rootdir: String,
+        python: String,
+        workers: usize,
+        files: usize,
+        units: usize,
+        estimated_tests: u64,
+        predicted_secs: f64,
+    },
+    UnitStarted {
+        unit: usize,
+        slot: usize,
+        pid: u32,
+        files: Vec<String>,
+        estimated_tests: u64,
+        predicted_secs: f64,
+    },
+    UnitCollected {
+        unit: usize,
+        count: usize,
+        deselected: u64,
+    },
+    CollectError {
+        unit: usize,
+        nodeid: String,
+        /// "failed" (an error collecting) or "skipped" (a module-level skip).
+        outcome: String,
+        message: String,
+        longrepr: String,
+    },
+    TestStarted {
+        unit: usize,
+        slot: usize,
+        nodeid: String,
+    },
+    TestFinished(TestResult),
+    UnitFinished {
+        unit: usize,
+        slot: usize,
+        exit: ExitInfo,
+        /// pytest's own exit status as the plugin saw it, if it got that far.
+        pytest_exitstatus: Option<i32>,
+        duration: f64,
+        /// Tests collected but never reported (now crashed or not run).
+        unreported: usize,
+        /// Set when the unit failed before collecting anything (the child's stderr tail).
+        error: Option<String>,
+        cancelled: bool,
+    },
+    RunFinished {
+        totals: Totals,
+        collect_errors: u64,
+        exit_code: u8,
+        duration: f64,
+        interrupted: Option<String>,
+    },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn phase(when: &str, outcome: &str, xfail: bool) -> PhaseReport {
+        PhaseReport {
+            id: "t.py::x".into(),
+            when: when.into(),
+            outcome: outcome.into(),
+            longrepr: String::new(),
+            message: String::new(),
+            head_line: String::new(),
+            sections: vec![],
+            wasxfail: xfail.then(String::new),
+            skip_reason: None,
+            category: String::new(),
+            word: String::new(),
+            subtest: false,
+        }
+    }
+
+    #[test]
+    fn parses_wire_lines() {
+        let w = Wire::parse(r#"{"e":"collected","ids":["a.py::b[x::y]"],"deselected":2}"#).unwrap();
+        assert_eq!(
+            w,
+            Wire::Collected {
+                ids: vec!["a.py::b[x::y]".into()],
+                deselected: 2
+            }
+        );
+        let w = Wire::parse(r#"{"e":"report","id":"a","when":"call","outcome":"failed","sections":[["Captured stdout call","hi"]]}"#)
+            .unwrap();
+        let Wire::Report(r) = w else { panic!() };
+        assert_eq!(
+            r.sections,
+            vec![("Captured stdout call".to_string(), "hi".to_string())]
+        );
+        assert!(Wire::parse(r#"{"e":"bogus"}"#).is_err());
+        assert!(Wire::parse("not json").is_err());
+    }
+
+    /// The decision table of pytest's terminal counting.
+    #[test]
+    fn outcome_table() {
+        let cases: Vec<(Vec<PhaseReport>, Outcome, bool)> = vec![
+            (
+                vec![
+                    phase("setup", "passed", false),
+                    phase("call", "passed", false),
+                    phase("teardown", "passed", false),
+                ],
+                Outcome::Passed,
+                false,
+            ),
+            (
+                vec![
+                    phase("setup", "passed", false),
+                    phase("call", "failed", false),
+                    phase("teardown", "passed", false),
+                ],
+                Outcome::Failed,
+                false,
+            ),
+            (
+                vec![
+                    phase("setup", "failed", false),
+                    phase("teardown", "passed", false),
+                ],
+                Outcome::Error,
+                false,
+            ),
+            (
+                vec![
+                    phase("setup", "passed", false),
+                    phase("call", "passed", false),
+                    phase("teardown", "failed", false),
+                ],
+                Outcome::Passed,
+                true,
+            ),
+            (
+                vec![
+                    phase("setup", "passed", false),
+                    phase("call", "failed", false),
+                    phase("teardown", "failed", false),
+                ],
+                Outcome::Failed,
+                true,
+            ),
+            (
+                vec![
+                    phase("setup", "skipped", false),
+                    phase("teardown", "passed", false),
+                ],
+                Outcome::Skipped,
+                false,
+            ),
+            (
+                vec![
+                    phase("setup", "passed", false),
+                    phase("call", "skipped", true),
+                    phase("teardown", "passed", false),
+                ],
+                Outcome::Xfailed,
+                false,
+            ),
+            (
+                vec![
+                    phase("setup", "passed", false),
+                    phase("call", "passed", true),
+                    phase("teardown", "passed", false),
+                ],
+                Outcome::Xpassed,
+                false,
+            ),
+            (
+                vec![phase("setup", "skipped", true)],
+                Outcome::Xfailed,
+                false,
+            ),
+            (vec![], Outcome::Crashed, false),
+        ];
+        for (phases, want, td) in cases {
+            let (got, got_td, _) = derive_outcome(&phases);
+            assert_eq!((got, got_td), (want, td), "{phases:?}");
+        }
+    }
+
+    #[test]
+    fn ndjson_shape() {
+        let e = Event::UnitCollected {
+            unit: 1,
+            count: 3,
+            deselected: 0,
+        };
+        let v = serde_json::to_value(&e).unwrap();
+        assert_eq!(v["event"], "unit_collected");
+        assert_eq!(v["count"], 3);
+    }
+}

@@ -1,0 +1,490 @@
+//! History: an embedded SQLite database at `<rootdir>/.racefree/history.db`.
+//!
+//! Concurrency: WAL mode plus a busy timeout, and every write of a run happens in one
+//! `BEGIN IMMEDIATE` transaction whose updates are computed in SQL from the stored values
+//! (`ewma = ewma * (1 - a) + new * a`), so two runs finishing at once serialize instead of
+//! overwriting each other's numbers.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use rusqlite::{Connection, OptionalExtension, params};
+use serde::Serialize;
+
+use crate::error::{Error, Result};
+use crate::events::{Outcome, TestResult};
+use crate::plan::Predictions;
+
+/// Weight of the newest measurement in the recency-weighted averages.
+const ALPHA: f64 = 0.3;
+/// Runs whose per-test outcomes are kept.
+const KEEP_RUNS: i64 = 50;
+/// A measured duration is clamped into [old / CLAMP, old * CLAMP] before averaging, so one
+/// outlier (a stalled machine) moves predictions but does not own them.
+const CLAMP: f64 = 20.0;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS runs (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    run_id TEXT NOT NULL,
+    started_at INTEGER NOT NULL,
+    duration REAL NOT NULL,
+    workers INTEGER NOT NULL,
+    exit_code INTEGER NOT NULL,
+    passed INTEGER NOT NULL,
+    failed INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS tests (
+    nodeid TEXT PRIMARY KEY,
+    file TEXT NOT NULL,
+    duration REAL NOT NULL,
+    samples INTEGER NOT NULL,
+    last_outcome TEXT NOT NULL,
+    last_run INTEGER NOT NULL,
+    runs INTEGER NOT NULL,
+    failures INTEGER NOT NULL,
+    flips INTEGER NOT NULL,
+    flaky INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS files (
+    file TEXT PRIMARY KEY,
+    duration REAL NOT NULL,
+    tests INTEGER NOT NULL,
+    samples INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS results (
+    run INTEGER NOT NULL,
+    nodeid TEXT NOT NULL,
+    outcome TEXT NOT NULL,
+    duration REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS results_run ON results(run);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value REAL NOT NULL);
+";
+
+pub struct History {
+    conn: Connection,
+    path: PathBuf,
+}
+
+/// What one finished run contributes to history.
+#[derive(Debug, Default)]
+pub struct RunRecord {
+    pub run_id: String,
+    pub duration: f64,
+    pub workers: usize,
+    pub exit_code: u8,
+    pub results: Vec<TestResult>,
+    /// Files that ran whole in this run, with the summed durations of their tests.
+    pub files: HashMap<String, (f64, u64)>,
+    /// Observed unit start-ups (spawn to collection finished), seconds.
+    pub startups: Vec<f64>,
+}
+
+#[derive(Debug, Serialize, PartialEq)]
+pub struct TestStat {
+    pub nodeid: String,
+    pub duration: f64,
+    pub last_outcome: String,
+    pub runs: i64,
+    pub failures: i64,
+    pub flips: i64,
+    pub flaky: i64,
+}
+
+fn now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+impl History {
+    /// The store's path for a rootdir.
+    pub fn path_for(rootdir: &Path) -> PathBuf {
+        rootdir.join(".racefree").join("history.db")
+    }
+
+    /// Opens (creating if needed) the store, with a `.gitignore` of `*` beside it.
+    pub fn open(rootdir: &Path) -> Result<History> {
+        let dir = rootdir.join(".racefree");
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
+        let ignore = dir.join(".gitignore");
+        if !ignore.exists() {
+            std::fs::write(&ignore, "# created by racefree\n*\n")
+                .map_err(|e| Error::io(format!("writing {}", ignore.display()), e))?;
+        }
+        Self::open_at(&dir.join("history.db"))
+    }
+
+    pub fn open_at(path: &Path) -> Result<History> {
+        let err = |source| Error::History {
+            path: path.to_path_buf(),
+            source,
+        };
+        let conn = Connection::open(path).map_err(err)?;
+        conn.busy_timeout(Duration::from_secs(30)).map_err(err)?;
+        // journal_mode returns a row; query it rather than execute.
+        let _mode: String = conn
+            .query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))
+            .map_err(err)?;
+        conn.execute_batch("PRAGMA synchronous=NORMAL;")
+            .map_err(err)?;
+        conn.execute_batch(SCHEMA).map_err(err)?;
+        Ok(History {
+            conn,
+            path: path.to_path_buf(),
+        })
+    }
+
+    fn err(&self, source: rusqlite::Error) -> Error {
+        Error::History {
+            path: self.path.clone(),
+            source,
+        }
+    }
+
+    /// Everything the planner needs.
+    pub fn predictions(&self) -> Result<Predictions> {
+        let mut p = Predictions::default();
+        let mut stmt = self
+            .conn
+            .prepare("SELECT file, duration FROM files")
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, f64>(1)?)))
+            .map_err(|e| self.err(e))?;
+        for row in rows {
+            let (f, d) = row.map_err(|e| self.err(e))?;
+            p.files.insert(f, d);
+        }
+        let mut stmt = self
+            .conn
+            .prepare("SELECT nodeid, duration FROM tests")
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, f64>(1)?)))
+            .map_err(|e| self.err(e))?;
+        for row in rows {
+            let (t, d) = row.map_err(|e| self.err(e))?;
+            p.tests.insert(t, d);
+        }
+        let (secs, tests): (Option<f64>, Option<i64>) = self
+            .conn
+            .query_row("SELECT SUM(duration), SUM(tests) FROM files", [], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .map_err(|e| self.err(e))?;
+        if let (Some(secs), Some(tests)) = (secs, tests)
+            && tests > 0
+        {
+            p.per_test = Some(secs / tests as f64);
+        }
+        p.startup = self
+            .conn
+            .query_row("SELECT value FROM meta WHERE key = 'startup'", [], |r| {
+                r.get(0)
+            })
+            .optional()
+            .map_err(|e| self.err(e))?;
+        Ok(p)
+    }
+
+    /// Node ids whose last recorded outcome was a failure.
+    pub fn last_failed(&self) -> Result<Vec<String>> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT nodeid FROM tests WHERE last_outcome IN ('failed','error','crashed') ORDER BY nodeid")
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map([], |r| r.get::<_, String>(0))
+            .map_err(|e| self.err(e))?;
+        rows.collect::<rusqlite::Result<Vec<_>>>()
+            .map_err(|e| self.err(e))
+    }
+
+    /// Writes one run, atomically.
+    pub fn record(&mut self, run: &RunRecord) -> Result<()> {
+        let path = self.path.clone();
+        let err = |source| Error::History {
+            path: path.clone(),
+            source,
+        };
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(err)?;
+        let passed = run
+            .results
+            .iter()
+            .filter(|r| r.outcome == Outcome::Passed)
+            .count() as i64;
+        let failed = run
+            .results
+            .iter()
+            .filter(|r| r.outcome.is_failure())
+            .count() as i64;
+        tx.execute(
+            "INSERT INTO runs (run_id, started_at, duration, workers, exit_code, passed, failed) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            params![run.run_id, now(), run.duration, run.workers as i64, run.exit_code as i64, passed, failed],
+        )
+        .map_err(err)?;
+        let run_row = tx.last_insert_rowid();
+        {
+            let mut upsert = tx
+                .prepare(
+                    "INSERT INTO tests (nodeid, file, duration, samples, last_outcome, last_run, runs, failures, flips)
+                     VALUES (?1, ?2, ?3, 1, ?4, ?5, 1, ?6, 0)
+                     ON CONFLICT(nodeid) DO UPDATE SET
+                       duration = CASE WHEN ?7 THEN tests.duration * (1 - ?8)
+                                  + MIN(MAX(excluded.duration, tests.duration / ?9), tests.duration * ?9) * ?8
+                                  ELSE tests.duration END,
+                       samples = tests.samples + 1,
+                       flips = tests.flips + CASE WHEN (tests.last_outcome = 'passed') != (excluded.last_outcome = 'passed')
+                                    AND tests.last_outcome IN ('passed','failed','error','crashed')
+                                    AND excluded.last_outcome IN ('passed','failed','error','crashed') THEN 1 ELSE 0 END,
+                       last_outcome = excluded.last_outcome,
+                       last_run = excluded.last_run,
+                       runs = tests.runs + 1,
+                       failures = tests.failures + excluded.failures",
+                )
+                .map_err(err)?;
+            let mut result = tx
+                .prepare(
+                    "INSERT INTO results (run, nodeid, outcome, duration) VALUES (?1, ?2, ?3, ?4)",
+                )
+                .map_err(err)?;
+            for r in &run.results {
+                if r.outcome == Outcome::NotRun {
+                    continue;
+                }
+                // Durations of crashed tests say nothing about the test; keep the old.
+                let measured = r.outcome != Outcome::Crashed;
+                let outcome = if r.teardown_error && r.outcome == Outcome::Passed {
+                    "error"
+                } else {
+                    r.outcome.as_str()
+                };
+                upsert
+                    .execute(params![
+                        r.nodeid,
+                        r.file,
+                        r.duration,
+                        outcome,
+                        run_row,
+                        r.outcome.is_failure() as i64,
+                        measured,
+                        ALPHA,
+                        CLAMP
+                    ])
+                    .map_err(err)?;
+                result
+                    .execute(params![run_row, r.nodeid, outcome, r.duration])
+                    .map_err(err)?;
+            }
+            let mut file = tx
+                .prepare(
+                    "INSERT INTO files (file, duration, tests, samples) VALUES (?1, ?2, ?3, 1)
+                     ON CONFLICT(file) DO UPDATE SET
+                       duration = files.duration * (1 - ?4)
+                                  + MIN(MAX(excluded.duration, files.duration / ?5), files.duration * ?5) * ?4,
+                       tests = excluded.tests,
+                       samples = files.samples + 1",
+                )
+                .map_err(err)?;
+            for (name, (secs, tests)) in &run.files {
+                file.execute(params![name, secs, *tests as i64, ALPHA, CLAMP])
+                    .map_err(err)?;
+            }
+            for s in &run.startups {
+                tx.execute(
+                    "INSERT INTO meta (key, value) VALUES ('startup', ?1)
+                     ON CONFLICT(key) DO UPDATE SET value = meta.value * (1 - ?2) + excluded.value * ?2",
+                    params![s, ALPHA],
+                )
+                .map_err(err)?;
+            }
+            tx.execute(
+                "DELETE FROM results WHERE run <= ?1",
+                params![run_row - KEEP_RUNS],
+            )
+            .map_err(err)?;
+        }
+        tx.commit().map_err(err)
+    }
+
+    fn stats(&self, sql: &str, limit: usize) -> Result<Vec<TestStat>> {
+        let mut stmt = self.conn.prepare(sql).map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map(params![limit as i64], |r| {
+                Ok(TestStat {
+                    nodeid: r.get(0)?,
+                    duration: r.get(1)?,
+                    last_outcome: r.get(2)?,
+                    runs: r.get(3)?,
+                    failures: r.get(4)?,
+                    flips: r.get(5)?,
+                    flaky: r.get(6)?,
+                })
+            })
+            .map_err(|e| self.err(e))?;
+        rows.collect::<rusqlite::Result<Vec<_>>>()
+            .map_err(|e| self.err(e))
+    }
+
+    const COLS: &'static str = "nodeid, duration, last_outcome, runs, failures, flips, flaky";
+
+    pub fn slowest(&self, limit: usize) -> Result<Vec<TestStat>> {
+        self.stats(
+            &format!(
+                "SELECT {} FROM tests ORDER BY duration DESC, nodeid LIMIT ?1",
+                Self::COLS
+            ),
+            limit,
+        )
+    }
+
+    /// Tests whose outcome changed between pass and fail across runs, or that passed only
+    /// on a retry.
+    pub fn flaky(&self, limit: usize) -> Result<Vec<TestStat>> {
+        self.stats(
+            &format!("SELECT {} FROM tests WHERE flips > 0 OR flaky > 0 ORDER BY flaky + flips DESC, nodeid LIMIT ?1", Self::COLS),
+            limit,
+        )
+    }
+
+    pub fn failed(&self, limit: usize) -> Result<Vec<TestStat>> {
+        self.stats(
+            &format!(
+                "SELECT {} FROM tests WHERE last_outcome IN ('failed','error','crashed') ORDER BY nodeid LIMIT ?1",
+                Self::COLS
+            ),
+            limit,
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn result(nodeid: &str, outcome: Outcome, duration: f64) -> TestResult {
+        TestResult {
+            nodeid: nodeid.into(),
+            file: nodeid.split("::").next().unwrap().into(),
+            unit: 0,
+            slot: 0,
+            attempt: 1,
+            outcome,
+            teardown_error: false,
+            duration,
+            message: String::new(),
+            longrepr: String::new(),
+            teardown_longrepr: String::new(),
+            teardown_message: String::new(),
+            when: None,
+            head_line: String::new(),
+            sections: vec![],
+            failed_subtests: vec![],
+        }
+    }
+
+    fn record(results: Vec<TestResult>) -> RunRecord {
+        let mut files: HashMap<String, (f64, u64)> = HashMap::new();
+        for r in &results {
+            let e = files.entry(r.file.clone()).or_default();
+            e.0 += r.duration;
+            e.1 += 1;
+        }
+        RunRecord {
+            run_id: "r".into(),
+            duration: 1.0,
+            workers: 2,
+            exit_code: 0,
+            results,
+            files,
+            startups: vec![0.5],
+        }
+    }
+
+    #[test]
+    fn records_and_predicts() {
+        let t = tempfile::tempdir().unwrap();
+        let mut h = History::open(t.path()).unwrap();
+        assert!(t.path().join(".racefree/.gitignore").exists());
+        h.record(&record(vec![
+            result("a.py::x", Outcome::Passed, 1.0),
+            result("a.py::y", Outcome::Failed, 3.0),
+        ]))
+        .unwrap();
+        let p = h.predictions().unwrap();
+        assert_eq!(p.files["a.py"], 4.0);
+        assert_eq!(p.per_test, Some(2.0));
+        assert_eq!(p.startup, Some(0.5));
+        assert_eq!(h.last_failed().unwrap(), vec!["a.py::y"]);
+        h.record(&record(vec![
+            result("a.py::x", Outcome::Passed, 2.0),
+            result("a.py::y", Outcome::Passed, 3.0),
+        ]))
+        .unwrap();
+        let p = h.predictions().unwrap();
+        assert!(
+            (p.tests["a.py::x"] - 1.3).abs() < 1e-9,
+            "recency weighted: {}",
+            p.tests["a.py::x"]
+        );
+        assert!(h.last_failed().unwrap().is_empty());
+        let flaky = h.flaky(10).unwrap();
+        assert_eq!(flaky.len(), 1);
+        assert_eq!(flaky[0].nodeid, "a.py::y");
+        assert_eq!(h.slowest(1).unwrap()[0].nodeid, "a.py::y");
+    }
+
+    #[test]
+    fn outliers_are_clamped() {
+        let t = tempfile::tempdir().unwrap();
+        let mut h = History::open(t.path()).unwrap();
+        h.record(&record(vec![result("a.py::x", Outcome::Passed, 1.0)]))
+            .unwrap();
+        h.record(&record(vec![result("a.py::x", Outcome::Passed, 1e9)]))
+            .unwrap();
+        let p = h.predictions().unwrap();
+        assert!(p.tests["a.py::x"] <= 1.0 * 0.7 + 20.0 * 0.3 + 1e-9);
+    }
+
+    /// Two writers at once (two runs in one checkout) must both land.
+    #[test]
+    fn concurrent_runs_do_not_lose_data() {
+        let t = tempfile::tempdir().unwrap();
+        History::open(t.path()).unwrap();
+        let root = t.path().to_path_buf();
+        let handles: Vec<_> = (0..4)
+            .map(|i| {
+                let root = root.clone();
+                std::thread::spawn(move || {
+                    let mut h = History::open(&root).unwrap();
+                    for j in 0..10 {
+                        h.record(&record(vec![result(
+                            &format!("f{i}.py::t{j}"),
+                            Outcome::Passed,
+                            0.1,
+                        )]))
+                        .unwrap();
+                    }
+                })
+            })
+            .collect();
+        for h in handles {
+            h.join().unwrap();
+        }
+        let h = History::open(&root).unwrap();
+        assert_eq!(h.predictions().unwrap().tests.len(), 40);
+        let runs: i64 = h
+            .conn
+            .query_row("SELECT COUNT(*) FROM runs", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(runs, 40);
+    }
+}

@@ -1,0 +1,28 @@
+//! The engine of `racefree run`: a parallel pytest runner that gives exactly pytest's
+//! results, sooner.
+//!
+//! Pipeline (DESIGN §1): discovery and the planner decide what runs in which units; the
+//! dispatcher owns the run state and hands units to worker slots; one executor per running
+//! unit spawns and watches its pytest process; every observable fact becomes an `Event` that
+//! the consumers in `report/` and the history store receive in order.
+
+pub mod config;
+pub mod discovery;
+pub mod dispatch;
+pub mod error;
+pub mod events;
+pub mod executor;
+pub mod fnmatch;
+pub mod history;
+pub mod plan;
+pub mod python;
+pub mod recorder;
+pub mod report;
+pub mod session;
+#[cfg(unix)]
+pub mod unix;
+
+mod run;
+
+pub use error::{Error, Result};
+pub use run::{ProgressMode, RunRequest, run};

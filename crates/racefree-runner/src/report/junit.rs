@@ -1,0 +1,183 @@
+//! `--junit-xml PATH` with pytest's conventions: one `<testsuite name="pytest">`,
+//! `classname` the dotted module path plus classes, `name` the test name with parameters;
+//! failures carry the crash message, errors say in which phase, skips carry the reason.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use quick_junit::{NonSuccessKind, Report, TestCase, TestCaseStatus, TestSuite};
+
+use crate::dispatch::Reporter;
+use crate::error::{Error, Result};
+use crate::events::{Event, Outcome, TestResult};
+
+/// pytest's `mangle_test_address`: split the node id on `::` outside the parameter part,
+/// turn the path into a dotted module name.
+pub fn classname_and_name(nodeid: &str) -> (String, String) {
+    let (path, params) = match nodeid.find('[') {
+        Some(i) => (&nodeid[..i], &nodeid[i..]),
+        None => (nodeid, ""),
+    };
+    let mut names: Vec<String> = path.split("::").map(str::to_string).collect();
+    if let Some(first) = names.first_mut() {
+        let dotted = first.replace('/', ".");
+        *first = dotted
+            .strip_suffix(".py")
+            .map(str::to_string)
+            .unwrap_or(dotted);
+    }
+    if let Some(last) = names.last_mut() {
+        last.push_str(params);
+    }
+    let name = names.pop().unwrap_or_default();
+    (names.join("."), name)
+}
+
+pub struct Junit {
+    path: PathBuf,
+    cases: Vec<TestCase>,
+    time: f64,
+}
+
+impl Junit {
+    pub fn new(path: &Path) -> Junit {
+        Junit {
+            path: path.to_path_buf(),
+            cases: Vec::new(),
+            time: 0.0,
+        }
+    }
+
+    fn case(nodeid: &str, status: TestCaseStatus, secs: f64) -> TestCase {
+        let (classname, name) = classname_and_name(nodeid);
+        let mut case = TestCase::new(name, status);
+        case.set_classname(classname);
+        case.set_time(Duration::from_secs_f64(secs.max(0.0)));
+        case
+    }
+
+    fn status(r: &TestResult) -> TestCaseStatus {
+        match r.outcome {
+            Outcome::Passed | Outcome::Xpassed if r.teardown_error => {
+                let mut s = TestCaseStatus::non_success(NonSuccessKind::Error);
+                s.set_message(format!(
+                    "failed on teardown with \"{}\"",
+                    r.teardown_message
+                ));
+                s.set_description(r.teardown_longrepr.clone());
+                s
+            }
+            Outcome::Passed | Outcome::Xpassed => TestCaseStatus::success(),
+            Outcome::Failed => {
+                let mut s = TestCaseStatus::non_success(NonSuccessKind::Failure);
+                s.set_message(r.message.clone());
+                // pytest writes one <failure> per failed subtest; one status holds them all here.
+                let mut text = String::new();
+                for sub in &r.failed_subtests {
+                    text.push_str(&format!("{}\n{}\n\n", sub.head_line, sub.longrepr));
+                }
+                text.push_str(&r.longrepr);
+                s.set_description(text);
+                s
+            }
+            Outcome::Crashed => {
+                let mut s = TestCaseStatus::non_success(NonSuccessKind::Failure);
+                s.set_message(r.message.clone());
+                s.set_type("crashed");
+                s.set_description(r.longrepr.clone());
+                s
+            }
+            Outcome::Error => {
+                let mut s = TestCaseStatus::non_success(NonSuccessKind::Error);
+                let when = r.when.as_deref().unwrap_or("setup");
+                s.set_message(format!("failed on {when} with \"{}\"", r.message));
+                s.set_description(r.longrepr.clone());
+                s
+            }
+            Outcome::Skipped if r.when.as_deref() == Some("collect") => {
+                let mut s = TestCaseStatus::skipped();
+                s.set_message("collection skipped");
+                s.set_description(r.message.clone());
+                s
+            }
+            Outcome::Skipped => {
+                let mut s = TestCaseStatus::skipped();
+                s.set_type("pytest.skip");
+                s.set_message(r.message.clone());
+                s
+            }
+            Outcome::Xfailed => {
+                let mut s = TestCaseStatus::skipped();
+                s.set_type("pytest.xfail");
+                s.set_message(r.message.clone());
+                s
+            }
+            Outcome::NotRun => {
+                let mut s = TestCaseStatus::skipped();
+                s.set_type("racefree.not_run");
+                s.set_message(r.message.clone());
+                s
+            }
+        }
+    }
+}
+
+impl Reporter for Junit {
+    fn on_event(&mut self, event: &Event) {
+        match event {
+            Event::TestFinished(r) => {
+                self.cases
+                    .push(Self::case(&r.nodeid, Self::status(r), r.duration))
+            }
+            Event::CollectError {
+                nodeid,
+                outcome,
+                longrepr,
+                ..
+            } if outcome == "failed" => {
+                let mut s = TestCaseStatus::non_success(NonSuccessKind::Error);
+                s.set_message("collection failure");
+                s.set_description(longrepr.clone());
+                self.cases.push(Self::case(nodeid, s, 0.0));
+            }
+            Event::RunFinished { duration, .. } => self.time = *duration,
+            _ => {}
+        }
+    }
+
+    fn finish(&mut self) -> Result<()> {
+        let mut suite = TestSuite::new("pytest");
+        suite.set_time(Duration::from_secs_f64(self.time.max(0.0)));
+        suite.add_test_cases(std::mem::take(&mut self.cases));
+        let mut report = Report::new("pytest");
+        report.add_test_suite(suite);
+        let ctx = || format!("writing --junit-xml {}", self.path.display());
+        let file = std::fs::File::create(&self.path).map_err(|e| Error::io(ctx(), e))?;
+        report
+            .serialize(std::io::BufWriter::new(file))
+            .map_err(|e| Error::io(ctx(), std::io::Error::other(e.to_string())))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::classname_and_name;
+
+    #[test]
+    fn mangles_like_pytest() {
+        let c = |s| classname_and_name(s);
+        assert_eq!(
+            c("tests/test_a.py::test_x"),
+            ("tests.test_a".into(), "test_x".into())
+        );
+        assert_eq!(
+            c("tests/test_a.py::TestK::test_m[1]"),
+            ("tests.test_a.TestK".into(), "test_m[1]".into())
+        );
+        assert_eq!(
+            c("t.py::test_p[a::b c]"),
+            ("t".into(), "test_p[a::b c]".into())
+        );
+        assert_eq!(c("pkg/test_bad.py"), ("".into(), "pkg.test_bad".into()));
+    }
+}

@@ -1,0 +1,77 @@
+//! `--events PATH`: one JSON object per line, `{"v":1,"event":...}`, documented in
+//! docs/events.md. Flushed per line so the log can be followed live.
+
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use serde::Serialize;
+
+use crate::dispatch::Reporter;
+use crate::error::{Error, Result};
+use crate::events::Event;
+
+pub const VERSION: u32 = 1;
+
+#[derive(Serialize)]
+struct Line<'a> {
+    v: u32,
+    /// Seconds since the log was opened (at the start of the run), monotonic.
+    t: f64,
+    #[serde(flatten)]
+    event: &'a Event,
+}
+
+pub struct NdjsonLog {
+    path: PathBuf,
+    out: BufWriter<File>,
+    error: Option<std::io::Error>,
+    start: Instant,
+}
+
+impl NdjsonLog {
+    pub fn create(path: &Path) -> Result<NdjsonLog> {
+        let file =
+            File::create(path).map_err(|e| Error::io(format!("--events {}", path.display()), e))?;
+        Ok(NdjsonLog {
+            path: path.to_path_buf(),
+            out: BufWriter::new(file),
+            error: None,
+            start: Instant::now(),
+        })
+    }
+}
+
+impl Reporter for NdjsonLog {
+    fn on_event(&mut self, event: &Event) {
+        if self.error.is_some() {
+            return;
+        }
+        let line = Line {
+            v: VERSION,
+            t: self.start.elapsed().as_secs_f64(),
+            event,
+        };
+        let res = serde_json::to_writer(&mut self.out, &line)
+            .map_err(std::io::Error::other)
+            .and_then(|()| self.out.write_all(b"\n"))
+            .and_then(|()| self.out.flush());
+        if let Err(e) = res {
+            self.error = Some(e);
+        }
+    }
+
+    fn finish(&mut self) -> Result<()> {
+        match self.error.take() {
+            Some(e) => Err(Error::io(
+                format!("writing --events {}", self.path.display()),
+                e,
+            )),
+            None => self
+                .out
+                .flush()
+                .map_err(|e| Error::io(format!("writing --events {}", self.path.display()), e)),
+        }
+    }
+}

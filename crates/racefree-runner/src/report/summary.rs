@@ -1,0 +1,331 @@
+//! The end-of-run report in pytest's words: ERRORS and FAILURES sections with tracebacks
+//! and captured output, slowest durations, the short test summary, and the summary line
+//! (`3 failed, 120 passed, 2 skipped, 1 xfailed in 4.21s`).
+
+use std::io::Write;
+
+use crate::dispatch::Reporter;
+use crate::events::{Event, Outcome, TestResult, Totals};
+
+/// pytest's separator line: `===== title =====` filling `width`.
+pub fn sep(ch: char, title: &str, width: usize) -> String {
+    if title.is_empty() {
+        return ch.to_string().repeat(width);
+    }
+    let n = (width.saturating_sub(title.chars().count() + 2) / 2).max(1);
+    let fill = ch.to_string().repeat(n);
+    let mut line = format!("{fill} {title} {fill}");
+    if line.chars().count() < width {
+        line.push(ch);
+    }
+    line
+}
+
+/// pytest's session duration format: `4.21s`, or `73.20s (0:01:13)` past a minute.
+pub fn format_duration(secs: f64) -> String {
+    if secs < 60.0 {
+        return format!("{secs:.2}s");
+    }
+    let whole = secs as u64;
+    format!(
+        "{secs:.2}s ({}:{:02}:{:02})",
+        whole / 3600,
+        (whole % 3600) / 60,
+        whole % 60
+    )
+}
+
+/// The summary line's counts, in pytest's order and plural forms, plus racefree's own
+/// `crashed` and `not run`.
+pub fn summary_counts(t: &Totals, collect_errors: u64) -> String {
+    let parts: Vec<String> = t
+        .categories(collect_errors)
+        .into_iter()
+        .filter(|(_, n)| *n > 0)
+        .map(|(name, n)| {
+            let name = match (name.as_str(), n) {
+                ("warnings", 1) => "warning".to_string(),
+                ("error", n) if n != 1 => "errors".to_string(),
+                _ => name,
+            };
+            format!("{n} {name}")
+        })
+        .collect();
+    if parts.is_empty() {
+        "no tests ran".to_string()
+    } else {
+        parts.join(", ")
+    }
+}
+
+pub fn summary_line(t: &Totals, collect_errors: u64, secs: f64) -> String {
+    format!(
+        "{} in {}",
+        summary_counts(t, collect_errors),
+        format_duration(secs)
+    )
+}
+
+/// The test's name as pytest titles its failure section (`TestK.test_m[1]`).
+fn head_line(r: &TestResult) -> String {
+    if !r.head_line.is_empty() {
+        return r.head_line.clone();
+    }
+    r.nodeid
+        .split_once("::")
+        .map(|(_, rest)| rest.replace("::", "."))
+        .unwrap_or_else(|| r.nodeid.clone())
+}
+
+pub struct Summary {
+    out: Box<dyn Write + Send>,
+    width: usize,
+    quiet: bool,
+    durations: Option<usize>,
+    failures: Vec<TestResult>,
+    errors: Vec<(String, String)>,
+    short: Vec<String>,
+    timings: Vec<(f64, String)>,
+}
+
+impl Summary {
+    pub fn new(
+        out: Box<dyn Write + Send>,
+        width: usize,
+        verbosity: i32,
+        durations: Option<usize>,
+    ) -> Summary {
+        Summary {
+            out,
+            width,
+            quiet: verbosity < 0,
+            durations,
+            failures: Vec::new(),
+            errors: Vec::new(),
+            short: Vec::new(),
+            timings: Vec::new(),
+        }
+    }
+
+    fn short_line(word: &str, id: &str, message: &str) -> String {
+        let first = message.lines().next().unwrap_or_default();
+        if first.is_empty() {
+            format!("{word} {id}")
+        } else {
+            format!("{word} {id} - {first}")
+        }
+    }
+
+    fn render(
+        &mut self,
+        totals: &Totals,
+        collect_errors: u64,
+        secs: f64,
+        interrupted: Option<&str>,
+    ) -> std::io::Result<()> {
+        let w = self.width;
+        let out = &mut self.out;
+        if !self.errors.is_empty() {
+            writeln!(out, "{}", sep('=', "ERRORS", w))?;
+            for (title, body) in &self.errors {
+                writeln!(out, "{}", sep('_', title, w))?;
+                writeln!(out, "{}", body.trim_end())?;
+            }
+        }
+        if !self.failures.is_empty() {
+            writeln!(out, "{}", sep('=', "FAILURES", w))?;
+            for r in &self.failures {
+                for sub in &r.failed_subtests {
+                    writeln!(out, "{}", sep('_', &sub.head_line, w))?;
+                    writeln!(out, "{}", sub.longrepr.trim_end())?;
+                    for (title, text) in &sub.sections {
+                        writeln!(out, "{}", sep('-', title, w))?;
+                        writeln!(out, "{}", text.trim_end())?;
+                    }
+                }
+                writeln!(out, "{}", sep('_', &head_line(r), w))?;
+                writeln!(out, "{}", r.longrepr.trim_end())?;
+                for (title, text) in &r.sections {
+                    writeln!(out, "{}", sep('-', title, w))?;
+                    writeln!(out, "{}", text.trim_end())?;
+                }
+            }
+        }
+        if let Some(n) = self.durations {
+            self.timings.sort_by(|a, b| b.0.total_cmp(&a.0));
+            let title = if n == 0 {
+                "slowest durations".to_string()
+            } else {
+                format!("slowest {n} durations")
+            };
+            writeln!(out, "{}", sep('=', &title, w))?;
+            let take = if n == 0 { self.timings.len() } else { n };
+            for (d, id) in self.timings.iter().take(take) {
+                writeln!(out, "{d:.2}s {id}")?;
+            }
+        }
+        if !self.short.is_empty() {
+            writeln!(out, "{}", sep('=', "short test summary info", w))?;
+            for line in &self.short {
+                writeln!(out, "{line}")?;
+            }
+        }
+        if let Some(reason) = interrupted {
+            writeln!(out, "{}", sep('!', reason, w))?;
+        }
+        let line = summary_line(totals, collect_errors, secs);
+        if self.quiet {
+            writeln!(out, "{line}")?;
+        } else {
+            writeln!(out, "{}", sep('=', &line, w))?;
+        }
+        out.flush()
+    }
+}
+
+impl Reporter for Summary {
+    fn on_event(&mut self, event: &Event) {
+        match event {
+            Event::CollectError {
+                nodeid,
+                outcome,
+                longrepr,
+                message,
+                ..
+            } if outcome == "failed" => {
+                self.errors
+                    .push((format!("ERROR collecting {nodeid}"), longrepr.clone()));
+                self.short.push(Self::short_line("ERROR", nodeid, message));
+            }
+            Event::UnitFinished {
+                error: Some(text),
+                unit,
+                ..
+            } => {
+                self.errors
+                    .push((format!("ERROR in unit {unit}"), text.clone()));
+                self.short.push(format!(
+                    "ERROR unit {unit} - {}",
+                    text.lines().next().unwrap_or_default()
+                ));
+            }
+            Event::TestFinished(r) => {
+                self.timings.push((r.duration, r.nodeid.clone()));
+                for sub in &r.failed_subtests {
+                    let word = if sub.word.is_empty() {
+                        "SUBFAILED"
+                    } else {
+                        &sub.word
+                    };
+                    self.short
+                        .push(Self::short_line(word, &r.nodeid, &sub.message));
+                }
+                match r.outcome {
+                    Outcome::Failed | Outcome::Crashed => {
+                        self.short
+                            .push(Self::short_line("FAILED", &r.nodeid, &r.message));
+                        self.failures.push(r.clone());
+                    }
+                    Outcome::Error => {
+                        let when = r.when.as_deref().unwrap_or("setup");
+                        self.errors.push((
+                            format!("ERROR at {when} of {}", head_line(r)),
+                            r.longrepr.clone(),
+                        ));
+                        self.short
+                            .push(Self::short_line("ERROR", &r.nodeid, &r.message));
+                    }
+                    Outcome::NotRun if !r.message.contains("was stopped") => {
+                        self.short
+                            .push(Self::short_line("NOT RUN", &r.nodeid, &r.message));
+                    }
+                    _ => {}
+                }
+                if r.teardown_error {
+                    self.errors.push((
+                        format!("ERROR at teardown of {}", head_line(r)),
+                        r.teardown_longrepr.clone(),
+                    ));
+                    self.short
+                        .push(Self::short_line("ERROR", &r.nodeid, &r.teardown_message));
+                }
+            }
+            Event::RunFinished {
+                totals,
+                collect_errors,
+                duration,
+                interrupted,
+                ..
+            } => {
+                // A closed stdout (`| head`) is not worth failing the run over.
+                let _ = self.render(totals, *collect_errors, *duration, interrupted.as_deref());
+            }
+            _ => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn pytest_wording() {
+        let t = Totals {
+            failed: 3,
+            passed: 120,
+            skipped: 2,
+            xfailed: 1,
+            ..Default::default()
+        };
+        assert_eq!(
+            summary_line(&t, 0, 4.2112),
+            "3 failed, 120 passed, 2 skipped, 1 xfailed in 4.21s"
+        );
+        let t = Totals {
+            passed: 1,
+            errors: 1,
+            warnings: 1,
+            ..Default::default()
+        };
+        assert_eq!(summary_counts(&t, 1), "1 passed, 1 warning, 2 errors");
+        assert_eq!(summary_counts(&Totals::default(), 0), "no tests ran");
+        let t = Totals {
+            deselected: 2,
+            xpassed: 1,
+            crashed: 1,
+            not_run: 3,
+            ..Default::default()
+        };
+        assert_eq!(
+            summary_counts(&t, 0),
+            "2 deselected, 1 xpassed, 1 crashed, 3 not run"
+        );
+        assert_eq!(format_duration(73.2), "73.20s (0:01:13)");
+    }
+
+    #[test]
+    fn separators_fill_the_width() {
+        assert_eq!(sep('=', "FAILURES", 80).len(), 80);
+        assert_eq!(sep('=', "x", 10), "=== x ====");
+        assert_eq!(sep('-', "", 5), "-----");
+    }
+
+    proptest! {
+        #[test]
+        fn counts_appear_in_order(f in 0u64..5, p in 0u64..5, s in 0u64..5, e in 0u64..5) {
+            let t = Totals { failed: f, passed: p, skipped: s, errors: e, ..Default::default() };
+            let line = summary_counts(&t, 0);
+            let mut last = 0;
+            for (n, word) in [(f, "failed"), (p, "passed"), (s, "skipped"), (e, "error")] {
+                if n > 0 {
+                    let pos = line.find(&format!("{n} {word}")).unwrap();
+                    prop_assert!(pos >= last);
+                    last = pos;
+                }
+            }
+            prop_assert_eq!(line == "no tests ran", f + p + s + e == 0);
+        }
+    }
+}

@@ -1,0 +1,288 @@
+//! `racefree run` from request to exit code: configuration, interpreter, discovery,
+//! planning, then the dispatcher with its event consumers.
+
+use std::collections::{BTreeMap, HashSet};
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use crate::config::{self, UnitMode, Workers};
+use crate::discovery::{self, DiscoverOptions};
+use crate::dispatch::{Bus, Dispatcher, Reporter};
+use crate::error::Result;
+use crate::events::Event;
+use crate::executor::ExecContext;
+use crate::history::History;
+use crate::plan::{self, FileWork, PlanParams, Predictions};
+use crate::recorder::HistoryRecorder;
+use crate::report::{junit::Junit, ndjson::NdjsonLog, progress::Progress, summary::Summary};
+use crate::session::Session;
+
+/// How live progress is shown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ProgressMode {
+    /// A bar on a terminal, plain lines otherwise.
+    #[default]
+    Auto,
+    Plain,
+}
+
+/// Everything `racefree run` was asked, before `[tool.racefree]` fills the gaps.
+#[derive(Debug, Clone, Default)]
+pub struct RunRequest {
+    pub invocation_dir: PathBuf,
+    /// Paths and node ids.
+    pub args: Vec<String>,
+    /// Arguments after `--`, for every pytest process.
+    pub pytest_args: Vec<String>,
+    pub workers: Option<Workers>,
+    pub python: Option<PathBuf>,
+    pub unit: Option<UnitMode>,
+    pub keyword: Option<String>,
+    pub markexpr: Option<String>,
+    pub exitfirst: bool,
+    pub maxfail: Option<u32>,
+    pub last_failed: bool,
+    pub failed_first: bool,
+    pub junit_xml: Option<PathBuf>,
+    pub events: Option<PathBuf>,
+    /// -q is -1, -v is +1.
+    pub verbosity: i32,
+    pub durations: Option<usize>,
+    pub no_history: bool,
+    pub progress: ProgressMode,
+    /// Print the discovered files with their estimated test counts and stop.
+    pub list_files: bool,
+}
+
+/// Runs the tests; returns pytest's exit code for the run.
+pub fn run(req: RunRequest) -> Result<u8> {
+    let started = Instant::now();
+    let cwd = &req.invocation_dir;
+    let pytest_cfg = config::determine_setup(cwd, &req.args)?;
+    let (_, rf) = config::load_racefree_config(&pytest_cfg.rootdir)?;
+    let workers = req
+        .workers
+        .or(rf.workers)
+        .unwrap_or(Workers::Auto)
+        .resolve();
+    let unit_mode = req.unit.or(rf.unit).unwrap_or_default();
+    let maxfail = if req.exitfirst {
+        Some(1)
+    } else {
+        req.maxfail.or(rf.maxfail).filter(|&n| n > 0)
+    };
+    let junit_xml = req
+        .junit_xml
+        .clone()
+        .or(rf.junit_xml.map(|p| pytest_cfg.rootdir.join(p)));
+    let events_path = req
+        .events
+        .clone()
+        .or(rf.events.map(|p| pytest_cfg.rootdir.join(p)));
+    let durations = req.durations.or(rf.durations);
+    let mut pytest_flags = pytest_cfg.addopts()?;
+    pytest_flags.extend(req.pytest_args.iter().cloned());
+    let mut files = discovery::discover(
+        &pytest_cfg,
+        cwd,
+        &req.args,
+        DiscoverOptions::from_pytest_args(cwd, &pytest_flags),
+    )?;
+    if req.list_files {
+        for f in &files {
+            println!("{}\t{}", f.estimate, f.rel);
+        }
+        return Ok(crate::error::exit::OK);
+    }
+    let python = crate::python::resolve(req.python.as_deref().or(rf.python.as_deref()), cwd)?;
+    // Importing pytest takes an interpreter start-up: overlap it with planning.
+    let pytest_check = {
+        let python = python.clone();
+        std::thread::spawn(move || crate::python::check_pytest(&python))
+    };
+
+    let history = if req.no_history {
+        None
+    } else {
+        match History::open(&pytest_cfg.rootdir) {
+            Ok(h) => Some(h),
+            Err(e) => {
+                eprintln!("racefree: warning: running without history: {e}");
+                None
+            }
+        }
+    };
+    let predictions = match &history {
+        Some(h) => h.predictions()?,
+        None => Predictions::default(),
+    };
+    let failed_before: Vec<String> = match &history {
+        Some(h) if req.last_failed || req.failed_first => h.last_failed()?,
+        _ => Vec::new(),
+    };
+    let failed_files: HashSet<String> = failed_before
+        .iter()
+        .map(|id| id.split("::").next().unwrap_or(id).to_string())
+        .collect();
+    let mut selective = req.args.iter().any(|a| a.contains("::"))
+        || req.keyword.is_some()
+        || req.markexpr.is_some();
+    if req.last_failed {
+        let present: Vec<&String> = failed_before
+            .iter()
+            .filter(|id| {
+                files
+                    .iter()
+                    .any(|f| id.split("::").next() == Some(f.rel.as_str()))
+            })
+            .collect();
+        if present.is_empty() {
+            if req.verbosity >= 0 {
+                println!("racefree: --lf: no previously failed tests, running all");
+            }
+        } else {
+            let mut by_file: BTreeMap<String, Vec<String>> = BTreeMap::new();
+            for id in present {
+                by_file
+                    .entry(id.split("::").next().unwrap_or(id).to_string())
+                    .or_default()
+                    .push(id.clone());
+            }
+            files.retain(|f| by_file.contains_key(&f.rel));
+            for f in &mut files {
+                let ids = by_file.remove(&f.rel).unwrap_or_default();
+                f.estimate = ids.len() as u64;
+                f.selection = Some(ids);
+            }
+            selective = true;
+        }
+    }
+
+    let work: Vec<FileWork> = files
+        .iter()
+        .enumerate()
+        .map(|(index, f)| FileWork {
+            index,
+            predicted: predictions.file(&f.rel, f.estimate, f.selection.as_deref()),
+            first: req.failed_first && failed_files.contains(&f.rel),
+        })
+        .collect();
+    let units = plan::plan(
+        &work,
+        PlanParams {
+            workers,
+            startup: predictions.startup(),
+            mode: unit_mode,
+        },
+    );
+    let predicted_total: f64 = units.iter().map(|u| u.predicted).sum();
+
+    pytest_check.join().map_err(|_| {
+        crate::error::Error::io(
+            "checking pytest",
+            std::io::Error::other("the check panicked"),
+        )
+    })??;
+    let session = Session::create()?;
+    let _cleanup = SessionCleanup(&session);
+    let mut child_args = Vec::new();
+    if let Some(k) = &req.keyword {
+        child_args.extend(["-k".to_string(), k.clone()]);
+    }
+    if let Some(m) = &req.markexpr {
+        child_args.extend(["-m".to_string(), m.clone()]);
+    }
+    // pytest counts subtests differently at each verbosity: mirror racefree's in the children.
+    let flag = if req.verbosity < 0 { "-q" } else { "-v" };
+    child_args.extend(std::iter::repeat_n(
+        flag.to_string(),
+        req.verbosity.unsigned_abs() as usize,
+    ));
+    child_args.extend(req.pytest_args.iter().cloned());
+    let ctx = ExecContext {
+        python: python.clone(),
+        invocation_dir: cwd.clone(),
+        rootdir: pytest_cfg.rootdir.clone(),
+        workers,
+        run_id: session.run_id.clone(),
+        pytest_args: child_args,
+    };
+
+    let mut reporters: Vec<Box<dyn Reporter>> = Vec::new();
+    let tty = std::io::stderr().is_terminal() && req.progress == ProgressMode::Auto;
+    if tty {
+        reporters.push(Box::new(Progress::tty(req.verbosity)));
+    } else {
+        reporters.push(Box::new(Progress::plain(
+            Box::new(std::io::stdout()),
+            req.verbosity,
+        )));
+    }
+    let width = terminal_width();
+    reporters.push(Box::new(Summary::new(
+        Box::new(std::io::stdout()),
+        width,
+        req.verbosity,
+        durations,
+    )));
+    if let Some(path) = &junit_xml {
+        reporters.push(Box::new(Junit::new(&crate::config::absolute(cwd, path))));
+    }
+    if let Some(path) = &events_path {
+        reporters.push(Box::new(NdjsonLog::create(&crate::config::absolute(
+            cwd, path,
+        ))?));
+    }
+    if let Some(h) = history {
+        reporters.push(Box::new(HistoryRecorder::new(
+            h,
+            session.run_id.clone(),
+            workers,
+            !selective,
+        )));
+    }
+    let mut bus = Bus::new(reporters);
+    bus.emit(Event::RunStarted {
+        run_id: session.run_id.clone(),
+        rootdir: pytest_cfg.rootdir.display().to_string(),
+        python: python.display().to_string(),
+        workers,
+        files: files.len(),
+        units: units.len(),
+        estimated_tests: files.iter().map(|f| f.estimate).sum(),
+        predicted_secs: predicted_total,
+    });
+    let mut dispatcher = Dispatcher {
+        ctx: &ctx,
+        session: &session,
+        files: &files,
+        maxfail,
+        bus: &mut bus,
+    };
+    let outcome = dispatcher.run(units, started);
+    let errors = bus.finish();
+    if let Some(first) = errors.into_iter().next() {
+        return Err(first);
+    }
+    Ok(outcome.exit_code)
+}
+
+/// Removes the session directory however the run ends.
+struct SessionCleanup<'a>(&'a Session);
+
+impl Drop for SessionCleanup<'_> {
+    fn drop(&mut self) {
+        if let Err(e) = self.0.remove() {
+            eprintln!("racefree: warning: {e}");
+        }
+    }
+}
+
+fn terminal_width() -> usize {
+    std::env::var("COLUMNS")
+        .ok()
+        .and_then(|c| c.parse::<usize>().ok())
+        .filter(|&w| w >= 40)
+        .unwrap_or(80)
+}

@@ -1,0 +1,275 @@
+"""racefree's pytest plugin: streams what happens in one pytest process to racefree.
+
+racefree embeds this file in its binary, writes it into the run's private session directory,
+puts that directory on PYTHONPATH and loads it with ``-p racefree_pytest``. It is inert when
+``RACEFREE_EVENT_FD`` is not set, so importing it by hand does nothing.
+
+Protocol: one JSON object per line, written to the inherited pipe whose file descriptor number
+is in ``RACEFREE_EVENT_FD``. The key ``e`` names the message. racefree measures durations
+itself from the arrival of these messages, so none are sent from here: suites that mock
+``time`` make pytest's own figures absurd.
+
+Messages (all fields are strings unless noted):
+  hello        pid (int), pytest (version)
+  collected    ids (list of node ids, in run order), deselected (int)
+  collect      id, outcome ("failed" | "skipped"), longrepr, message
+  start        id
+  report       id, when ("setup" | "call" | "teardown"), outcome ("passed" | "failed" |
+               "skipped"), category and word (pytest_report_teststatus's answer: how
+               pytest's terminal counts and names it), subtest (bool: a pytest 9 subtest's
+               report), longrepr, message, head_line, sections ([[title, text], ...]),
+               wasxfail (present only for xfail/xpass), skip_reason
+  finish       id
+  done         exitstatus (int), warnings (int)
+
+The unit's description comes from the JSON file named by ``RACEFREE_UNIT_FILE``:
+  select   a per-file node-id selection (to resume part of a unit, or node ids given on the
+           command line): ``{"path/to/test_x.py": ["path/to/test_x.py::test_a[odd id]"]}``.
+           Items of files listed there run only if their id equals a listed id or extends it
+           with ``::`` or ``[``; files not listed run whole. Ids travel in JSON, so any
+           character works.
+  walked   ``{"/abs/tests/test_x.py": "/abs/tests"}``: files racefree found by walking a
+           directory (the value), as opposed to files named on the command line. pytest
+           would apply ``collect_ignore`` and ``pytest_ignore_collect`` to them, but racefree
+           passes them as arguments, which pytest never ignores; so the plugin asks the
+           ignore hook itself, for the file and each directory below the walk root.
+"""
+
+import json
+import os
+import types
+from pathlib import Path as _Path
+
+import pytest
+
+_EVENT_FD_ENV = "RACEFREE_EVENT_FD"
+_UNIT_FILE_ENV = "RACEFREE_UNIT_FILE"
+
+
+class _Channel:
+    """Writes whole lines to racefree's pipe; blocking writes are fine because racefree
+    drains the pipe continuously from its own thread."""
+
+    def __init__(self, fd):
+        self.fd = fd
+        # Children of tests (subprocess with close_fds=False, multiprocessing) must not
+        # inherit racefree's pipe: a leftover writer would keep the pipe open after the
+        # unit ends.
+        try:
+            os.set_inheritable(fd, False)
+        except OSError:
+            pass
+
+    def send(self, kind, **fields):
+        fields["e"] = kind
+        data = (json.dumps(fields, ensure_ascii=False) + "\n").encode("utf-8", "replace")
+        view = memoryview(data)
+        while view:
+            try:
+                written = os.write(self.fd, view)
+            except InterruptedError:
+                continue
+            except OSError:
+                # racefree went away (it kills units it cancels); nothing more to say.
+                return
+            view = view[written:]
+
+
+def _text(value):
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value
+    return str(value)
+
+
+def _crash_message(report):
+    longrepr = getattr(report, "longrepr", None)
+    crash = getattr(longrepr, "reprcrash", None)
+    if crash is not None:
+        return _text(getattr(crash, "message", ""))
+    if isinstance(longrepr, tuple) and len(longrepr) == 3:
+        return _text(longrepr[2])
+    if isinstance(longrepr, str):
+        # pytest.fail(pytrace=False), strict xpass: the text is the message.
+        return longrepr
+    return ""
+
+
+def _skip_reason(report):
+    longrepr = getattr(report, "longrepr", None)
+    if isinstance(longrepr, tuple) and len(longrepr) == 3:
+        reason = _text(longrepr[2])
+        if reason.startswith("Skipped: "):
+            reason = reason[len("Skipped: "):]
+        return reason
+    return ""
+
+
+def _matches(nodeid, wanted):
+    for prefix in wanted:
+        if nodeid.startswith(prefix):
+            rest = nodeid[len(prefix):]
+            if rest == "" or rest.startswith("::") or rest.startswith("["):
+                return True
+    return False
+
+
+def _fixtures_module():
+    """xdist's ``worker_id`` and ``testrun_uid`` fixtures, with xdist's meaning, in a module
+    of their own.
+
+    Registered at configure time, after entry-point plugins, so that these win over
+    pytest-xdist's own (which would answer "master" in a process xdist did not start)."""
+    module = types.ModuleType("racefree_pytest_fixtures")
+
+    @pytest.fixture(scope="session")
+    def worker_id():
+        return os.environ.get("PYTEST_XDIST_WORKER", "master")
+
+    @pytest.fixture(scope="session")
+    def testrun_uid():
+        return os.environ.get("PYTEST_XDIST_TESTRUNUID", "")
+
+    module.worker_id = worker_id
+    module.testrun_uid = testrun_uid
+    return module
+
+
+class _IgnoredFile(pytest.File):
+    """Stands for a file pytest would have ignored (collect_ignore): collects nothing."""
+
+    def collect(self):
+        return []
+
+
+class _RacefreePlugin:
+    def __init__(self, config, channel, unit):
+        self.config = config
+        self.channel = channel
+        self.selection = unit.get("select") or {}
+        self.walked = unit.get("walked") or {}
+        self.deselected = 0
+        self.warnings = 0
+
+    def _ignored(self, file_path):
+        root = self.walked.get(str(file_path))
+        if root is None:
+            return False
+        root = os.path.abspath(root)
+        path = os.path.abspath(str(file_path))
+        hook = self.config.hook
+        while path != root and path.startswith(root + os.sep):
+            if hook.pytest_ignore_collect(collection_path=_Path(path), config=self.config):
+                return True
+            path = os.path.dirname(path)
+        return False
+
+    @pytest.hookimpl(hookwrapper=True)
+    def pytest_collect_file(self, file_path, parent):
+        outcome = yield
+        if self.walked and self._ignored(file_path):
+            # An empty collector rather than none: pytest reports an argument that yields no
+            # collector as a usage error. Collectors are lazy, so the module is never imported.
+            outcome.force_result([_IgnoredFile.from_parent(parent, path=file_path)])
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_collection_modifyitems(self, session, config, items):
+        if not self.selection:
+            return
+        kept = []
+        for item in items:
+            path = item.nodeid.split("::", 1)[0]
+            wanted = self.selection.get(path)
+            if wanted is None or _matches(item.nodeid, wanted):
+                kept.append(item)
+        # Dropped silently on purpose: these are not deselected by the user, they were
+        # already run by an earlier process of the same unit.
+        items[:] = kept
+
+    def pytest_deselected(self, items):
+        self.deselected += len(items)
+
+    def pytest_collectreport(self, report):
+        if report.failed or report.skipped:
+            self.channel.send(
+                "collect",
+                id=report.nodeid,
+                outcome=report.outcome,
+                longrepr=_text(getattr(report, "longreprtext", "")),
+                message=_skip_reason(report) if report.skipped else _crash_message(report),
+            )
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_collection_finish(self, session):
+        self.channel.send(
+            "collected", ids=[item.nodeid for item in session.items], deselected=self.deselected
+        )
+
+    def pytest_runtest_logstart(self, nodeid, location):
+        self.channel.send("start", id=nodeid)
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_runtest_logreport(self, report):
+        # pytest's own category for this report ("passed", "failed", "subtests passed", ""
+        # for reports it does not count...), exactly as its terminal summary counts it. The
+        # hook may also adjust the report (a test with failed subtests becomes failed), so
+        # it runs before the report is read.
+        status = self.config.hook.pytest_report_teststatus(report=report, config=self.config)
+        category, word = "", ""
+        if status:
+            category = _text(status[0])
+            word = status[2][0] if isinstance(status[2], tuple) else _text(status[2])
+        subtest = type(report).__name__ == "SubtestReport"
+        fields = {
+            "id": report.nodeid,
+            "when": report.when,
+            "outcome": report.outcome,
+            "category": category,
+            "word": _text(word),
+            "subtest": subtest,
+            "longrepr": "",
+            "message": "",
+            "head_line": _text(getattr(report, "head_line", "") or ""),
+            "sections": [],
+        }
+        if hasattr(report, "wasxfail"):
+            fields["wasxfail"] = _text(report.wasxfail)
+        if report.failed:
+            fields["longrepr"] = _text(report.longreprtext)
+            fields["message"] = _crash_message(report)
+            # Captured output is only worth its bytes when it will be shown: on failure.
+            fields["sections"] = [[_text(t), _text(c)] for (t, c) in report.sections]
+        elif report.skipped:
+            fields["skip_reason"] = _skip_reason(report)
+            if not subtest:
+                fields["longrepr"] = _text(getattr(report, "longreprtext", ""))
+        self.channel.send("report", **fields)
+
+    def pytest_runtest_logfinish(self, nodeid, location):
+        self.channel.send("finish", id=nodeid)
+
+    def pytest_warning_recorded(self, warning_message, when, nodeid, location):
+        self.warnings += 1
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_sessionfinish(self, session, exitstatus):
+        self.channel.send("done", exitstatus=int(exitstatus), warnings=self.warnings)
+
+
+def _load_unit():
+    path = os.environ.pop(_UNIT_FILE_ENV, None)
+    if not path:
+        return {}
+    with open(path, encoding="utf-8") as handle:
+        return json.load(handle)
+
+
+def pytest_configure(config):
+    fd_text = os.environ.pop(_EVENT_FD_ENV, None)
+    config.pluginmanager.register(_fixtures_module(), "racefree_fixtures")
+    if fd_text is None:
+        return
+    channel = _Channel(int(fd_text))
+    channel.send("hello", pid=os.getpid(), pytest=pytest.__version__)
+    config.pluginmanager.register(_RacefreePlugin(config, channel, _load_unit()), "racefree_events")
