@@ -186,6 +186,17 @@ pub fn run(req: RunRequest) -> Result<u8> {
     })??;
     let session = Session::create()?;
     let _cleanup = SessionCleanup(&session);
+    // Remove what dead runs left behind (judged by their liveness locks, never by age).
+    match crate::session::sweep(&crate::session::base_dir(), Some(&session.run_id), false) {
+        Ok(swept) if !swept.dead.is_empty() => eprintln!(
+            "racefree: removed {} session director{} of dead runs under {}",
+            swept.dead.len(),
+            if swept.dead.len() == 1 { "y" } else { "ies" },
+            crate::session::base_dir().display()
+        ),
+        Ok(_) => {}
+        Err(e) => eprintln!("racefree: warning: could not clean up after dead runs: {e}"),
+    }
     let mut child_args = Vec::new();
     if let Some(k) = &req.keyword {
         child_args.extend(["-k".to_string(), k.clone()]);

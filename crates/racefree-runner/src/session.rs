@@ -3,11 +3,16 @@
 //! `$TMPDIR/racefree-<uid>/<run id>/` (DESIGN §2.3). Directories are 0700; the per-user
 //! parent is refused if it is a symlink, not ours, or open to others.
 //!
-//! Seam for the isolation issue: the run should hold a racefree-lock kernel lock on
-//! `<run id>.lock` for its whole life, and start-up should remove directories of dead runs
-//! (those whose lock can be taken). Today the run removes its own directory when it ends.
+//! Liveness, not age: each run holds a racefree-lock lock on `<run id>.lock` beside its
+//! directory for its whole life, taken *before* the directory exists. A later run (at start)
+//! or `racefree clean` removes a session directory only when that lock can be taken, that is,
+//! only when its owner is dead. Two runs at once, in one checkout or by two users, never touch
+//! each other's files; a run killed by SIGKILL leaves a directory the next run removes.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use racefree_lock::{LockGuard, LockOptions};
 
 use crate::error::{Error, Result};
 
@@ -17,6 +22,8 @@ pub const PLUGIN_SOURCE: &str = include_str!("../../../python/racefree_pytest/__
 pub struct Session {
     pub root: PathBuf,
     pub run_id: String,
+    /// Held for the run's whole life: proves to other runs that this one is alive.
+    lock: Option<LockGuard>,
 }
 
 /// A random id: 16 hex digits from the OS's generator.
@@ -31,8 +38,8 @@ fn io(context: String) -> impl FnOnce(std::io::Error) -> Error {
     move |e| Error::io(context, e)
 }
 
-/// The directory session roots go under for this user.
-fn base_dir() -> PathBuf {
+/// The directory session roots go under for this user (before the `racefree-<uid>` level).
+pub fn base_dir() -> PathBuf {
     #[cfg(target_os = "linux")]
     {
         if crate::unix::is_writable_tmpfs(Path::new("/dev/shm")) {
@@ -48,14 +55,27 @@ impl Session {
     }
 
     pub fn create_in(base: &Path) -> Result<Session> {
-        let user_dir = base.join(format!("racefree-{}", crate::unix::uid()));
+        let user_dir = user_dir_in(base);
         crate::unix::ensure_private_dir(&user_dir)?;
         // A collision of 64 random bits is not expected; mkdir fails rather than reuse.
         let run_id = random_id()?;
         let root = user_dir.join(&run_id);
+        // Lock first, then create: a cleaner never sees a live run's directory unlocked.
+        // A sweeper may hold a fresh lock file for an instant (it cannot yet tell a starting run
+        // from a dead one); it lets go at once, so wait a little rather than fail.
+        let lock = lock_run(&user_dir, &run_id, Duration::from_secs(2))?.ok_or_else(|| {
+            Error::io(
+                format!("locking {}", lock_path(&user_dir, &run_id).display()),
+                std::io::Error::other("a run with the same random id holds it"),
+            )
+        })?;
         crate::unix::mkdir_private(&root)
             .map_err(io(format!("creating session directory {}", root.display())))?;
-        let session = Session { root, run_id };
+        let session = Session {
+            root,
+            run_id,
+            lock: Some(lock),
+        };
         let plugin_dir = session.plugin_dir().join("racefree_pytest");
         std::fs::create_dir_all(&plugin_dir)
             .map_err(io(format!("creating {}", plugin_dir.display())))?;
@@ -89,10 +109,105 @@ impl Session {
         self.root.join(format!("unit-u{unit}-a{attempt}.json"))
     }
 
-    /// Removes the whole session directory.
+    /// Removes the whole session directory, then its lock file (while still holding the lock,
+    /// so no cleaner can mistake the run for dead while its files exist).
     pub fn remove(&self) -> Result<()> {
-        std::fs::remove_dir_all(&self.root).map_err(io(format!("removing {}", self.root.display())))
+        std::fs::remove_dir_all(&self.root)
+            .map_err(io(format!("removing {}", self.root.display())))?;
+        if let Some(parent) = self.root.parent() {
+            let _ = std::fs::remove_file(lock_path(parent, &self.run_id));
+        }
+        Ok(())
     }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        drop(self.lock.take());
+    }
+}
+
+fn user_dir_in(base: &Path) -> PathBuf {
+    base.join(format!("racefree-{}", crate::unix::uid()))
+}
+
+fn lock_path(user_dir: &Path, run_id: &str) -> PathBuf {
+    user_dir.join(format!("{run_id}.lock"))
+}
+
+/// Takes a run's liveness lock, waiting at most `wait`: `None` if its owner is alive.
+fn lock_run(user_dir: &Path, run_id: &str, wait: Duration) -> Result<Option<LockGuard>> {
+    let path = lock_path(user_dir, run_id);
+    match LockOptions::new(&path).timeout(Some(wait)).acquire() {
+        Ok(guard) => Ok(Some(guard)),
+        Err(e) if e.is_would_block() => Ok(None),
+        Err(e) => Err(Error::io(
+            format!("locking {}", path.display()),
+            std::io::Error::other(e),
+        )),
+    }
+}
+
+/// What a sweep over session directories found.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Sweep {
+    /// Session directories (or lone lock files) of dead runs: removed, or would be.
+    pub dead: Vec<PathBuf>,
+    /// Session directories of live runs, left alone.
+    pub live: Vec<PathBuf>,
+}
+
+/// A run id as `random_id` makes them: 16 lowercase hex digits. Nothing else in the per-user
+/// directory is ever touched.
+fn is_run_id(name: &str) -> bool {
+    name.len() == 16
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+/// Finds (and unless `dry_run`, removes) the session directories of dead runs under `base`,
+/// judged by their liveness lock, never by age. `keep` is this run's own id.
+pub fn sweep(base: &Path, keep: Option<&str>, dry_run: bool) -> Result<Sweep> {
+    let user_dir = user_dir_in(base);
+    let entries = match std::fs::read_dir(&user_dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Sweep::default()),
+        Err(e) => return Err(Error::io(format!("listing {}", user_dir.display()), e)),
+    };
+    let mut ids: Vec<String> = entries
+        .filter_map(|e| e.ok())
+        .filter_map(|e| e.file_name().into_string().ok())
+        .map(|name| {
+            name.strip_suffix(".lock")
+                .map(str::to_owned)
+                .unwrap_or(name)
+        })
+        .filter(|id| is_run_id(id) && Some(id.as_str()) != keep)
+        .collect();
+    ids.sort();
+    ids.dedup();
+    let mut sweep = Sweep::default();
+    for id in ids {
+        let dir = user_dir.join(&id);
+        let Some(lock) = lock_run(&user_dir, &id, Duration::ZERO)? else {
+            sweep.live.push(dir);
+            continue;
+        };
+        if !dry_run {
+            // Holding the dead run's lock: nobody else is removing it, and a live run never
+            // reuses an id. remove_dir_all does not follow symlinks.
+            match std::fs::remove_dir_all(&dir) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(Error::io(format!("removing {}", dir.display()), e)),
+            }
+            let _ = std::fs::remove_file(lock_path(&user_dir, &id));
+        }
+        drop(lock);
+        sweep.dead.push(dir);
+    }
+    Ok(sweep)
 }
 
 #[cfg(test)]
@@ -116,6 +231,34 @@ mod tests {
         assert_ne!(s.root, s2.root);
         s.remove().unwrap();
         assert!(!s.root.exists());
+    }
+
+    #[test]
+    fn sweep_removes_dead_runs_only() {
+        let t = tempfile::tempdir().unwrap();
+        let live = Session::create_in(t.path()).unwrap();
+        // A dead run: its directory and lock file exist, but nobody holds the lock.
+        let dead = Session::create_in(t.path()).unwrap();
+        let dead_root = dead.root.clone();
+        std::fs::write(dead_root.join("left-behind"), "x").unwrap();
+        drop(dead); // releases the lock without removing anything, as a SIGKILL would
+        // Something that is not a session directory is never touched.
+        let user_dir = user_dir_in(t.path());
+        let other = user_dir.join("not-a-run");
+        std::fs::create_dir(&other).unwrap();
+
+        let seen = sweep(t.path(), None, true).unwrap();
+        assert_eq!(seen.dead, vec![dead_root.clone()]);
+        assert_eq!(seen.live, vec![live.root.clone()]);
+        assert!(dead_root.exists(), "a dry run removed something");
+
+        let swept = sweep(t.path(), None, false).unwrap();
+        assert_eq!(swept.dead, vec![dead_root.clone()]);
+        assert!(!dead_root.exists());
+        assert!(!lock_path(&user_dir, &dead_root.file_name().unwrap().to_string_lossy()).exists());
+        assert!(live.root.exists(), "a live run's directory was removed");
+        assert!(other.exists());
+        live.remove().unwrap();
     }
 
     #[cfg(unix)]

@@ -32,6 +32,8 @@ enum Command {
     Run(commands::run::RunArgs),
     /// Show what racefree's run history knows: slowest, flaky or failed tests.
     History(commands::history::HistoryArgs),
+    /// Remove session directories of dead runs (by owner liveness, never by age).
+    Clean(commands::clean::CleanArgs),
 }
 
 fn main() -> ExitCode {
@@ -54,6 +56,7 @@ fn main() -> ExitCode {
         Command::Audit(args) => commands::audit::run(args),
         Command::Run(args) => commands::run::run(args),
         Command::History(args) => commands::history::run(args),
+        Command::Clean(args) => commands::clean::run(args),
     };
     match result {
         Ok(code) => code,

@@ -2,6 +2,7 @@
 //! returns the process exit code, or a `miette` report for racefree's own errors.
 
 pub mod audit;
+pub mod clean;
 pub mod history;
 pub mod lock;
 pub mod run;
