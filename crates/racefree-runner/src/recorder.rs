@@ -59,7 +59,7 @@ impl Reporter for HistoryRecorder {
                         self.broken_files.push(r.file.clone());
                     }
                 }
-                self.record.results.push(r.clone());
+                self.record.results.push(r.into());
             }
             Event::RunFinished {
                 exit_code,
