@@ -100,7 +100,7 @@ pub struct RunRecord {
     pub results: Vec<TestRecord>,
     /// Files that ran whole in this run, with the summed durations of their tests.
     pub files: HashMap<String, (f64, u64)>,
-    /// Observed unit start-ups (spawn to collection finished), seconds.
+    /// Observed per-unit overheads (unit wall time minus its tests' time), seconds.
     pub startups: Vec<f64>,
 }
 

@@ -29,7 +29,7 @@ pub struct Predictions {
     pub tests: HashMap<String, f64>,
     /// Learned mean seconds per test, if history has any.
     pub per_test: Option<f64>,
-    /// Learned unit start-up (spawn to first collected), if known.
+    /// Learned per-unit overhead (start-up, collection, exit), if known.
     pub startup: Option<f64>,
     /// Without history: a start-up estimated on this machine, now (see run.rs).
     pub measured_startup: Option<f64>,
