@@ -57,8 +57,9 @@ def timed(cmd, cwd, measure_rss=False):
     if sampler:
         sampler.join()
     text = output.decode("utf-8", "replace")
-    last = [l for l in text.strip().splitlines() if l.strip()][-1:] or [""]
-    return took, proc.returncode, last[0].strip(), rss[0] / 1024.0
+    lines = [l for l in text.strip().splitlines() if l.strip()]
+    timed.last_output = "\n".join(lines[-40:])
+    return took, proc.returncode, (lines[-1:] or [""])[0].strip(), rss[0] / 1024.0
 
 
 def lower_bound(events_path, workers):
@@ -91,6 +92,11 @@ def bench(suite, racefree, workers, scratch):
     row["xdist"], code_x, line_x, _ = timed(pytest + ["-n", str(workers)], work)
     row["rf_cold"], code_c, line_c, rss_c = timed(rf + ["--junit-xml", "rf.xml", "--events", "cold.ndjson"], work, True)
     row["rf_hist"], code_h, line_h, rss_h = timed(rf + ["--junit-xml", "rf2.xml", "--events", "hist.ndjson"], work, True)
+    for label, code in (("cold", code_c), ("hist", code_h)):
+        if code != code_s:
+            print(f"  {suite}: racefree ({label}) exited {code}, pytest {code_s}", file=sys.stderr)
+    if code_h != code_s:
+        print(timed.last_output, file=sys.stderr)
     row["rss_mb"] = max(rss_c, rss_h)
     row["collect"], _, _, _ = timed(pytest + ["--collect-only"], work)
     row["discover"], _, _, _ = timed([racefree, "run", "--list-files"], work)

@@ -344,8 +344,8 @@ impl Dispatcher<'_> {
             Wire::Finish { id } => {
                 let duration = r
                     .started_at
-                    .get(&id)
-                    .map(|s| at.duration_since(*s).as_secs_f64())
+                    .remove(&id)
+                    .map(|s| at.duration_since(s).as_secs_f64())
                     .unwrap_or(0.0);
                 let phases = r.phases.remove(&id).unwrap_or_default();
                 let mut result = build_result(&id, unit, r.slot, &phases, duration);

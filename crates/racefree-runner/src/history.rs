@@ -68,6 +68,28 @@ pub struct History {
     path: PathBuf,
 }
 
+/// What history keeps of one test's result (not its output: a run may have 100k tests).
+#[derive(Debug, Clone, PartialEq)]
+pub struct TestRecord {
+    pub nodeid: String,
+    pub file: String,
+    pub outcome: Outcome,
+    pub teardown_error: bool,
+    pub duration: f64,
+}
+
+impl From<&TestResult> for TestRecord {
+    fn from(r: &TestResult) -> TestRecord {
+        TestRecord {
+            nodeid: r.nodeid.clone(),
+            file: r.file.clone(),
+            outcome: r.outcome,
+            teardown_error: r.teardown_error,
+            duration: r.duration,
+        }
+    }
+}
+
 /// What one finished run contributes to history.
 #[derive(Debug, Default)]
 pub struct RunRecord {
@@ -75,10 +97,10 @@ pub struct RunRecord {
     pub duration: f64,
     pub workers: usize,
     pub exit_code: u8,
-    pub results: Vec<TestResult>,
+    pub results: Vec<TestRecord>,
     /// Files that ran whole in this run, with the summed durations of their tests.
     pub files: HashMap<String, (f64, u64)>,
-    /// Observed unit start-ups (spawn to collection finished), seconds.
+    /// Observed per-unit overheads (unit wall time minus its tests' time), seconds.
     pub startups: Vec<f64>,
 }
 
@@ -392,6 +414,7 @@ mod tests {
     }
 
     fn record(results: Vec<TestResult>) -> RunRecord {
+        let results: Vec<TestRecord> = results.iter().map(TestRecord::from).collect();
         let mut files: HashMap<String, (f64, u64)> = HashMap::new();
         for r in &results {
             let e = files.entry(r.file.clone()).or_default();

@@ -14,8 +14,11 @@ use crate::config::UnitMode;
 /// Per-test time assumed when history knows nothing at all: deliberately on the slow side
 /// of typical unit tests, so an unknown suite is split finely enough to balance.
 pub const DEFAULT_PER_TEST_SECS: f64 = 0.05;
-/// Interpreter + pytest start-up assumed when history knows nothing.
+/// Interpreter + pytest start-up assumed when history knows nothing (and no measurement).
 pub const DEFAULT_STARTUP_SECS: f64 = 0.4;
+/// A packed unit should hold at least this many start-ups' worth of tests: start-up is then
+/// at most a fifth of its time.
+pub const STARTUPS_PER_UNIT: f64 = 4.0;
 
 /// What history knows, reduced to what the planner needs.
 #[derive(Debug, Clone, Default)]
@@ -26,8 +29,10 @@ pub struct Predictions {
     pub tests: HashMap<String, f64>,
     /// Learned mean seconds per test, if history has any.
     pub per_test: Option<f64>,
-    /// Learned unit start-up (spawn to first collected), if known.
+    /// Learned per-unit overhead (start-up, collection, exit), if known.
     pub startup: Option<f64>,
+    /// Without history: a start-up estimated on this machine, now (see run.rs).
+    pub measured_startup: Option<f64>,
 }
 
 impl Predictions {
@@ -35,7 +40,9 @@ impl Predictions {
         self.per_test.unwrap_or(DEFAULT_PER_TEST_SECS)
     }
     pub fn startup(&self) -> f64 {
-        self.startup.unwrap_or(DEFAULT_STARTUP_SECS)
+        self.startup
+            .or(self.measured_startup)
+            .unwrap_or(DEFAULT_STARTUP_SECS)
     }
 
     /// Predicted seconds for a file (or the selected tests of it).
@@ -111,11 +118,15 @@ pub fn plan(files: &[FileWork], params: PlanParams) -> Vec<UnitPlan> {
 fn pack(sorted: &[&FileWork], params: PlanParams, first: bool, units: &mut Vec<UnitPlan>) {
     let workers = params.workers.max(1) as f64;
     let mut remaining: f64 = sorted.iter().map(|f| f.predicted).sum();
+    let share = remaining / workers;
     let mut i = 0;
     while i < sorted.len() {
-        // Aim for about two units per slot of what is left, but never a unit so small that
-        // start-up dominates it.
-        let target = (remaining / (2.0 * workers)).max(2.0 * params.startup);
+        // Aim for about two units per slot of what is left, so the tail can be balanced;
+        // but make a unit worth several start-ups, so start-up does not dominate; and never
+        // more than one slot's share of the whole, so every slot gets work.
+        let target = (remaining / (2.0 * workers))
+            .max(STARTUPS_PER_UNIT * params.startup)
+            .min(share);
         let mut unit = UnitPlan {
             id: 0,
             files: vec![sorted[i].index],
@@ -254,7 +265,7 @@ mod tests {
             let startup = 0.3;
             let units = plan(&works(&durations), PlanParams { workers, startup, mode: UnitMode::Pack });
             let total: f64 = durations.iter().sum();
-            let bound = (total / (2.0 * workers as f64)).max(2.0 * startup) + startup;
+            let bound = (total / (2.0 * workers as f64)).max(STARTUPS_PER_UNIT * startup).min(total / workers as f64).max(0.0) + startup;
             for u in units.iter().filter(|u| u.files.len() > 1) {
                 prop_assert!(u.predicted <= bound + 1e-9, "{} > {}", u.predicted, bound);
             }

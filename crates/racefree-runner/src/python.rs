@@ -35,8 +35,10 @@ pub fn resolve(explicit: Option<&Path>, cwd: &Path) -> Result<PathBuf> {
         .ok_or(Error::NoPython)
 }
 
-/// Imports pytest with the interpreter; returns its version, or a clear error.
-pub fn check_pytest(python: &Path) -> Result<String> {
+/// Imports pytest with the interpreter; returns its version and how long that took (a
+/// floor for a unit's start-up on this machine), or a clear error.
+pub fn check_pytest(python: &Path) -> Result<(String, f64)> {
+    let start = std::time::Instant::now();
     let out = Command::new(python)
         .args([
             "-c",
@@ -62,5 +64,8 @@ pub fn check_pytest(python: &Path) -> Result<String> {
             detail,
         });
     }
-    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    Ok((
+        String::from_utf8_lossy(&out.stdout).trim().to_string(),
+        start.elapsed().as_secs_f64(),
+    ))
 }

@@ -2,7 +2,6 @@
 //! to the history database in one transaction when the run is over.
 
 use std::collections::HashMap;
-use std::time::Instant;
 
 use crate::dispatch::Reporter;
 use crate::error::Result;
@@ -14,7 +13,8 @@ pub struct HistoryRecorder {
     record: RunRecord,
     /// Whole files ran (no -k/-m/node-id selection), so per-file sums are true file times.
     whole_files: bool,
-    unit_started: HashMap<usize, Instant>,
+    /// Per running unit: the sum of its tests' durations so far.
+    unit_tests: HashMap<usize, f64>,
     broken_files: Vec<String>,
 }
 
@@ -33,7 +33,7 @@ impl HistoryRecorder {
                 ..RunRecord::default()
             },
             whole_files,
-            unit_started: HashMap::new(),
+            unit_tests: HashMap::new(),
             broken_files: Vec::new(),
         }
     }
@@ -43,14 +43,27 @@ impl Reporter for HistoryRecorder {
     fn on_event(&mut self, event: &Event) {
         match event {
             Event::UnitStarted { unit, .. } => {
-                self.unit_started.insert(*unit, Instant::now());
+                self.unit_tests.insert(*unit, 0.0);
             }
-            Event::UnitCollected { unit, .. } => {
-                if let Some(start) = self.unit_started.remove(unit) {
-                    self.record.startups.push(start.elapsed().as_secs_f64());
+            Event::UnitFinished {
+                unit,
+                duration,
+                error,
+                cancelled,
+                ..
+            } => {
+                // A unit's overhead is everything but its tests: interpreter start-up,
+                // imports and collection, and the exit (some suites' plugins take seconds
+                // to shut down). The planner packs files so this is paid rarely.
+                let tests = self.unit_tests.remove(unit).unwrap_or(0.0);
+                if error.is_none() && !cancelled {
+                    self.record.startups.push((duration - tests).max(0.0));
                 }
             }
             Event::TestFinished(r) => {
+                if let Some(sum) = self.unit_tests.get_mut(&r.unit) {
+                    *sum += r.duration;
+                }
                 if self.whole_files {
                     let entry = self.record.files.entry(r.file.clone()).or_default();
                     entry.0 += r.duration;
@@ -59,7 +72,7 @@ impl Reporter for HistoryRecorder {
                         self.broken_files.push(r.file.clone());
                     }
                 }
-                self.record.results.push(r.clone());
+                self.record.results.push(r.into());
             }
             Event::RunFinished {
                 exit_code,

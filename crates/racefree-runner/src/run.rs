@@ -97,10 +97,10 @@ pub fn run(req: RunRequest) -> Result<u8> {
     }
     let python = crate::python::resolve(req.python.as_deref().or(rf.python.as_deref()), cwd)?;
     // Importing pytest takes an interpreter start-up: overlap it with planning.
-    let pytest_check = {
+    let mut pytest_check = Some({
         let python = python.clone();
         std::thread::spawn(move || crate::python::check_pytest(&python))
-    };
+    });
 
     let history = if req.no_history {
         None
@@ -159,6 +159,14 @@ pub fn run(req: RunRequest) -> Result<u8> {
         }
     }
 
+    let mut predictions = predictions;
+    if predictions.startup.is_none() {
+        // No history: time the pytest import now (it runs anyway) and take twice that as the
+        // start-up estimate; plugins and conftests come on top of the bare import.
+        let (_, import_secs) = join_check(pytest_check)?;
+        predictions.measured_startup = Some(2.0 * import_secs);
+        pytest_check = None;
+    }
     let work: Vec<FileWork> = files
         .iter()
         .enumerate()
@@ -178,12 +186,9 @@ pub fn run(req: RunRequest) -> Result<u8> {
     );
     let predicted_total: f64 = units.iter().map(|u| u.predicted).sum();
 
-    pytest_check.join().map_err(|_| {
-        crate::error::Error::io(
-            "checking pytest",
-            std::io::Error::other("the check panicked"),
-        )
-    })??;
+    if let Some(check) = pytest_check {
+        join_check(Some(check))?;
+    }
     let session = Session::create()?;
     let _cleanup = SessionCleanup(&session);
     // Remove what dead runs left behind (judged by their liveness locks, never by age).
@@ -277,6 +282,20 @@ pub fn run(req: RunRequest) -> Result<u8> {
         return Err(first);
     }
     Ok(outcome.exit_code)
+}
+
+type PytestCheck = std::thread::JoinHandle<Result<(String, f64)>>;
+
+fn join_check(check: Option<PytestCheck>) -> Result<(String, f64)> {
+    match check {
+        Some(handle) => handle.join().map_err(|_| {
+            crate::error::Error::io(
+                "checking pytest",
+                std::io::Error::other("the check panicked"),
+            )
+        })?,
+        None => Ok((String::new(), 0.0)),
+    }
 }
 
 /// Removes the session directory however the run ends.
