@@ -19,6 +19,7 @@ pub mod python;
 pub mod recorder;
 pub mod report;
 pub mod session;
+pub mod shard;
 #[cfg(unix)]
 pub mod unix;
 
