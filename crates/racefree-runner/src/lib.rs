@@ -9,6 +9,8 @@
 pub mod config;
 pub mod discovery;
 pub mod dispatch;
+pub mod durations;
+pub mod durations_store;
 pub mod error;
 pub mod events;
 pub mod executor;
