@@ -22,6 +22,7 @@ pub mod recorder;
 pub mod report;
 pub mod session;
 pub mod shard;
+pub mod sharding;
 #[cfg(unix)]
 pub mod unix;
 

@@ -16,6 +16,8 @@ struct Cli {
     command: Command,
 }
 
+// Parsed once per process: the size of the largest variant costs nothing worth boxing for.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run a command while holding a cross-process lock (flock(1)-compatible, crash-safe).
@@ -24,6 +26,10 @@ enum Command {
     Run(commands::run::RunArgs),
     /// Show what racefree's run history knows: slowest, flaky or failed tests.
     History(commands::history::HistoryArgs),
+    /// Split the test files over N CI machines, balanced by predicted durations.
+    Plan(commands::plan::PlanArgs),
+    /// Export measured durations, or import (merge) other machines' exports into history.
+    Durations(commands::durations::DurationsArgs),
 }
 
 fn main() -> ExitCode {
@@ -32,6 +38,8 @@ fn main() -> ExitCode {
         Command::Lock(args) => commands::lock::run(args),
         Command::Run(args) => commands::run::run(args),
         Command::History(args) => commands::history::run(args),
+        Command::Plan(args) => commands::plan::run(args),
+        Command::Durations(args) => commands::durations::run(args),
     };
     match result {
         Ok(code) => code,

@@ -1,9 +1,12 @@
 //! One module per subcommand. Each exposes an `Args` struct (clap) and a `run` function that
 //! returns the process exit code, or a `miette` report for racefree's own errors.
 
+pub mod durations;
 pub mod history;
 pub mod lock;
+pub mod plan;
 pub mod run;
+pub mod sharding;
 
 /// Exit code for racefree's own (internal) errors, as pytest uses 3 for internal errors.
 pub const EXIT_INTERNAL: u8 = 3;
