@@ -188,16 +188,15 @@ pub fn read_files_from(list: &Path, cwd: &Path) -> Result<Vec<String>> {
         if line.is_empty() || line.starts_with('#') {
             continue;
         }
-        let path = rootdir.join(config::arg_path(line));
+        let file = config::arg_path(line);
+        let path = rootdir.join(file);
         if !path.exists() {
             missing.push(line.to_string());
             continue;
         }
-        out.push(format!(
-            "{}{}",
-            path.display(),
-            &line[config::arg_path(line).len()..]
-        ));
+        // Keep a node id's `::...` part after the now absolute path.
+        let rest = line.strip_prefix(file).unwrap_or_default();
+        out.push(format!("{}{rest}", path.display()));
     }
     if !missing.is_empty() {
         let shown: Vec<&str> = missing.iter().take(5).map(String::as_str).collect();
