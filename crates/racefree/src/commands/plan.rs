@@ -119,3 +119,46 @@ pub fn render(partition: &Partition, format: PlanFormat) -> String {
 fn round(s: f64) -> f64 {
     (s * 1000.0).round() / 1000.0
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use racefree_runner::shard::Shard;
+
+    fn partition() -> Partition {
+        Partition {
+            shards: vec![
+                Shard {
+                    files: vec!["t/a.py".into()],
+                    predicted: 2.0,
+                },
+                Shard {
+                    files: vec!["t/b.py".into(), "t/c.py".into()],
+                    predicted: 1.5,
+                },
+            ],
+            total_predicted: 3.5,
+        }
+    }
+
+    #[test]
+    fn formats() {
+        let p = partition();
+        assert_eq!(
+            render(&p, PlanFormat::Lines),
+            "1\tt/a.py\n2\tt/b.py\n2\tt/c.py\n"
+        );
+        let json: serde_json::Value = serde_json::from_str(&render(&p, PlanFormat::Json)).unwrap();
+        assert_eq!(json["racefree_plan"], 1);
+        assert_eq!(json["shards"], 2);
+        assert_eq!(json["predicted_secs"], 3.5);
+        assert_eq!(json["partition"][1]["spec"], "2/2");
+        assert_eq!(json["partition"][1]["files"][1], "t/c.py");
+        let matrix = render(&p, PlanFormat::GithubMatrix);
+        // One line: it goes into $GITHUB_OUTPUT as `matrix=<json>`.
+        assert_eq!(matrix.lines().count(), 1);
+        let matrix: serde_json::Value = serde_json::from_str(&matrix).unwrap();
+        assert_eq!(matrix["include"][0]["shard"], 1);
+        assert_eq!(matrix["include"][0]["files"][0], "t/a.py");
+    }
+}
