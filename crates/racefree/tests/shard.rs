@@ -47,6 +47,11 @@ fn copy_dir(from: &Path, to: &Path) {
 
 /// `racefree <args>` in `dir`, with no CI shard variables leaking in from the environment.
 fn racefree(dir: &Path, args: &[&str]) -> (i32, String, String) {
+    racefree_env(dir, args, &[])
+}
+
+/// `racefree <args>` in `dir` with exactly these CI shard variables set.
+fn racefree_env(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
     let mut cmd = Command::cargo_bin("racefree").unwrap();
     cmd.current_dir(dir).args(args).env_remove("VIRTUAL_ENV");
     for var in [
@@ -58,6 +63,7 @@ fn racefree(dir: &Path, args: &[&str]) -> (i32, String, String) {
     ] {
         cmd.env_remove(var);
     }
+    cmd.envs(env.iter().copied());
     let out = cmd.output().unwrap();
     (
         out.status.code().unwrap_or(-1),
@@ -68,6 +74,10 @@ fn racefree(dir: &Path, args: &[&str]) -> (i32, String, String) {
 
 /// `racefree run -n 2 --events ev.ndjson <extra>`; returns (exit code, stdout, finished tests).
 fn run(dir: &Path, extra: &[&str]) -> (i32, String, Vec<Finished>) {
+    run_env(dir, extra, &[])
+}
+
+fn run_env(dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> (i32, String, Vec<Finished>) {
     let py = python();
     let mut args = vec![
         "run",
@@ -80,7 +90,7 @@ fn run(dir: &Path, extra: &[&str]) -> (i32, String, Vec<Finished>) {
         "ev.ndjson",
     ];
     args.extend_from_slice(extra);
-    let (code, stdout, stderr) = racefree(dir, &args);
+    let (code, stdout, stderr) = racefree_env(dir, &args, env);
     assert!(
         code == 0 || code == 1,
         "racefree {args:?}: exit {code}\n{stdout}{stderr}"
@@ -276,17 +286,26 @@ fn bad_shard_specs_and_durations_files_are_usage_errors() {
         assert!(stderr.contains(names), "{args:?}: {stderr}");
     }
     // The CI environment's variables are named when they are wrong.
-    let mut cmd = Command::cargo_bin("racefree").unwrap();
-    let out = cmd
-        .current_dir(&dir)
-        .args(["run"])
-        .env("CI_NODE_INDEX", "5")
-        .env("CI_NODE_TOTAL", "4")
-        .env_remove("RACEFREE_SHARD")
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(4));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("CI_NODE_INDEX/CI_NODE_TOTAL: `5/4`"));
+    for (env, names) in [
+        (
+            [("CI_NODE_INDEX", "5"), ("CI_NODE_TOTAL", "4")],
+            "CI_NODE_INDEX/CI_NODE_TOTAL: `5/4`",
+        ),
+        (
+            [
+                ("BUILDKITE_PARALLEL_JOB", "4"),
+                ("BUILDKITE_PARALLEL_JOB_COUNT", "4"),
+            ],
+            "BUILDKITE_PARALLEL_JOB/BUILDKITE_PARALLEL_JOB_COUNT: `4/4`",
+        ),
+    ] {
+        let (code, _, stderr) = racefree_env(&dir, &["run"], &env);
+        assert_eq!(code, 4, "{env:?}: {stderr}");
+        assert!(stderr.contains(names), "{env:?}: {stderr}");
+    }
+    let (code, _, stderr) = racefree_env(&dir, &["run"], &[("RACEFREE_SHARD", "3")]);
+    assert_eq!(code, 4, "{stderr}");
+    assert!(stderr.contains("RACEFREE_SHARD: `3`"), "{stderr}");
 
     // A corrupt durations file is an error naming it, unless explicitly optional.
     std::fs::write(
@@ -371,7 +390,13 @@ fn files_from_runs_exactly_a_plan_line_list() {
     // The smallest list keeps this quick.
     let list = lists.values().min_by_key(|l| l.len()).unwrap();
     std::fs::write(dir.join("files.txt"), list.join("\n")).unwrap();
-    let (_, _, tests) = run(&dir, &["--files-from", "files.txt"]);
+    // The CI system's shard variables do not shard a list again: it is one machine's share.
+    let (_, stdout, tests) = run_env(
+        &dir,
+        &["--files-from", "files.txt"],
+        &[("CI_NODE_INDEX", "3"), ("CI_NODE_TOTAL", "3")],
+    );
+    assert!(!stdout.contains("shard 3/3"), "{stdout}");
     let files: BTreeSet<String> = tests.iter().map(|t| t.file.clone()).collect();
     assert_eq!(files, list.iter().cloned().collect::<BTreeSet<_>>());
     // An empty list runs nothing (exit 5), never the whole suite.
