@@ -24,9 +24,7 @@ impl fmt::Display for ShardSpec {
 
 /// A bad shard specification, with where it came from.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error(
-    "{source_name}: `{value}` is not a valid shard: {why} (expected K/N with 1 <= K <= N, for example 2/4)"
-)]
+#[error("{source_name}: `{value}` is not a valid shard: {why}")]
 pub struct ShardSpecError {
     pub source_name: String,
     pub value: String,
@@ -39,7 +37,7 @@ impl ShardSpec {
         let err = |why: &str| ShardSpecError {
             source_name: source_name.to_owned(),
             value: value.to_owned(),
-            why: why.to_owned(),
+            why: format!("{why} (expected K/N with 1 <= K <= N, for example 2/4)"),
         };
         let (k, n) = value.trim().split_once('/').ok_or_else(|| err("no `/`"))?;
         let index: usize = k
@@ -110,12 +108,18 @@ impl ShardSpec {
                     index
                         .and_then(|index| Self::checked(index, n))
                         .map(Some)
-                        .ok_or_else(|| bad("the index is out of range"))
+                        .ok_or_else(|| {
+                            bad(if zero_based {
+                                "the index is out of range (it counts from 0 to the total - 1)"
+                            } else {
+                                "the index is out of range (it counts from 1 to the total)"
+                            })
+                        })
                 }
                 (i, _) => Err(ShardSpecError {
                     source_name: format!("{index_var}/{total_var}"),
                     value: i.unwrap_or_default(),
-                    why: "only one of the two variables is set".to_owned(),
+                    why: "only one of the two variables is set (set both, or neither)".to_owned(),
                 }),
             }
         };
@@ -214,7 +218,7 @@ impl fmt::Display for ShardPick {
 }
 
 /// Seconds for humans: whole seconds from 10 s up, one decimal below.
-pub fn secs(s: f64) -> String {
+fn secs(s: f64) -> String {
     if s >= 10.0 {
         format!("{s:.0} s")
     } else {
