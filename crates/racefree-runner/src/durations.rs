@@ -11,13 +11,17 @@
 //!   "startup": 0.41,
 //!   "tests": {
 //!     "tests/test_a.py::test_x": { "duration": 0.12, "measured_at": 1763790000 }
-//!   }
+//!   },
+//!   "files": { "tests/test_a.py": { "tests": 1 } }
 //! }
 //! ```
 //!
 //! `measured_at` (Unix seconds, 0 when unknown) is what lets shards' exports merge: the newest
-//! measurement of a test wins, whichever machine made it. pytest-split's format is a bare JSON
-//! object of node id to seconds; it carries no times, so its entries count as oldest.
+//! measurement of a test wins, whichever machine made it. `files` (optional) gives each file's
+//! number of tests in the last run that ran it whole; it is how a test deleted or renamed
+//! inside a file that still exists is recognised: only that many of the file's most recently
+//! measured tests can still exist. pytest-split's format is a bare JSON object of node id to
+//! seconds; it carries no times, so its entries count as oldest.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -45,8 +49,17 @@ pub struct Measurement {
 pub struct Durations {
     /// Node id -> measurement. Sorted, so written files are stable and diff well.
     pub tests: BTreeMap<String, Measurement>,
+    /// File -> what its last whole run found. Sorted, as `tests`.
+    pub files: BTreeMap<String, FileInfo>,
     /// Learned interpreter + pytest start-up per unit, seconds.
     pub startup: Option<f64>,
+}
+
+/// What the last run that ran a file whole found in it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileInfo {
+    /// How many tests it reported.
+    pub tests: u64,
 }
 
 /// The two formats `racefree durations export` writes.
@@ -105,6 +118,8 @@ struct RacefreeFile {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     startup: Option<f64>,
     tests: BTreeMap<String, Measurement>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    files: BTreeMap<String, FileInfo>,
 }
 
 impl Durations {
@@ -135,6 +150,7 @@ impl Durations {
                 serde_json::from_value(value).map_err(|e| corrupt(e.to_string()))?;
             Durations {
                 tests: file.tests,
+                files: file.files,
                 startup: file.startup,
             }
         } else {
@@ -156,6 +172,7 @@ impl Durations {
             }
             Durations {
                 tests,
+                files: BTreeMap::new(),
                 startup: None,
             }
         };
@@ -192,6 +209,7 @@ impl Durations {
                 exported_at,
                 startup: self.startup,
                 tests: self.tests.clone(),
+                files: self.files.clone(),
             }),
             Format::PytestSplit => {
                 let plain: BTreeMap<&str, f64> = self
@@ -226,10 +244,20 @@ impl Durations {
 
     /// Merges several files: per test the newest measurement wins; on equal times (or none,
     /// as in pytest-split files) the later input wins, so `import old.json new.json` does what
-    /// it says.
+    /// it says. A file's test count comes from the input that measured the file most recently.
     pub fn merge(inputs: impl IntoIterator<Item = Durations>) -> Durations {
         let mut out = Durations::default();
+        // file -> newest measurement of the file in the input its count came from
+        let mut count_from: BTreeMap<String, i64> = BTreeMap::new();
         for input in inputs {
+            let newest = input.newest_per_file();
+            for (file, info) in &input.files {
+                let at = newest.get(file.as_str()).copied().unwrap_or(0);
+                if count_from.get(file).is_none_or(|&old| at >= old) {
+                    count_from.insert(file.clone(), at);
+                    out.files.insert(file.clone(), *info);
+                }
+            }
             for (id, m) in input.tests {
                 match out.tests.get(&id) {
                     Some(old) if old.measured_at > m.measured_at => {}
@@ -245,11 +273,45 @@ impl Durations {
         out
     }
 
-    /// Drops tests whose file no longer exists (`exists` gets the rootdir-relative file).
-    /// Returns how many were dropped.
-    pub fn retain_existing(&mut self, exists: impl Fn(&str) -> bool) -> usize {
+    /// The newest measurement time of each file's tests.
+    fn newest_per_file(&self) -> BTreeMap<&str, i64> {
+        let mut newest: BTreeMap<&str, i64> = BTreeMap::new();
+        for (id, m) in &self.tests {
+            let e = newest.entry(file_of(id)).or_insert(m.measured_at);
+            *e = (*e).max(m.measured_at);
+        }
+        newest
+    }
+
+    /// Drops the entries of tests that no longer exist: every test of a file that is gone
+    /// (`exists` gets the rootdir-relative file), and, in a file whose last whole run found N
+    /// tests, those measured before its N most recent ones (deleted or renamed since; tests
+    /// measured at the same time as the N-th are kept). Returns how many tests were dropped.
+    pub fn drop_vanished(&mut self, exists: impl Fn(&str) -> bool) -> usize {
         let before = self.tests.len();
         self.tests.retain(|id, _| exists(file_of(id)));
+        self.files.retain(|file, _| exists(file));
+        let mut times: BTreeMap<&str, Vec<i64>> = BTreeMap::new();
+        for (id, m) in &self.tests {
+            times.entry(file_of(id)).or_default().push(m.measured_at);
+        }
+        let mut oldest_kept: BTreeMap<String, i64> = BTreeMap::new();
+        for (file, mut at) in times {
+            let Some(info) = self.files.get(file) else {
+                continue;
+            };
+            let n = info.tests as usize;
+            if n == 0 || at.len() <= n {
+                continue;
+            }
+            at.sort_unstable_by(|a, b| b.cmp(a));
+            oldest_kept.insert(file.to_string(), at[n - 1]);
+        }
+        self.tests.retain(|id, m| {
+            oldest_kept
+                .get(file_of(id))
+                .is_none_or(|&limit| m.measured_at >= limit)
+        });
         before - self.tests.len()
     }
 
@@ -290,6 +352,7 @@ mod tests {
                 .iter()
                 .map(|(id, d, t)| (id.to_string(), m(*d, *t)))
                 .collect(),
+            files: BTreeMap::new(),
             startup: None,
         }
     }
@@ -302,6 +365,7 @@ mod tests {
     fn racefree_format_round_trips() {
         let mut d = durations(&[("t/a.py::x", 1.5, 100), ("t/b.py::C::y[1]", 0.25, 200)]);
         d.startup = Some(0.4);
+        d.files.insert("t/a.py".into(), FileInfo { tests: 1 });
         let text = d.render(Format::Racefree, 300);
         assert!(text.contains("\"racefree_durations\": 1"), "{text}");
         assert!(text.contains("\"exported_at\": 300"), "{text}");
@@ -370,17 +434,55 @@ mod tests {
     }
 
     #[test]
-    fn vanished_tests_are_dropped() {
+    fn tests_of_deleted_files_are_dropped() {
         let mut d = durations(&[
             ("a.py::x", 1.0, 1),
             ("gone.py::y", 2.0, 1),
             ("a.py::C::z", 1.0, 1),
         ]);
-        assert_eq!(d.retain_existing(|file| file == "a.py"), 1);
+        d.files.insert("gone.py".into(), FileInfo { tests: 1 });
+        assert_eq!(d.drop_vanished(|file| file == "a.py"), 1);
         assert_eq!(
             d.tests.keys().collect::<Vec<_>>(),
             ["a.py::C::z", "a.py::x"]
         );
+        assert!(d.files.is_empty());
+    }
+
+    #[test]
+    fn tests_renamed_inside_a_file_are_dropped() {
+        // Last week a.py had x, y, z; today's whole run of a.py found 3 tests: x, y and w
+        // (z was renamed to w). b.py has no count (a pytest-split file): nothing to judge by.
+        let old = durations(&[
+            ("a.py::x", 1.0, 100),
+            ("a.py::y", 1.0, 100),
+            ("a.py::z", 5.0, 100),
+            ("b.py::q", 1.0, 0),
+        ]);
+        let mut new = durations(&[
+            ("a.py::x", 1.0, 200),
+            ("a.py::y", 1.0, 200),
+            ("a.py::w", 5.0, 200),
+        ]);
+        new.files.insert("a.py".into(), FileInfo { tests: 3 });
+        let mut merged = Durations::merge([old.clone(), new.clone()]);
+        assert_eq!(merged.drop_vanished(|_| true), 1);
+        assert_eq!(
+            merged.tests.keys().collect::<Vec<_>>(),
+            ["a.py::w", "a.py::x", "a.py::y", "b.py::q"]
+        );
+        assert_eq!(merged.predictions().files["a.py"], 7.0);
+        // A -k run later refreshed only x: the count still protects y and w.
+        let partial = durations(&[("a.py::x", 2.0, 300)]);
+        let mut merged = Durations::merge([merged, partial]);
+        assert_eq!(merged.drop_vanished(|_| true), 0);
+        // The newest file count wins whatever the input order.
+        let mut older_count = old;
+        older_count
+            .files
+            .insert("a.py".into(), FileInfo { tests: 9 });
+        let merged = Durations::merge([new, older_count]);
+        assert_eq!(merged.files["a.py"].tests, 3);
     }
 
     #[test]

@@ -5,11 +5,12 @@
 //! measurement replaces the local one only when it is newer; it gets a `runs` row of its own
 //! (`run_id = 'imported'`) carrying that time, so a later export still knows how old it is.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::Path;
 
-use rusqlite::{OptionalExtension, params};
+use rusqlite::{Connection, OptionalExtension, params};
 
-use crate::durations::{Durations, Measurement, file_of};
+use crate::durations::{Durations, FileInfo, Measurement, file_of};
 use crate::error::{Error, Result};
 use crate::history::History;
 
@@ -18,26 +19,30 @@ use crate::history::History;
 pub struct ImportReport {
     /// Tests whose imported measurement was newer than the local one (or new).
     pub updated: usize,
-    /// Tests whose local measurement was at least as new.
+    /// Imported tests whose local measurement was at least as new.
     pub kept: usize,
-    /// Tests dropped because their file no longer exists.
+    /// Tests (local or imported) dropped because they no longer exist.
     pub dropped: usize,
 }
 
-/// Everything the store knows about test durations.
-pub fn export(history: &mut History) -> Result<Durations> {
-    let (conn, path) = history.raw();
-    let err = |source| Error::History {
+fn history_err(path: &Path) -> impl Fn(rusqlite::Error) -> Error + '_ {
+    move |source| Error::History {
         path: path.to_path_buf(),
         source,
-    };
+    }
+}
+
+/// Everything the store knows about test durations, and each file's test count in its last
+/// whole run.
+fn read(conn: &Connection, path: &Path) -> Result<Durations> {
+    let err = history_err(path);
     let mut out = Durations::default();
     let mut stmt = conn
         .prepare(
             "SELECT t.nodeid, t.duration, COALESCE(r.started_at, 0)
              FROM tests t LEFT JOIN runs r ON r.id = t.last_run",
         )
-        .map_err(err)?;
+        .map_err(&err)?;
     let rows = stmt
         .query_map([], |r| {
             Ok((
@@ -48,68 +53,86 @@ pub fn export(history: &mut History) -> Result<Durations> {
                 },
             ))
         })
-        .map_err(err)?;
+        .map_err(&err)?;
     for row in rows {
-        let (id, m) = row.map_err(err)?;
+        let (id, m) = row.map_err(&err)?;
         out.tests.insert(id, m);
+    }
+    let mut stmt = conn
+        .prepare("SELECT file, tests FROM files")
+        .map_err(&err)?;
+    let rows = stmt
+        .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))
+        .map_err(&err)?;
+    for row in rows {
+        let (file, tests) = row.map_err(&err)?;
+        out.files.insert(
+            file,
+            FileInfo {
+                tests: u64::try_from(tests).unwrap_or(0),
+            },
+        );
     }
     out.startup = conn
         .query_row("SELECT value FROM meta WHERE key = 'startup'", [], |r| {
             r.get(0)
         })
         .optional()
-        .map_err(err)?;
+        .map_err(&err)?;
     Ok(out)
 }
 
-/// Merges `incoming` into the store: per test the newer measurement wins; afterwards every
-/// test and file whose file no longer exists (`exists` gets the rootdir-relative path) is
-/// dropped, local entries included. One transaction, so a concurrent run never sees half.
+/// Everything the store knows about test durations.
+pub fn export(history: &mut History) -> Result<Durations> {
+    let (conn, path) = history.raw();
+    read(conn, path)
+}
+
+/// Merges `incoming` into the store: per test the newer measurement wins (local on a tie);
+/// then every test that no longer exists (`Durations::drop_vanished`; `exists` gets the
+/// rootdir-relative file) is dropped, local entries included. One transaction, so a
+/// concurrent run never sees half, and a run finishing meanwhile is not overwritten.
 pub fn import(
     history: &mut History,
     incoming: &Durations,
     exists: impl Fn(&str) -> bool,
 ) -> Result<ImportReport> {
     let (conn, path) = history.raw();
-    let err = |source| Error::History {
-        path: path.to_path_buf(),
-        source,
-    };
+    let err = history_err(path);
     let tx = conn
         .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
-        .map_err(err)?;
-    let mut report = ImportReport::default();
-    {
-        let mut local: HashMap<String, i64> = HashMap::new();
-        let mut stmt = tx
-            .prepare(
-                "SELECT t.nodeid, COALESCE(r.started_at, 0)
-                 FROM tests t LEFT JOIN runs r ON r.id = t.last_run",
-            )
-            .map_err(err)?;
-        let rows = stmt
-            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))
-            .map_err(err)?;
-        for row in rows {
-            let (id, at) = row.map_err(err)?;
-            local.insert(id, at);
-        }
+        .map_err(&err)?;
+    let local = read(&tx, path)?;
+    // Local last: on equal times it wins.
+    let mut merged = Durations::merge([incoming.clone(), local.clone()]);
+    merged.drop_vanished(&exists);
 
+    let mut report = ImportReport::default();
+    let all: BTreeSet<&String> = local.tests.keys().chain(incoming.tests.keys()).collect();
+    report.dropped = all
+        .iter()
+        .filter(|id| !merged.tests.contains_key(**id))
+        .count();
+    report.kept = incoming
+        .tests
+        .keys()
+        .filter(|id| {
+            merged.tests.contains_key(*id) && merged.tests.get(*id) == local.tests.get(*id)
+        })
+        .count();
+
+    let mut touched: BTreeSet<&str> = BTreeSet::new();
+    {
         let mut run_rows: HashMap<i64, i64> = HashMap::new();
-        let mut touched: BTreeSet<&str> = BTreeSet::new();
         let mut upsert = tx
             .prepare(
                 "INSERT INTO tests (nodeid, file, duration, samples, last_outcome, last_run, runs, failures, flips)
                  VALUES (?1, ?2, ?3, 1, 'imported', ?4, 0, 0, 0)
                  ON CONFLICT(nodeid) DO UPDATE SET duration = excluded.duration, last_run = excluded.last_run",
             )
-            .map_err(err)?;
-        for (id, m) in &incoming.tests {
-            if !exists(file_of(id)) {
-                continue; // counted with the local drops below
-            }
-            if local.get(id).is_some_and(|&at| at >= m.measured_at) {
-                report.kept += 1;
+            .map_err(&err)?;
+        for (id, m) in &merged.tests {
+            if local.tests.get(id) == Some(m) {
                 continue;
             }
             let run = match run_rows.get(&m.measured_at) {
@@ -120,7 +143,7 @@ pub fn import(
                          VALUES ('imported', ?1, 0, 0, 0, 0, 0)",
                         params![m.measured_at],
                     )
-                    .map_err(err)?;
+                    .map_err(&err)?;
                     let row = tx.last_insert_rowid();
                     run_rows.insert(m.measured_at, row);
                     row
@@ -128,46 +151,53 @@ pub fn import(
             };
             upsert
                 .execute(params![id, file_of(id), m.duration, run])
-                .map_err(err)?;
+                .map_err(&err)?;
             touched.insert(file_of(id));
             report.updated += 1;
         }
+        for id in local
+            .tests
+            .keys()
+            .filter(|id| !merged.tests.contains_key(*id))
+        {
+            tx.execute("DELETE FROM tests WHERE nodeid = ?1", params![id])
+                .map_err(&err)?;
+            touched.insert(file_of(id));
+        }
+        for (file, info) in &merged.files {
+            if local.files.get(file) != Some(info) {
+                touched.insert(file);
+            }
+        }
+        for file in local.files.keys() {
+            if !merged.files.contains_key(file) {
+                touched.insert(file);
+            }
+        }
 
-        // A file's time is the sum of its tests' (as a whole-file run records it).
+        // A file's time is the sum of its tests' (as a whole-file run records it); its count
+        // is its last whole run's.
+        let counts: BTreeMap<&str, i64> = merged
+            .files
+            .iter()
+            .map(|(f, i)| (f.as_str(), i64::try_from(i.tests).unwrap_or(i64::MAX)))
+            .collect();
         let mut file = tx
             .prepare(
                 "INSERT INTO files (file, duration, tests, samples)
-                 SELECT ?1, SUM(duration), COUNT(*), 1 FROM tests WHERE file = ?1
+                 SELECT ?1, SUM(duration), COALESCE(?2, COUNT(*)), 1 FROM tests WHERE file = ?1
+                 HAVING COUNT(*) > 0
                  ON CONFLICT(file) DO UPDATE SET duration = excluded.duration, tests = excluded.tests",
             )
-            .map_err(err)?;
-        for f in touched {
-            file.execute(params![f]).map_err(err)?;
-        }
-
-        let mut gone: HashSet<String> = HashSet::new();
-        let mut stmt = tx
-            .prepare("SELECT DISTINCT file FROM tests UNION SELECT file FROM files")
-            .map_err(err)?;
-        let rows = stmt.query_map([], |r| r.get::<_, String>(0)).map_err(err)?;
-        for row in rows {
-            let f = row.map_err(err)?;
-            if !exists(&f) {
-                gone.insert(f);
+            .map_err(&err)?;
+        for f in &touched {
+            let n = file.execute(params![f, counts.get(f)]).map_err(&err)?;
+            if n == 0 {
+                // No tests left: the file is gone, or was never measured whole.
+                tx.execute("DELETE FROM files WHERE file = ?1", params![f])
+                    .map_err(&err)?;
             }
         }
-        for f in &gone {
-            report.dropped += tx
-                .execute("DELETE FROM tests WHERE file = ?1", params![f])
-                .map_err(err)?;
-            tx.execute("DELETE FROM files WHERE file = ?1", params![f])
-                .map_err(err)?;
-        }
-        report.dropped += incoming
-            .tests
-            .keys()
-            .filter(|id| !exists(file_of(id)) && !gone.contains(file_of(id)))
-            .count();
 
         if let Some(s) = incoming.startup {
             // Local start-up is this machine's own measurement: keep it if there is one.
@@ -175,10 +205,10 @@ pub fn import(
                 "INSERT INTO meta (key, value) VALUES ('startup', ?1) ON CONFLICT(key) DO NOTHING",
                 params![s],
             )
-            .map_err(err)?;
+            .map_err(&err)?;
         }
     }
-    tx.commit().map_err(err)?;
+    tx.commit().map_err(&err)?;
     Ok(report)
 }
 
@@ -200,6 +230,7 @@ mod tests {
                     )
                 })
                 .collect(),
+            files: Default::default(),
             startup: Some(0.3),
         }
     }
@@ -256,5 +287,34 @@ mod tests {
         assert_eq!(r.dropped, 1);
         assert!(!export(&mut h).unwrap().tests.contains_key("old.py::x"));
         assert!(!h.predictions().unwrap().files.contains_key("old.py"));
+    }
+
+    #[test]
+    fn a_test_renamed_inside_a_file_is_dropped_on_import() {
+        let t = tempfile::tempdir().unwrap();
+        let mut h = History::open(t.path()).unwrap();
+        let mut last_week = durations(&[
+            ("a.py::x", 1.0, 100),
+            ("a.py::y", 1.0, 100),
+            ("a.py::z", 5.0, 100),
+        ]);
+        last_week.files.insert("a.py".into(), FileInfo { tests: 3 });
+        import(&mut h, &last_week, |_| true).unwrap();
+        let mut today = durations(&[
+            ("a.py::x", 1.0, 200),
+            ("a.py::y", 1.0, 200),
+            ("a.py::w", 2.0, 200),
+        ]);
+        today.files.insert("a.py".into(), FileInfo { tests: 3 });
+        let r = import(&mut h, &today, |_| true).unwrap();
+        assert_eq!(r.updated, 3);
+        assert_eq!(r.dropped, 1);
+        let out = export(&mut h).unwrap();
+        assert_eq!(
+            out.tests.keys().collect::<Vec<_>>(),
+            ["a.py::w", "a.py::x", "a.py::y"]
+        );
+        assert_eq!(out.files["a.py"].tests, 3);
+        assert_eq!(h.predictions().unwrap().files["a.py"], 4.0);
     }
 }

@@ -78,7 +78,7 @@ fn export(cwd: &Path, args: ExportArgs) -> Result<(), racefree_runner::Error> {
     }
     let mut history = History::open(&root)?;
     let mut durations = durations_store::export(&mut history)?;
-    let dropped = durations.retain_existing(|f| root.join(f).exists());
+    let dropped = durations.drop_vanished(|f| root.join(f).exists());
     let format = match args.format {
         ExportFormat::Racefree => Format::Racefree,
         ExportFormat::PytestSplit => Format::PytestSplit,
@@ -95,7 +95,7 @@ fn export(cwd: &Path, args: ExportArgs) -> Result<(), racefree_runner::Error> {
                 durations.tests.len(),
                 out.display(),
                 if dropped > 0 {
-                    format!(" ({dropped} left out: their files are gone)")
+                    format!(" ({dropped} left out: they no longer exist)")
                 } else {
                     String::new()
                 }
