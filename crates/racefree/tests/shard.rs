@@ -175,11 +175,14 @@ fn shards_cover_one_full_run_and_balance_after_merging_their_durations() {
         "the shards together are the full run"
     );
 
-    // One export carries a test whose file was deleted since: merging must drop it.
+    // One export also carries a test whose file was deleted since, and one renamed inside
+    // a file that still exists (older than that file's last whole run): merging drops both.
     let mut doc: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&exports[0]).unwrap()).unwrap();
     assert_eq!(doc["racefree_durations"], 1);
     doc["tests"]["tests/test_deleted.py::test_gone"] =
+        serde_json::json!({"duration": 9.0, "measured_at": 1});
+    doc["tests"]["tests/test_b.py::test_renamed_away"] =
         serde_json::json!({"duration": 9.0, "measured_at": 1});
     std::fs::write(&exports[0], doc.to_string()).unwrap();
 
@@ -189,7 +192,7 @@ fn shards_cover_one_full_run_and_balance_after_merging_their_durations() {
     import.extend(exports.iter().map(|p| p.to_str().unwrap()));
     let (code, _, stderr) = racefree(&merge_dir, &import);
     assert_eq!(code, 0, "{stderr}");
-    assert!(stderr.contains("1 dropped"), "{stderr}");
+    assert!(stderr.contains("2 dropped"), "{stderr}");
     let merged = t.join("merged.json");
     let (code, _, stderr) = racefree(
         &merge_dir,
