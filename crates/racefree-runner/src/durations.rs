@@ -23,7 +23,7 @@
 //! measured tests can still exist. pytest-split's format is a bare JSON object of node id to
 //! seconds; it carries no times, so its entries count as oldest.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -318,20 +318,20 @@ impl Durations {
     /// What the planner makes of the file: per-test durations, per-file sums (a file's time is
     /// the sum of its tests', as history records it) and the mean time per test.
     pub fn predictions(&self) -> Predictions {
-        let mut files: HashMap<String, f64> = HashMap::new();
-        let mut tests = HashMap::new();
+        // Filled field by field rather than with a struct literal, so fields the planner
+        // adds later keep their defaults here.
+        let mut p = Predictions::default();
         for (id, m) in &self.tests {
-            *files.entry(file_of(id).to_string()).or_default() += m.duration;
-            tests.insert(id.clone(), m.duration);
+            *p.files.entry(file_of(id).to_string()).or_default() += m.duration;
+            p.tests.insert(id.clone(), m.duration);
         }
-        let per_test = (!tests.is_empty())
-            .then(|| self.tests.values().map(|m| m.duration).sum::<f64>() / tests.len() as f64);
-        Predictions {
-            files,
-            tests,
-            per_test,
-            startup: self.startup,
+        if !self.tests.is_empty() {
+            p.per_test = Some(
+                self.tests.values().map(|m| m.duration).sum::<f64>() / self.tests.len() as f64,
+            );
         }
+        p.startup = self.startup;
+        p
     }
 }
 
