@@ -161,6 +161,12 @@ impl History {
         })
     }
 
+    /// The connection and the store's path, for modules that read or write the store in
+    /// bulk (`durations_store`: durations export and import).
+    pub(crate) fn raw(&mut self) -> (&mut Connection, &Path) {
+        (&mut self.conn, &self.path)
+    }
+
     fn err(&self, source: rusqlite::Error) -> Error {
         Error::History {
             path: self.path.clone(),

@@ -9,6 +9,8 @@
 pub mod config;
 pub mod discovery;
 pub mod dispatch;
+pub mod durations;
+pub mod durations_store;
 pub mod error;
 pub mod events;
 pub mod executor;
@@ -19,6 +21,8 @@ pub mod python;
 pub mod recorder;
 pub mod report;
 pub mod session;
+pub mod shard;
+pub mod sharding;
 #[cfg(unix)]
 pub mod unix;
 

@@ -53,6 +53,8 @@ pub struct RunRequest {
     pub progress: ProgressMode,
     /// Print the discovered files with their estimated test counts and stop.
     pub list_files: bool,
+    /// CI sharding and committed durations (`--shard`, `--durations-file`): see `sharding`.
+    pub sharding: crate::sharding::ShardOptions,
 }
 
 /// Runs the tests; returns pytest's exit code for the run.
@@ -117,6 +119,8 @@ pub fn run(req: RunRequest) -> Result<u8> {
         Some(h) => h.predictions()?,
         None => Predictions::default(),
     };
+    // CI sharding: keep this machine's share of the files (docs/ci.md).
+    let predictions = crate::sharding::prepare(&req.sharding, cwd, predictions, &mut files)?;
     let failed_before: Vec<String> = match &history {
         Some(h) if req.last_failed || req.failed_first => h.last_failed()?,
         _ => Vec::new(),

@@ -22,6 +22,8 @@ struct Cli {
     command: Command,
 }
 
+// Parsed once per process: the size of the largest variant costs nothing worth boxing for.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run a command while holding a cross-process lock (flock(1)-compatible, crash-safe).
@@ -34,6 +36,10 @@ enum Command {
     History(commands::history::HistoryArgs),
     /// Remove session directories of dead runs (by owner liveness, never by age).
     Clean(commands::clean::CleanArgs),
+    /// Split the test files over N CI machines, balanced by predicted durations.
+    Plan(commands::plan::PlanArgs),
+    /// Export measured durations, or import (merge) other machines' exports into history.
+    Durations(commands::durations::DurationsArgs),
 }
 
 fn main() -> ExitCode {
@@ -57,6 +63,8 @@ fn main() -> ExitCode {
         Command::Run(args) => commands::run::run(args),
         Command::History(args) => commands::history::run(args),
         Command::Clean(args) => commands::clean::run(args),
+        Command::Plan(args) => commands::plan::run(args),
+        Command::Durations(args) => commands::durations::run(args),
     };
     match result {
         Ok(code) => code,

@@ -3,9 +3,12 @@
 
 pub mod audit;
 pub mod clean;
+pub mod durations;
 pub mod history;
 pub mod lock;
+pub mod plan;
 pub mod run;
+pub mod sharding;
 
 /// Exit code for racefree's own (internal) errors, as pytest uses 3 for internal errors.
 pub const EXIT_INTERNAL: u8 = 3;

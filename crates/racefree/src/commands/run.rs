@@ -86,6 +86,9 @@ pub struct RunArgs {
     #[arg(long)]
     pub list_files: bool,
 
+    #[command(flatten)]
+    pub ci: super::sharding::ShardArgs,
+
     /// Arguments for pytest, after `--`.
     #[arg(last = true, value_name = "PYTEST_ARGS")]
     pub pytest_args: Vec<String>,
@@ -94,9 +97,14 @@ pub struct RunArgs {
 pub fn run(args: RunArgs) -> miette::Result<ExitCode> {
     let invocation_dir = std::env::current_dir()
         .map_err(|e| miette::miette!("cannot read the current directory: {e}"))?;
+    let (paths, sharding) = match args.ci.resolve(args.paths, &invocation_dir) {
+        Ok(Some(resolved)) => resolved,
+        Ok(None) => return Ok(ExitCode::from(racefree_runner::error::exit::NO_TESTS)),
+        Err(e) => return Ok(super::sharding::usage_error("racefree run", &e)),
+    };
     let request = RunRequest {
         invocation_dir,
-        args: args.paths,
+        args: paths,
         pytest_args: args.pytest_args,
         workers: args.workers,
         python: args.python,
@@ -113,6 +121,7 @@ pub fn run(args: RunArgs) -> miette::Result<ExitCode> {
         durations: args.durations,
         no_history: args.no_history,
         list_files: args.list_files,
+        sharding,
         progress: if args.plain {
             ProgressMode::Plain
         } else {
