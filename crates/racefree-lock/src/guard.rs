@@ -63,7 +63,7 @@ impl Held {
 
     fn release_now(&mut self) -> Result<()> {
         let backing = std::mem::replace(&mut self.backing, Backing::Released);
-        let mine = std::process::id() == self.owner_pid;
+        let mine = crate::sys::current_pid() == self.owner_pid;
         let result = match backing {
             Backing::Kernel { file, id, pool } => {
                 // Unlock explicitly rather than only closing: a child forked while we held the lock

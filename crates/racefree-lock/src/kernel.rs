@@ -68,7 +68,7 @@ impl KernelClaim {
             reentrant,
             blocking,
             file: None,
-            pid: std::process::id(),
+            pid: crate::sys::current_pid(),
             pool,
         }
     }

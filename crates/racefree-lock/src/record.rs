@@ -148,7 +148,7 @@ pub(crate) fn new_token() -> String {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let keys = KEYS.get_or_init(std::hash::RandomState::new);
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let pid = std::process::id();
+    let pid = crate::sys::current_pid();
     let hi = keys.hash_one((pid, n, 1u8));
     let lo = keys.hash_one((pid, n, 2u8));
     let mut token = String::with_capacity(32);

@@ -42,7 +42,7 @@ fn registry() -> MutexGuard<'static, Vec<Entry>> {
 
 /// The lock this thread of this process holds under `key`, if any.
 pub(crate) fn held_by_current_thread(key: &Key) -> Option<Arc<Held>> {
-    let pid = std::process::id();
+    let pid = crate::sys::current_pid();
     let me = std::thread::current().id();
     registry()
         .iter()

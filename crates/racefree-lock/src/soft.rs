@@ -104,7 +104,7 @@ impl SoftClaim {
         let lease_ms = self
             .lease
             .map(|l| u64::try_from(l.as_millis()).unwrap_or(u64::MAX));
-        let pid = std::process::id();
+        let pid = crate::sys::current_pid();
         let (mut rec, _) = record::for_current_process(
             pid,
             RecordMode::Soft,

@@ -2,6 +2,9 @@
 //! filesystem kind, and a way to wait for a process to die. Linux is first-class; other Unix
 //! systems (macOS) get the portable subset, and `None` where a fact is unknown.
 
+mod pid;
+pub(crate) use pid::current_pid;
+
 #[cfg(target_os = "linux")]
 mod linux;
 #[cfg(target_os = "linux")]
