@@ -53,55 +53,75 @@ fn time_per_op(iterations: u32, mut op: impl FnMut()) -> (f64, f64) {
     )
 }
 
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
 fn uncontended(dir: &Path, iterations: u32) {
     let path = dir.join("uncontended.lock");
     let kernel = LockOptions::new(&path).mode(Mode::Kernel);
-    let (ns, cpu) = time_per_op(iterations, || drop(kernel.acquire().unwrap()));
-    report(
-        "racefree kernel",
-        &[("ns_per_op", ns), ("cpu_ns_per_op", cpu)],
-    );
-
-    let soft_path = dir.join("uncontended-soft.lock");
-    let soft = LockOptions::new(&soft_path).mode(Mode::Soft);
-    let (ns, cpu) = time_per_op(iterations / 10, || drop(soft.acquire().unwrap()));
-    report(
-        "racefree soft",
-        &[("ns_per_op", ns), ("cpu_ns_per_op", cpu)],
-    );
-
-    // The floor any file lock pays: open, flock, unlock, close.
     let bare = dir.join("bare.lock");
-    let (ns, cpu) = time_per_op(iterations, || {
-        let fd = rustix::fs::open(
+    let open_bare = || {
+        rustix::fs::open(
             &bare,
             OFlags::RDWR | OFlags::CREATE | OFlags::CLOEXEC,
             FileMode::from_raw_mode(0o644),
         )
-        .unwrap();
-        flock(&fd, FlockOperation::LockExclusive).unwrap();
-        flock(&fd, FlockOperation::Unlock).unwrap();
-    });
+        .unwrap()
+    };
+    let kept = open_bare();
+    // Interleaved rounds: a burst of load from elsewhere hits all three alike, and the median
+    // of per-round ratios is what the target is judged on.
+    const ROUNDS: usize = 7;
+    let per_round = (iterations / ROUNDS as u32).max(1);
+    let (mut k, mut b, mut p) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..ROUNDS {
+        k.push(time_per_op(per_round, || drop(kernel.acquire().unwrap())));
+        // The floor any file lock pays: open, flock, unlock, close.
+        b.push(time_per_op(per_round, || {
+            let fd = open_bare();
+            flock(&fd, FlockOperation::LockExclusive).unwrap();
+            flock(&fd, FlockOperation::Unlock).unwrap();
+        }));
+        // Just the two flock syscalls on a descriptor kept open.
+        p.push(time_per_op(per_round, || {
+            flock(&kept, FlockOperation::LockExclusive).unwrap();
+            flock(&kept, FlockOperation::Unlock).unwrap();
+        }));
+    }
+    let wall = |v: &Vec<(f64, f64)>| median(v.iter().map(|x| x.0).collect());
+    let cpu = |v: &Vec<(f64, f64)>| median(v.iter().map(|x| x.1).collect());
+    let ratio = |a: &Vec<(f64, f64)>, b: &Vec<(f64, f64)>, cpu: bool| {
+        median(
+            a.iter()
+                .zip(b)
+                .map(|(x, y)| if cpu { x.1 / y.1 } else { x.0 / y.0 })
+                .collect(),
+        )
+    };
+    report(
+        "racefree kernel",
+        &[
+            ("ns_per_op", wall(&k)),
+            ("cpu_ns_per_op", cpu(&k)),
+            ("ratio_vs_bare_wall", ratio(&k, &b, false)),
+            ("ratio_vs_bare_cpu", ratio(&k, &b, true)),
+        ],
+    );
     report(
         "bare open+flock+unlock+close",
-        &[("ns_per_op", ns), ("cpu_ns_per_op", cpu)],
+        &[("ns_per_op", wall(&b)), ("cpu_ns_per_op", cpu(&b))],
     );
-
-    // Just the two flock syscalls on a descriptor kept open.
-    let fd = rustix::fs::open(
-        &bare,
-        OFlags::RDWR | OFlags::CREATE | OFlags::CLOEXEC,
-        FileMode::from_raw_mode(0o644),
-    )
-    .unwrap();
-    let (ns, cpu) = time_per_op(iterations, || {
-        flock(&fd, FlockOperation::LockExclusive).unwrap();
-        flock(&fd, FlockOperation::Unlock).unwrap();
-    });
     report(
         "bare flock pair on an open fd",
-        &[("ns_per_op", ns), ("cpu_ns_per_op", cpu)],
+        &[("ns_per_op", wall(&p)), ("cpu_ns_per_op", cpu(&p))],
     );
+
+    let soft_path = dir.join("uncontended-soft.lock");
+    let soft = LockOptions::new(&soft_path).mode(Mode::Soft);
+    let (ns, cpu) = time_per_op(iterations / 20, || drop(soft.acquire().unwrap()));
+    report("racefree soft", &[("ns_per_op", ns), ("cpu_ns_per_op", cpu)]);
 }
 
 fn contended(dir: &Path, mode_name: &str, processes: u32, seconds: f64) {
