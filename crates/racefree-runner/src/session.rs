@@ -17,6 +17,9 @@ pub const PLUGIN_SOURCE: &str = include_str!("../../../python/racefree_pytest/__
 pub struct Session {
     pub root: PathBuf,
     pub run_id: String,
+    /// An exclusive flock on `<run id>.lock` beside the root, held for the run's life, so
+    /// that sweepers of dead runs' directories (DESIGN §2.3) see this run as alive.
+    _lock: std::os::fd::OwnedFd,
 }
 
 /// A random id: 16 hex digits from the OS's generator.
@@ -53,9 +56,16 @@ impl Session {
         // A collision of 64 random bits is not expected; mkdir fails rather than reuse.
         let run_id = random_id()?;
         let root = user_dir.join(&run_id);
+        let lock_path = user_dir.join(format!("{run_id}.lock"));
+        let lock = crate::unix::lock_exclusive(&lock_path)
+            .map_err(io(format!("locking {}", lock_path.display())))?;
         crate::unix::mkdir_private(&root)
             .map_err(io(format!("creating session directory {}", root.display())))?;
-        let session = Session { root, run_id };
+        let session = Session {
+            root,
+            run_id,
+            _lock: lock,
+        };
         let plugin_dir = session.plugin_dir().join("racefree_pytest");
         std::fs::create_dir_all(&plugin_dir)
             .map_err(io(format!("creating {}", plugin_dir.display())))?;
@@ -89,9 +99,14 @@ impl Session {
         self.root.join(format!("unit-u{unit}-a{attempt}.json"))
     }
 
-    /// Removes the whole session directory.
+    /// Removes the whole session directory, then (still holding it) its lock file.
     pub fn remove(&self) -> Result<()> {
-        std::fs::remove_dir_all(&self.root).map_err(io(format!("removing {}", self.root.display())))
+        std::fs::remove_dir_all(&self.root)
+            .map_err(io(format!("removing {}", self.root.display())))?;
+        if let Some(parent) = self.root.parent() {
+            let _ = std::fs::remove_file(parent.join(format!("{}.lock", self.run_id)));
+        }
+        Ok(())
     }
 }
 
@@ -114,8 +129,18 @@ mod tests {
         }
         let s2 = Session::create_in(t.path()).unwrap();
         assert_ne!(s.root, s2.root);
+        // The run holds its lock file while it lives.
+        let lock = t
+            .path()
+            .join(format!("racefree-{}/{}.lock", crate::unix::uid(), s.run_id));
+        let other = std::fs::File::open(&lock).unwrap();
+        assert!(
+            rustix::fs::flock(&other, rustix::fs::FlockOperation::NonBlockingLockExclusive)
+                .is_err()
+        );
         s.remove().unwrap();
         assert!(!s.root.exists());
+        assert!(!lock.exists());
     }
 
     #[cfg(unix)]

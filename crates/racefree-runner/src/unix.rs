@@ -69,6 +69,18 @@ pub fn ensure_private_dir(path: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Opens (creating, never truncating, never following a symlink) and flocks `path`
+/// exclusively without waiting. The lock lives as long as the returned descriptor.
+pub fn lock_exclusive(path: &Path) -> io::Result<OwnedFd> {
+    let fd = rustix::fs::open(
+        path,
+        OFlags::RDWR | OFlags::CREATE | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::RUSR | Mode::WUSR,
+    )?;
+    rustix::fs::flock(&fd, rustix::fs::FlockOperation::NonBlockingLockExclusive)?;
+    Ok(fd)
+}
+
 /// A pipe whose both ends are close-on-exec: no unit inherits another unit's pipe.
 pub fn pipe_cloexec() -> io::Result<(OwnedFd, OwnedFd)> {
     #[cfg(any(target_os = "linux", target_os = "android", target_os = "freebsd"))]
