@@ -22,6 +22,7 @@ def main():
     parser.add_argument("-n", "--workers", type=int, default=2)
     parser.add_argument("--tests", type=int, default=10000)
     args = parser.parse_args()
+    racefree = os.path.abspath(args.racefree)
     with tempfile.TemporaryDirectory(prefix="racefree-mem-") as d:
         with open(os.path.join(d, "pytest.ini"), "w") as f:
             f.write("[pytest]\n")
@@ -31,7 +32,7 @@ def main():
                 f.write(f"@pytest.mark.parametrize('x', list(range(50)))\ndef test_param(x):\n    assert x >= 0\n\n")
                 for j in range(50):
                     f.write(f"def test_plain_{j}():\n    pass\n\n")
-        cmd = [args.racefree, "run", "--python", sys.executable, "-q", "--plain", "-n", str(args.workers),
+        cmd = [racefree, "run", "--python", sys.executable, "-q", "--plain", "-n", str(args.workers),
                "--junit-xml", "j.xml", "--events", "e.ndjson"]
         took, code, line, rss = timed(cmd, d, measure_rss=True)
         print(f"{args.tests} tests, -n {args.workers}: {line} (exit {code}, {took:.1f}s wall); "

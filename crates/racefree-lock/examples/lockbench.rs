@@ -121,7 +121,10 @@ fn uncontended(dir: &Path, iterations: u32) {
     let soft_path = dir.join("uncontended-soft.lock");
     let soft = LockOptions::new(&soft_path).mode(Mode::Soft);
     let (ns, cpu) = time_per_op(iterations / 20, || drop(soft.acquire().unwrap()));
-    report("racefree soft", &[("ns_per_op", ns), ("cpu_ns_per_op", cpu)]);
+    report(
+        "racefree soft",
+        &[("ns_per_op", ns), ("cpu_ns_per_op", cpu)],
+    );
 }
 
 fn contended(dir: &Path, mode_name: &str, processes: u32, seconds: f64) {
