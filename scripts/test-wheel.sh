@@ -3,12 +3,16 @@
 # toolchain on PATH, and check the installed `racefree` works: --version, `run` on examples/,
 # `lock`. This is what a Python user without Rust gets from `pip install racefree` (issue 9).
 # Idempotent: everything goes to a mktemp dir that is removed on exit. The cargo target dir is
-# reused (CARGO_TARGET_DIR, else ./target), so only the first build pays for a release compile.
+# reused (CARGO_TARGET_DIR, else ./target), so only the first build pays for a compile.
+# RACEFREE_WHEEL_PROFILE picks the cargo profile (default release, what a published wheel uses);
+# scripts/test.sh sets it to dev, to reuse the build `cargo test` just made instead of a cold
+# release build (about 10 minutes on 2 cores): the packaging is what is under test here.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
 python=${PYTHON:-python3}
 maturin_pin=maturin==1.16.0
+profile=${RACEFREE_WHEEL_PROFILE:-release}
 
 fail() { echo "FAIL: $*" >&2; exit 1; }
 pass() { echo "PASS: $*"; }
@@ -27,12 +31,12 @@ trap 'rm -rf "$tmp"' EXIT
 "$tmp/build-venv/bin/python" -m pip install --quiet --disable-pip-version-check "$maturin_pin" \
   || fail "could not install $maturin_pin into $tmp/build-venv (network or index problem?)"
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$root/target}
-"$tmp/build-venv/bin/maturin" build --release --quiet -o "$tmp/dist" \
-  || fail "maturin build failed; run '$tmp/build-venv/bin/maturin build --release' for details"
+"$tmp/build-venv/bin/maturin" build --profile "$profile" --quiet -o "$tmp/dist" \
+  || fail "maturin build --profile $profile failed (messages above); fix the build, then rerun"
 wheels=("$tmp"/dist/racefree-*.whl)
 [ "${#wheels[@]}" -eq 1 ] && [ -f "${wheels[0]}" ] || fail "expected exactly one wheel in $tmp/dist, found: ${wheels[*]}"
 wheel=${wheels[0]}
-pass "built $(basename "$wheel")"
+pass "built $(basename "$wheel") (cargo profile $profile)"
 
 # The wheel must hold only the binary and metadata: python/ (the plugin, embedded in the binary)
 # must not leak in as a Python package.
