@@ -54,14 +54,7 @@ impl LockOptions {
                 Step::Retry => continue,
                 Step::Busy(holder) => holder,
             };
-            if deadline.expired() {
-                return Err(self.would_block(holder.as_ref(), &deadline));
-            }
-            if self.cancel.as_ref().is_some_and(|c| c()) {
-                return Err(LockError::Cancelled {
-                    path: self.path.to_path_buf(),
-                });
-            }
+            self.keep_waiting(holder.as_ref(), &deadline)?;
             follow(&mut watch, holder.as_ref());
             let pause = deadline.clamp(backoff.next_pause());
             match watch.as_ref().and_then(|(_, fd)| fd.as_ref()) {

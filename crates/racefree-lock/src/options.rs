@@ -163,14 +163,7 @@ impl LockOptions {
                 Step::Retry => continue,
                 Step::Busy(holder) => holder,
             };
-            if deadline.expired() {
-                return Err(self.would_block(holder.as_ref(), &deadline));
-            }
-            if self.cancel.as_ref().is_some_and(|c| c()) {
-                return Err(LockError::Cancelled {
-                    path: self.path.to_path_buf(),
-                });
-            }
+            self.keep_waiting(holder.as_ref(), &deadline)?;
             watch.follow(holder.as_ref());
             watch.pause(deadline.clamp(backoff.next_pause()));
         }
@@ -183,6 +176,23 @@ impl LockOptions {
             Err(LockError::WouldBlock { .. }) => Ok(None),
             Err(e) => Err(e),
         }
+    }
+
+    /// Between attempts: an error once the deadline passed or the caller cancelled.
+    pub(crate) fn keep_waiting(
+        &self,
+        holder: Option<&crate::HolderRecord>,
+        deadline: &Deadline,
+    ) -> Result<()> {
+        if deadline.expired() {
+            return Err(self.would_block(holder, deadline));
+        }
+        if self.cancel.as_ref().is_some_and(|c| c()) {
+            return Err(LockError::Cancelled {
+                path: self.path.to_path_buf(),
+            });
+        }
+        Ok(())
     }
 
     pub(crate) fn would_block(

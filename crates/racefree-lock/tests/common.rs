@@ -177,3 +177,20 @@ pub fn check_journal(path: &Path, killed: &[u32]) -> usize {
 pub fn tempdir() -> tempfile::TempDir {
     tempfile::tempdir().unwrap()
 }
+
+/// Holds `path` in another thread until the returned sender is dropped.
+pub fn held_elsewhere(
+    path: &Path,
+    mode: Mode,
+) -> (std::thread::JoinHandle<()>, std::sync::mpsc::Sender<()>) {
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let (stop_tx, stop_rx) = std::sync::mpsc::channel::<()>();
+    let path = path.to_path_buf();
+    let handle = std::thread::spawn(move || {
+        let _g = LockOptions::new(&path).mode(mode).acquire().unwrap();
+        ready_tx.send(()).unwrap();
+        let _ = stop_rx.recv();
+    });
+    ready_rx.recv().unwrap();
+    (handle, stop_tx)
+}

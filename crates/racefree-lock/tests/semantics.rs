@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
-use common::tempdir;
+use common::{held_elsewhere, tempdir};
 use racefree_lock::{BreakOutcome, HolderRecord, LockError, LockOptions, Mode};
 
 /// A record for this process as the library writes it, to be altered by a test.
@@ -315,22 +315,6 @@ fn soft_release_never_removes_a_successors_record() {
     first.release().unwrap();
     let status = racefree_lock::holder(&path).unwrap();
     assert_eq!(status.record.unwrap().token, second);
-}
-
-fn held_elsewhere(
-    path: &Path,
-    mode: Mode,
-) -> (std::thread::JoinHandle<()>, std::sync::mpsc::Sender<()>) {
-    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-    let (stop_tx, stop_rx) = std::sync::mpsc::channel::<()>();
-    let path = path.to_path_buf();
-    let handle = std::thread::spawn(move || {
-        let _g = LockOptions::new(&path).mode(mode).acquire().unwrap();
-        ready_tx.send(()).unwrap();
-        let _ = stop_rx.recv();
-    });
-    ready_rx.recv().unwrap();
-    (handle, stop_tx)
 }
 
 #[test]

@@ -4,27 +4,10 @@
 
 mod common;
 
-use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::tempdir;
+use common::{held_elsewhere, tempdir};
 use racefree_lock::{LockOptions, Mode};
-
-fn held_elsewhere(
-    path: &Path,
-    mode: Mode,
-) -> (std::thread::JoinHandle<()>, std::sync::mpsc::Sender<()>) {
-    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-    let (stop_tx, stop_rx) = std::sync::mpsc::channel::<()>();
-    let path = path.to_path_buf();
-    let handle = std::thread::spawn(move || {
-        let _g = LockOptions::new(&path).mode(mode).acquire().unwrap();
-        ready_tx.send(()).unwrap();
-        let _ = stop_rx.recv();
-    });
-    ready_rx.recv().unwrap();
-    (handle, stop_tx)
-}
 
 #[test]
 fn timeouts_are_honoured_within_50ms() {
