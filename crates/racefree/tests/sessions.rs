@@ -8,12 +8,8 @@ use std::time::{Duration, Instant};
 
 use assert_cmd::cargo::CommandCargoExt;
 
-fn python() -> PathBuf {
-    match std::env::var_os("RACEFREE_TEST_PYTHON") {
-        Some(p) => PathBuf::from(p),
-        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.venv/bin/python"),
-    }
-}
+mod common;
+use common::python;
 
 fn racefree_run(dir: &Path) -> Command {
     let mut cmd = Command::cargo_bin("racefree").unwrap();

@@ -11,38 +11,16 @@ use std::time::Instant;
 
 use assert_cmd::cargo::CommandCargoExt;
 
-const SHARDS: usize = 4;
+mod common;
+use common::{copy_dir, fixture_source, python};
 
-fn python() -> PathBuf {
-    match std::env::var_os("RACEFREE_TEST_PYTHON") {
-        Some(p) => PathBuf::from(p),
-        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.venv/bin/python"),
-    }
-}
+const SHARDS: usize = 4;
 
 /// A fresh copy of the fixture suite: one CI machine's checkout.
 fn machine(parent: &Path, name: &str) -> PathBuf {
     let to = parent.join(name);
-    copy_dir(
-        &Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/shard"),
-        &to,
-    );
+    copy_dir(&fixture_source("shard"), &to);
     to
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            if entry.file_name() != "__pycache__" {
-                copy_dir(&entry.path(), &target);
-            }
-        } else {
-            std::fs::copy(entry.path(), target).unwrap();
-        }
-    }
 }
 
 /// `racefree <args>` in `dir`, with no CI shard variables leaking in from the environment.
