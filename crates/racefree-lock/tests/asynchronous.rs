@@ -7,7 +7,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{WorkerSpec, tempdir, worker_main_if_requested};
+use common::{WorkerSpec, free_for_another_thread, tempdir, worker_main_if_requested};
 use racefree_lock::{HoldState, LockOptions, Mode};
 
 fn wait_until_held(path: &std::path::Path) {
@@ -89,16 +89,8 @@ async fn dropped_future_leaves_no_claim() {
         drop(held);
         // Give a soft-mode attempt still running on the blocking pool time to finish and drop.
         tokio::time::sleep(Duration::from_millis(50)).await;
-        let p = path.clone();
-        let free = std::thread::spawn(move || {
-            LockOptions::new(&p)
-                .mode(mode)
-                .try_acquire()
-                .unwrap()
-                .is_some()
-        });
         assert!(
-            free.join().unwrap(),
+            free_for_another_thread(LockOptions::new(&path).mode(mode)),
             "{mode:?}: the dropped future left a claim"
         );
     }

@@ -194,3 +194,10 @@ pub fn held_elsewhere(
     ready_rx.recv().unwrap();
     (handle, stop_tx)
 }
+
+/// Whether another thread (another open file description) could take the lock right now.
+pub fn free_for_another_thread(options: LockOptions) -> bool {
+    std::thread::spawn(move || options.try_acquire().unwrap().is_some())
+        .join()
+        .unwrap()
+}

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
-use common::{held_elsewhere, tempdir};
+use common::{free_for_another_thread, held_elsewhere, tempdir};
 use racefree_lock::{BreakOutcome, HolderRecord, LockError, LockOptions, Mode};
 
 /// A record for this process as the library writes it, to be altered by a test.
@@ -278,18 +278,8 @@ fn kernel_release_never_releases_a_successor() {
         .acquire()
         .unwrap();
     first.release().unwrap();
-    let other_thread = std::thread::spawn({
-        let path = path.clone();
-        move || {
-            LockOptions::new(&path)
-                .mode(Mode::Kernel)
-                .try_acquire()
-                .unwrap()
-                .is_none()
-        }
-    });
     assert!(
-        other_thread.join().unwrap(),
+        !free_for_another_thread(LockOptions::new(&path).mode(Mode::Kernel)),
         "releasing the first holder freed the successor's lock"
     );
     assert!(successor.token() > 0);
@@ -380,29 +370,13 @@ fn same_thread_waiting_forever_on_itself_is_an_error_and_reentrancy_is_opt_in() 
         assert_eq!(again.token(), first.token());
         drop(first);
         // Still held through the reentrant guard.
-        let p = path.clone();
-        let busy = std::thread::spawn(move || {
-            LockOptions::new(&p)
-                .mode(mode)
-                .try_acquire()
-                .unwrap()
-                .is_none()
-        });
         assert!(
-            busy.join().unwrap(),
+            !free_for_another_thread(LockOptions::new(&path).mode(mode)),
             "{mode:?}: released while a reentrant guard lives"
         );
         drop(again);
-        let p = path.clone();
-        let free = std::thread::spawn(move || {
-            LockOptions::new(&p)
-                .mode(mode)
-                .try_acquire()
-                .unwrap()
-                .is_some()
-        });
         assert!(
-            free.join().unwrap(),
+            free_for_another_thread(LockOptions::new(&path).mode(mode)),
             "{mode:?}: not released after the last guard"
         );
     }
@@ -413,18 +387,10 @@ fn shared_holders_coexist_and_exclude_writers() {
     let dir = tempdir();
     let path = dir.path().join("l");
     let a = LockOptions::new(&path).shared(true).acquire().unwrap();
-    let p = path.clone();
-    let b = std::thread::spawn(move || {
-        LockOptions::new(&p)
-            .shared(true)
-            .try_acquire()
-            .unwrap()
-            .is_some()
-    });
-    assert!(b.join().unwrap());
-    let p = path.clone();
-    let w = std::thread::spawn(move || LockOptions::new(&p).try_acquire().unwrap().is_none());
-    assert!(w.join().unwrap());
+    assert!(free_for_another_thread(
+        LockOptions::new(&path).shared(true)
+    ));
+    assert!(!free_for_another_thread(LockOptions::new(&path)));
     assert_eq!(
         racefree_lock::holder(&path).unwrap().state,
         racefree_lock::HoldState::Shared

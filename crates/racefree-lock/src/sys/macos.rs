@@ -1,11 +1,13 @@
 //! macOS: the portable subset. Process start times come from `proc_pidinfo`; there is no boot
 //! id file, machine id or pid namespace, and no pidfd, so waiters poll.
 
-use std::os::fd::OwnedFd;
 use std::path::Path;
-use std::time::Duration;
 
 use super::{FsKind, ProcState};
+
+pub(crate) use super::portable::{
+    boot_id, machine_id, own_cmdline, pid_namespace, process_watch, wait_process_exit,
+};
 
 pub(crate) fn proc_state(pid: u32) -> ProcState {
     if !super::pid_exists(pid) {
@@ -38,22 +40,6 @@ pub(crate) fn proc_state(pid: u32) -> ProcState {
     }
 }
 
-pub(crate) fn boot_id() -> Option<String> {
-    None
-}
-
-pub(crate) fn machine_id() -> Option<String> {
-    None
-}
-
-pub(crate) fn pid_namespace() -> Option<String> {
-    None
-}
-
-pub(crate) fn own_cmdline() -> String {
-    std::env::args().collect::<Vec<_>>().join(" ")
-}
-
 pub(crate) fn fs_kind(dir: &Path) -> std::io::Result<FsKind> {
     let st = rustix::fs::statfs(dir)?;
     let name: String = st
@@ -67,13 +53,4 @@ pub(crate) fn fs_kind(dir: &Path) -> std::io::Result<FsKind> {
         n if n.contains("fuse") => FsKind::Fuse(name),
         _ => FsKind::Local,
     })
-}
-
-pub(crate) fn process_watch(_pid: u32) -> Option<OwnedFd> {
-    None
-}
-
-pub(crate) fn wait_process_exit(_watch: &OwnedFd, timeout: Duration) -> bool {
-    std::thread::sleep(timeout);
-    false
 }

@@ -10,6 +10,9 @@ mod linux;
 #[cfg(target_os = "linux")]
 pub(crate) use linux::*;
 
+#[cfg(not(target_os = "linux"))]
+mod portable;
+
 #[cfg(target_os = "macos")]
 mod macos;
 #[cfg(target_os = "macos")]
