@@ -21,6 +21,8 @@ Messages (all fields are strings unless noted):
                wasxfail (present only for xfail/xpass), skip_reason
   finish       id
   done         exitstatus (int), warnings (int)
+  imports      modules (list of names): modules this process imported that a fork server
+               could preload (sent before done, only when ``RACEFREE_LEARN_IMPORTS`` is set)
 
 The unit's description comes from the JSON file named by ``RACEFREE_UNIT_FILE``:
   select   a per-file node-id selection (to resume part of a unit, or node ids given on the
@@ -35,8 +37,10 @@ The unit's description comes from the JSON file named by ``RACEFREE_UNIT_FILE``:
            ignore hook itself, for the file and each directory below the walk root.
 """
 
+import fnmatch
 import json
 import os
+import sys
 import types
 from pathlib import Path as _Path
 
@@ -44,6 +48,15 @@ import pytest
 
 _EVENT_FD_ENV = "RACEFREE_EVENT_FD"
 _UNIT_FILE_ENV = "RACEFREE_UNIT_FILE"
+_LEARN_ENV = "RACEFREE_LEARN_IMPORTS"
+
+# What was imported, and where imports came from, before pytest loaded any plugin, conftest
+# or test module: the baseline for learning the fork server's preload set. In a child of the
+# fork server, the server's own start is the baseline (it preloaded the rest).
+_BASELINE_MODULES = getattr(
+    sys.modules.get("racefree_forkserver"), "START_MODULES", None
+) or frozenset(sys.modules)
+_BASELINE_PATH = tuple(os.path.abspath(p or os.curdir) for p in sys.path)
 
 
 class _Channel:
@@ -254,7 +267,55 @@ class _RacefreePlugin:
 
     @pytest.hookimpl(trylast=True)
     def pytest_sessionfinish(self, session, exitstatus):
+        if os.environ.get(_LEARN_ENV):
+            try:
+                self.channel.send("imports", modules=_preloadable(self.config))
+            except Exception:  # noqa: BLE001 - learning is an optimisation, never a failure
+                pass
         self.channel.send("done", exitstatus=int(exitstatus), warnings=self.warnings)
+
+
+def _importable_name(name, module):
+    """True if a fresh server could import ``module`` by ``name`` from the baseline sys.path
+    (a helper that a conftest put on sys.path could not be)."""
+    path = getattr(module, "__file__", None)
+    if not path:
+        return True  # built in: cheap, and importable by name
+    path = os.path.abspath(path)
+    stem = os.path.splitext(path)[0]
+    if os.path.basename(stem) == "__init__":
+        stem = os.path.dirname(stem)
+    else:
+        # Extension modules: "name.cpython-311-x86_64-linux-gnu" -> "name".
+        stem = os.path.join(os.path.dirname(stem), os.path.basename(stem).split(".")[0])
+    relative = name.replace(".", os.sep)
+    return any(stem == os.path.join(base, relative) for base in _BASELINE_PATH)
+
+
+def _preloadable(config):
+    """Modules imported since start-up that a fork server may import ahead of time: never
+    test modules, conftest files or anything pytest rewrote (plugins are loaded by the
+    server's own warm-up)."""
+    try:
+        from _pytest.assertion.rewrite import AssertionRewritingHook
+    except ImportError:
+        AssertionRewritingHook = ()
+    patterns = list(config.getini("python_files")) + ["conftest.py"]
+    names = []
+    for name, module in list(sys.modules.items()):
+        if name in _BASELINE_MODULES or module is None or name.startswith("racefree_pytest"):
+            continue
+        if name in ("__main__", "__mp_main__") or not isinstance(module, types.ModuleType):
+            continue
+        if isinstance(getattr(module, "__loader__", None), AssertionRewritingHook):
+            continue
+        path = getattr(module, "__file__", None)
+        if path and any(fnmatch.fnmatch(os.path.basename(path), p) for p in patterns):
+            continue
+        if _importable_name(name, module):
+            names.append(name)
+    names.sort()
+    return names
 
 
 def _load_unit():

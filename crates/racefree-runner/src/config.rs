@@ -514,6 +514,10 @@ pub struct RacefreeConfig {
     pub junit_xml: Option<PathBuf>,
     pub events: Option<PathBuf>,
     pub durations: Option<usize>,
+    /// Fork units from a warm server per slot (default: on, on Linux).
+    pub fork: Option<bool>,
+    /// Modules the fork servers import ahead of time, besides those learned from history.
+    pub preload: Option<Vec<String>>,
 }
 
 /// Reads `[tool.racefree]` from `<rootdir>/pyproject.toml`, if there is one.

@@ -74,6 +74,8 @@ struct Running {
 pub struct RunOutcome {
     pub exit_code: u8,
     pub totals: Totals,
+    /// Modules units imported that fork servers could preload next time.
+    pub imports: BTreeSet<String>,
 }
 
 pub struct Dispatcher<'a> {
@@ -94,6 +96,7 @@ struct State {
     lost: u64,
     unit_error_codes: Vec<Option<i32>>,
     reported_any: bool,
+    imports: BTreeSet<String>,
 }
 
 impl Dispatcher<'_> {
@@ -183,6 +186,7 @@ impl Dispatcher<'_> {
         RunOutcome {
             exit_code,
             totals: st.totals,
+            imports: st.imports,
         }
     }
 
@@ -360,6 +364,7 @@ impl Dispatcher<'_> {
                     self.count_failure(st);
                 }
             }
+            Wire::Imports { modules } => st.imports.extend(modules),
             Wire::Done {
                 exitstatus,
                 warnings,

@@ -38,6 +38,10 @@ pub enum Wire {
         #[serde(default)]
         warnings: u64,
     },
+    /// Modules the unit imported that a fork server could preload (see `forkserver`).
+    Imports {
+        modules: Vec<String>,
+    },
 }
 
 /// One phase (setup, call, teardown) of one test, as pytest reported it.

@@ -4,6 +4,7 @@
 //! arrival time, and reports how the process ended. It decides nothing.
 
 use std::collections::BTreeMap;
+use std::ffi::OsString;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::process::ExitStatusExt;
@@ -16,6 +17,7 @@ use crossbeam_channel::Sender;
 
 use crate::error::{Error, Result};
 use crate::events::{ExitInfo, Wire};
+use crate::forkserver::{ForkPool, ForkServer, Invocation};
 use crate::session::Session;
 use crate::unix;
 
@@ -35,6 +37,8 @@ pub struct ExecContext {
     pub run_id: String,
     /// Arguments for every pytest process (`-k`, `-m`, then the passthrough after `--`).
     pub pytest_args: Vec<String>,
+    /// The slots' fork servers, when units are forked rather than spawned.
+    pub fork: Option<Arc<ForkPool>>,
 }
 
 /// One unit to start.
@@ -90,57 +94,95 @@ impl UnitHandle {
     }
 }
 
-fn build_command(
+/// The environment every pytest process of `slot` gets (DESIGN §2.2), per-unit parts aside.
+fn slot_env(
     ctx: &ExecContext,
     session: &Session,
-    spec: &UnitSpec,
-    event_fd: i32,
-) -> Result<Command> {
-    let mut cmd = Command::new(&ctx.python);
-    let basetemp = session.basetemp(spec.slot, spec.unit, spec.attempt);
-    cmd.args([
-        "-m",
-        "pytest",
-        "-p",
-        "racefree_pytest",
-        "-p",
-        "no:cacheprovider",
-    ])
-    .arg(format!("--rootdir={}", ctx.rootdir.display()))
-    .arg(format!("--basetemp={}", basetemp.display()))
-    // One broken file must not stop the other files packed with it; racefree still
-    // reports the collection error and exits 2, as pytest would.
-    .arg("--continue-on-collection-errors")
-    .args(&spec.files)
-    .args(&ctx.pytest_args)
-    .current_dir(&ctx.invocation_dir)
-    .stdin(Stdio::null())
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped());
-    let tmp = session.slot_tmp(spec.slot)?;
+    slot: usize,
+) -> Result<Vec<(OsString, OsString)>> {
+    let mut env: Vec<(OsString, OsString)> = Vec::new();
+    let mut set = |k: &str, v: &dyn AsRef<std::ffi::OsStr>| env.push((k.into(), v.as_ref().into()));
+    let tmp = session.slot_tmp(slot)?;
     for var in ["TMPDIR", "TEMP", "TMP", "PYTEST_DEBUG_TEMPROOT"] {
-        cmd.env(var, &tmp);
+        set(var, &tmp);
     }
-    cmd.env("PYTEST_XDIST_WORKER", format!("gw{}", spec.slot))
-        .env("PYTEST_XDIST_WORKER_COUNT", ctx.workers.to_string())
-        .env("PYTEST_XDIST_TESTRUNUID", &ctx.run_id)
-        .env("RACEFREE_WORKER", spec.slot.to_string())
-        .env("RACEFREE_RUN_ID", &ctx.run_id)
-        .env("RACEFREE_EVENT_FD", event_fd.to_string());
-    let mut pythonpath = std::ffi::OsString::from(session.plugin_dir());
+    set("PYTEST_XDIST_WORKER", &format!("gw{slot}"));
+    set("PYTEST_XDIST_WORKER_COUNT", &ctx.workers.to_string());
+    set("PYTEST_XDIST_TESTRUNUID", &ctx.run_id);
+    set("RACEFREE_WORKER", &slot.to_string());
+    set("RACEFREE_RUN_ID", &ctx.run_id);
+    let mut pythonpath = OsString::from(session.plugin_dir());
     if let Some(old) = std::env::var_os("PYTHONPATH").filter(|p| !p.is_empty()) {
         pythonpath.push(":");
         pythonpath.push(old);
     }
-    cmd.env("PYTHONPATH", pythonpath);
+    set("PYTHONPATH", &pythonpath);
+    Ok(env)
+}
+
+/// What one unit runs: `python -m pytest` with these arguments and environment.
+fn unit_invocation(ctx: &ExecContext, session: &Session, spec: &UnitSpec) -> Result<Invocation> {
+    let basetemp = session.basetemp(spec.slot, spec.unit, spec.attempt);
+    let mut args: Vec<OsString> = ["-p", "racefree_pytest", "-p", "no:cacheprovider"]
+        .iter()
+        .map(OsString::from)
+        .collect();
+    args.push(format!("--rootdir={}", ctx.rootdir.display()).into());
+    args.push(format!("--basetemp={}", basetemp.display()).into());
+    // One broken file must not stop the other files packed with it; racefree still
+    // reports the collection error and exits 2, as pytest would.
+    args.push("--continue-on-collection-errors".into());
+    args.extend(spec.files.iter().map(OsString::from));
+    args.extend(ctx.pytest_args.iter().map(OsString::from));
+    let mut env = slot_env(ctx, session, spec.slot)?;
     let unit_file = session.unit_file(spec.unit, spec.attempt);
     let description = serde_json::json!({ "select": spec.selection, "walked": spec.walked });
     let json = serde_json::to_vec(&description)
         .map_err(|e| Error::io("encoding a unit description", io::Error::other(e)))?;
     std::fs::write(&unit_file, json)
         .map_err(|e| Error::io(format!("writing {}", unit_file.display()), e))?;
-    cmd.env("RACEFREE_UNIT_FILE", unit_file);
-    Ok(cmd)
+    env.push(("RACEFREE_UNIT_FILE".into(), unit_file.into()));
+    if ctx.fork.is_some() {
+        // Units teach the fork servers of later runs what to preload.
+        env.push(("RACEFREE_LEARN_IMPORTS".into(), "1".into()));
+    }
+    Ok(Invocation {
+        args,
+        env,
+        cwd: ctx.invocation_dir.clone(),
+    })
+}
+
+/// A command running `python -m <module> [args]` with the environment `env`.
+fn python_command(
+    ctx: &ExecContext,
+    module: &str,
+    args: &[OsString],
+    env: &[(OsString, OsString)],
+) -> Command {
+    let mut cmd = Command::new(&ctx.python);
+    cmd.arg("-m")
+        .arg(module)
+        .args(args)
+        .current_dir(&ctx.invocation_dir);
+    cmd.envs(env.iter().map(|(k, v)| (k, v)));
+    cmd
+}
+
+/// The command of slot `slot`'s fork server.
+pub fn fork_server_command(
+    ctx: &ExecContext,
+    session: &Session,
+    slot: usize,
+) -> io::Result<Command> {
+    let env = slot_env(ctx, session, slot).map_err(io::Error::other)?;
+    Ok(python_command(ctx, "racefree_forkserver", &[], &env))
+}
+
+/// How a unit's process came to be, and so how its end is learned.
+enum Origin {
+    Spawned(Child),
+    Forked { server: ForkServer, slot: usize },
 }
 
 /// Starts a unit; its messages arrive on `tx` and end with exactly one `Exited`.
@@ -150,9 +192,42 @@ pub fn spawn(
     spec: &UnitSpec,
     tx: Sender<ExecMsg>,
 ) -> Result<UnitHandle> {
+    let inv = unit_invocation(ctx, session, spec)?;
     let (read_end, write_end) =
         unix::pipe_cloexec().map_err(|e| Error::io("creating the event pipe", e))?;
-    let mut cmd = build_command(ctx, session, spec, write_end.as_raw_fd())?;
+    let server = ctx.fork.as_ref().and_then(|pool| pool.take(spec.slot));
+    let (pid, origin, streams) = match server {
+        Some(server) => fork_unit(ctx, spec.slot, server, &inv, read_end, write_end)?,
+        None => spawn_unit(ctx, &inv, read_end, write_end)?,
+    };
+    let reaped = Arc::new(Mutex::new(false));
+    let handle = UnitHandle {
+        pid,
+        reaped: reaped.clone(),
+    };
+    let unit = spec.unit;
+    let fork = ctx.fork.clone();
+    std::thread::Builder::new()
+        .name(format!("unit-{unit}"))
+        .spawn(move || io_loop(unit, pid, origin, fork, reaped, streams, tx))
+        .map_err(|e| Error::io("starting an executor thread", e))?;
+    Ok(handle)
+}
+
+type Started = (u32, Origin, [OwnedFd; 3]);
+
+fn spawn_unit(
+    ctx: &ExecContext,
+    inv: &Invocation,
+    read_end: OwnedFd,
+    write_end: OwnedFd,
+) -> Result<Started> {
+    let mut cmd = python_command(ctx, "pytest", &inv.args, &inv.env);
+    cmd.current_dir(&inv.cwd)
+        .env("RACEFREE_EVENT_FD", write_end.as_raw_fd().to_string())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
     unix::prepare_child(&mut cmd, write_end.as_raw_fd());
     let mut child = cmd
         .spawn()
@@ -160,26 +235,57 @@ pub fn spawn(
     // Only the child may hold the write end, so that the pipe reaches EOF when it is done.
     drop(write_end);
     let pid = child.id();
-    let reaped = Arc::new(Mutex::new(false));
-    let handle = UnitHandle {
-        pid,
-        reaped: reaped.clone(),
-    };
     let (Some(stdout), Some(stderr)) = (child.stdout.take(), child.stderr.take()) else {
         return Err(Error::io(
             "starting pytest",
             io::Error::other("child has no stdout/stderr pipes"),
         ));
     };
-    let unit = spec.unit;
-    std::thread::Builder::new()
-        .name(format!("unit-{unit}"))
-        .spawn(move || {
-            let streams = [read_end, OwnedFd::from(stdout), OwnedFd::from(stderr)];
-            io_loop(unit, child, reaped, streams, tx);
-        })
-        .map_err(|e| Error::io("starting an executor thread", e))?;
-    Ok(handle)
+    let streams = [read_end, OwnedFd::from(stdout), OwnedFd::from(stderr)];
+    Ok((pid, Origin::Spawned(child), streams))
+}
+
+/// Starts the unit as a fork of the slot's warm server; on any failure the server is
+/// dropped (its slot spawns from then on) and the unit is spawned instead.
+fn fork_unit(
+    ctx: &ExecContext,
+    slot: usize,
+    mut server: ForkServer,
+    inv: &Invocation,
+    read_end: OwnedFd,
+    write_end: OwnedFd,
+) -> Result<Started> {
+    let pipes = (|| -> io::Result<_> { Ok((unix::pipe_cloexec()?, unix::pipe_cloexec()?)) })();
+    let ((out_r, out_w), (err_r, err_w)) = match pipes {
+        Ok(p) => p,
+        Err(e) => {
+            if let Some(pool) = &ctx.fork {
+                pool.give_back(slot, Some(server));
+            }
+            return Err(Error::io("creating pipes for a unit", e));
+        }
+    };
+    match server.fork(inv, [out_w.as_fd(), err_w.as_fd(), write_end.as_fd()]) {
+        Ok(pid) => {
+            // The child holds its own copies now; ours must go so the pipes reach EOF.
+            drop((out_w, err_w, write_end));
+            Ok((
+                pid,
+                Origin::Forked { server, slot },
+                [read_end, out_r, err_r],
+            ))
+        }
+        Err(e) => {
+            eprintln!(
+                "racefree: fork server of slot {slot} failed ({e}); spawning units there from now on"
+            );
+            drop(server);
+            if let Some(pool) = &ctx.fork {
+                pool.give_back(slot, None);
+            }
+            spawn_unit(ctx, inv, read_end, write_end)
+        }
+    }
 }
 
 /// Keeps only the last `TAIL_BYTES` of a stream.
@@ -198,21 +304,32 @@ fn tail_string(buf: &[u8]) -> String {
 
 fn io_loop(
     unit: usize,
-    mut child: Child,
+    pid: u32,
+    origin: Origin,
+    fork: Option<Arc<ForkPool>>,
     reaped: Arc<Mutex<bool>>,
     streams: [OwnedFd; 3],
     tx: Sender<ExecMsg>,
 ) {
     let exited: Arc<Mutex<Option<Instant>>> = Arc::new(Mutex::new(None));
-    let pid = child.id();
     let waiter = {
         let exited = exited.clone();
         std::thread::spawn(move || {
             // Wait for the exit but leave the zombie, so kills stay safe until we mark it.
-            let _ = unix::wait_exit_keep_zombie(pid);
+            let origin = match origin {
+                Origin::Spawned(child) => {
+                    let _ = unix::wait_exit_keep_zombie(pid);
+                    (Origin::Spawned(child), None)
+                }
+                Origin::Forked { mut server, slot } => {
+                    let exit = server.wait_exit();
+                    (Origin::Forked { server, slot }, Some(exit))
+                }
+            };
             if let Ok(mut e) = exited.lock() {
                 *e = Some(Instant::now());
             }
+            origin
         })
     };
     let mut open = [true; 3];
@@ -255,18 +372,29 @@ fn io_loop(
             }
         }
     }
-    let _ = waiter.join();
-    let status = {
-        // Mark reaped before reaping: from here on no kill may target this pid.
-        let mut guard = reaped.lock().unwrap_or_else(|p| p.into_inner());
-        *guard = true;
-        child.wait()
-    };
-    let exit = match status {
-        Ok(s) => ExitInfo {
-            code: s.code(),
-            signal: s.signal(),
-        },
+    let exit = match waiter.join() {
+        Ok((Origin::Spawned(mut child), _)) => {
+            // Mark reaped before reaping: from here on no kill may target this pid.
+            let mut guard = reaped.lock().unwrap_or_else(|p| p.into_inner());
+            *guard = true;
+            match child.wait() {
+                Ok(s) => ExitInfo {
+                    code: s.code(),
+                    signal: s.signal(),
+                },
+                Err(_) => ExitInfo::default(),
+            }
+        }
+        Ok((Origin::Forked { mut server, slot }, exit)) => {
+            let mut guard = reaped.lock().unwrap_or_else(|p| p.into_inner());
+            *guard = true;
+            let exit = exit.unwrap_or_else(|| Err(io::Error::other("no exit status")));
+            let healthy = exit.is_ok() && server.reap().is_ok();
+            if let Some(pool) = &fork {
+                pool.give_back(slot, healthy.then_some(server));
+            }
+            exit.unwrap_or_default()
+        }
         Err(_) => ExitInfo::default(),
     };
     let _ = tx.send(ExecMsg::Exited {

@@ -61,7 +61,17 @@ CREATE TABLE IF NOT EXISTS results (
 );
 CREATE INDEX IF NOT EXISTS results_run ON results(run);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS imports (
+    module TEXT PRIMARY KEY,
+    last_seen INTEGER NOT NULL,
+    problem TEXT
+);
 ";
+
+/// Modules not imported by any unit for this long leave the fork servers' preload set.
+const IMPORT_TTL_SECS: i64 = 30 * 24 * 3600;
+/// At most this many modules are preloaded.
+const MAX_PRELOAD: i64 = 5000;
 
 pub struct History {
     conn: Connection,
@@ -102,6 +112,8 @@ pub struct RunRecord {
     pub files: HashMap<String, (f64, u64)>,
     /// Observed per-unit overheads (unit wall time minus its tests' time), seconds.
     pub startups: Vec<f64>,
+    /// Units were forked from warm servers: their overhead is learned apart from spawns'.
+    pub forked: bool,
 }
 
 #[derive(Debug, Serialize, PartialEq)]
@@ -210,14 +222,76 @@ impl History {
         {
             p.per_test = Some(secs / tests as f64);
         }
-        p.startup = self
-            .conn
-            .query_row("SELECT value FROM meta WHERE key = 'startup'", [], |r| {
-                r.get(0)
-            })
-            .optional()
-            .map_err(|e| self.err(e))?;
+        p.startup = self.meta("startup")?;
+        p.fork_startup = self.meta("fork_startup")?;
         Ok(p)
+    }
+
+    fn meta(&self, key: &str) -> Result<Option<f64>> {
+        self.conn
+            .query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
+            .optional()
+            .map_err(|e| self.err(e))
+    }
+
+    /// Modules recent units imported that fork servers may preload: never one that once
+    /// made a server refuse to fork.
+    pub fn preload_modules(&self) -> Result<Vec<String>> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT module FROM imports WHERE problem IS NULL AND last_seen >= ?1
+                 ORDER BY module LIMIT ?2",
+            )
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map(params![now() - IMPORT_TTL_SECS, MAX_PRELOAD], |r| {
+                r.get::<_, String>(0)
+            })
+            .map_err(|e| self.err(e))?;
+        rows.collect::<rusqlite::Result<Vec<_>>>()
+            .map_err(|e| self.err(e))
+    }
+
+    /// Remembers modules units imported, and the module (if any) that made a fork server
+    /// refuse to fork, with why, so later runs leave it out.
+    pub fn record_imports(
+        &mut self,
+        modules: &std::collections::BTreeSet<String>,
+        refused: Option<(&str, &str)>,
+    ) -> Result<()> {
+        let path = self.path.clone();
+        let err = |source| Error::History {
+            path: path.clone(),
+            source,
+        };
+        let tx = self.conn.transaction().map_err(err)?;
+        {
+            let mut seen = tx
+                .prepare(
+                    "INSERT INTO imports (module, last_seen) VALUES (?1, ?2)
+                     ON CONFLICT(module) DO UPDATE SET last_seen = excluded.last_seen",
+                )
+                .map_err(err)?;
+            let at = now();
+            for m in modules {
+                seen.execute(params![m, at]).map_err(err)?;
+            }
+            if let Some((module, why)) = refused {
+                tx.execute(
+                    "INSERT INTO imports (module, last_seen, problem) VALUES (?1, ?2, ?3)
+                     ON CONFLICT(module) DO UPDATE SET problem = excluded.problem",
+                    params![module, at, why],
+                )
+                .map_err(err)?;
+            }
+            tx.execute(
+                "DELETE FROM imports WHERE problem IS NULL AND last_seen < ?1",
+                params![at - IMPORT_TTL_SECS],
+            )
+            .map_err(err)?;
+        }
+        tx.commit().map_err(err)
     }
 
     /// Node ids whose last recorded outcome was a failure.
@@ -326,11 +400,16 @@ impl History {
                 file.execute(params![name, secs, *tests as i64, ALPHA, CLAMP])
                     .map_err(err)?;
             }
+            let key = if run.forked {
+                "fork_startup"
+            } else {
+                "startup"
+            };
             for s in &run.startups {
                 tx.execute(
-                    "INSERT INTO meta (key, value) VALUES ('startup', ?1)
+                    "INSERT INTO meta (key, value) VALUES (?3, ?1)
                      ON CONFLICT(key) DO UPDATE SET value = meta.value * (1 - ?2) + excluded.value * ?2",
-                    params![s, ALPHA],
+                    params![s, ALPHA, key],
                 )
                 .map_err(err)?;
             }
@@ -435,7 +514,40 @@ mod tests {
             results,
             files,
             startups: vec![0.5],
+            forked: false,
         }
+    }
+
+    #[test]
+    fn fork_overhead_is_learned_apart_and_preload_set_skips_refused_modules() {
+        let t = tempfile::tempdir().unwrap();
+        let mut h = History::open(t.path()).unwrap();
+        let mut forked = record(vec![result("a.py::x", Outcome::Passed, 1.0)]);
+        forked.forked = true;
+        forked.startups = vec![0.05];
+        h.record(&forked).unwrap();
+        let p = h.predictions().unwrap();
+        assert_eq!(p.fork_startup, Some(0.05));
+        assert_eq!(p.startup, None);
+
+        let seen: std::collections::BTreeSet<String> = ["numpy", "attr", "threaded"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        h.record_imports(&seen, None).unwrap();
+        assert_eq!(
+            h.preload_modules().unwrap(),
+            vec!["attr", "numpy", "threaded"]
+        );
+        h.record_imports(
+            &Default::default(),
+            Some(("threaded", "it started a thread")),
+        )
+        .unwrap();
+        assert_eq!(h.preload_modules().unwrap(), vec!["attr", "numpy"]);
+        // Seeing it again does not make a refused module preloadable.
+        h.record_imports(&seen, None).unwrap();
+        assert_eq!(h.preload_modules().unwrap(), vec!["attr", "numpy"]);
     }
 
     #[test]

@@ -15,6 +15,7 @@ pub mod error;
 pub mod events;
 pub mod executor;
 pub mod fnmatch;
+pub mod forkserver;
 pub mod history;
 pub mod plan;
 pub mod python;

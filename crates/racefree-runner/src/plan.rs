@@ -19,6 +19,9 @@ pub const DEFAULT_STARTUP_SECS: f64 = 0.4;
 /// A packed unit should hold at least this many start-ups' worth of tests: start-up is then
 /// at most a fifth of its time.
 pub const STARTUPS_PER_UNIT: f64 = 4.0;
+/// Overhead of a unit forked from a warm server, before history knows better: pytest's own
+/// configuration and session set-up, without an interpreter start-up.
+pub const DEFAULT_FORK_STARTUP_SECS: f64 = 0.1;
 
 /// What history knows, reduced to what the planner needs.
 #[derive(Debug, Clone, Default)]
@@ -33,6 +36,8 @@ pub struct Predictions {
     pub startup: Option<f64>,
     /// Without history: a start-up estimated on this machine, now (see run.rs).
     pub measured_startup: Option<f64>,
+    /// Learned per-unit overhead of units forked from a warm server, if known.
+    pub fork_startup: Option<f64>,
 }
 
 impl Predictions {

@@ -37,6 +37,12 @@ impl HistoryRecorder {
             broken_files: Vec::new(),
         }
     }
+
+    /// Units are forked from warm servers: learn their overhead apart from spawns'.
+    pub fn forked(mut self, forked: bool) -> HistoryRecorder {
+        self.record.forked = forked;
+        self
+    }
 }
 
 impl Reporter for HistoryRecorder {

@@ -53,6 +53,8 @@ pub struct RunRequest {
     pub progress: ProgressMode,
     /// Print the discovered files with their estimated test counts and stop.
     pub list_files: bool,
+    /// Spawn a fresh interpreter per unit instead of forking it from a warm server.
+    pub no_fork: bool,
     /// CI sharding and committed durations (`--shard`, `--durations-file`): see `sharding`.
     pub sharding: crate::sharding::ShardOptions,
 }
@@ -68,7 +70,12 @@ pub fn run(req: RunRequest) -> Result<u8> {
         .or(rf.workers)
         .unwrap_or(Workers::Auto)
         .resolve();
-    let unit_mode = req.unit.or(rf.unit).unwrap_or_default();
+    let fork = !req.no_fork && rf.fork.unwrap_or(FORK_BY_DEFAULT);
+    // A fork costs little, so each file gets its own fresh process unless asked otherwise.
+    let unit_mode =
+        req.unit
+            .or(rf.unit)
+            .unwrap_or(if fork { UnitMode::File } else { UnitMode::Pack });
     let maxfail = if req.exitfirst {
         Some(1)
     } else {
@@ -164,6 +171,13 @@ pub fn run(req: RunRequest) -> Result<u8> {
     }
 
     let mut predictions = predictions;
+    if fork {
+        predictions.startup = Some(
+            predictions
+                .fork_startup
+                .unwrap_or(crate::plan::DEFAULT_FORK_STARTUP_SECS),
+        );
+    }
     if predictions.startup.is_none() {
         // No history: time the pytest import now (it runs anyway) and take twice that as the
         // start-up estimate; plugins and conftests come on top of the bare import.
@@ -220,14 +234,36 @@ pub fn run(req: RunRequest) -> Result<u8> {
         req.verbosity.unsigned_abs() as usize,
     ));
     child_args.extend(req.pytest_args.iter().cloned());
-    let ctx = ExecContext {
+    let mut ctx = ExecContext {
         python: python.clone(),
         invocation_dir: cwd.clone(),
         rootdir: pytest_cfg.rootdir.clone(),
         workers,
         run_id: session.run_id.clone(),
         pytest_args: child_args,
+        fork: None,
     };
+    if fork {
+        let mut preload = match &history {
+            Some(h) => h.preload_modules()?,
+            None => Vec::new(),
+        };
+        preload.extend(rf.preload.iter().flatten().cloned());
+        let preload_file = session.root.join("preload.json");
+        let json = serde_json::to_vec(&preload).map_err(|e| {
+            crate::error::Error::io("encoding the preload list", std::io::Error::other(e))
+        })?;
+        std::fs::write(&preload_file, json).map_err(|e| {
+            crate::error::Error::io(format!("writing {}", preload_file.display()), e)
+        })?;
+        let pool = crate::forkserver::ForkPool::start(
+            workers,
+            |slot| crate::executor::fork_server_command(&ctx, &session, slot),
+            &preload_file,
+            &session.root,
+        );
+        ctx.fork = Some(pool);
+    }
 
     let mut reporters: Vec<Box<dyn Reporter>> = Vec::new();
     let tty = std::io::stderr().is_terminal() && req.progress == ProgressMode::Auto;
@@ -255,12 +291,10 @@ pub fn run(req: RunRequest) -> Result<u8> {
         ))?));
     }
     if let Some(h) = history {
-        reporters.push(Box::new(HistoryRecorder::new(
-            h,
-            session.run_id.clone(),
-            workers,
-            !selective,
-        )));
+        reporters.push(Box::new(
+            HistoryRecorder::new(h, session.run_id.clone(), workers, !selective)
+                .forked(ctx.fork.is_some()),
+        ));
     }
     let mut bus = Bus::new(reporters);
     bus.emit(Event::RunStarted {
@@ -285,7 +319,37 @@ pub fn run(req: RunRequest) -> Result<u8> {
     if let Some(first) = errors.into_iter().next() {
         return Err(first);
     }
+    if let Some(pool) = &ctx.fork {
+        learn_preload(&pytest_cfg.rootdir, req.no_history, &outcome.imports, pool);
+    }
     Ok(outcome.exit_code)
+}
+
+/// Fork by default where fork-without-exec is well trodden (macOS frameworks may abort in a
+/// forked child, so there it is opt-in with `fork = true`).
+const FORK_BY_DEFAULT: bool = cfg!(target_os = "linux");
+
+/// Teaches history what the fork servers should preload next time, and what not.
+fn learn_preload(
+    rootdir: &std::path::Path,
+    no_history: bool,
+    imports: &std::collections::BTreeSet<String>,
+    pool: &crate::forkserver::ForkPool,
+) {
+    if no_history {
+        return;
+    }
+    let refusal = pool.refusal();
+    let blamed = refusal
+        .as_ref()
+        .and_then(|r| r.module.as_deref().map(|m| (m, r.reason.as_str())));
+    if imports.is_empty() && blamed.is_none() {
+        return;
+    }
+    let result = History::open(rootdir).and_then(|mut h| h.record_imports(imports, blamed));
+    if let Err(e) = result {
+        eprintln!("racefree: warning: could not record modules to preload: {e}");
+    }
 }
 
 type PytestCheck = std::thread::JoinHandle<Result<(String, f64)>>;

@@ -18,6 +18,8 @@ use crate::error::{Error, Result};
 
 /// The plugin's source, embedded at build time.
 pub const PLUGIN_SOURCE: &str = include_str!("../../../python/racefree_pytest/__init__.py");
+/// The fork server's source (see `forkserver`), embedded beside the plugin.
+pub const FORKSERVER_SOURCE: &str = include_str!("../../../python/racefree_forkserver.py");
 
 pub struct Session {
     pub root: PathBuf,
@@ -82,6 +84,9 @@ impl Session {
         let plugin = plugin_dir.join("__init__.py");
         std::fs::write(&plugin, PLUGIN_SOURCE)
             .map_err(io(format!("writing {}", plugin.display())))?;
+        let server = session.plugin_dir().join("racefree_forkserver.py");
+        std::fs::write(&server, FORKSERVER_SOURCE)
+            .map_err(io(format!("writing {}", server.display())))?;
         Ok(session)
     }
 

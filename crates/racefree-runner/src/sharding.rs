@@ -61,6 +61,7 @@ fn fill_gaps(mut base: Predictions, extra: &Predictions) -> Predictions {
     }
     base.per_test = base.per_test.or(extra.per_test);
     base.startup = base.startup.or(extra.startup);
+    base.fork_startup = base.fork_startup.or(extra.fork_startup);
     base
 }
 

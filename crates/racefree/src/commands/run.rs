@@ -26,7 +26,7 @@ pub struct RunArgs {
     #[arg(long, value_name = "PATH")]
     pub python: Option<PathBuf>,
 
-    /// `file` runs one file per pytest process; `pack` (default) packs small files together.
+    /// `file` (default with the fork server) runs one file per pytest process; `pack` packs small files together.
     #[arg(long, value_name = "pack|file")]
     pub unit: Option<UnitMode>,
 
@@ -86,6 +86,10 @@ pub struct RunArgs {
     #[arg(long)]
     pub list_files: bool,
 
+    /// Start a fresh interpreter per unit instead of forking it from a warm server.
+    #[arg(long)]
+    pub no_fork: bool,
+
     #[command(flatten)]
     pub ci: super::sharding::ShardArgs,
 
@@ -121,6 +125,7 @@ pub fn run(args: RunArgs) -> miette::Result<ExitCode> {
         durations: args.durations,
         no_history: args.no_history,
         list_files: args.list_files,
+        no_fork: args.no_fork,
         sharding,
         progress: if args.plain {
             ProgressMode::Plain

@@ -1,0 +1,351 @@
+//! Fork servers: one pre-warmed Python process per worker slot that forks a fresh pytest
+//! process for every unit (python/racefree_forkserver.py is the other side).
+//!
+//! A unit started this way is watched, timed out and killed exactly like a spawned one: the
+//! forked child leads its own process group, and the server reports its exit status while
+//! keeping the zombie until racefree says it no longer needs the pid (so a late kill cannot
+//! hit a reused pid). If a server cannot start, refuses to fork (a preloaded module started a
+//! thread, say) or breaks, its slot falls back to spawning interpreters, with one line saying
+//! why.
+
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::io::{self, BufRead, BufReader, IoSlice, Write};
+use std::mem::MaybeUninit;
+use std::os::fd::{AsRawFd, BorrowedFd};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
+
+use rustix::net::{SendAncillaryBuffer, SendAncillaryMessage, SendFlags};
+use serde::Deserialize;
+
+use crate::events::ExitInfo;
+use crate::unix;
+
+/// Environment variable naming the server's end of the control socket.
+const FD_ENV: &str = "RACEFREE_FORKSERVER_FD";
+/// Environment variable naming the JSON list of modules to preload.
+const PRELOAD_ENV: &str = "RACEFREE_FORKSERVER_PRELOAD";
+/// How long a server may take to warm up before its slot gives up on it.
+const READY_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// What a forked unit runs: `python -m pytest <args>` with this environment, in `cwd`.
+#[derive(Debug, Clone)]
+pub struct Invocation {
+    pub args: Vec<OsString>,
+    pub env: Vec<(OsString, OsString)>,
+    pub cwd: PathBuf,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum Reply {
+    Ready {
+        ready: bool,
+        #[serde(default)]
+        reason: String,
+        #[serde(default)]
+        module: Option<String>,
+    },
+    Pid {
+        pid: u32,
+    },
+    Exited {
+        #[allow(dead_code)]
+        exited: u32,
+        #[serde(default)]
+        code: Option<i32>,
+        #[serde(default)]
+        signal: Option<i32>,
+    },
+    Reaped {
+        #[allow(dead_code)]
+        reaped: u32,
+    },
+    Error {
+        error: String,
+    },
+}
+
+/// Why a server will not fork, and the preloaded module to blame if there is one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    pub reason: String,
+    pub module: Option<String>,
+}
+
+/// One running fork server.
+pub struct ForkServer {
+    process: Child,
+    stream: UnixStream,
+    reader: BufReader<UnixStream>,
+}
+
+impl ForkServer {
+    /// Starts `python -m racefree_forkserver` from `cmd` (which carries the slot's
+    /// environment); its output goes to `log`.
+    pub fn start(mut cmd: Command, preload_file: &Path, log: &Path) -> io::Result<ForkServer> {
+        let (ours, theirs) = UnixStream::pair()?;
+        let log_out = std::fs::File::create(log)?;
+        let log_err = log_out.try_clone()?;
+        cmd.env(FD_ENV, theirs.as_raw_fd().to_string())
+            .env(PRELOAD_ENV, preload_file)
+            .stdin(Stdio::null())
+            .stdout(log_out)
+            .stderr(log_err);
+        unix::prepare_child(&mut cmd, theirs.as_raw_fd());
+        let process = cmd.spawn()?;
+        drop(theirs);
+        let reader = BufReader::new(ours.try_clone()?);
+        Ok(ForkServer {
+            process,
+            stream: ours,
+            reader,
+        })
+    }
+
+    fn read_reply(&mut self) -> io::Result<Reply> {
+        let mut line = String::new();
+        if self.reader.read_line(&mut line)? == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "the fork server exited",
+            ));
+        }
+        serde_json::from_str(&line)
+            .map_err(|e| io::Error::other(format!("unreadable fork server message {line:?}: {e}")))
+    }
+
+    /// Waits until the server has warmed up. Err: why it will not fork.
+    pub fn wait_ready(&mut self) -> Result<(), Refusal> {
+        let refusal = |reason: String| Refusal {
+            reason,
+            module: None,
+        };
+        self.stream
+            .set_read_timeout(Some(READY_TIMEOUT))
+            .map_err(|e| refusal(e.to_string()))?;
+        let reply = self.read_reply().map_err(|e| refusal(e.to_string()))?;
+        let _ = self.stream.set_read_timeout(None);
+        match reply {
+            Reply::Ready { ready: true, .. } => Ok(()),
+            Reply::Ready { reason, module, .. } => Err(Refusal { reason, module }),
+            other => Err(refusal(format!("unexpected first message {other:?}"))),
+        }
+    }
+
+    /// Forks a child running `inv` with `fds` (stdout, stderr, event pipe); returns its pid.
+    pub fn fork(&mut self, inv: &Invocation, fds: [BorrowedFd<'_>; 3]) -> io::Result<u32> {
+        let request = serde_json::json!({
+            "op": "run",
+            "argv": utf8_all(inv.args.iter())?,
+            "env": inv.env.iter().map(|(k, v)| Ok((utf8(k)?, utf8(v)?)))
+                .collect::<io::Result<BTreeMap<String, String>>>()?,
+            "cwd": utf8(inv.cwd.as_os_str())?,
+        });
+        let mut data = serde_json::to_vec(&request).map_err(io::Error::other)?;
+        data.push(b'\n');
+        // The descriptors travel with the first byte; the rest of the line follows plainly.
+        let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(3))];
+        let mut control = SendAncillaryBuffer::new(&mut space);
+        if !control.push(SendAncillaryMessage::ScmRights(&fds)) {
+            return Err(io::Error::other("no room for three descriptors"));
+        }
+        let sent = loop {
+            match rustix::net::sendmsg(
+                &self.stream,
+                &[IoSlice::new(&data)],
+                &mut control,
+                SendFlags::empty(),
+            ) {
+                Ok(n) => break n,
+                Err(rustix::io::Errno::INTR) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        };
+        self.stream.write_all(&data[sent..])?;
+        match self.read_reply()? {
+            Reply::Pid { pid } => Ok(pid),
+            Reply::Error { error } => Err(io::Error::other(error)),
+            other => Err(io::Error::other(format!("unexpected reply {other:?}"))),
+        }
+    }
+
+    /// Blocks until the forked child exits; its zombie stays until `reap`.
+    pub fn wait_exit(&mut self) -> io::Result<ExitInfo> {
+        match self.read_reply()? {
+            Reply::Exited { code, signal, .. } => Ok(ExitInfo { code, signal }),
+            other => Err(io::Error::other(format!("unexpected reply {other:?}"))),
+        }
+    }
+
+    /// Lets the server reap the child: racefree will not signal its pid again. Waits for
+    /// the answer, so that the next request is alone on the wire (see the server's _Conn).
+    pub fn reap(&mut self) -> io::Result<()> {
+        self.stream.write_all(b"{\"op\":\"reap\"}\n")?;
+        match self.read_reply()? {
+            Reply::Reaped { .. } => Ok(()),
+            other => Err(io::Error::other(format!("unexpected reply {other:?}"))),
+        }
+    }
+}
+
+impl Drop for ForkServer {
+    fn drop(&mut self) {
+        // Nothing of the server's is worth waiting for; its running child (if any) dies with
+        // it through its parent-death signal.
+        let _ = self.stream.shutdown(std::net::Shutdown::Both);
+        let _ = self.process.kill();
+        let _ = self.process.wait();
+    }
+}
+
+fn utf8(s: &std::ffi::OsStr) -> io::Result<String> {
+    s.to_str()
+        .map(str::to_string)
+        .ok_or_else(|| io::Error::other(format!("{s:?} is not UTF-8")))
+}
+
+fn utf8_all<'a>(items: impl Iterator<Item = &'a OsString>) -> io::Result<Vec<String>> {
+    items.map(|s| utf8(s)).collect()
+}
+
+enum SlotState {
+    Starting,
+    Idle(ForkServer),
+    Busy,
+    Off,
+}
+
+struct Slot {
+    state: Mutex<SlotState>,
+    changed: Condvar,
+}
+
+/// The run's fork servers, one per slot. Executors borrow a slot's server for one unit.
+pub struct ForkPool {
+    slots: Vec<Slot>,
+    announced: AtomicBool,
+    refusal: Mutex<Option<Refusal>>,
+}
+
+impl std::fmt::Debug for ForkPool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ForkPool")
+            .field("slots", &self.slots.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl ForkPool {
+    /// Starts one server per slot; `command(slot)` builds the slot's server command. Warm-up
+    /// runs in the background, overlapping whatever racefree does next.
+    pub fn start(
+        workers: usize,
+        command: impl Fn(usize) -> io::Result<Command>,
+        preload_file: &Path,
+        log_dir: &Path,
+    ) -> Arc<ForkPool> {
+        let pool = Arc::new(ForkPool {
+            slots: (0..workers)
+                .map(|_| Slot {
+                    state: Mutex::new(SlotState::Starting),
+                    changed: Condvar::new(),
+                })
+                .collect(),
+            announced: AtomicBool::new(false),
+            refusal: Mutex::new(None),
+        });
+        for slot in 0..workers {
+            let log = log_dir.join(format!("forkserver-{slot}.log"));
+            let started = command(slot).and_then(|cmd| ForkServer::start(cmd, preload_file, &log));
+            let shared = pool.clone();
+            let warm = move || {
+                let pool = shared;
+                let result = started
+                    .map_err(|e| Refusal {
+                        reason: format!("it could not start: {e}"),
+                        module: None,
+                    })
+                    .and_then(|mut server| server.wait_ready().map(|()| server));
+                match result {
+                    Ok(server) => pool.set(slot, SlotState::Idle(server)),
+                    Err(refusal) => {
+                        pool.refuse(refusal, &log);
+                        pool.set(slot, SlotState::Off);
+                    }
+                }
+            };
+            if std::thread::Builder::new()
+                .name(format!("forkserver-{slot}"))
+                .spawn(warm)
+                .is_err()
+            {
+                pool.set(slot, SlotState::Off);
+            }
+        }
+        pool
+    }
+
+    fn set(&self, slot: usize, state: SlotState) {
+        let s = &self.slots[slot];
+        if let Ok(mut guard) = s.state.lock() {
+            *guard = state;
+        }
+        s.changed.notify_all();
+    }
+
+    /// Says once per run why units start without the fork server.
+    fn refuse(&self, refusal: Refusal, log: &Path) {
+        if !self.announced.swap(true, Ordering::SeqCst) {
+            let tail = std::fs::read_to_string(log)
+                .ok()
+                .and_then(|t| t.lines().last().map(str::to_string))
+                .filter(|l| !l.trim().is_empty())
+                .map(|l| format!(" ({l})"))
+                .unwrap_or_default();
+            eprintln!(
+                "racefree: fork server off: {}{tail}; starting a fresh interpreter per unit",
+                refusal.reason
+            );
+        }
+        if let Ok(mut r) = self.refusal.lock()
+            && r.is_none()
+        {
+            *r = Some(refusal);
+        }
+    }
+
+    /// The first reason a server refused to fork, if any did.
+    pub fn refusal(&self) -> Option<Refusal> {
+        self.refusal.lock().ok().and_then(|r| r.clone())
+    }
+
+    /// Borrows the slot's server, waiting for its warm-up; None when the slot spawns.
+    pub fn take(&self, slot: usize) -> Option<ForkServer> {
+        let s = self.slots.get(slot)?;
+        let mut guard = s.state.lock().ok()?;
+        while matches!(*guard, SlotState::Starting) {
+            guard = s.changed.wait(guard).ok()?;
+        }
+        match std::mem::replace(&mut *guard, SlotState::Busy) {
+            SlotState::Idle(server) => Some(server),
+            other => {
+                *guard = other;
+                None
+            }
+        }
+    }
+
+    /// Returns a borrowed server; None if it broke (the slot spawns from now on).
+    pub fn give_back(&self, slot: usize, server: Option<ForkServer>) {
+        match server {
+            Some(server) => self.set(slot, SlotState::Idle(server)),
+            None => self.set(slot, SlotState::Off),
+        }
+    }
+}

@@ -1,0 +1,392 @@
+"""racefree's fork server: one per worker slot, so every unit gets a fresh process at the cost
+of a fork instead of an interpreter start-up.
+
+racefree starts it as ``python -m racefree_forkserver`` with the slot's environment and
+one end of a Unix stream socket whose descriptor number is in ``RACEFREE_FORKSERVER_FD``. The
+server warms up (imports pytest and every installed plugin by running pytest once on an empty
+directory, then imports the modules listed in the JSON file named by
+``RACEFREE_FORKSERVER_PRELOAD``), checks that the warm-up left it safe to fork, and then forks
+one child per unit. Each child runs ``pytest.main`` with the unit's arguments exactly as
+``python -m pytest`` would.
+
+Protocol: one JSON object per line, each way.
+  server -> racefree  {"ready": true, "modules": N, "secs": S}
+                      {"ready": false, "reason": "...", "module": "name" or null}
+                                                          (then the server exits; racefree
+                                                           spawns fresh interpreters instead)
+  racefree -> server  {"op": "run", "argv": [...], "env": {...}, "cwd": "..."} with three
+                      descriptors passed alongside (SCM_RIGHTS): the unit's stdout, stderr and
+                      event pipe
+  server -> racefree  {"pid": P}                       the child runs
+                      {"exited": P, "code": C}         it exited (or "signal": S); the zombie
+                                                       is kept, so its pid cannot be reused
+                                                       while racefree may still signal it
+  racefree -> server  {"op": "reap"}                   racefree forgot the pid; reap it
+  server -> racefree  {"reaped": P}                    done: the server reads nothing ahead
+End of file on the socket means racefree is done: the server exits.
+
+Why a fork is safe here: the server is single-threaded, holds no sockets but its own and has
+no children when it forks; it checks this after every preloaded module and refuses (naming the
+module) otherwise. A module imported here is shared state only in the sense that every child
+starts from the same freshly imported copy; what one test file does to it is never seen by the
+next file's process.
+"""
+
+import atexit
+import gc
+import importlib
+import json
+import os
+import signal
+import socket
+import sys
+import tempfile
+import threading
+import time
+
+# Taken before anything else is imported: what a bare interpreter holds. The plugin
+# learns as preloadable whatever a unit imports beyond this.
+START_MODULES = frozenset(sys.modules)
+
+import pytest  # noqa: E402
+
+_FD_ENV = "RACEFREE_FORKSERVER_FD"
+_PRELOAD_ENV = "RACEFREE_FORKSERVER_PRELOAD"
+_MAX_LINE = 16 * 1024 * 1024
+
+
+class _Conn:
+    """Newline-delimited JSON over the socket, with descriptors received alongside.
+
+    Descriptors arrive attached to the first bytes of the request they belong to. A read may
+    return more than one request only if racefree sent the next before this one was answered,
+    which the protocol never does (every request waits for its reply), so the descriptors of
+    a read belong to the line it starts."""
+
+    def __init__(self, sock):
+        self.sock = sock
+        self.buf = b""
+        self.pending = []  # [offset in buf, [fds]]
+
+    def send(self, obj):
+        data = (json.dumps(obj) + "\n").encode("utf-8")
+        self.sock.sendall(data)
+
+    def recv(self):
+        """The next message and the descriptors that came with it; (None, []) at EOF."""
+        while b"\n" not in self.buf:
+            if len(self.buf) > _MAX_LINE:
+                raise ValueError("racefree sent an oversized message")
+            try:
+                data, fds, _flags, _addr = socket.recv_fds(self.sock, 65536, 8)
+            except InterruptedError:
+                continue
+            if fds:
+                self.pending.append([len(self.buf), list(fds)])
+            if not data:
+                for _offset, batch in self.pending:
+                    for fd in batch:
+                        os.close(fd)
+                self.pending = []
+                return None, []
+            self.buf += data
+        end = self.buf.index(b"\n") + 1
+        line, self.buf = self.buf[:end], self.buf[end:]
+        fds = []
+        rest = []
+        for offset, batch in self.pending:
+            if offset < end:
+                fds.extend(batch)
+            else:
+                rest.append([offset - end, batch])
+        self.pending = rest
+        return json.loads(line.decode("utf-8")), fds
+
+
+def _silenced(function):
+    """Runs ``function`` with descriptors 1 and 2 on /dev/null: the warm-up's output is
+    nobody's business."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    null = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(null, 1)
+        os.dup2(null, 2)
+        return function()
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.dup2(saved[0], 1)
+        os.dup2(saved[1], 2)
+        for fd in (null,) + saved:
+            os.close(fd)
+
+
+def _load_plugins():
+    """Runs pytest once on an empty directory, without conftest files or the project's
+    configuration, so that pytest, its own plugins and every installed plugin are imported
+    through pytest's assertion rewriter exactly as a real run imports them (importing them
+    by hand would make every child warn that they cannot be rewritten)."""
+    cwd = os.getcwd()
+    empty = tempfile.mkdtemp(prefix="racefree-warm-")
+    try:
+        os.chdir(empty)
+        _silenced(
+            lambda: pytest.main(
+                [
+                    "--collect-only",
+                    "-q",
+                    "--noconftest",
+                    "-p",
+                    "no:cacheprovider",
+                    "-c",
+                    os.devnull,
+                    "--rootdir",
+                    empty,
+                    empty,
+                ]
+            )
+        )
+    finally:
+        os.chdir(cwd)
+        try:
+            os.rmdir(empty)
+        except OSError:
+            pass
+
+
+def _native_threads():
+    try:
+        return len(os.listdir("/proc/self/task"))
+    except OSError:
+        return threading.active_count()
+
+
+def _children():
+    """Pids of this process's children (Linux), else an empty list."""
+    found = []
+    try:
+        for task in os.listdir("/proc/self/task"):
+            with open("/proc/self/task/%s/children" % task) as handle:
+                found.extend(handle.read().split())
+    except OSError:
+        pass
+    return found
+
+
+def _sockets(own_fd):
+    count = 0
+    try:
+        for name in os.listdir("/proc/self/fd"):
+            if int(name) == own_fd:
+                continue
+            try:
+                if os.readlink("/proc/self/fd/" + name).startswith("socket:"):
+                    count += 1
+            except OSError:
+                pass
+    except OSError:
+        pass
+    return count
+
+
+def _unsafe(own_fd, base_sockets):
+    """Why forking now would be unsafe, or None."""
+    if threading.active_count() > 1 or _native_threads() > 1:
+        return "it started a thread"
+    if _children():
+        return "it started a child process"
+    if _sockets(own_fd) > base_sockets:
+        return "it left a socket open"
+    return None
+
+
+def _warm_up(own_fd):
+    """Imports what units will need. Returns (module count, reason, module): reason is None
+    when forking is safe, else why not, and module the preloaded module to blame."""
+    base_sockets = _sockets(own_fd)
+    try:
+        _load_plugins()
+    except BaseException as error:  # noqa: BLE001 - any failure means: do not fork
+        return 0, "starting pytest failed: %r" % (error,), None
+    why = _unsafe(own_fd, base_sockets)
+    if why:
+        return 0, "loading pytest's plugins: %s" % why, None
+    names = []
+    path = os.environ.pop(_PRELOAD_ENV, None)
+    if path:
+        with open(path, encoding="utf-8") as handle:
+            names = json.load(handle)
+    count = 0
+    for name in names:
+        if name in sys.modules:
+            continue
+        try:
+            _silenced(lambda: importlib.import_module(name))
+        except BaseException as error:  # noqa: BLE001
+            reason = "preloading module %s failed: %s: %s" % (name, type(error).__name__, error)
+            return count, reason, name
+        why = _unsafe(own_fd, base_sockets)
+        if why:
+            return count, "preloading module %s: %s" % (name, why), name
+        count += 1
+    return count, None, None
+
+
+def _set_death_signal():
+    """Linux: the child dies with the server, so nothing outlives racefree."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        pr_set_pdeathsig = 1
+        libc.prctl(pr_set_pdeathsig, int(signal.SIGKILL), 0, 0, 0)
+    except (OSError, AttributeError):
+        pass
+
+
+def _reset_signals():
+    """A fresh interpreter's dispositions: Python's KeyboardInterrupt for SIGINT, SIGPIPE
+    ignored, everything else the default."""
+    for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2,
+                signal.SIGCHLD, signal.SIGALRM):
+        try:
+            signal.signal(sig, signal.SIG_DFL)
+        except (OSError, ValueError):
+            pass
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+
+
+def _exit(code):
+    """Ends the child as an interpreter would end: wait for non-daemon threads, run atexit
+    handlers, flush; then leave without the server's own interpreter teardown."""
+    try:
+        shutdown = getattr(threading, "_shutdown", None)
+        if shutdown is not None:
+            shutdown()
+    except BaseException:  # noqa: BLE001
+        pass
+    try:
+        atexit._run_exitfuncs()
+    except BaseException:  # noqa: BLE001
+        pass
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except BaseException:  # noqa: BLE001
+            pass
+    os._exit(code)
+
+
+def _child(conn, request, fds):
+    """Runs in the forked child: becomes the unit's pytest process. Never returns."""
+    code = 70
+    try:
+        conn.sock.close()
+        os.setpgid(0, 0)
+        _set_death_signal()
+        out, err, events = fds
+        os.dup2(out, 1)
+        os.dup2(err, 2)
+        os.close(out)
+        os.close(err)
+        os.environ.update(request.get("env") or {})
+        os.environ["RACEFREE_EVENT_FD"] = str(events)
+        os.chdir(request["cwd"])
+        _reset_signals()
+        if "random" in sys.modules:
+            sys.modules["random"].seed()
+        import pytest.__main__ as pytest_main
+
+        # As under `python -m pytest`: multiprocessing's spawn start method looks at
+        # __main__ to decide what its workers import.
+        sys.modules["__main__"] = pytest_main
+        argv = list(request["argv"])
+        sys.argv = [pytest_main.__file__] + argv
+        try:
+            code = pytest.main(argv)
+        except SystemExit as stop:
+            code = stop.code if isinstance(stop.code, int) else 1
+        code = int(code)
+    except BaseException:  # noqa: BLE001
+        import traceback
+
+        traceback.print_exc()
+        code = 70
+    _exit(code)
+
+
+def _exit_fields(pid):
+    while True:
+        try:
+            info = os.waitid(os.P_PID, pid, os.WEXITED | os.WNOWAIT)
+        except InterruptedError:
+            continue
+        if info is None:
+            continue
+        if info.si_code == os.CLD_EXITED:
+            return {"exited": pid, "code": info.si_status}
+        return {"exited": pid, "signal": info.si_status}
+
+
+def _serve(conn):
+    while True:
+        request, fds = conn.recv()
+        if request is None:
+            return
+        if request.get("op") != "run" or len(fds) != 3:
+            for fd in fds:
+                os.close(fd)
+            conn.send({"error": "expected a run request with three descriptors"})
+            continue
+        sys.stdout.flush()
+        sys.stderr.flush()
+        pid = os.fork()
+        if pid == 0:
+            _child(conn, request, fds)
+        for fd in fds:
+            os.close(fd)
+        try:
+            os.setpgid(pid, pid)
+        except OSError:
+            pass  # the child did it first, or already exited
+        conn.send({"pid": pid})
+        conn.send(_exit_fields(pid))
+        reply, extra = conn.recv()
+        for fd in extra:
+            os.close(fd)
+        try:
+            os.waitpid(pid, 0)
+        except ChildProcessError:
+            pass
+        if reply is None:
+            return
+        conn.send({"reaped": pid})
+
+
+def main():
+    # Let the plugin (python/racefree_pytest) find START_MODULES by name, in the children too.
+    sys.modules.setdefault("racefree_forkserver", sys.modules[__name__])
+    fd = int(os.environ.pop(_FD_ENV))
+    os.set_inheritable(fd, False)
+    sock = socket.socket(fileno=fd)
+    conn = _Conn(sock)
+    started = time.monotonic()
+    count, problem, module = _warm_up(fd)
+    if problem:
+        conn.send({"ready": False, "reason": problem, "module": module})
+        return
+    # Everything imported so far lives as long as the server: move it out of the collector's
+    # sight, so a child's collections do not walk (and copy-on-write) it.
+    gc.collect()
+    gc.freeze()
+    conn.send({"ready": True, "modules": count, "secs": time.monotonic() - started})
+    _serve(conn)
+
+
+if __name__ == "__main__":
+    main()
