@@ -50,6 +50,10 @@ enum Reply {
         reason: String,
         #[serde(default)]
         module: Option<String>,
+        #[serde(default)]
+        modules: u64,
+        #[serde(default)]
+        secs: f64,
     },
     Pid {
         pid: u32,
@@ -120,8 +124,9 @@ impl ForkServer {
             .map_err(|e| io::Error::other(format!("unreadable fork server message {line:?}: {e}")))
     }
 
-    /// Waits until the server has warmed up. Err: why it will not fork.
-    pub fn wait_ready(&mut self) -> Result<(), Refusal> {
+    /// Waits until the server has warmed up; Ok: how many modules it preloaded, in how many
+    /// seconds. Err: why it will not fork.
+    pub fn wait_ready(&mut self) -> Result<(u64, f64), Refusal> {
         let refusal = |reason: String| Refusal {
             reason,
             module: None,
@@ -132,7 +137,12 @@ impl ForkServer {
         let reply = self.read_reply().map_err(|e| refusal(e.to_string()))?;
         let _ = self.stream.set_read_timeout(None);
         match reply {
-            Reply::Ready { ready: true, .. } => Ok(()),
+            Reply::Ready {
+                ready: true,
+                modules,
+                secs,
+                ..
+            } => Ok((modules, secs)),
             Reply::Ready { reason, module, .. } => Err(Refusal { reason, module }),
             other => Err(refusal(format!("unexpected first message {other:?}"))),
         }
@@ -249,6 +259,7 @@ impl ForkPool {
         command: impl Fn(usize) -> io::Result<Command>,
         preload_file: &Path,
         log_dir: &Path,
+        verbose: bool,
     ) -> Arc<ForkPool> {
         let pool = Arc::new(ForkPool {
             slots: (0..workers)
@@ -271,9 +282,17 @@ impl ForkPool {
                         reason: format!("it could not start: {e}"),
                         module: None,
                     })
-                    .and_then(|mut server| server.wait_ready().map(|()| server));
+                    .and_then(|mut server| server.wait_ready().map(|ready| (server, ready)));
                 match result {
-                    Ok(server) => pool.set(slot, SlotState::Idle(server)),
+                    Ok((server, (modules, secs))) => {
+                        if verbose {
+                            eprintln!(
+                                "racefree: fork server of slot {slot} ready in {secs:.2}s \
+                                 ({modules} module(s) preloaded)"
+                            );
+                        }
+                        pool.set(slot, SlotState::Idle(server))
+                    }
                     Err(refusal) => {
                         pool.refuse(refusal, &log);
                         pool.set(slot, SlotState::Off);

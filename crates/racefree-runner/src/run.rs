@@ -261,6 +261,7 @@ pub fn run(req: RunRequest) -> Result<u8> {
             |slot| crate::executor::fork_server_command(&ctx, &session, slot),
             &preload_file,
             &session.root,
+            req.verbosity > 0,
         );
         ctx.fork = Some(pool);
     }

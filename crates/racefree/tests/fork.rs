@@ -1,0 +1,148 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+//! The fork server (issue 8) end to end: units forked from a warm server per slot get a fresh
+//! process per file, the preload set is learned from earlier runs, and a module that is
+//! unsafe to preload (it starts a thread) makes racefree spawn instead, with one line naming
+//! it, and is left out from then on.
+
+use std::path::Path;
+use std::process::Command;
+
+use assert_cmd::cargo::CommandCargoExt;
+
+mod common;
+use common::{copy_dir, fixture_source, python};
+
+fn fixture() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    copy_dir(&fixture_source("fork"), dir.path());
+    dir
+}
+
+struct Ran {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+/// `racefree run -n 1` (one slot: every file goes through the same server in turn).
+fn racefree(dir: &Path, expect_fork: bool, use_threaded: bool, extra: &[&str]) -> Ran {
+    let out = Command::cargo_bin("racefree")
+        .unwrap()
+        .current_dir(dir)
+        .args(["run", "-n", "1", "--plain", "--python"])
+        .arg(python())
+        .args(extra)
+        .env_remove("VIRTUAL_ENV")
+        .env("EXPECT_FORK", if expect_fork { "1" } else { "0" })
+        .env("USE_THREADED", if use_threaded { "1" } else { "0" })
+        .output()
+        .unwrap();
+    Ran {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+fn assert_all_passed(ran: &Ran, what: &str) {
+    assert_eq!(
+        ran.code, 0,
+        "{what}: exit {}\nstdout:\n{}\nstderr:\n{}",
+        ran.code, ran.stdout, ran.stderr
+    );
+    assert!(
+        ran.stdout.contains("4 passed"),
+        "{what}: expected 4 passed\n{}",
+        ran.stdout
+    );
+}
+
+#[test]
+fn each_file_gets_a_fresh_forked_process_even_for_preloaded_project_modules() {
+    let dir = fixture();
+    // First run: nothing learned yet; the units teach history that pkg.state is imported.
+    let first = racefree(dir.path(), true, false, &[]);
+    assert_all_passed(&first, "first run");
+    assert!(
+        !first.stderr.contains("fork server off"),
+        "{}",
+        first.stderr
+    );
+    // Second run: the server preloads pkg.state, and still neither file sees the other's
+    // module-level change.
+    let second = racefree(dir.path(), true, false, &["-v"]);
+    assert_all_passed(&second, "second run (pkg.state preloaded)");
+    let ready = second
+        .stderr
+        .lines()
+        .find(|l| l.contains("fork server of slot 0 ready"))
+        .unwrap_or_else(|| panic!("no ready line with -v:\n{}", second.stderr));
+    assert!(
+        !ready.contains("(0 module(s) preloaded)"),
+        "the second run preloads what the first imported: {ready}"
+    );
+    // Without the fork server the same holds with one file per process, and no unit is a
+    // fork server's child.
+    let spawned = racefree(dir.path(), false, false, &["--no-fork", "--unit", "file"]);
+    assert_all_passed(&spawned, "--no-fork --unit file");
+}
+
+#[test]
+fn a_module_that_starts_a_thread_is_never_preloaded() {
+    let dir = fixture();
+    // Units import pkg.threaded; history learns it as a module to preload.
+    let first = racefree(dir.path(), true, true, &[]);
+    assert_all_passed(&first, "first run");
+    // Preloading it starts a thread in the server: racefree says so and spawns instead.
+    let second = racefree(dir.path(), false, true, &[]);
+    assert_all_passed(&second, "second run (falls back)");
+    let lines: Vec<&str> = second
+        .stderr
+        .lines()
+        .filter(|l| l.contains("fork server off"))
+        .collect();
+    assert_eq!(
+        lines.len(),
+        1,
+        "one line, not one per slot:\n{}",
+        second.stderr
+    );
+    assert!(
+        lines[0].contains("pkg.threaded") && lines[0].contains("thread"),
+        "the line names the module and why: {}",
+        lines[0]
+    );
+    // History remembers the culprit: the next run forks again without preloading it.
+    let third = racefree(dir.path(), true, true, &[]);
+    assert_all_passed(&third, "third run (culprit left out)");
+    assert!(
+        !third.stderr.contains("fork server off"),
+        "{}",
+        third.stderr
+    );
+}
+
+#[test]
+fn preload_in_config_is_checked_too() {
+    let dir = fixture();
+    let pyproject = dir.path().join("pyproject.toml");
+    let mut text = std::fs::read_to_string(&pyproject).unwrap();
+    text.push_str("\n[tool.racefree]\npreload = [\"pkg.threaded\"]\n");
+    std::fs::write(&pyproject, text).unwrap();
+    let ran = racefree(dir.path(), false, false, &[]);
+    assert_all_passed(&ran, "configured unsafe preload");
+    assert!(
+        ran.stderr.contains("fork server off") && ran.stderr.contains("pkg.threaded"),
+        "{}",
+        ran.stderr
+    );
+    // `fork = false` turns the server off without a word.
+    let text = std::fs::read_to_string(&pyproject).unwrap().replace(
+        "preload = [\"pkg.threaded\"]",
+        "fork = false\nunit = \"file\"",
+    );
+    std::fs::write(&pyproject, text).unwrap();
+    let off = racefree(dir.path(), false, false, &[]);
+    assert_all_passed(&off, "fork = false");
+    assert!(!off.stderr.contains("fork server"), "{}", off.stderr);
+}
