@@ -234,6 +234,11 @@ pub fn run(req: RunRequest) -> Result<u8> {
         req.verbosity.unsigned_abs() as usize,
     ));
     child_args.extend(req.pytest_args.iter().cloned());
+    if asks_for_xdist(&pytest_flags) {
+        // racefree is the parallel runner: a suite whose addopts say `-n auto` must not make
+        // every unit start its own xdist workers. Later options win in pytest's parser.
+        child_args.extend(["-n".to_string(), "0".to_string()]);
+    }
     let mut ctx = ExecContext {
         python: python.clone(),
         invocation_dir: cwd.clone(),
@@ -326,6 +331,18 @@ pub fn run(req: RunRequest) -> Result<u8> {
     Ok(outcome.exit_code)
 }
 
+/// True if pytest's arguments (addopts, then those after `--`) turn on pytest-xdist.
+fn asks_for_xdist(flags: &[String]) -> bool {
+    flags.iter().any(|f| {
+        f == "-n"
+            || f == "--numprocesses"
+            || f.starts_with("--numprocesses=")
+            || (f.starts_with("-n") && f.len() > 2 && !f.starts_with("--"))
+            || f == "--dist"
+            || f.starts_with("--dist=")
+    })
+}
+
 /// Fork by default where fork-without-exec is well trodden (macOS frameworks may abort in a
 /// forked child, so there it is opt-in with `fork = true`).
 const FORK_BY_DEFAULT: bool = cfg!(target_os = "linux");
@@ -384,4 +401,20 @@ fn terminal_width() -> usize {
         .and_then(|c| c.parse::<usize>().ok())
         .filter(|&w| w >= 40)
         .unwrap_or(80)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::asks_for_xdist;
+
+    #[test]
+    fn xdist_flags_are_recognized() {
+        let v = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert!(asks_for_xdist(&v(&["-n", "auto"])));
+        assert!(asks_for_xdist(&v(&["-n4"])));
+        assert!(asks_for_xdist(&v(&["--numprocesses=2"])));
+        assert!(asks_for_xdist(&v(&["-ra", "--dist", "loadfile"])));
+        assert!(!asks_for_xdist(&v(&["-ra", "--no-header", "-q"])));
+        assert!(!asks_for_xdist(&v(&["--strict-markers"])));
+    }
 }

@@ -508,3 +508,14 @@ fn subtests_are_counted_as_pytest_counts_them() {
         );
     }
 }
+
+#[test]
+fn xdist_in_addopts_does_not_start_workers_inside_units() {
+    let dir = fixture("xdist_addopts");
+    let out = run(racefree(dir.path()).args(["-n", "1", "--plain"]));
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    assert!(out.stdout.contains("1 passed"), "{}", out.stdout);
+    // The same suite under plain pytest does start xdist's workers (so the test can fail).
+    let plain = run(&mut pytest(dir.path()));
+    assert_eq!(plain.code, 1, "{}\n{}", plain.stdout, plain.stderr);
+}
