@@ -650,3 +650,57 @@ fn the_checker_can_fail() {
     };
     assert!(std::panic::catch_unwind(|| check_python(&sb, &clean)).is_err());
 }
+
+#[test]
+fn audit_md_documents_every_rule_with_a_bad_example_and_a_fix() {
+    // The rules as racefree knows them: SARIF lists every rule with its default level.
+    let sb = Sandbox::new(false);
+    let (code, out) = sb.bash("racefree audit --format sarif tests/api");
+    assert_eq!(code, 0, "{out}");
+    let sarif: Value = serde_json::from_str(&out).unwrap();
+    let rules = sarif["runs"][0]["tool"]["driver"]["rules"]
+        .as_array()
+        .unwrap();
+    assert!(rules.len() >= 6, "{rules:?}");
+    let page = read("docs/audit.md");
+    let all = blocks("docs/audit.md", &page);
+    for rule in rules {
+        let id = rule["id"].as_str().unwrap();
+        let name = rule["name"].as_str().unwrap();
+        let level = rule["defaultConfiguration"]["level"].as_str().unwrap();
+        let row = format!("| {id} | `{name}` | {level} |");
+        assert!(
+            page.contains(&row),
+            "docs/audit.md's rule table lacks `{row}`"
+        );
+        let heading = format!("### {id} `{name}`");
+        let start = page
+            .find(&heading)
+            .unwrap_or_else(|| panic!("docs/audit.md has no section `{heading}`"));
+        // The section ends at the next heading of level 2 or 3.
+        let after = start + heading.len();
+        let end = ["\n## ", "\n### "]
+            .iter()
+            .filter_map(|h| page[after..].find(h))
+            .min()
+            .map_or(page.len(), |e| after + e);
+        let line_of = |offset: usize| page[..offset].lines().count() + 1;
+        let (first, last) = (line_of(start), line_of(end));
+        let in_section: Vec<&Block> = all
+            .iter()
+            .filter(|b| b.line >= first && b.line < last)
+            .collect();
+        assert!(
+            in_section
+                .iter()
+                .any(|b| b.attr("expect") == Some(id) && b.words().contains(&"test")),
+            "docs/audit.md's {id} section has no tested bad example (```python test expect={id})"
+        );
+        assert!(
+            in_section
+                .iter()
+                .any(|b| b.attr("expect") == Some("none") && b.words().contains(&"test")),
+            "docs/audit.md's {id} section has no tested fix (```python test expect=none)"
+        );
+    }
+}
