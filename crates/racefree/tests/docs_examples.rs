@@ -15,6 +15,10 @@
 //! - ```` ```LANG norun: REASON ````: not run (a GitHub Actions file, `pip install` from PyPI).
 //! - ```` ```rust,no_run ```` (docs/lock.md only): compiled by rustdoc, see racefree-lock's lib.rs.
 //!
+//! Besides the blocks: docs/audit.md must have a tested bad example and fix for every rule,
+//! docs/configuration.md must list every key racefree accepts, and docs/events.md every field a
+//! real run writes.
+//!
 //! Blocks of a page run in order in one scratch copy of examples/ (so a page reads as one
 //! session), with `racefree` (this build) and `python`/`python3` (the test venv's) first on PATH,
 //! HOME a scratch directory and `REPO_URL` a local git repository.
@@ -703,4 +707,113 @@ fn audit_md_documents_every_rule_with_a_bad_example_and_a_fix() {
             "docs/audit.md's {id} section has no tested fix (```python test expect=none)"
         );
     }
+}
+
+/// The keys a table accepts, from racefree's own "unknown field `x`, expected one of ..." error
+/// (so a key added to the code without docs fails the test below).
+fn accepted_keys(sb: &Sandbox, table: &str, command: &str) -> BTreeSet<String> {
+    std::fs::write(
+        sb.work.join("pyproject.toml"),
+        format!("{table}\nno-such-key = 1\n"),
+    )
+    .unwrap();
+    let (code, out) = sb.bash(command);
+    std::fs::remove_file(sb.work.join("pyproject.toml")).unwrap();
+    assert_eq!(code, 4, "`{command}` accepted an unknown key:\n{out}");
+    // miette wraps the message; undo the wrapping before reading the backticked names.
+    let joined: String = out
+        .lines()
+        .map(|l| l.trim_start().trim_start_matches(['×', '│']).trim())
+        .collect::<Vec<_>>()
+        .join(" ")
+        .replace("- ", "-");
+    let list = joined
+        .split("expected one of")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no key list in:\n{out}"));
+    list.split('`')
+        .skip(1)
+        .step_by(2)
+        .map(str::to_owned)
+        .take_while(|k| !k.contains(' '))
+        .collect()
+}
+
+#[test]
+fn configuration_md_lists_every_key() {
+    let sb = Sandbox::new(false);
+    let page = read("docs/configuration.md");
+    let mut missing = Vec::new();
+    for (table, command, section) in [
+        (
+            "[tool.racefree]",
+            "racefree run --list-files",
+            "## `[tool.racefree]`",
+        ),
+        (
+            "[tool.racefree.audit]",
+            "racefree audit tests",
+            "## `[tool.racefree.audit]`",
+        ),
+    ] {
+        let start = page
+            .find(section)
+            .unwrap_or_else(|| panic!("docs/configuration.md has no `{section}` section"));
+        let body = &page[start..];
+        let body = &body[..body[3..].find("\n## ").map_or(body.len(), |e| e + 3)];
+        let keys = accepted_keys(&sb, table, command);
+        assert!(keys.len() >= 5, "{table}: {keys:?}");
+        for key in keys {
+            // `audit` is the sub-table, `junit_xml` an alias documented beside `junit-xml`.
+            if key == "audit" && table == "[tool.racefree]" {
+                continue;
+            }
+            if !body.contains(&format!("| `{key}`")) && !body.contains(&format!("(or `{key}`)")) {
+                missing.push(format!("{table} {key}"));
+            }
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "keys racefree accepts but docs/configuration.md's tables do not list:\n  {}",
+        missing.join("\n  ")
+    );
+}
+
+#[test]
+fn events_md_lists_every_field() {
+    let sb = Sandbox::new(false);
+    let real = real_event_keys(&sb);
+    let page = read("docs/events.md");
+    let backticked = |text: &str| -> BTreeSet<String> {
+        text.split('`')
+            .skip(1)
+            .step_by(2)
+            .map(str::to_owned)
+            .collect()
+    };
+    let mut missing = Vec::new();
+    for (event, keys) in &real {
+        let row = page
+            .lines()
+            .find(|l| l.starts_with(&format!("| `{event}` |")))
+            .unwrap_or_else(|| panic!("docs/events.md's event table has no row for `{event}`"));
+        let mut documented = backticked(row);
+        if event == "test_finished" {
+            // Its fields have their own table: the first cell of each row.
+            for line in page.lines().filter(|l| l.starts_with("| `")) {
+                documented.extend(backticked(line.split('|').nth(1).unwrap_or("")));
+            }
+        }
+        for key in keys.iter().filter(|k| !k.contains('.')) {
+            if !["v", "t", "event"].contains(&key.as_str()) && !documented.contains(key) {
+                missing.push(format!("{event}.{key}"));
+            }
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "fields a real run writes that docs/events.md does not document:\n  {}",
+        missing.join("\n  ")
+    );
 }
