@@ -817,3 +817,124 @@ fn events_md_lists_every_field() {
         missing.join("\n  ")
     );
 }
+
+/// `racefree ...` command lines in a block: lines ending in `\` are joined, and so are the
+/// indented `--flag` lines that continue a command in YAML.
+fn racefree_command_lines(text: &str) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    let mut continuing = false;
+    for line in text.lines() {
+        let trimmed = line.trim();
+        if continuing || (trimmed.starts_with("--") && !out.is_empty() && line.starts_with(' ')) {
+            if let Some(last) = out.last_mut() {
+                last.push(' ');
+                last.push_str(trimmed.trim_end_matches('\\'));
+                continuing = trimmed.ends_with('\\');
+                continue;
+            }
+        }
+        if let Some(pos) = line.find("racefree ") {
+            let before = &line[..pos];
+            if before.is_empty() || before.ends_with([' ', '(', '$', '|', '&', ';', '`', '-']) {
+                out.push(line[pos..].trim_end_matches('\\').to_owned());
+                continuing = trimmed.ends_with('\\');
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn every_flag_in_every_example_exists() {
+    // Also in the blocks that are not run (CI files): a flag racefree does not have fails here.
+    let top = Command::new(env!("CARGO_BIN_EXE_racefree"))
+        .arg("--help")
+        .output()
+        .unwrap();
+    let top = String::from_utf8(top.stdout).unwrap();
+    let known: BTreeSet<&str> = [
+        "run",
+        "lock",
+        "audit",
+        "clean",
+        "history",
+        "plan",
+        "durations",
+    ]
+    .into_iter()
+    .filter(|c| top.contains(&format!("\n  {c} ")))
+    .collect();
+    assert_eq!(known.len(), 7, "{top}");
+    let mut help_cache: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    let mut bad = Vec::new();
+    for page in PAGES {
+        for block in blocks(page, &read(page)) {
+            // A block that shows a usage error (exit 4) may use a flag that does not exist.
+            if block.attr("exit") == Some("4") {
+                continue;
+            }
+            for line in racefree_command_lines(&block.text) {
+                let words: Vec<&str> = line.split_whitespace().collect();
+                let Some(&sub) = words.get(1) else { continue };
+                if !known.contains(sub) {
+                    continue;
+                }
+                let mut command = vec![sub];
+                if let Some(&second) = words.get(2)
+                    && matches!(
+                        (sub, second),
+                        ("lock", "status" | "break") | ("durations", "export" | "import")
+                    )
+                {
+                    command.push(second);
+                }
+                let key = command.join(" ");
+                let flags = help_cache.entry(key.clone()).or_insert_with(|| {
+                    let out = Command::new(env!("CARGO_BIN_EXE_racefree"))
+                        .args(&command)
+                        .arg("--help")
+                        .output()
+                        .unwrap();
+                    let mut flags = common::help_flags(&String::from_utf8(out.stdout).unwrap());
+                    flags.insert("--help".into());
+                    flags.insert("--version".into());
+                    flags
+                });
+                // Flags after `--` (or a lock's -c) belong to pytest or to the command.
+                let mut scanned = String::new();
+                for w in &words[2..] {
+                    if *w == "--" || *w == "-c" || *w == "--command" {
+                        break;
+                    }
+                    scanned.push_str(w);
+                    scanned.push(' ');
+                }
+                for flag in common::long_flags(&scanned) {
+                    if !flags.contains(&flag) {
+                        bad.push(format!("{}: `racefree {key}` has no {flag}", block.at()));
+                    }
+                }
+            }
+        }
+    }
+    assert!(
+        bad.is_empty(),
+        "examples use flags racefree does not have:\n  {}",
+        bad.join("\n  ")
+    );
+}
+
+#[test]
+fn command_lines_are_found() {
+    let yaml = "    - racefree plan --shards \"$SHARDS\" --format lines\n        \
+                --durations-file x.json > plan.tsv\n  run: |\n    m=$(racefree plan \\\n      \
+                --no-history)\n# racefree: ignore\n";
+    assert_eq!(
+        racefree_command_lines(yaml),
+        vec![
+            "racefree plan --shards \"$SHARDS\" --format lines --durations-file x.json > plan.tsv"
+                .to_owned(),
+            "racefree plan  --no-history)".to_owned(),
+        ]
+    );
+}

@@ -13,6 +13,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
+use common::{help_flags, long_flags};
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::process::Command;
@@ -95,53 +96,6 @@ fn all_commands() -> Vec<String> {
         i += 1;
     }
     out
-}
-
-/// `--flag` tokens in `text` (a token starts after a non-word character).
-fn long_flags(text: &str) -> BTreeSet<String> {
-    let bytes = text.as_bytes();
-    let mut flags = BTreeSet::new();
-    let mut i = 0;
-    while i + 2 < bytes.len() {
-        let starts = bytes[i] == b'-'
-            && bytes[i + 1] == b'-'
-            && bytes[i + 2].is_ascii_lowercase()
-            && (i == 0 || !(bytes[i - 1].is_ascii_alphanumeric() || bytes[i - 1] == b'-'));
-        if starts {
-            let mut j = i + 2;
-            while j < bytes.len() && (bytes[j].is_ascii_alphanumeric() || bytes[j] == b'-') {
-                j += 1;
-            }
-            flags.insert(text[i..j].trim_end_matches('-').to_owned());
-            i = j;
-        } else {
-            i += 1;
-        }
-    }
-    flags
-}
-
-/// The long flags of a help text's `Options:` section, without --help and --version.
-fn help_flags(help: &str) -> BTreeSet<String> {
-    let mut section = String::new();
-    let mut inside = false;
-    for line in help.lines() {
-        if line == "Options:" {
-            inside = true;
-            continue;
-        }
-        if inside {
-            if !line.is_empty() && !line.starts_with(' ') {
-                break;
-            }
-            section.push_str(line);
-            section.push('\n');
-        }
-    }
-    let mut flags = long_flags(&section);
-    flags.remove("--help");
-    flags.remove("--version");
-    flags
 }
 
 /// The flags listed in a page's options sections (see the module comment).
