@@ -938,3 +938,94 @@ fn command_lines_are_found() {
         ]
     );
 }
+
+/// GitHub's anchor for a heading: lower case, punctuation other than `-` and `_` dropped, spaces
+/// to `-`.
+fn slug(heading: &str) -> String {
+    heading
+        .trim()
+        .to_lowercase()
+        .chars()
+        .filter_map(|c| match c {
+            ' ' => Some('-'),
+            c if c.is_alphanumeric() || c == '-' || c == '_' => Some(c),
+            _ => None,
+        })
+        .collect()
+}
+
+fn anchors(text: &str) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    let mut in_fence = false;
+    for line in text.lines() {
+        if line.trim_start().starts_with("```") {
+            in_fence = !in_fence;
+        } else if !in_fence && line.starts_with('#') {
+            out.insert(slug(line.trim_start_matches('#')));
+        }
+    }
+    out
+}
+
+#[test]
+fn links_between_pages_resolve() {
+    let root = common::workspace_root();
+    let mut broken = Vec::new();
+    for page in PAGES {
+        let text = read(page);
+        let dir = Path::new(page).parent().unwrap_or(Path::new(""));
+        for (n, line) in text.lines().enumerate() {
+            for part in line.split("](").skip(1) {
+                let Some(end) = part.find(')') else { continue };
+                let target = &part[..end];
+                if target.contains("://") || target.starts_with("mailto:") {
+                    continue;
+                }
+                let (file, anchor) = target.split_once('#').unwrap_or((target, ""));
+                // `..` resolved by hand: the target may not exist.
+                let mut path = root.clone();
+                let joined = if file.is_empty() {
+                    PathBuf::from(page)
+                } else {
+                    dir.join(file)
+                };
+                for c in joined.components() {
+                    match c {
+                        std::path::Component::ParentDir => {
+                            path.pop();
+                        }
+                        std::path::Component::Normal(p) => path.push(p),
+                        _ => {}
+                    }
+                }
+                // Links out of the repository (../shared/DESIGN.md) are not checked.
+                if !path.starts_with(&root) {
+                    continue;
+                }
+                if !path.exists() {
+                    broken.push(format!("{page}:{}: {target} (no such file)", n + 1));
+                    continue;
+                }
+                if anchor.is_empty() || path.is_dir() {
+                    continue;
+                }
+                if path.extension().is_some_and(|e| e == "md") {
+                    let target_text = std::fs::read_to_string(&path).unwrap();
+                    if !anchors(&target_text).contains(anchor) {
+                        broken.push(format!("{page}:{}: {target} (no such heading)", n + 1));
+                    }
+                }
+            }
+        }
+    }
+    assert!(
+        broken.is_empty(),
+        "broken links:\n  {}",
+        broken.join("\n  ")
+    );
+    assert_eq!(slug(" `racefree clean`"), "racefree-clean");
+    assert_eq!(
+        slug(" 3. Lessons the incidents teach (keep these)"),
+        "3-lessons-the-incidents-teach-keep-these"
+    );
+}
