@@ -49,3 +49,11 @@ pub use record::{
     parse as parse_record,
 };
 pub use sys::FsKind;
+
+/// The Rust examples of the user guide's docs/lock.md, compiled as doctests so they cannot rot.
+/// (Its other blocks are marked for crates/racefree/tests/docs_examples.rs, in info strings such
+/// as `console test exit=3`, which rustdoc would warn about.)
+#[cfg(doctest)]
+#[allow(rustdoc::invalid_codeblock_attributes)]
+#[doc = include_str!("../../../docs/lock.md")]
+pub struct LockGuideExamples;

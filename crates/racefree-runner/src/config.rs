@@ -518,6 +518,10 @@ pub struct RacefreeConfig {
     pub fork: Option<bool>,
     /// Modules the fork servers import ahead of time, besides those learned from history.
     pub preload: Option<Vec<String>>,
+    /// `[tool.racefree.audit]` belongs to `racefree audit`, which validates it; the runner
+    /// only has to let it through (it once made every `racefree run` a usage error).
+    #[serde(default, rename = "audit")]
+    pub _audit: Option<serde::de::IgnoredAny>,
 }
 
 /// Reads `[tool.racefree]` from `<rootdir>/pyproject.toml`, if there is one.
@@ -665,6 +669,24 @@ mod tests {
         );
         write(t.path(), "pyproject.toml", "[tool.racefree]\nworkers = 0\n");
         assert!(load_racefree_config(t.path()).is_err());
+    }
+
+    #[test]
+    fn audit_subtable_is_left_to_audit() {
+        let t = tempfile::tempdir().unwrap();
+        write(
+            t.path(),
+            "pyproject.toml",
+            "[tool.racefree]\nworkers = 2\n\n[tool.racefree.audit]\ndisable = [\"RF004\"]\n",
+        );
+        let (_, cfg) = load_racefree_config(t.path()).unwrap();
+        assert_eq!(cfg.workers, Some(Workers::Count(2)));
+        write(
+            t.path(),
+            "pyproject.toml",
+            "[tool.racefree.audit]\nfail-on = \"never\"\n",
+        );
+        assert!(load_racefree_config(t.path()).is_ok());
     }
 
     proptest! {

@@ -185,7 +185,11 @@ pub struct ShardPick {
 
 /// Partitions `files` over `spec.total` shards and keeps shard `spec.index`.
 pub fn pick(files: &[(String, f64)], spec: ShardSpec) -> ShardPick {
-    let total_predicted = files.iter().map(|(_, s)| sanitize(*s)).sum();
+    // A fold from +0.0: f64's `sum()` of nothing is -0.0, printed as "-0.0 s".
+    let total_predicted = files
+        .iter()
+        .map(|(_, s)| sanitize(*s))
+        .fold(0.0, |a, s| a + s);
     let shard = partition(files, spec.total)
         .into_iter()
         .nth(spec.index - 1)
@@ -300,6 +304,11 @@ mod tests {
         assert_eq!(
             empty.to_string(),
             "shard 2/2: 0 files, ~0.0 s predicted of 30 s"
+        );
+        let nothing = pick(&[], ShardSpec { index: 1, total: 2 });
+        assert_eq!(
+            nothing.to_string(),
+            "shard 1/2: 0 files, ~0.0 s predicted of 0.0 s"
         );
     }
 

@@ -140,7 +140,8 @@ pub fn plan(req: &PlanRequest) -> Result<Partition> {
     };
     let w = weights(&files, &predictions);
     Ok(Partition {
-        total_predicted: w.iter().map(|(_, s)| s.max(0.0)).sum(),
+        // A fold from +0.0: f64's `sum()` of nothing is -0.0 (`"predicted_secs": -0.0`).
+        total_predicted: w.iter().map(|(_, s)| s.max(0.0)).fold(0.0, |a, s| a + s),
         shards: shard::partition(&w, req.shards),
     })
 }

@@ -152,6 +152,10 @@ impl Reporter for Junit {
         let mut report = Report::new("pytest");
         report.add_test_suite(suite);
         let ctx = || format!("writing --junit-xml {}", self.path.display());
+        // As pytest's --junit-xml: a missing directory is created, not an error after the run.
+        if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| Error::io(ctx(), e))?;
+        }
         let file = std::fs::File::create(&self.path).map_err(|e| Error::io(ctx(), e))?;
         report
             .serialize(std::io::BufWriter::new(file))

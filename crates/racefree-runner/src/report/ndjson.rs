@@ -32,8 +32,12 @@ pub struct NdjsonLog {
 
 impl NdjsonLog {
     pub fn create(path: &Path) -> Result<NdjsonLog> {
-        let file =
-            File::create(path).map_err(|e| Error::io(format!("--events {}", path.display()), e))?;
+        let ctx = || format!("--events {}", path.display());
+        // Like --junit-xml (and pytest's): a missing directory is created.
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| Error::io(ctx(), e))?;
+        }
+        let file = File::create(path).map_err(|e| Error::io(ctx(), e))?;
         Ok(NdjsonLog {
             path: path.to_path_buf(),
             out: BufWriter::new(file),

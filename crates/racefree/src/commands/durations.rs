@@ -20,9 +20,7 @@ pub struct DurationsArgs {
 pub enum DurationsCommand {
     /// Write the durations local history knows (tests whose file is gone are left out).
     Export(ExportArgs),
-    /// Merge durations files (several shards' exports, or pytest-split's .test_durations)
-    /// into local history: per test the newest measurement wins; tests whose file no longer
-    /// exists are dropped.
+    /// Merge durations files into local history (newest measurement wins; gone tests dropped).
     Import(ImportArgs),
 }
 
@@ -36,7 +34,14 @@ pub enum ExportFormat {
 
 #[derive(Debug, Args)]
 pub struct ExportArgs {
-    #[arg(long, value_enum, default_value_t = ExportFormat::Racefree)]
+    /// Output format (docs/ci.md).
+    #[arg(
+        long,
+        value_enum,
+        default_value_t = ExportFormat::Racefree,
+        value_name = "racefree|pytest-split",
+        hide_possible_values = true
+    )]
     pub format: ExportFormat,
     /// Write to FILE instead of stdout.
     #[arg(short = 'o', long = "output", value_name = "FILE")]

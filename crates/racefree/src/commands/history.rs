@@ -17,6 +17,8 @@ pub enum Query {
 
 #[derive(Debug, Args)]
 pub struct HistoryArgs {
+    /// slowest (recency-weighted), flaky (outcome flipped) or failed (in their last run).
+    #[arg(value_name = "slowest|flaky|failed", hide_possible_values = true)]
     pub query: Query,
     /// JSON output (an array of objects).
     #[arg(long)]

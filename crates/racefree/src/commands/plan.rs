@@ -28,8 +28,14 @@ pub struct PlanArgs {
     #[arg(long, value_name = "N")]
     pub shards: usize,
 
-    /// Output format.
-    #[arg(long, value_enum, default_value_t = PlanFormat::Json)]
+    /// json, github-matrix or lines.
+    #[arg(
+        long,
+        value_enum,
+        default_value_t = PlanFormat::Json,
+        value_name = "FORMAT",
+        hide_possible_values = true
+    )]
     pub format: PlanFormat,
 
     #[command(flatten)]
@@ -39,7 +45,7 @@ pub struct PlanArgs {
     #[arg(long)]
     pub no_history: bool,
 
-    /// Arguments for pytest, after `--` (as for `racefree run`; they can change discovery).
+    /// Arguments for pytest, after `--` (as for `racefree run`).
     #[arg(last = true, value_name = "PYTEST_ARGS")]
     pub pytest_args: Vec<String>,
 }

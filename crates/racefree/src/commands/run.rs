@@ -10,31 +10,30 @@ use racefree_runner::{ProgressMode, RunRequest};
 
 #[derive(Debug, Args)]
 #[command(
-    after_help = "Everything after `--` is passed to every pytest process unchanged.\n\
-Exit codes (as pytest): 0 all passed, 1 tests failed, 2 interrupted or collection errors, \
-3 internal error, 4 usage error, 5 no tests collected."
+    after_help = "Everything after `--` goes to every pytest process. Options: docs/run.md\n\
+Exit codes: 0 passed, 1 failed, 2 interrupted or collection errors, 3 internal, 4 usage, 5 no tests"
 )]
 pub struct RunArgs {
-    /// Test paths and node ids, as for pytest (default: pytest's testpaths or the current directory).
+    /// Test paths and node ids, as for pytest (default: pytest's testpaths).
     pub paths: Vec<String>,
 
     /// Worker slots: a number or `auto` (usable cores).
     #[arg(short = 'n', long = "workers", value_name = "N|auto")]
     pub workers: Option<Workers>,
 
-    /// Python interpreter (default: $VIRTUAL_ENV, ./.venv, then python3 on PATH).
+    /// Python interpreter [default: $VIRTUAL_ENV, ./.venv, python3].
     #[arg(long, value_name = "PATH")]
     pub python: Option<PathBuf>,
 
-    /// `file` (default with the fork server) runs one file per pytest process; `pack` packs small files together.
+    /// One `file` per process (default with the fork server), or `pack` small files together.
     #[arg(long, value_name = "pack|file")]
     pub unit: Option<UnitMode>,
 
-    /// Only run tests matching this pytest keyword expression (passed to every pytest process).
+    /// Only tests matching this pytest keyword expression.
     #[arg(short = 'k', value_name = "EXPRESSION")]
     pub keyword: Option<String>,
 
-    /// Only run tests matching this pytest mark expression (passed to every pytest process).
+    /// Only tests matching this pytest mark expression.
     #[arg(short = 'm', value_name = "MARKEXPR")]
     pub markexpr: Option<String>,
 
@@ -46,11 +45,11 @@ pub struct RunArgs {
     #[arg(long, value_name = "N")]
     pub maxfail: Option<u32>,
 
-    /// Run only the tests that failed last time (from racefree's history).
+    /// Run only the tests that failed last time.
     #[arg(long = "lf", visible_alias = "last-failed")]
     pub last_failed: bool,
 
-    /// Run the tests that failed last time first, then the rest.
+    /// Run last time's failures first.
     #[arg(long = "ff", visible_alias = "failed-first")]
     pub failed_first: bool,
 
@@ -82,7 +81,7 @@ pub struct RunArgs {
     #[arg(long)]
     pub plain: bool,
 
-    /// Print the files discovery finds (estimated test count, path) and exit without running.
+    /// Print the files discovery finds, run nothing.
     #[arg(long)]
     pub list_files: bool,
 

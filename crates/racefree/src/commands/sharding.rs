@@ -10,25 +10,22 @@ use racefree_runner::sharding::{self, ShardOptions};
 
 #[derive(Debug, Args)]
 pub struct DurationsFileArgs {
-    /// Durations to plan from (racefree's export or pytest-split's .test_durations). Fills what
-    /// local history lacks; with --shard it alone decides the split, so every machine agrees.
+    /// Plan from this durations file (racefree's or pytest-split's).
     #[arg(long, value_name = "FILE")]
     pub durations_file: Option<PathBuf>,
 
-    /// A missing or corrupt --durations-file is a warning instead of an error.
+    /// A missing or corrupt --durations-file is only a warning.
     #[arg(long, requires = "durations_file")]
     pub durations_file_optional: bool,
 }
 
 #[derive(Debug, Args)]
 pub struct ShardArgs {
-    /// Run shard K of N (1-based), balanced by predicted durations. Default from
-    /// RACEFREE_SHARD, GitLab's CI_NODE_INDEX/CI_NODE_TOTAL or Buildkite's
-    /// BUILDKITE_PARALLEL_JOB/BUILDKITE_PARALLEL_JOB_COUNT.
+    /// Run shard K of N (1-based) [default: from CI variables, docs/ci.md].
     #[arg(long, value_name = "K/N", conflicts_with = "last_failed")]
     pub shard: Option<String>,
 
-    /// Run exactly the test files listed in FILE (one per line, rootdir-relative; `#` comments).
+    /// Run exactly the test files listed in FILE, one per line.
     #[arg(long, value_name = "FILE", conflicts_with = "paths")]
     pub files_from: Option<PathBuf>,
 

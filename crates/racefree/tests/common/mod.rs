@@ -2,6 +2,7 @@
 //! suites copied into fresh directories (so history and caches never land in the repository).
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 pub fn workspace_root() -> PathBuf {
@@ -40,4 +41,51 @@ pub fn copy_dir(from: &Path, to: &Path) {
             std::fs::copy(entry.path(), target).unwrap();
         }
     }
+}
+
+/// `--flag` tokens in `text` (a token starts after a non-word character).
+pub fn long_flags(text: &str) -> BTreeSet<String> {
+    let bytes = text.as_bytes();
+    let mut flags = BTreeSet::new();
+    let mut i = 0;
+    while i + 2 < bytes.len() {
+        let starts = bytes[i] == b'-'
+            && bytes[i + 1] == b'-'
+            && bytes[i + 2].is_ascii_lowercase()
+            && (i == 0 || !(bytes[i - 1].is_ascii_alphanumeric() || bytes[i - 1] == b'-'));
+        if starts {
+            let mut j = i + 2;
+            while j < bytes.len() && (bytes[j].is_ascii_alphanumeric() || bytes[j] == b'-') {
+                j += 1;
+            }
+            flags.insert(text[i..j].trim_end_matches('-').to_owned());
+            i = j;
+        } else {
+            i += 1;
+        }
+    }
+    flags
+}
+
+/// The long flags of a help text's `Options:` section, without --help and --version.
+pub fn help_flags(help: &str) -> BTreeSet<String> {
+    let mut section = String::new();
+    let mut inside = false;
+    for line in help.lines() {
+        if line == "Options:" {
+            inside = true;
+            continue;
+        }
+        if inside {
+            if !line.is_empty() && !line.starts_with(' ') {
+                break;
+            }
+            section.push_str(line);
+            section.push('\n');
+        }
+    }
+    let mut flags = long_flags(&section);
+    flags.remove("--help");
+    flags.remove("--version");
+    flags
 }

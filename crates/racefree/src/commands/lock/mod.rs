@@ -81,24 +81,29 @@ pub struct HoldArgs {
     #[arg(short = 'n', long = "nonblock", conflicts_with = "timeout")]
     pub nonblock: bool,
 
-    /// Wait at most SECS seconds (fractions allowed), then fail (exit 1, or the -E code).
+    /// Wait at most SECS seconds (fractions allowed), then fail like -n.
     #[arg(short = 'w', long = "timeout", value_name = "SECS", value_parser = parse_seconds)]
     pub timeout: Option<std::time::Duration>,
 
-    /// Exit code when the lock is held by someone else (default 1).
+    /// Exit code when the lock is held by someone else.
     #[arg(short = 'E', long = "conflict-exit-code", value_name = "CODE", default_value_t = exit::CONFLICT)]
     pub conflict_exit_code: u8,
 
     /// How to lock.
-    #[arg(long, value_enum, default_value_t = ModeArg::Auto)]
+    #[arg(
+        long,
+        value_enum,
+        default_value_t = ModeArg::Auto,
+        value_name = "auto|kernel|soft",
+        hide_possible_values = true
+    )]
     pub mode: ModeArg,
 
-    /// Soft mode: heartbeat the record so holders on other hosts can be evicted after SECS
-    /// seconds without one.
+    /// Soft mode: other hosts may evict a holder silent for SECS.
     #[arg(long, value_name = "SECS", value_parser = parse_seconds)]
     pub lease: Option<std::time::Duration>,
 
-    /// Use the chosen --mode even where it cannot be trusted (kernel locks on NFS).
+    /// Use --mode even where it cannot be trusted (kernel locks on NFS).
     #[arg(long)]
     pub trust_filesystem: bool,
 
@@ -111,11 +116,11 @@ pub struct HoldArgs {
     )]
     pub shell_command: Option<String>,
 
-    /// The lock file (created if missing; never followed through a symlink, never truncated).
+    /// The lock file (created if missing; symlinks refused; never truncated).
     #[arg(required = true)]
     pub path: Option<PathBuf>,
 
-    /// The command to run while holding the lock (as in flock(1); `--` before it is optional).
+    /// The command to run while holding the lock (`--` before it is optional).
     #[arg(
         value_name = "COMMAND",
         id = "argv",
