@@ -92,6 +92,10 @@ def bench(suite, racefree, workers, scratch):
     row["xdist"], code_x, line_x, _ = timed(pytest + ["-n", str(workers)], work)
     row["rf_cold"], code_c, line_c, rss_c = timed(rf + ["--junit-xml", "rf.xml", "--events", "cold.ndjson"], work, True)
     row["rf_hist"], code_h, line_h, rss_h = timed(rf + ["--junit-xml", "rf2.xml", "--events", "hist.ndjson"], work, True)
+    # The same, starting an interpreter per unit instead of forking it (history as above).
+    row["rf_spawn"], code_sp, _, _ = timed(rf + ["--no-fork"], work)
+    if code_sp != code_s:
+        print(f"  {suite}: racefree (--no-fork) exited {code_sp}, pytest {code_s}", file=sys.stderr)
     for label, code in (("cold", code_c), ("hist", code_h)):
         if code != code_s:
             print(f"  {suite}: racefree ({label}) exited {code}, pytest {code_s}", file=sys.stderr)
@@ -134,16 +138,17 @@ def main():
     print(f"\nW = {w}; wall seconds; ratios < 1 favour racefree; same = per-test results equal serial pytest's")
     head = (
         f"{'suite':<16}{'tests':>7}{'serial':>8}{'xdist':>8}{'rf cold':>9}{'rf hist':>9}"
-        f"{'hist/xd':>8}{'hist/LB':>8}{'LB':>7}{'disc x':>8}{'RSS MB':>8}  same  exit codes (pytest xdist cold hist)"
+        f"{'spawn':>8}{'hist/xd':>8}{'hist/LB':>8}{'LB':>7}{'disc x':>8}{'RSS MB':>8}  same  exit codes (pytest xdist cold hist)"
     )
     print(head)
     for r in rows:
         print(
             f"{r['suite']:<16}{r['tests']:>7}{r['serial']:>8.2f}{r['xdist']:>8.2f}{r['rf_cold']:>9.2f}"
-            f"{r['rf_hist']:>9.2f}{r['rf_hist'] / r['xdist']:>8.2f}{r['rf_hist'] / r['lb']:>8.2f}{r['lb']:>7.2f}"
+            f"{r['rf_hist']:>9.2f}{r['rf_spawn']:>8.2f}{r['rf_hist'] / r['xdist']:>8.2f}{r['rf_hist'] / r['lb']:>8.2f}{r['lb']:>7.2f}"
             f"{r['collect'] / r['discover']:>8.1f}{r['rss_mb']:>8.1f}  {'yes' if r['diffs'] == [0, 0] else 'NO ' + str(r['diffs'])}"
             f"  {r['codes']}"
         )
+    print("rf cold / rf hist: fork server on (the default), without and with history; spawn: --no-fork, with history;")
     print("LB = max(test time / W, longest file) + one start-up, from racefree's measurements;")
     print("disc x = `pytest --collect-only` time / `racefree run --list-files` time.")
 

@@ -21,7 +21,7 @@ import tempfile
 import time
 
 PYTHON = sys.executable
-ROUNDS = 3
+ROUNDS = 2
 
 
 def make_suite(root, files):
