@@ -48,6 +48,8 @@ pub struct UnitSpec {
     pub selection: BTreeMap<String, Vec<String>>,
     /// Files found by walking a directory -> that directory (for pytest's collect_ignore).
     pub walked: BTreeMap<PathBuf, PathBuf>,
+    /// Random, in the unit's environment, so processes it leaves behind can be found.
+    pub token: String,
 }
 
 /// Messages from executors to the dispatcher.
@@ -140,6 +142,11 @@ fn build_command(
     std::fs::write(&unit_file, json)
         .map_err(|e| Error::io(format!("writing {}", unit_file.display()), e))?;
     cmd.env("RACEFREE_UNIT_FILE", unit_file);
+    cmd.env(crate::procs::TOKEN_ENV, &spec.token);
+    cmd.env(
+        "RACEFREE_FAULT_FILE",
+        session.fault_file(spec.unit, spec.attempt),
+    );
     Ok(cmd)
 }
 

@@ -4,9 +4,11 @@
 use std::collections::{BTreeMap, HashSet};
 use std::io::IsTerminal;
 use std::path::PathBuf;
-use std::time::Instant;
+use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
+use std::time::{Duration, Instant};
 
-use crate::config::{self, UnitMode, Workers};
+use crate::config::{self, FlakyResult, UnitMode, Workers};
 use crate::discovery::{self, DiscoverOptions};
 use crate::dispatch::{Bus, Dispatcher, Reporter};
 use crate::error::Result;
@@ -15,6 +17,7 @@ use crate::executor::ExecContext;
 use crate::history::History;
 use crate::plan::{self, FileWork, PlanParams, Predictions};
 use crate::recorder::HistoryRecorder;
+use crate::recovery::FaultPolicy;
 use crate::report::{junit::Junit, ndjson::NdjsonLog, progress::Progress, summary::Summary};
 use crate::session::Session;
 
@@ -55,6 +58,48 @@ pub struct RunRequest {
     pub list_files: bool,
     /// CI sharding and committed durations (`--shard`, `--durations-file`): see `sharding`.
     pub sharding: crate::sharding::ShardOptions,
+    /// `--timeout SECS` (per test).
+    pub timeout: Option<f64>,
+    /// `--kill-grace SECS` between SIGTERM and SIGKILL.
+    pub kill_grace: Option<f64>,
+    /// `--run-timeout SECS` for the whole run.
+    pub run_timeout: Option<f64>,
+    /// `--retries N` for failed tests.
+    pub retries: Option<u32>,
+    pub flaky_result: Option<FlakyResult>,
+    /// `--infra-retries N`: for pytest processes that exit 3 or 4 before any test.
+    pub infra_retries: Option<u32>,
+    /// Counts SIGINT/SIGTERM; the caller's signal handler increments it.
+    pub interrupts: Option<Arc<AtomicUsize>>,
+}
+
+fn seconds(name: &str, value: Option<f64>) -> Result<Option<Duration>> {
+    match value {
+        None => Ok(None),
+        Some(v) if v.is_finite() && v >= 0.0 => Ok(Some(Duration::from_secs_f64(v))),
+        Some(v) => Err(crate::error::Error::Usage(format!(
+            "{name} must be a non-negative number of seconds, got {v}"
+        ))),
+    }
+}
+
+/// The fault policy from the request, then `[tool.racefree]`, then the defaults.
+fn fault_policy(req: &RunRequest, rf: &config::RacefreeConfig) -> Result<FaultPolicy> {
+    let defaults = FaultPolicy::default();
+    let timeout = seconds("--timeout", req.timeout.or(rf.timeout))?;
+    Ok(FaultPolicy {
+        timeout: timeout.map(|d| d.as_secs_f64()).filter(|s| *s > 0.0),
+        kill_grace: seconds("--kill-grace", req.kill_grace.or(rf.kill_grace))?
+            .unwrap_or(defaults.kill_grace),
+        run_timeout: seconds("--run-timeout", req.run_timeout.or(rf.run_timeout))?
+            .filter(|d| !d.is_zero()),
+        retries: req.retries.or(rf.retries).unwrap_or(defaults.retries),
+        flaky_fails: req.flaky_result.or(rf.flaky_result).unwrap_or_default() == FlakyResult::Fail,
+        infra_retries: req
+            .infra_retries
+            .or(rf.infra_retries)
+            .unwrap_or(defaults.infra_retries),
+    })
 }
 
 /// Runs the tests; returns pytest's exit code for the run.
@@ -63,6 +108,7 @@ pub fn run(req: RunRequest) -> Result<u8> {
     let cwd = &req.invocation_dir;
     let pytest_cfg = config::determine_setup(cwd, &req.args)?;
     let (_, rf) = config::load_racefree_config(&pytest_cfg.rootdir)?;
+    let policy = fault_policy(&req, &rf)?;
     let workers = req
         .workers
         .or(rf.workers)
@@ -279,6 +325,8 @@ pub fn run(req: RunRequest) -> Result<u8> {
         files: &files,
         maxfail,
         bus: &mut bus,
+        policy: &policy,
+        interrupts: req.interrupts.clone(),
     };
     let outcome = dispatcher.run(units, started);
     let errors = bus.finish();

@@ -5,11 +5,11 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use quick_junit::{NonSuccessKind, Report, TestCase, TestCaseStatus, TestSuite};
+use quick_junit::{NonSuccessKind, Report, TestCase, TestCaseStatus, TestRerun, TestSuite};
 
 use crate::dispatch::Reporter;
 use crate::error::{Error, Result};
-use crate::events::{Event, Outcome, TestResult};
+use crate::events::{Event, Outcome, Rerun, TestResult};
 
 /// pytest's `mangle_test_address`: split the node id on `::` outside the parameter part,
 /// turn the path into a dotted module name.
@@ -56,7 +56,43 @@ impl Junit {
         case
     }
 
+    /// One earlier attempt, as Maven Surefire writes it: `<flakyFailure>` when the test then
+    /// passed, `<rerunFailure>` when it kept failing; with its message, traceback and output.
+    fn rerun(x: &Rerun) -> TestRerun {
+        let kind = if x.outcome == Outcome::Error {
+            NonSuccessKind::Error
+        } else {
+            NonSuccessKind::Failure
+        };
+        let mut run = TestRerun::new(kind);
+        run.set_message(format!("attempt {}: {}", x.attempt, x.message));
+        run.set_time(Duration::from_secs_f64(x.duration.max(0.0)));
+        run.set_stack_trace(x.longrepr.clone());
+        let output = |word: &str| -> String {
+            x.sections
+                .iter()
+                .filter(|(title, _)| title.contains(word))
+                .map(|(title, text)| format!("{title}\n{text}"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        };
+        let (out, err) = (output("stdout"), output("stderr"));
+        if !out.is_empty() {
+            run.set_system_out(out);
+        }
+        if !err.is_empty() {
+            run.set_system_err(err);
+        }
+        run
+    }
+
     fn status(r: &TestResult) -> TestCaseStatus {
+        let mut status = Self::final_status(r);
+        status.add_reruns(r.reruns.iter().map(Self::rerun));
+        status
+    }
+
+    fn final_status(r: &TestResult) -> TestCaseStatus {
         match r.outcome {
             Outcome::Passed | Outcome::Xpassed if r.teardown_error => {
                 let mut s = TestCaseStatus::non_success(NonSuccessKind::Error);
