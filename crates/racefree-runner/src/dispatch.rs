@@ -303,6 +303,22 @@ impl Dispatcher<'_> {
                 }
             }
         }
+        // Resumptions that never started: their tests were collected, so they are listed.
+        let resumes: Vec<Job> = st
+            .queue
+            .iter()
+            .filter(|j| j.reason == Reason::Resume)
+            .cloned()
+            .collect();
+        for job in resumes {
+            for id in job.selection.iter().flat_map(|s| s.values().flatten()) {
+                let mut result = build_result(id, job.id, 0, &[], 0.0);
+                result.attempt = Self::attempt_of(&st, id);
+                result.outcome = Outcome::NotRun;
+                result.message = st.not_run_message.clone();
+                self.conclude(result, &mut st);
+            }
+        }
         // Tests whose retry never started (the run stopped) end with their last attempt.
         let pending: Vec<String> = st.reruns.keys().cloned().collect();
         for id in pending {
@@ -313,7 +329,7 @@ impl Dispatcher<'_> {
         let not_started: usize = st
             .queue
             .iter()
-            .filter(|j| j.reason != Reason::Retry)
+            .filter(|j| matches!(j.reason, Reason::Planned | Reason::Infra))
             .map(|j| j.files.len())
             .sum();
         let interrupted = st.stop_reason.clone().map(|reason| {
@@ -502,7 +518,11 @@ impl Dispatcher<'_> {
         match wire {
             Wire::Hello { .. } => {}
             Wire::Collected { ids, deselected } => {
-                st.totals.deselected += deselected;
+                // A resumption or retry collects its files again; their deselections were
+                // counted by the unit's first process.
+                if matches!(r.job.reason, Reason::Planned | Reason::Infra) {
+                    st.totals.deselected += deselected;
+                }
                 self.bus.emit(Event::UnitCollected {
                     unit,
                     count: ids.len(),

@@ -215,6 +215,26 @@ fn faults_os_exit_zero_is_a_crash_not_a_pass() {
         "{}",
         tail(&out.stdout)
     );
+    // With -k, the resumed process's deselections are not counted twice.
+    let out = run(s
+        .racefree()
+        .args(["-k", "not after_exit_too", "tests/test_exit.py"]));
+    assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
+    let ev = s.events();
+    assert_eq!(
+        outcomes(&ev),
+        expect(&[
+            ("tests/test_exit.py::test_after_exit", "passed"),
+            ("tests/test_exit.py::test_before_exit", "passed"),
+            ("tests/test_exit.py::test_exits_zero", "crashed"),
+        ])
+    );
+    assert_eq!(ev.last().unwrap()["totals"]["deselected"], 1);
+    assert!(
+        out.stdout.contains("2 passed, 1 deselected, 1 crashed"),
+        "{}",
+        tail(&out.stdout)
+    );
 }
 
 #[test]
