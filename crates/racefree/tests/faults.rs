@@ -595,3 +595,60 @@ fn faults_run_timeout_stops_the_run() {
         out.stdout
     );
 }
+
+#[test]
+fn faults_leak_lines_on_the_event_pipe_become_leak_events() {
+    let s = Suite::new();
+    let out = run(s.racefree().arg("tests/test_leak_line.py"));
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    let ev = s.events();
+    let leaks: Vec<&Value> = ev.iter().filter(|e| e["event"] == "leak").collect();
+    assert_eq!(leaks.len(), 1, "{ev:?}");
+    assert_eq!(leaks[0]["pid"], 4242);
+    assert_eq!(leaks[0]["cmdline"], "fake-daemon --forever");
+    assert_eq!(
+        leaks[0]["nodeid"],
+        "tests/test_leak_line.py::test_reports_a_leak_on_the_event_pipe"
+    );
+    assert!(
+        out.stdout.contains("left pid 4242 running"),
+        "{}",
+        out.stdout
+    );
+}
+
+#[test]
+fn faults_second_ctrl_c_kills_at_once() {
+    let s = Suite::new();
+    let start = Instant::now();
+    let child = s
+        .racefree()
+        .args(["--kill-grace", "120", "tests/test_ignores_term.py"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !s.state.join("term.started").exists() {
+        assert!(Instant::now() < deadline, "the test never started");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let pid = child.id().to_string();
+    Command::new("kill").args(["-INT", &pid]).status().unwrap();
+    // The test ignores SIGTERM, so only the second Ctrl-C ends the run before the grace.
+    std::thread::sleep(Duration::from_millis(500));
+    Command::new("kill").args(["-INT", &pid]).status().unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        start.elapsed() < Duration::from_secs(100),
+        "waited for the 120 s grace"
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(
+        outcomes(&s.events()),
+        expect(&[(
+            "tests/test_ignores_term.py::test_ignores_sigterm",
+            "not_run"
+        )])
+    );
+}
