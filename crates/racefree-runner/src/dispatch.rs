@@ -810,7 +810,35 @@ impl Dispatcher<'_> {
             }
         }
         let collected = r.collected.clone().unwrap_or_default();
-        let rec = recovery::reconcile(&collected, &r.finished, r.current.as_deref(), r.cancelled);
+        // A test whose time ran out is a timeout even if the run was stopped meanwhile; the
+        // tests after it are then queued and, as the run is stopping, reported not run.
+        let stopping = r.cancelled && r.timed_out.is_none();
+        let rec = recovery::reconcile(&collected, &r.finished, r.current.as_deref(), stopping);
+        // A resumption or retry that did not collect a test it was started for (it died
+        // first, or the id changed) must not lose it silently.
+        if let Some(sel) = r
+            .job
+            .selection
+            .as_ref()
+            .filter(|_| r.job.reason != Reason::Planned)
+        {
+            let got: HashSet<&String> = collected.iter().collect();
+            for id in sel.values().flatten().filter(|id| !got.contains(id)) {
+                let message = if r.cancelled {
+                    st.not_run_message.clone()
+                } else {
+                    st.lost += 1;
+                    format!(
+                        "not run: the process started again for it ended ({exit}) without collecting it"
+                    )
+                };
+                let mut result = build_result(id, unit, r.slot, &[], 0.0);
+                result.attempt = Self::attempt_of(st, id);
+                result.outcome = Outcome::NotRun;
+                result.message = message;
+                self.conclude(result, st);
+            }
+        }
         let unreported = rec.resume.len() + rec.not_run.len() + usize::from(rec.culprit.is_some());
         let duration_of = |id: &str| {
             r.started_at

@@ -652,3 +652,38 @@ fn faults_second_ctrl_c_kills_at_once() {
         )])
     );
 }
+
+#[test]
+fn faults_a_resumption_that_dies_before_collecting_loses_nothing() {
+    let s = Suite::new();
+    let out = run(s.racefree().arg("tests/poisoned/test_poison.py"));
+    assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
+    let ev = s.events();
+    assert_eq!(
+        outcomes(&ev),
+        expect(&[
+            (
+                "tests/poisoned/test_poison.py::test_never_collected_again",
+                "not_run"
+            ),
+            (
+                "tests/poisoned/test_poison.py::test_poisons_and_dies",
+                "crashed"
+            ),
+        ])
+    );
+    let r = results(&ev);
+    assert!(
+        r["tests/poisoned/test_poison.py::test_never_collected_again"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("without collecting it"),
+        "{r:?}"
+    );
+    // One resumption only: it died without progress, so it is not started again.
+    let resumed = ev
+        .iter()
+        .filter(|e| e["event"] == "unit_started" && e["reason"] == "resume")
+        .count();
+    assert_eq!(resumed, 1);
+}
