@@ -368,3 +368,40 @@ fn terminal_width() -> usize {
         .filter(|&w| w >= 40)
         .unwrap_or(80)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fault_policy_from_flags_then_config_then_defaults() {
+        let rf: config::RacefreeConfig = toml::from_str(
+            "timeout = 30\nkill-grace = 0.5\nretries = 2\nflaky-result = \"fail\"\ninfra-retries = 1\nrun-timeout = 600\n",
+        )
+        .unwrap();
+        let req = RunRequest {
+            timeout: Some(5.0),
+            ..RunRequest::default()
+        };
+        let p = fault_policy(&req, &rf).unwrap();
+        assert_eq!(p.timeout, Some(5.0));
+        assert_eq!(p.kill_grace, Duration::from_millis(500));
+        assert_eq!(p.run_timeout, Some(Duration::from_secs(600)));
+        assert_eq!((p.retries, p.flaky_fails, p.infra_retries), (2, true, 1));
+        let p = fault_policy(&RunRequest::default(), &config::RacefreeConfig::default()).unwrap();
+        assert_eq!(p, FaultPolicy::default());
+        // 0 means no limit.
+        let req = RunRequest {
+            timeout: Some(0.0),
+            ..RunRequest::default()
+        };
+        assert_eq!(fault_policy(&req, &rf).unwrap().timeout, None);
+        let req = RunRequest {
+            kill_grace: Some(-1.0),
+            ..RunRequest::default()
+        };
+        let err = fault_policy(&req, &rf).unwrap_err().to_string();
+        assert!(err.contains("--kill-grace"), "{err}");
+        assert!(toml::from_str::<config::RacefreeConfig>("flaky-result = \"maybe\"").is_err());
+    }
+}

@@ -454,6 +454,19 @@ fn faults_exit_4_before_any_test_is_retried_visibly() {
         out.stdout
     );
     assert!(out.stdout.contains("INFRA RETRY unit 0"), "{}", out.stdout);
+    // ... and in the JUnit XML, as a suite property with the forensics in system-err.
+    let xml = std::fs::read_to_string(s.path().join("j.xml")).unwrap();
+    let doc = roxmltree::Document::parse(&xml).unwrap();
+    let prop = doc
+        .descendants()
+        .find(|n| n.has_tag_name("property") && n.attribute("name") == Some("racefree.infra_retry"))
+        .expect("an infra_retry property");
+    assert!(
+        prop.attribute("value").unwrap().contains(
+            "ended (exit status 4) before any test; files: tests/infra/test_infra.py (exists)"
+        ),
+        "{xml}"
+    );
 }
 
 #[test]
@@ -686,4 +699,41 @@ fn faults_a_resumption_that_dies_before_collecting_loses_nothing() {
         .filter(|e| e["event"] == "unit_started" && e["reason"] == "resume")
         .count();
     assert_eq!(resumed, 1);
+}
+
+#[test]
+fn faults_abort_and_sigkill_are_crashes_named_by_signal() {
+    let s = Suite::new();
+    let out = run(s.racefree().arg("tests/test_signals.py"));
+    assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
+    let ev = s.events();
+    assert_eq!(
+        outcomes(&ev),
+        expect(&[
+            ("tests/test_signals.py::test_aborts", "crashed"),
+            ("tests/test_signals.py::test_after_signals", "passed"),
+            (
+                "tests/test_signals.py::test_killed_like_by_the_oom_killer",
+                "crashed"
+            ),
+        ])
+    );
+    let r = results(&ev);
+    let abort = &r["tests/test_signals.py::test_aborts"];
+    assert!(
+        abort["message"].as_str().unwrap().contains("SIGABRT"),
+        "{abort}"
+    );
+    assert!(
+        abort["longrepr"]
+            .as_str()
+            .unwrap()
+            .contains("in test_aborts"),
+        "{abort}"
+    );
+    let killed = &r["tests/test_signals.py::test_killed_like_by_the_oom_killer"];
+    assert!(
+        killed["message"].as_str().unwrap().contains("SIGKILL"),
+        "{killed}"
+    );
 }

@@ -37,6 +37,9 @@ pub struct Junit {
     path: PathBuf,
     cases: Vec<TestCase>,
     time: f64,
+    /// Infrastructure retries: a suite property each, forensics in the suite's system-err
+    /// (never retry silently, not even in the XML).
+    infra: Vec<(String, String)>,
 }
 
 impl Junit {
@@ -45,6 +48,7 @@ impl Junit {
             path: path.to_path_buf(),
             cases: Vec::new(),
             time: 0.0,
+            infra: Vec::new(),
         }
     }
 
@@ -176,6 +180,27 @@ impl Reporter for Junit {
                 s.set_description(longrepr.clone());
                 self.cases.push(Self::case(nodeid, s, 0.0));
             }
+            Event::InfraRetry {
+                unit,
+                exit,
+                files,
+                stderr_tail,
+                retry,
+                ..
+            } => {
+                let listed: Vec<String> = files
+                    .iter()
+                    .map(|(f, exists)| {
+                        format!("{f} ({})", if *exists { "exists" } else { "missing" })
+                    })
+                    .collect();
+                let summary = format!(
+                    "unit {unit} retry {retry}: the pytest process ended ({exit}) before any test; files: {}",
+                    listed.join(", ")
+                );
+                self.infra
+                    .push((summary.clone(), format!("{summary}\n{stderr_tail}")));
+            }
             Event::RunFinished { duration, .. } => self.time = *duration,
             _ => {}
         }
@@ -185,6 +210,13 @@ impl Reporter for Junit {
         let mut suite = TestSuite::new("pytest");
         suite.set_time(Duration::from_secs_f64(self.time.max(0.0)));
         suite.add_test_cases(std::mem::take(&mut self.cases));
+        for (summary, _) in &self.infra {
+            suite.add_property(("racefree.infra_retry", summary.as_str()));
+        }
+        if !self.infra.is_empty() {
+            let text: Vec<&str> = self.infra.iter().map(|(_, t)| t.as_str()).collect();
+            suite.set_system_err(text.join("\n\n"));
+        }
         let mut report = Report::new("pytest");
         report.add_test_suite(suite);
         let ctx = || format!("writing --junit-xml {}", self.path.display());
