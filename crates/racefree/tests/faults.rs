@@ -737,3 +737,22 @@ fn faults_abort_and_sigkill_are_crashes_named_by_signal() {
         "{killed}"
     );
 }
+
+#[test]
+fn faults_a_test_that_ignores_sigterm_is_killed_after_the_grace() {
+    let s = Suite::new();
+    let start = Instant::now();
+    let out = run(s.racefree().args([
+        "--timeout",
+        "1",
+        "--kill-grace",
+        "1",
+        "tests/test_ignores_term.py",
+    ]));
+    assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
+    assert!(start.elapsed() < Duration::from_secs(60));
+    let r = results(&s.events());
+    let t = &r["tests/test_ignores_term.py::test_ignores_sigterm"];
+    assert_eq!(t["outcome"], "failed");
+    assert_eq!(t["message"], "timeout after 1 s");
+}
