@@ -867,10 +867,13 @@ impl Dispatcher<'_> {
                     "crashed: the pytest process ended ({exit}) while this test was running"
                 );
                 result.longrepr = format!(
-                    "{}\n\n{}last output of the pytest process (stderr):\n{}",
+                    "{}\n\n{}{}",
                     result.message,
                     traceback_section(&fault, "faulthandler traceback"),
-                    last_lines(stderr, 40)
+                    traceback_section(
+                        &last_lines(stderr, 40),
+                        "last output of the pytest process (stderr)"
+                    )
                 );
             }
             self.conclude(result, st);
@@ -993,8 +996,42 @@ fn traceback_section(fault: &str, title: &str) -> String {
     if fault.trim().is_empty() {
         String::new()
     } else {
-        format!("{title}:\n{}\n\n", fault.trim_end())
+        format!("{title}:\n{}\n\n", hide_runner_frames(fault.trim_end()))
     }
+}
+
+/// faulthandler dumps every frame down to `runpy`; the ~30 of pytest and pluggy say nothing
+/// about the test, so they are counted instead of shown.
+fn hide_runner_frames(dump: &str) -> String {
+    let internal = |line: &str| {
+        let l = line.trim_start();
+        l.starts_with("File ")
+            && [
+                "/_pytest/",
+                "/pluggy/",
+                "/pytest/__main__.py",
+                "<frozen runpy>",
+            ]
+            .iter()
+            .any(|m| l.contains(m))
+    };
+    let mut out = Vec::new();
+    let mut hidden = 0;
+    for line in dump.lines() {
+        if internal(line) {
+            hidden += 1;
+            continue;
+        }
+        if hidden > 0 {
+            out.push(format!("  ({hidden} frames of pytest and pluggy hidden)"));
+            hidden = 0;
+        }
+        out.push(line.to_string());
+    }
+    if hidden > 0 {
+        out.push(format!("  ({hidden} frames of pytest and pluggy hidden)"));
+    }
+    out.join("\n")
 }
 
 fn last_lines(text: &str, n: usize) -> String {
@@ -1073,6 +1110,19 @@ fn exit_code(st: &State, flaky_fails: bool) -> u8 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn runner_frames_are_counted_not_shown() {
+        let dump = "Fatal Python error: Segmentation fault\n\nCurrent thread 0x1 (most recent call first):\n  File \"/x/ctypes/__init__.py\", line 519 in string_at\n  File \"/t/test_segv.py\", line 9 in test_segfaults\n  File \"/v/_pytest/python.py\", line 187 in pytest_pyfunc_call\n  File \"/v/pluggy/_execution.py\", line 147 in _multicall\n  File \"<frozen runpy>\", line 88 in _run_code\n";
+        let shown = hide_runner_frames(dump);
+        assert!(shown.contains("line 9 in test_segfaults"), "{shown}");
+        assert!(shown.contains("in string_at"), "{shown}");
+        assert!(!shown.contains("pluggy/_execution.py"), "{shown}");
+        assert!(
+            shown.ends_with("  (3 frames of pytest and pluggy hidden)"),
+            "{shown}"
+        );
+    }
 
     #[test]
     fn exit_code_table() {
