@@ -124,7 +124,8 @@ pub struct RunArgs {
 }
 
 /// Counts SIGINT and SIGTERM from now on, instead of dying: the engine stops the run
-/// gracefully on the first and kills everything on the second, and still writes its reports.
+/// gracefully on the first and kills everything on the second, and still writes its reports;
+/// a third ends racefree on the spot.
 fn count_interrupts() -> miette::Result<Arc<AtomicUsize>> {
     let count = Arc::new(AtomicUsize::new(0));
     let mut signals = Signals::new([SIGINT, SIGTERM])
@@ -134,7 +135,11 @@ fn count_interrupts() -> miette::Result<Arc<AtomicUsize>> {
         .name("signals".into())
         .spawn(move || {
             for _ in signals.forever() {
-                counter.fetch_add(1, Ordering::SeqCst);
+                // A third signal means racefree itself is stuck somewhere (a report file on a
+                // hung mount, say): leave at once. Units die with us (PR_SET_PDEATHSIG).
+                if counter.fetch_add(1, Ordering::SeqCst) >= 2 {
+                    std::process::exit(130);
+                }
             }
         })
         .map_err(|e| miette::miette!("cannot start the signal thread: {e}"))?;
