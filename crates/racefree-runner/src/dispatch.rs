@@ -326,15 +326,15 @@ impl Dispatcher<'_> {
                 self.conclude(last, &mut st);
             }
         }
-        let not_started: usize = st
+        let not_started: Vec<String> = st
             .queue
             .iter()
             .filter(|j| matches!(j.reason, Reason::Planned | Reason::Infra))
-            .map(|j| j.files.len())
-            .sum();
+            .flat_map(|j| j.files.iter().map(|&i| self.files[i].rel.clone()))
+            .collect();
         let interrupted = st.stop_reason.clone().map(|reason| {
-            if not_started > 0 {
-                format!("{reason}; {not_started} file(s) not started")
+            if !not_started.is_empty() {
+                format!("{reason}; {} file(s) not started", not_started.len())
             } else {
                 reason
             }
@@ -346,6 +346,8 @@ impl Dispatcher<'_> {
             exit_code,
             duration: started.elapsed().as_secs_f64(),
             interrupted,
+            not_started,
+            not_run_message: st.not_run_message.clone(),
         });
         RunOutcome {
             exit_code,

@@ -428,6 +428,12 @@ pub enum Event {
         exit_code: u8,
         duration: f64,
         interrupted: Option<String>,
+        /// Files whose units never started because the run stopped (their tests were never
+        /// collected, so only the files can be named).
+        not_started: Vec<String>,
+        /// Why the tests that did not run did not ("not run: interrupted", ...); empty when
+        /// the run was not stopped.
+        not_run_message: String,
     },
 }
 

@@ -528,6 +528,8 @@ fn faults_ctrl_c_writes_partial_reports_and_leaves_nothing_running() {
             "file",
             "tests/test_interrupt_a.py",
             "tests/test_interrupt_b.py",
+            // One test: planned last, it waits for a slot the hanging tests never free.
+            "tests/test_interrupt_c.py",
         ])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -571,9 +573,21 @@ fn faults_ctrl_c_writes_partial_reports_and_leaves_nothing_running() {
     let last = ev.last().unwrap();
     assert_eq!(last["event"], "run_finished");
     assert_eq!(last["exit_code"], 2);
-    assert_eq!(last["interrupted"], "interrupted");
+    assert_eq!(last["interrupted"], "interrupted; 1 file(s) not started");
+    assert_eq!(
+        last["not_started"],
+        serde_json::json!(["tests/test_interrupt_c.py"])
+    );
     let junit = s.junit();
-    assert_eq!(junit.len(), 4, "{junit:?}");
+    assert_eq!(junit.len(), 5, "{junit:?}");
+    assert_eq!(
+        junit["tests.test_interrupt_c"].0,
+        vec!["skipped".to_string()]
+    );
+    assert!(
+        stdout.contains("NOT STARTED tests/test_interrupt_c.py - not run: interrupted"),
+        "{stdout}"
+    );
     assert_eq!(junit["test_b_passes"].0, Vec::<String>::new());
     assert_eq!(junit["test_a_waits"].0, vec!["skipped".to_string()]);
     assert!(

@@ -201,7 +201,21 @@ impl Reporter for Junit {
                 self.infra
                     .push((summary.clone(), format!("{summary}\n{stderr_tail}")));
             }
-            Event::RunFinished { duration, .. } => self.time = *duration,
+            Event::RunFinished {
+                duration,
+                not_started,
+                not_run_message,
+                ..
+            } => {
+                self.time = *duration;
+                // A file that never started stands for its tests, as a collection error does.
+                for file in not_started {
+                    let mut s = TestCaseStatus::skipped();
+                    s.set_type("racefree.not_run");
+                    s.set_message(format!("{not_run_message} (file not started)"));
+                    self.cases.push(Self::case(file, s, 0.0));
+                }
+            }
             _ => {}
         }
     }

@@ -318,8 +318,18 @@ impl Reporter for Summary {
                 collect_errors,
                 duration,
                 interrupted,
+                not_started,
+                not_run_message,
                 ..
             } => {
+                // After -x/--maxfail the untouched files are expected; after an interrupt
+                // or a run timeout they are named.
+                if !not_run_message.contains("was stopped") {
+                    for file in not_started {
+                        self.short
+                            .push(Self::short_line("NOT STARTED", file, not_run_message));
+                    }
+                }
                 // A closed stdout (`| head`) is not worth failing the run over.
                 let _ = self.render(totals, *collect_errors, *duration, interrupted.as_deref());
             }
