@@ -136,6 +136,9 @@ struct Running {
     cancelled: bool,
     started: Instant,
     bad_lines: Vec<String>,
+    /// It reported a collection error or a module-level skip (so it is not an
+    /// infrastructure failure, and running it again would report them twice).
+    reported_collect: bool,
 }
 
 impl Running {
@@ -158,6 +161,7 @@ impl Running {
             cancelled: false,
             started: Instant::now(),
             bad_lines: Vec::new(),
+            reported_collect: false,
         }
     }
 
@@ -538,6 +542,7 @@ impl Dispatcher<'_> {
                 longrepr,
                 message,
             } => {
+                r.reported_collect = true;
                 if outcome == "skipped" {
                     // A module-level skip: pytest counts it as one skipped test.
                     let result = TestResult {
@@ -745,7 +750,7 @@ impl Dispatcher<'_> {
             });
         }
         let fault = read_fault_file(&self.session.fault_file(unit, r.job.attempt));
-        let reported_here = !r.finished.is_empty() || r.current.is_some();
+        let reported_here = !r.finished.is_empty() || r.current.is_some() || r.reported_collect;
         if !r.cancelled && !reported_here && matches!(exit.code, Some(3) | Some(4)) {
             let missing = self.missing_files(&r.job);
             match recovery::infra_decision(
