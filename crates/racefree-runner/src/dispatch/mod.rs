@@ -1,0 +1,579 @@
+//! The dispatcher: owns the run's state. It hands each free worker slot the longest
+//! predicted remaining unit, turns executor messages into events, reconciles each unit's
+//! reported tests with how its process ended, and stops the run on `-x`/`--maxfail`.
+//!
+//! Faults: `on_tick` runs every `TICK` and enforces per-test timeouts and stops; what
+//! happens when a test or a unit ends (retries, leaks, resumption, infrastructure retries)
+//! is in `finish`; `unit` holds the jobs and running units, `text` the report texts.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{RecvTimeoutError, unbounded};
+
+use crate::discovery::TestFile;
+use crate::error::{Result, exit};
+use crate::events::{Event, ExitInfo, Outcome, TestResult, Totals, Wire};
+use crate::executor::{self, ExecContext, ExecMsg, UnitHandle, UnitSpec};
+use crate::plan::UnitPlan;
+use crate::procs;
+use crate::recovery::{self, FaultPolicy};
+use crate::session::Session;
+use crate::unix;
+
+mod finish;
+mod text;
+mod unit;
+
+use text::build_result;
+use unit::{Job, Reason, Running};
+
+const TICK: Duration = Duration::from_millis(200);
+
+/// A consumer of the event stream.
+pub trait Reporter {
+    fn on_event(&mut self, event: &Event);
+    /// Called once after the last event; writes files and reports their errors.
+    fn finish(&mut self) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// Fans every event out to every consumer, in order.
+pub struct Bus {
+    reporters: Vec<Box<dyn Reporter>>,
+}
+
+impl Bus {
+    pub fn new(reporters: Vec<Box<dyn Reporter>>) -> Bus {
+        Bus { reporters }
+    }
+    pub fn emit(&mut self, event: Event) {
+        for r in &mut self.reporters {
+            r.on_event(&event);
+        }
+    }
+    pub fn finish(&mut self) -> Vec<crate::error::Error> {
+        self.reporters
+            .iter_mut()
+            .filter_map(|r| r.finish().err())
+            .collect()
+    }
+}
+
+/// What the run ended with.
+#[derive(Debug, Clone)]
+pub struct RunOutcome {
+    pub exit_code: u8,
+    pub totals: Totals,
+}
+
+pub struct Dispatcher<'a> {
+    pub ctx: &'a ExecContext,
+    pub session: &'a Session,
+    pub files: &'a [TestFile],
+    pub maxfail: Option<u32>,
+    pub bus: &'a mut Bus,
+    pub policy: &'a FaultPolicy,
+    /// How many times SIGINT/SIGTERM reached racefree (the CLI's handler counts them): the
+    /// first stops the run gracefully, the second kills at once.
+    pub interrupts: Option<Arc<AtomicUsize>>,
+}
+
+#[derive(Default)]
+struct State {
+    totals: Totals,
+    collect_errors: u64,
+    failures_seen: u32,
+    stop_reason: Option<String>,
+    /// What tests that will not run now are told.
+    not_run_message: String,
+    /// Stopped by a signal or --run-timeout: exit 2.
+    interrupted: bool,
+    killed_hard: bool,
+    /// Tests that were collected and then never reported by a unit nobody cancelled.
+    lost: u64,
+    unit_error_codes: Vec<Option<i32>>,
+    reported_any: bool,
+    queue: VecDeque<Job>,
+    next_id: usize,
+    /// Failed attempts of tests that are being tried again.
+    reruns: HashMap<String, Vec<TestResult>>,
+    /// The attempt number of a test's next run (absent: 1).
+    attempts: HashMap<String, u32>,
+}
+
+impl State {
+    fn stop(&mut self, reason: String, not_run: &str) {
+        if self.stop_reason.is_none() {
+            self.stop_reason = Some(reason);
+            self.not_run_message = not_run.to_string();
+        }
+    }
+}
+
+impl Dispatcher<'_> {
+    pub fn run(&mut self, units: Vec<UnitPlan>, started: Instant) -> RunOutcome {
+        // Orphans of units (setsid daemons) become ours, so they can be found and reaped.
+        procs::become_subreaper();
+        let (tx, rx) = unbounded::<ExecMsg>();
+        let mut st = State {
+            next_id: units.iter().map(|u| u.id + 1).max().unwrap_or(0),
+            queue: units.into_iter().map(Job::planned).collect(),
+            ..State::default()
+        };
+        let mut free: BTreeSet<usize> = (0..self.ctx.workers).collect();
+        let mut running: HashMap<usize, Running> = HashMap::new();
+        let mut last_tick = Instant::now();
+        loop {
+            self.check_stop(&mut running, &mut st, started);
+            while st.stop_reason.is_none() && !free.is_empty() {
+                let now = Instant::now();
+                let Some(pos) = st.queue.iter().position(|j| j.ready(now)) else {
+                    break;
+                };
+                let (Some(slot), Some(job)) = (free.pop_first(), st.queue.remove(pos)) else {
+                    break;
+                };
+                match self.start(&job, slot, &tx) {
+                    Ok((handle, token)) => {
+                        running.insert(job.id, Running::new(job, slot, handle, token));
+                    }
+                    Err(e) => {
+                        free.insert(slot);
+                        st.unit_error_codes.push(Some(exit::INTERNAL as i32));
+                        self.bus.emit(Event::UnitFinished {
+                            unit: job.id,
+                            slot,
+                            exit: ExitInfo::default(),
+                            pytest_exitstatus: None,
+                            duration: 0.0,
+                            unreported: 0,
+                            error: Some(e.to_string()),
+                            cancelled: false,
+                        });
+                    }
+                }
+            }
+            if running.is_empty() && (st.queue.is_empty() || st.stop_reason.is_some()) {
+                break;
+            }
+            let now = Instant::now();
+            let wait = st
+                .queue
+                .iter()
+                .filter_map(|j| j.not_before)
+                .map(|t| t.saturating_duration_since(now))
+                .fold(TICK, Duration::min);
+            match rx.recv_timeout(wait) {
+                Ok(msg) => {
+                    if let Some((unit, slot)) = self.handle(msg, &mut running, &mut st) {
+                        running.remove(&unit);
+                        free.insert(slot);
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => break,
+            }
+            // Ticks come from the clock, not from quiet: a chatty unit must not starve the
+            // timeouts of the others.
+            if last_tick.elapsed() >= TICK {
+                last_tick = Instant::now();
+                self.on_tick(&mut running, &mut st);
+            }
+            if st.stop_reason.is_some() {
+                for r in running.values_mut().filter(|r| !r.cancelled) {
+                    r.cancelled = true;
+                    r.terminate(self.policy.kill_grace);
+                }
+            }
+        }
+        // Resumptions that never started: their tests were collected, so they are listed.
+        let resumes: Vec<Job> = st
+            .queue
+            .iter()
+            .filter(|j| j.reason == Reason::Resume)
+            .cloned()
+            .collect();
+        for job in resumes {
+            for id in job.selection.iter().flat_map(|s| s.values().flatten()) {
+                let mut result = build_result(id, job.id, 0, &[], 0.0);
+                result.attempt = Self::attempt_of(&st, id);
+                result.outcome = Outcome::NotRun;
+                result.message = st.not_run_message.clone();
+                self.conclude(result, &mut st);
+            }
+        }
+        // Tests whose retry never started (the run stopped) end with their last attempt.
+        let pending: Vec<String> = st.reruns.keys().cloned().collect();
+        for id in pending {
+            if let Some(last) = st.reruns.get_mut(&id).and_then(Vec::pop) {
+                self.conclude(last, &mut st);
+            }
+        }
+        let not_started: Vec<String> = st
+            .queue
+            .iter()
+            .filter(|j| matches!(j.reason, Reason::Planned | Reason::Infra))
+            .flat_map(|j| j.files.iter().map(|&i| self.files[i].rel.clone()))
+            .collect();
+        let interrupted = st.stop_reason.clone().map(|reason| {
+            if !not_started.is_empty() {
+                format!("{reason}; {} file(s) not started", not_started.len())
+            } else {
+                reason
+            }
+        });
+        let exit_code = exit_code(&st, self.policy.flaky_fails);
+        self.bus.emit(Event::RunFinished {
+            totals: st.totals.clone(),
+            collect_errors: st.collect_errors,
+            exit_code,
+            duration: started.elapsed().as_secs_f64(),
+            interrupted,
+            not_started,
+            not_run_message: st.not_run_message.clone(),
+        });
+        RunOutcome {
+            exit_code,
+            totals: st.totals,
+        }
+    }
+
+    /// Ctrl-C, SIGTERM and --run-timeout.
+    fn check_stop(
+        &mut self,
+        running: &mut HashMap<usize, Running>,
+        st: &mut State,
+        started: Instant,
+    ) {
+        let signals = self
+            .interrupts
+            .as_ref()
+            .map(|c| c.load(Ordering::SeqCst))
+            .unwrap_or(0);
+        if signals >= 1 && !st.interrupted {
+            st.interrupted = true;
+            st.stop("interrupted".into(), "not run: interrupted");
+        }
+        if signals >= 2 && !st.killed_hard {
+            st.killed_hard = true;
+            for r in running.values_mut() {
+                r.cancelled = true;
+                r.signal(unix::Sig::KILL);
+            }
+        }
+        if let Some(limit) = self.policy.run_timeout
+            && started.elapsed() > limit
+            && st.stop_reason.is_none()
+        {
+            st.interrupted = true;
+            let secs = limit.as_secs_f64();
+            st.stop(
+                format!("run timeout after {secs} s (--run-timeout)"),
+                &format!("not run: the run timed out after {secs} s (--run-timeout)"),
+            );
+        }
+    }
+
+    fn start(
+        &mut self,
+        job: &Job,
+        slot: usize,
+        tx: &crossbeam_channel::Sender<ExecMsg>,
+    ) -> Result<(UnitHandle, String)> {
+        let mut selection = BTreeMap::new();
+        let mut walked = BTreeMap::new();
+        let mut paths = Vec::new();
+        for &i in &job.files {
+            let f = &self.files[i];
+            paths.push(f.path.clone());
+            if let Some(root) = &f.walk_root {
+                walked.insert(f.path.clone(), root.clone());
+            }
+            if job.selection.is_none()
+                && let Some(ids) = &f.selection
+            {
+                selection.insert(f.rel.clone(), ids.clone());
+            }
+        }
+        if let Some(sel) = &job.selection {
+            selection = sel.clone();
+        }
+        let token = crate::session::random_id()?;
+        let spec = UnitSpec {
+            unit: job.id,
+            slot,
+            attempt: job.attempt,
+            files: paths,
+            selection,
+            walked,
+            token: token.clone(),
+        };
+        let handle = executor::spawn(self.ctx, self.session, &spec, tx.clone())?;
+        self.bus.emit(Event::UnitStarted {
+            unit: job.id,
+            slot,
+            pid: handle.pid,
+            attempt: job.attempt,
+            reason: job.reason.as_str(),
+            files: job
+                .files
+                .iter()
+                .map(|&i| self.files[i].rel.clone())
+                .collect(),
+            estimated_tests: match &job.selection {
+                Some(sel) => sel.values().map(|v| v.len() as u64).sum(),
+                None => job.files.iter().map(|&i| self.files[i].estimate).sum(),
+            },
+            predicted_secs: job.predicted,
+        });
+        Ok((handle, token))
+    }
+
+    /// Runs every `TICK`: per-test timeouts (SIGTERM to the unit's processes, SIGKILL after
+    /// the grace period) and reaping orphans that died on their own.
+    fn on_tick(&mut self, running: &mut HashMap<usize, Running>, _st: &mut State) {
+        let now = Instant::now();
+        for r in running.values_mut() {
+            if let Some(at) = r.kill_at
+                && now >= at
+            {
+                r.signal(unix::Sig::KILL);
+                // Keep signalling each tick until the executor reports the exit.
+                r.kill_at = Some(now + TICK);
+                continue;
+            }
+            if r.cancelled || r.timed_out.is_some() {
+                continue;
+            }
+            let Some(id) = &r.current else { continue };
+            let Some(started) = r.started_at.get(id) else {
+                continue;
+            };
+            if recovery::timed_out(now.duration_since(*started), r.current_limit) {
+                r.timed_out = r.current_limit;
+                r.terminate(self.policy.kill_grace);
+            }
+        }
+        let ours: HashSet<u32> = running.values().map(|r| r.handle.pid).collect();
+        for pid in procs::zombie_children(&ours) {
+            procs::reap(pid, Duration::ZERO);
+        }
+    }
+
+    /// Handles one message; returns (unit, slot) when that unit is over.
+    fn handle(
+        &mut self,
+        msg: ExecMsg,
+        running: &mut HashMap<usize, Running>,
+        st: &mut State,
+    ) -> Option<(usize, usize)> {
+        match msg {
+            ExecMsg::Wire { unit, wire, at } => {
+                let r = running.get_mut(&unit)?;
+                self.on_wire(r, wire, at, st);
+                None
+            }
+            ExecMsg::BadLine { unit, line, error } => {
+                if let Some(r) = running.get_mut(&unit) {
+                    r.bad_lines.push(format!("{error}: {line}"));
+                }
+                None
+            }
+            ExecMsg::Exited {
+                unit,
+                exit,
+                stderr_tail,
+                stdout_tail,
+                at,
+            } => {
+                let r = running.remove(&unit)?;
+                let slot = r.slot;
+                self.finish_unit(r, exit, &stdout_tail, &stderr_tail, at, st);
+                Some((unit, slot))
+            }
+        }
+    }
+
+    fn attempt_of(st: &State, id: &str) -> u32 {
+        st.attempts.get(id).copied().unwrap_or(1)
+    }
+
+    fn on_wire(&mut self, r: &mut Running, wire: Wire, at: Instant, st: &mut State) {
+        let unit = r.job.id;
+        match wire {
+            Wire::Hello { .. } => {}
+            Wire::Collected { ids, deselected } => {
+                // A resumption or retry collects its files again; their deselections were
+                // counted by the unit's first process.
+                if matches!(r.job.reason, Reason::Planned | Reason::Infra) {
+                    st.totals.deselected += deselected;
+                }
+                self.bus.emit(Event::UnitCollected {
+                    unit,
+                    count: ids.len(),
+                    deselected,
+                });
+                r.collected = Some(ids);
+            }
+            Wire::Collect {
+                id,
+                outcome,
+                longrepr,
+                message,
+            } => {
+                r.reported_collect = true;
+                if outcome == "skipped" {
+                    // A module-level skip: pytest counts it as one skipped test.
+                    let result = TestResult {
+                        file: id.split("::").next().unwrap_or(&id).to_string(),
+                        nodeid: id,
+                        unit,
+                        slot: r.slot,
+                        attempt: 1,
+                        outcome: Outcome::Skipped,
+                        teardown_error: false,
+                        duration: 0.0,
+                        message,
+                        longrepr,
+                        teardown_longrepr: String::new(),
+                        teardown_message: String::new(),
+                        when: Some("collect".into()),
+                        head_line: String::new(),
+                        sections: Vec::new(),
+                        failed_subtests: Vec::new(),
+                        flaky: false,
+                        reruns: Vec::new(),
+                    };
+                    st.totals.add_result(&result);
+                    st.reported_any = true;
+                    self.bus.emit(Event::TestFinished(result));
+                } else {
+                    st.collect_errors += 1;
+                    self.count_failure(st);
+                    self.bus.emit(Event::CollectError {
+                        unit,
+                        nodeid: id,
+                        outcome,
+                        message,
+                        longrepr,
+                    });
+                }
+            }
+            Wire::Start { id, timeout } => {
+                r.started_at.insert(id.clone(), at);
+                r.current = Some(id.clone());
+                r.current_limit = recovery::effective_timeout(timeout, self.policy.timeout);
+                self.bus.emit(Event::TestStarted {
+                    unit,
+                    slot: r.slot,
+                    nodeid: id,
+                });
+            }
+            Wire::Report(p) if p.subtest => {
+                // Subtests are counted as pytest counts them, and their failures shown with
+                // their test; they do not decide the test's own outcome (pytest already
+                // turned a passing test with failed subtests into a failure).
+                if !p.category.is_empty() {
+                    *st.totals.subtests.entry(p.category.clone()).or_default() += 1;
+                }
+                if p.outcome == "failed" {
+                    r.failed_subtests.entry(p.id.clone()).or_default().push(*p);
+                }
+            }
+            Wire::Report(p) => r.phases.entry(p.id.clone()).or_default().push(*p),
+            Wire::Finish { id } => {
+                let duration = r
+                    .started_at
+                    .remove(&id)
+                    .map(|s| at.duration_since(s).as_secs_f64())
+                    .unwrap_or(0.0);
+                let phases = r.phases.remove(&id).unwrap_or_default();
+                let mut result = build_result(&id, unit, r.slot, &phases, duration);
+                result.attempt = Self::attempt_of(st, &id);
+                result.failed_subtests = r.failed_subtests.remove(&id).unwrap_or_default();
+                r.finished.insert(id);
+                r.current = None;
+                r.current_limit = None;
+                self.conclude(result, st);
+            }
+            Wire::Done {
+                exitstatus,
+                warnings,
+            } => {
+                r.pytest_exitstatus = Some(exitstatus);
+                st.totals.warnings += warnings;
+            }
+            Wire::Leak { pid, cmdline } => self.bus.emit(Event::Leak {
+                unit,
+                slot: r.slot,
+                nodeid: r.current.clone(),
+                pid,
+                cmdline,
+            }),
+        }
+    }
+
+    fn count_failure(&self, st: &mut State) {
+        st.failures_seen += 1;
+        if let Some(max) = self.maxfail
+            && st.failures_seen >= max
+        {
+            let reason = format!(
+                "stopping after {} failure(s) (-x/--maxfail={max})",
+                st.failures_seen
+            );
+            st.stop(reason, "not run: the run was stopped (-x/--maxfail)");
+        }
+    }
+}
+
+/// pytest's exit codes, decided from the run's state (DESIGN §2.1).
+fn exit_code(st: &State, flaky_fails: bool) -> u8 {
+    if st.unit_error_codes.contains(&Some(exit::USAGE as i32)) {
+        return exit::USAGE;
+    }
+    if st.unit_error_codes.contains(&Some(exit::INTERNAL as i32)) {
+        return exit::INTERNAL;
+    }
+    if st.interrupted || st.collect_errors > 0 || !st.unit_error_codes.is_empty() {
+        return exit::INTERRUPTED;
+    }
+    if st.totals.failures() > 0 || st.lost > 0 || (flaky_fails && st.totals.flaky > 0) {
+        return exit::TESTS_FAILED;
+    }
+    if !st.reported_any {
+        return exit::NO_TESTS;
+    }
+    exit::OK
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exit_code_table() {
+        let mut st = State::default();
+        assert_eq!(exit_code(&st, false), exit::NO_TESTS);
+        st.reported_any = true;
+        assert_eq!(exit_code(&st, false), exit::OK);
+        st.totals.flaky = 1;
+        assert_eq!(exit_code(&st, false), exit::OK);
+        assert_eq!(exit_code(&st, true), exit::TESTS_FAILED);
+        st.lost = 1;
+        assert_eq!(exit_code(&st, false), exit::TESTS_FAILED);
+        st.interrupted = true;
+        assert_eq!(exit_code(&st, false), exit::INTERRUPTED);
+        st.interrupted = false;
+        st.collect_errors = 1;
+        assert_eq!(exit_code(&st, false), exit::INTERRUPTED);
+        st.unit_error_codes.push(Some(3));
+        assert_eq!(exit_code(&st, false), exit::INTERNAL);
+        st.unit_error_codes.push(Some(4));
+        assert_eq!(exit_code(&st, false), exit::USAGE);
+    }
+}
