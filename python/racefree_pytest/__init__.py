@@ -13,7 +13,7 @@ Messages (all fields are strings unless noted):
   hello        pid (int), pytest (version)
   collected    ids (list of node ids, in run order), deselected (int)
   collect      id, outcome ("failed" | "skipped"), longrepr, message
-  start        id
+  start        id, timeout (number, present when a ``timeout`` marker sets the test's limit)
   report       id, when ("setup" | "call" | "teardown"), outcome ("passed" | "failed" |
                "skipped"), category and word (pytest_report_teststatus's answer: how
                pytest's terminal counts and names it), subtest (bool: a pytest 9 subtest's
@@ -23,6 +23,14 @@ Messages (all fields are strings unless noted):
   done         exitstatus (int), warnings (int)
   imports      modules (list of names): modules this process imported that a fork server
                could preload (sent before done, only when ``RACEFREE_LEARN_IMPORTS`` is set)
+
+racefree enforces per-test timeouts itself, from these messages. The plugin only says which
+limit a ``@pytest.mark.timeout(N)`` marker sets (pytest-timeout's marker; registered here so
+pytest does not warn when pytest-timeout is absent), sets ``RACEFREE_TEST`` to the running
+test's id (processes a test starts inherit it, so racefree can name the test that leaked
+them) and points faulthandler at the file named by ``RACEFREE_FAULT_FILE`` (for fatal
+signals and for SIGTERM, which is how racefree stops a test whose time is up), so the
+traceback of a crashed or timed-out test reaches its report.
 
 The unit's description comes from the JSON file named by ``RACEFREE_UNIT_FILE``:
   select   a per-file node-id selection (to resume part of a unit, or node ids given on the
@@ -37,9 +45,11 @@ The unit's description comes from the JSON file named by ``RACEFREE_UNIT_FILE``:
            ignore hook itself, for the file and each directory below the walk root.
 """
 
+import faulthandler
 import fnmatch
 import json
 import os
+import signal
 import sys
 import types
 from pathlib import Path as _Path
@@ -57,6 +67,20 @@ _BASELINE_MODULES = getattr(
     sys.modules.get("racefree_forkserver"), "START_MODULES", None
 ) or frozenset(sys.modules)
 _BASELINE_PATH = tuple(os.path.abspath(p or os.curdir) for p in sys.path)
+
+_FAULT_FILE_ENV = "RACEFREE_FAULT_FILE"
+_TEST_ENV = "RACEFREE_TEST"
+
+
+def _marker_timeout(item):
+    marker = item.get_closest_marker("timeout")
+    if marker is None:
+        return None
+    value = marker.args[0] if marker.args else marker.kwargs.get("timeout")
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
 
 
 class _Channel:
@@ -164,6 +188,30 @@ class _RacefreePlugin:
         self.walked = unit.get("walked") or {}
         self.deselected = 0
         self.warnings = 0
+        self.timeouts = {}
+        self.fault_file = None
+
+    def pytest_sessionstart(self, session):
+        # After every plugin's pytest_configure, so pytest's own faulthandler plugin (which
+        # writes to stderr) does not take the handler back.
+        path = os.environ.pop(_FAULT_FILE_ENV, None)
+        if not path:
+            return
+        try:
+            self.fault_file = open(path, "w", encoding="utf-8")
+            faulthandler.enable(file=self.fault_file, all_threads=True)
+            if hasattr(faulthandler, "register"):
+                faulthandler.register(
+                    signal.SIGTERM, file=self.fault_file, all_threads=True, chain=True
+                )
+        except (OSError, ValueError, RuntimeError):
+            pass
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_runtest_protocol(self, item, nextitem):
+        limit = _marker_timeout(item)
+        if limit is not None:
+            self.timeouts[item.nodeid] = limit
 
     def _ignored(self, file_path):
         root = self.walked.get(str(file_path))
@@ -220,7 +268,12 @@ class _RacefreePlugin:
         )
 
     def pytest_runtest_logstart(self, nodeid, location):
-        self.channel.send("start", id=nodeid)
+        os.environ[_TEST_ENV] = nodeid
+        limit = self.timeouts.pop(nodeid, None)
+        if limit is None:
+            self.channel.send("start", id=nodeid)
+        else:
+            self.channel.send("start", id=nodeid, timeout=limit)
 
     @pytest.hookimpl(trylast=True)
     def pytest_runtest_logreport(self, report):
@@ -327,6 +380,10 @@ def _load_unit():
 
 
 def pytest_configure(config):
+    config.addinivalue_line(
+        "markers",
+        "timeout(seconds): racefree fails the test after this many seconds (0: no limit)",
+    )
     fd_text = os.environ.pop(_EVENT_FD_ENV, None)
     config.pluginmanager.register(_fixtures_module(), "racefree_fixtures")
     if fd_text is None:

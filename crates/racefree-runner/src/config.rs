@@ -502,6 +502,26 @@ impl FromStr for UnitMode {
     }
 }
 
+/// Whether a test that passed only on a retry counts as passed (`--flaky-result`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum FlakyResult {
+    #[default]
+    Pass,
+    Fail,
+}
+
+impl FromStr for FlakyResult {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "pass" => Ok(FlakyResult::Pass),
+            "fail" => Ok(FlakyResult::Fail),
+            other => Err(format!("expected `pass` or `fail`, got {other:?}")),
+        }
+    }
+}
+
 /// `[tool.racefree]` in pyproject.toml. Every key is optional; the command line wins.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
@@ -522,6 +542,13 @@ pub struct RacefreeConfig {
     /// only has to let it through (it once made every `racefree run` a usage error).
     #[serde(default, rename = "audit")]
     pub _audit: Option<serde::de::IgnoredAny>,
+    /// Per-test limit in seconds.
+    pub timeout: Option<f64>,
+    pub kill_grace: Option<f64>,
+    pub run_timeout: Option<f64>,
+    pub retries: Option<u32>,
+    pub flaky_result: Option<FlakyResult>,
+    pub infra_retries: Option<u32>,
 }
 
 /// Reads `[tool.racefree]` from `<rootdir>/pyproject.toml`, if there is one.

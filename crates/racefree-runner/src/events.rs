@@ -28,6 +28,9 @@ pub enum Wire {
     },
     Start {
         id: String,
+        /// The test's own limit in seconds, from a `timeout` marker.
+        #[serde(default)]
+        timeout: Option<f64>,
     },
     Report(Box<PhaseReport>),
     Finish {
@@ -41,6 +44,12 @@ pub enum Wire {
     /// Modules the unit imported that a fork server could preload (see `forkserver`).
     Imports {
         modules: Vec<String>,
+    },
+    /// A process the unit left behind, found by whoever watches the unit's processes (a PID
+    /// namespace init reports these on the event pipe).
+    Leak {
+        pid: u32,
+        cmdline: String,
     },
 }
 
@@ -144,6 +153,43 @@ pub struct TestResult {
     /// Reports of the test's subtests that failed (pytest 9's `subtests` fixture).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub failed_subtests: Vec<PhaseReport>,
+    /// It failed first and passed on a retry.
+    pub flaky: bool,
+    /// The earlier attempts that failed, oldest first (their output is kept).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub reruns: Vec<Rerun>,
+}
+
+/// One failed attempt of a test that was then tried again.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Rerun {
+    pub attempt: u32,
+    pub outcome: Outcome,
+    pub message: String,
+    pub longrepr: String,
+    pub sections: Vec<(String, String)>,
+    pub duration: f64,
+}
+
+impl From<&TestResult> for Rerun {
+    fn from(r: &TestResult) -> Rerun {
+        Rerun {
+            attempt: r.attempt,
+            outcome: r.outcome,
+            message: if r.message.is_empty() {
+                r.teardown_message.clone()
+            } else {
+                r.message.clone()
+            },
+            longrepr: if r.longrepr.is_empty() {
+                r.teardown_longrepr.clone()
+            } else {
+                r.longrepr.clone()
+            },
+            sections: r.sections.clone(),
+            duration: r.duration,
+        }
+    }
 }
 
 /// Derives a test's outcome from its phase reports the way pytest's terminal counts them.
@@ -224,6 +270,8 @@ pub struct Totals {
     pub xpassed: u64,
     pub crashed: u64,
     pub not_run: u64,
+    /// Tests that passed only on a retry (also counted as passed).
+    pub flaky: u64,
     pub deselected: u64,
     pub warnings: u64,
     /// Subtest reports by pytest's category for them ("subtests passed", "failed", ...).
@@ -246,6 +294,9 @@ impl Totals {
     }
     pub fn add_result(&mut self, r: &TestResult) {
         self.add(r.outcome);
+        if r.flaky {
+            self.flaky += 1;
+        }
         if r.teardown_error {
             self.errors += 1;
         }
@@ -277,6 +328,7 @@ impl Totals {
                 out.push((k.clone(), *v));
             }
         }
+        out.push(("flaky".to_string(), self.flaky));
         out.push(("crashed".to_string(), self.crashed));
         out.push(("not run".to_string(), self.not_run));
         out
@@ -302,6 +354,11 @@ pub enum Event {
         unit: usize,
         slot: usize,
         pid: u32,
+        /// 1 for a planned unit; more for a resumption or an infrastructure retry.
+        attempt: u32,
+        /// Why it runs: `planned`, `resume` (after a crash or timeout), `retry` (a failed
+        /// test again) or `infra_retry`.
+        reason: &'static str,
         files: Vec<String>,
         estimated_tests: u64,
         predicted_secs: f64,
@@ -338,12 +395,49 @@ pub enum Event {
         error: Option<String>,
         cancelled: bool,
     },
+    /// A failed attempt that will be tried again in a fresh process after `delay` seconds.
+    TestRetry {
+        unit: usize,
+        slot: usize,
+        nodeid: String,
+        attempt: u32,
+        outcome: Outcome,
+        message: String,
+        delay: f64,
+    },
+    /// A process left behind by a unit, killed by racefree.
+    Leak {
+        unit: usize,
+        slot: usize,
+        /// The test that was running when it was started, when known.
+        nodeid: Option<String>,
+        pid: u32,
+        cmdline: String,
+    },
+    /// A unit whose pytest exited 3 or 4 before reporting any test, started again.
+    InfraRetry {
+        unit: usize,
+        slot: usize,
+        exit: ExitInfo,
+        /// Its files and whether each exists now.
+        files: Vec<(String, bool)>,
+        stderr_tail: String,
+        /// Which infrastructure retry this is (1-based) and the pause before it.
+        retry: u32,
+        delay: f64,
+    },
     RunFinished {
         totals: Totals,
         collect_errors: u64,
         exit_code: u8,
         duration: f64,
         interrupted: Option<String>,
+        /// Files whose units never started because the run stopped (their tests were never
+        /// collected, so only the files can be named).
+        not_started: Vec<String>,
+        /// Why the tests that did not run did not ("not run: interrupted", ...); empty when
+        /// the run was not stopped.
+        not_run_message: String,
     },
 }
 
@@ -386,6 +480,20 @@ mod tests {
             vec![("Captured stdout call".to_string(), "hi".to_string())]
         );
         assert!(Wire::parse(r#"{"e":"bogus"}"#).is_err());
+        assert_eq!(
+            Wire::parse(r#"{"e":"start","id":"a.py::t","timeout":2.5}"#).unwrap(),
+            Wire::Start {
+                id: "a.py::t".into(),
+                timeout: Some(2.5)
+            }
+        );
+        assert_eq!(
+            Wire::parse(r#"{"e":"start","id":"a.py::t"}"#).unwrap(),
+            Wire::Start {
+                id: "a.py::t".into(),
+                timeout: None
+            }
+        );
         assert!(Wire::parse("not json").is_err());
     }
 
@@ -474,6 +582,31 @@ mod tests {
             let (got, got_td, _) = derive_outcome(&phases);
             assert_eq!((got, got_td), (want, td), "{phases:?}");
         }
+    }
+
+    /// The line a PID-namespace init writes for a process it found left behind.
+    #[test]
+    fn parses_leak_lines() {
+        assert_eq!(
+            Wire::parse(r#"{"e":"leak","pid":4242,"cmdline":"sleep 1000"}"#).unwrap(),
+            Wire::Leak {
+                pid: 4242,
+                cmdline: "sleep 1000".into()
+            }
+        );
+        assert!(Wire::parse(r#"{"e":"leak","pid":-1,"cmdline":"x"}"#).is_err());
+        assert!(Wire::parse(r#"{"e":"leak","cmdline":"x"}"#).is_err());
+        let e = Event::Leak {
+            unit: 3,
+            slot: 1,
+            nodeid: None,
+            pid: 4242,
+            cmdline: "sleep 1000".into(),
+        };
+        let v = serde_json::to_value(&e).unwrap();
+        assert_eq!(v["event"], "leak");
+        assert_eq!(v["pid"], 4242);
+        assert!(v["nodeid"].is_null());
     }
 
     #[test]

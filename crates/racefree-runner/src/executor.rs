@@ -52,6 +52,8 @@ pub struct UnitSpec {
     pub selection: BTreeMap<String, Vec<String>>,
     /// Files found by walking a directory -> that directory (for pytest's collect_ignore).
     pub walked: BTreeMap<PathBuf, PathBuf>,
+    /// Random, in the unit's environment, so processes it leaves behind can be found.
+    pub token: String,
 }
 
 /// Messages from executors to the dispatcher.
@@ -142,6 +144,11 @@ fn unit_invocation(ctx: &ExecContext, session: &Session, spec: &UnitSpec) -> Res
     std::fs::write(&unit_file, json)
         .map_err(|e| Error::io(format!("writing {}", unit_file.display()), e))?;
     env.push(("RACEFREE_UNIT_FILE".into(), unit_file.into()));
+    env.push((crate::procs::TOKEN_ENV.into(), spec.token.clone().into()));
+    env.push((
+        "RACEFREE_FAULT_FILE".into(),
+        session.fault_file(spec.unit, spec.attempt).into(),
+    ));
     if ctx.fork.is_some() {
         // Units teach the fork servers of later runs what to preload.
         env.push(("RACEFREE_LEARN_IMPORTS".into(), "1".into()));

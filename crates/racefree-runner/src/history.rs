@@ -86,6 +86,8 @@ pub struct TestRecord {
     pub outcome: Outcome,
     pub teardown_error: bool,
     pub duration: f64,
+    /// It passed only on a retry in this run.
+    pub flaky: bool,
 }
 
 impl From<&TestResult> for TestRecord {
@@ -96,6 +98,7 @@ impl From<&TestResult> for TestRecord {
             outcome: r.outcome,
             teardown_error: r.teardown_error,
             duration: r.duration,
+            flaky: r.flaky,
         }
     }
 }
@@ -337,8 +340,8 @@ impl History {
         {
             let mut upsert = tx
                 .prepare(
-                    "INSERT INTO tests (nodeid, file, duration, samples, last_outcome, last_run, runs, failures, flips)
-                     VALUES (?1, ?2, ?3, 1, ?4, ?5, 1, ?6, 0)
+                    "INSERT INTO tests (nodeid, file, duration, samples, last_outcome, last_run, runs, failures, flips, flaky)
+                     VALUES (?1, ?2, ?3, 1, ?4, ?5, 1, ?6, 0, ?10)
                      ON CONFLICT(nodeid) DO UPDATE SET
                        duration = CASE WHEN ?7 THEN tests.duration * (1 - ?8)
                                   + MIN(MAX(excluded.duration, tests.duration / ?9), tests.duration * ?9) * ?8
@@ -350,7 +353,8 @@ impl History {
                        last_outcome = excluded.last_outcome,
                        last_run = excluded.last_run,
                        runs = tests.runs + 1,
-                       failures = tests.failures + excluded.failures",
+                       failures = tests.failures + excluded.failures,
+                       flaky = tests.flaky + excluded.flaky",
                 )
                 .map_err(err)?;
             let mut result = tx
@@ -379,7 +383,8 @@ impl History {
                         r.outcome.is_failure() as i64,
                         measured,
                         ALPHA,
-                        CLAMP
+                        CLAMP,
+                        r.flaky as i64
                     ])
                     .map_err(err)?;
                 result
@@ -495,6 +500,8 @@ mod tests {
             head_line: String::new(),
             sections: vec![],
             failed_subtests: vec![],
+            flaky: false,
+            reruns: vec![],
         }
     }
 
@@ -581,6 +588,13 @@ mod tests {
         assert_eq!(flaky.len(), 1);
         assert_eq!(flaky[0].nodeid, "a.py::y");
         assert_eq!(h.slowest(1).unwrap()[0].nodeid, "a.py::y");
+        // A test that passed only on a retry counts as flaky without any flip.
+        let mut retried = result("a.py::z", Outcome::Passed, 1.0);
+        retried.flaky = true;
+        h.record(&record(vec![retried])).unwrap();
+        let flaky = h.flaky(10).unwrap();
+        let z = flaky.iter().find(|s| s.nodeid == "a.py::z").unwrap();
+        assert_eq!((z.flaky, z.flips), (1, 0));
     }
 
     #[test]

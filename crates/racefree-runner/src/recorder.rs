@@ -56,13 +56,17 @@ impl Reporter for HistoryRecorder {
                 duration,
                 error,
                 cancelled,
+                exit,
                 ..
             } => {
                 // A unit's overhead is everything but its tests: interpreter start-up,
                 // imports and collection, and the exit (some suites' plugins take seconds
                 // to shut down). The planner packs files so this is paid rarely.
                 let tests = self.unit_tests.remove(unit).unwrap_or(0.0);
-                if error.is_none() && !cancelled {
+                // A process that exited 3 or 4 before any test (retried as an infrastructure
+                // failure) says nothing about the suite's start-up.
+                let infra = matches!(exit.code, Some(3) | Some(4));
+                if error.is_none() && !cancelled && !infra {
                     self.record.startups.push((duration - tests).max(0.0));
                 }
             }

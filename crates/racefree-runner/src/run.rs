@@ -4,9 +4,11 @@
 use std::collections::{BTreeMap, HashSet};
 use std::io::IsTerminal;
 use std::path::PathBuf;
-use std::time::Instant;
+use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
+use std::time::{Duration, Instant};
 
-use crate::config::{self, UnitMode, Workers};
+use crate::config::{self, FlakyResult, UnitMode, Workers};
 use crate::discovery::{self, DiscoverOptions};
 use crate::dispatch::{Bus, Dispatcher, Reporter};
 use crate::error::Result;
@@ -15,6 +17,7 @@ use crate::executor::ExecContext;
 use crate::history::History;
 use crate::plan::{self, FileWork, PlanParams, Predictions};
 use crate::recorder::HistoryRecorder;
+use crate::recovery::FaultPolicy;
 use crate::report::{junit::Junit, ndjson::NdjsonLog, progress::Progress, summary::Summary};
 use crate::session::Session;
 
@@ -57,6 +60,48 @@ pub struct RunRequest {
     pub no_fork: bool,
     /// CI sharding and committed durations (`--shard`, `--durations-file`): see `sharding`.
     pub sharding: crate::sharding::ShardOptions,
+    /// `--timeout SECS` (per test).
+    pub timeout: Option<f64>,
+    /// `--kill-grace SECS` between SIGTERM and SIGKILL.
+    pub kill_grace: Option<f64>,
+    /// `--run-timeout SECS` for the whole run.
+    pub run_timeout: Option<f64>,
+    /// `--retries N` for failed tests.
+    pub retries: Option<u32>,
+    pub flaky_result: Option<FlakyResult>,
+    /// `--infra-retries N`: for pytest processes that exit 3 or 4 before any test.
+    pub infra_retries: Option<u32>,
+    /// Counts SIGINT/SIGTERM; the caller's signal handler increments it.
+    pub interrupts: Option<Arc<AtomicUsize>>,
+}
+
+fn seconds(name: &str, value: Option<f64>) -> Result<Option<Duration>> {
+    match value {
+        None => Ok(None),
+        Some(v) if v.is_finite() && v >= 0.0 => Ok(Some(Duration::from_secs_f64(v))),
+        Some(v) => Err(crate::error::Error::Usage(format!(
+            "{name} must be a non-negative number of seconds, got {v}"
+        ))),
+    }
+}
+
+/// The fault policy from the request, then `[tool.racefree]`, then the defaults.
+fn fault_policy(req: &RunRequest, rf: &config::RacefreeConfig) -> Result<FaultPolicy> {
+    let defaults = FaultPolicy::default();
+    let timeout = seconds("--timeout", req.timeout.or(rf.timeout))?;
+    Ok(FaultPolicy {
+        timeout: timeout.map(|d| d.as_secs_f64()).filter(|s| *s > 0.0),
+        kill_grace: seconds("--kill-grace", req.kill_grace.or(rf.kill_grace))?
+            .unwrap_or(defaults.kill_grace),
+        run_timeout: seconds("--run-timeout", req.run_timeout.or(rf.run_timeout))?
+            .filter(|d| !d.is_zero()),
+        retries: req.retries.or(rf.retries).unwrap_or(defaults.retries),
+        flaky_fails: req.flaky_result.or(rf.flaky_result).unwrap_or_default() == FlakyResult::Fail,
+        infra_retries: req
+            .infra_retries
+            .or(rf.infra_retries)
+            .unwrap_or(defaults.infra_retries),
+    })
 }
 
 /// Runs the tests; returns pytest's exit code for the run.
@@ -65,6 +110,7 @@ pub fn run(req: RunRequest) -> Result<u8> {
     let cwd = &req.invocation_dir;
     let pytest_cfg = config::determine_setup(cwd, &req.args)?;
     let (_, rf) = config::load_racefree_config(&pytest_cfg.rootdir)?;
+    let policy = fault_policy(&req, &rf)?;
     let workers = req
         .workers
         .or(rf.workers)
@@ -319,6 +365,8 @@ pub fn run(req: RunRequest) -> Result<u8> {
         files: &files,
         maxfail,
         bus: &mut bus,
+        policy: &policy,
+        interrupts: req.interrupts.clone(),
     };
     let outcome = dispatcher.run(units, started);
     let errors = bus.finish();
@@ -405,7 +453,39 @@ fn terminal_width() -> usize {
 
 #[cfg(test)]
 mod tests {
-    use super::asks_for_xdist;
+    use super::*;
+
+    #[test]
+    fn fault_policy_from_flags_then_config_then_defaults() {
+        let rf: config::RacefreeConfig = toml::from_str(
+            "timeout = 30\nkill-grace = 0.5\nretries = 2\nflaky-result = \"fail\"\ninfra-retries = 1\nrun-timeout = 600\n",
+        )
+        .unwrap();
+        let req = RunRequest {
+            timeout: Some(5.0),
+            ..RunRequest::default()
+        };
+        let p = fault_policy(&req, &rf).unwrap();
+        assert_eq!(p.timeout, Some(5.0));
+        assert_eq!(p.kill_grace, Duration::from_millis(500));
+        assert_eq!(p.run_timeout, Some(Duration::from_secs(600)));
+        assert_eq!((p.retries, p.flaky_fails, p.infra_retries), (2, true, 1));
+        let p = fault_policy(&RunRequest::default(), &config::RacefreeConfig::default()).unwrap();
+        assert_eq!(p, FaultPolicy::default());
+        // 0 means no limit.
+        let req = RunRequest {
+            timeout: Some(0.0),
+            ..RunRequest::default()
+        };
+        assert_eq!(fault_policy(&req, &rf).unwrap().timeout, None);
+        let req = RunRequest {
+            kill_grace: Some(-1.0),
+            ..RunRequest::default()
+        };
+        let err = fault_policy(&req, &rf).unwrap_err().to_string();
+        assert!(err.contains("--kill-grace"), "{err}");
+        assert!(toml::from_str::<config::RacefreeConfig>("flaky-result = \"maybe\"").is_err());
+    }
 
     #[test]
     fn xdist_flags_are_recognized() {

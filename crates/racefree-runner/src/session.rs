@@ -114,6 +114,11 @@ impl Session {
         self.root.join(format!("unit-u{unit}-a{attempt}.json"))
     }
 
+    /// Where a unit's faulthandler writes the tracebacks of a fatal signal or of SIGTERM.
+    pub fn fault_file(&self, unit: usize, attempt: u32) -> PathBuf {
+        self.root.join(format!("fault-u{unit}-a{attempt}.txt"))
+    }
+
     /// Removes the whole session directory, then its lock file (while still holding the lock,
     /// so no cleaner can mistake the run for dead while its files exist).
     pub fn remove(&self) -> Result<()> {

@@ -88,18 +88,31 @@ pub fn pipe_cloexec() -> io::Result<(OwnedFd, OwnedFd)> {
 /// child in its own process group so the whole unit can be signalled at once.
 pub fn prepare_child(cmd: &mut Command, fd: RawFd) {
     cmd.process_group(0);
-    // SAFETY: the closure runs in the forked child before exec. It only calls
-    // fcntl(F_SETFD) and prctl(PR_SET_PDEATHSIG), which are async-signal-safe syscalls, allocates nothing and takes no lock. `fd`
-    // is open in the child because the parent keeps the OwnedFd alive until spawn returns.
+    #[cfg(target_os = "linux")]
+    let parent = rustix::process::getpid();
+    // SAFETY: the closure runs in the forked child before exec. It only calls fcntl(F_SETFD),
+    // prctl(PR_SET_PDEATHSIG) and getppid, which are async-signal-safe syscalls; it allocates
+    // nothing (an io::Error from a raw errno does not allocate) and takes no lock. `fd` is
+    // open in the child because the parent keeps the OwnedFd alive until spawn returns.
     unsafe {
         cmd.pre_exec(move || {
             // SAFETY: see above; `fd` is a valid open descriptor for the call's duration.
             let borrowed = BorrowedFd::borrow_raw(fd);
             rustix::io::fcntl_setfd(borrowed, FdFlags::empty())?;
             // If racefree dies abruptly, its pytest children die with it instead of
-            // running on unobserved (Linux; a later issue kills whole trees).
+            // running on unobserved (Linux; their own children are not covered: only a PID
+            // namespace makes that exact).
             #[cfg(target_os = "linux")]
-            rustix::process::set_parent_process_death_signal(Some(Signal::KILL))?;
+            {
+                rustix::process::set_parent_process_death_signal(Some(Signal::KILL))?;
+                // racefree may have died between fork and prctl; then no signal will ever
+                // come, so do not start pytest at all.
+                if rustix::process::getppid() != Some(parent) {
+                    return Err(io::Error::from_raw_os_error(
+                        rustix::io::Errno::SRCH.raw_os_error(),
+                    ));
+                }
+            }
             Ok(())
         });
     }

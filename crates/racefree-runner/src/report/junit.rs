@@ -5,11 +5,11 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use quick_junit::{NonSuccessKind, Report, TestCase, TestCaseStatus, TestSuite};
+use quick_junit::{NonSuccessKind, Report, TestCase, TestCaseStatus, TestRerun, TestSuite};
 
 use crate::dispatch::Reporter;
 use crate::error::{Error, Result};
-use crate::events::{Event, Outcome, TestResult};
+use crate::events::{Event, Outcome, Rerun, TestResult};
 
 /// pytest's `mangle_test_address`: split the node id on `::` outside the parameter part,
 /// turn the path into a dotted module name.
@@ -37,6 +37,9 @@ pub struct Junit {
     path: PathBuf,
     cases: Vec<TestCase>,
     time: f64,
+    /// Infrastructure retries: a suite property each, forensics in the suite's system-err
+    /// (never retry silently, not even in the XML).
+    infra: Vec<(String, String)>,
 }
 
 impl Junit {
@@ -45,6 +48,7 @@ impl Junit {
             path: path.to_path_buf(),
             cases: Vec::new(),
             time: 0.0,
+            infra: Vec::new(),
         }
     }
 
@@ -56,7 +60,43 @@ impl Junit {
         case
     }
 
+    /// One earlier attempt, as Maven Surefire writes it: `<flakyFailure>` when the test then
+    /// passed, `<rerunFailure>` when it kept failing; with its message, traceback and output.
+    fn rerun(x: &Rerun) -> TestRerun {
+        let kind = if x.outcome == Outcome::Error {
+            NonSuccessKind::Error
+        } else {
+            NonSuccessKind::Failure
+        };
+        let mut run = TestRerun::new(kind);
+        run.set_message(format!("attempt {}: {}", x.attempt, x.message));
+        run.set_time(Duration::from_secs_f64(x.duration.max(0.0)));
+        run.set_stack_trace(x.longrepr.clone());
+        let output = |word: &str| -> String {
+            x.sections
+                .iter()
+                .filter(|(title, _)| title.contains(word))
+                .map(|(title, text)| format!("{title}\n{text}"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        };
+        let (out, err) = (output("stdout"), output("stderr"));
+        if !out.is_empty() {
+            run.set_system_out(out);
+        }
+        if !err.is_empty() {
+            run.set_system_err(err);
+        }
+        run
+    }
+
     fn status(r: &TestResult) -> TestCaseStatus {
+        let mut status = Self::final_status(r);
+        status.add_reruns(r.reruns.iter().map(Self::rerun));
+        status
+    }
+
+    fn final_status(r: &TestResult) -> TestCaseStatus {
         match r.outcome {
             Outcome::Passed | Outcome::Xpassed if r.teardown_error => {
                 let mut s = TestCaseStatus::non_success(NonSuccessKind::Error);
@@ -140,7 +180,42 @@ impl Reporter for Junit {
                 s.set_description(longrepr.clone());
                 self.cases.push(Self::case(nodeid, s, 0.0));
             }
-            Event::RunFinished { duration, .. } => self.time = *duration,
+            Event::InfraRetry {
+                unit,
+                exit,
+                files,
+                stderr_tail,
+                retry,
+                ..
+            } => {
+                let listed: Vec<String> = files
+                    .iter()
+                    .map(|(f, exists)| {
+                        format!("{f} ({})", if *exists { "exists" } else { "missing" })
+                    })
+                    .collect();
+                let summary = format!(
+                    "unit {unit} retry {retry}: the pytest process ended ({exit}) before any test; files: {}",
+                    listed.join(", ")
+                );
+                self.infra
+                    .push((summary.clone(), format!("{summary}\n{stderr_tail}")));
+            }
+            Event::RunFinished {
+                duration,
+                not_started,
+                not_run_message,
+                ..
+            } => {
+                self.time = *duration;
+                // A file that never started stands for its tests, as a collection error does.
+                for file in not_started {
+                    let mut s = TestCaseStatus::skipped();
+                    s.set_type("racefree.not_run");
+                    s.set_message(format!("{not_run_message} (file not started)"));
+                    self.cases.push(Self::case(file, s, 0.0));
+                }
+            }
             _ => {}
         }
     }
@@ -149,6 +224,13 @@ impl Reporter for Junit {
         let mut suite = TestSuite::new("pytest");
         suite.set_time(Duration::from_secs_f64(self.time.max(0.0)));
         suite.add_test_cases(std::mem::take(&mut self.cases));
+        for (summary, _) in &self.infra {
+            suite.add_property(("racefree.infra_retry", summary.as_str()));
+        }
+        if !self.infra.is_empty() {
+            let text: Vec<&str> = self.infra.iter().map(|(_, t)| t.as_str()).collect();
+            suite.set_system_err(text.join("\n\n"));
+        }
         let mut report = Report::new("pytest");
         report.add_test_suite(suite);
         let ctx = || format!("writing --junit-xml {}", self.path.display());

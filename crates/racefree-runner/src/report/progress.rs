@@ -164,8 +164,13 @@ impl Reporter for Progress {
                 files,
                 predicted_secs,
                 estimated_tests,
+                reason,
                 ..
             } => {
+                if *reason != "planned" {
+                    // Resumptions and retries are units the plan did not count.
+                    self.units_total += 1;
+                }
                 self.estimate_by_unit.insert(*unit, *estimated_tests);
                 self.unit_files.insert(*unit, files.clone());
                 self.predicted_left = (self.predicted_left - predicted_secs).max(0.0);
@@ -221,6 +226,33 @@ impl Reporter for Progress {
                     main.set_position(self.counts.done);
                     main.set_message(self.message());
                 }
+            }
+            Event::TestRetry {
+                nodeid,
+                attempt,
+                outcome,
+                ..
+            } if self.verbosity >= 0 => {
+                self.println(&format!(
+                    "RETRY {nodeid} (attempt {attempt} {})",
+                    outcome.as_str()
+                ));
+            }
+            Event::Leak {
+                nodeid,
+                pid,
+                cmdline,
+                ..
+            } if self.verbosity >= 0 => {
+                let test = nodeid.as_deref().unwrap_or("unknown test");
+                self.println(&format!("LEAK {test}: killed pid {pid}: {cmdline}"));
+            }
+            Event::InfraRetry {
+                unit, exit, retry, ..
+            } if self.verbosity >= 0 => {
+                self.println(&format!(
+                    "INFRA RETRY unit {unit} ({exit} before any test; retry {retry})"
+                ));
             }
             Event::CollectError {
                 nodeid, outcome, ..

@@ -86,6 +86,8 @@ pub struct Summary {
     errors: Vec<(String, String)>,
     short: Vec<String>,
     timings: Vec<(f64, String)>,
+    /// Infrastructure retries with their forensics: (title, text).
+    infra: Vec<(String, String)>,
 }
 
 impl Summary {
@@ -104,6 +106,7 @@ impl Summary {
             errors: Vec::new(),
             short: Vec::new(),
             timings: Vec::new(),
+            infra: Vec::new(),
         }
     }
 
@@ -149,6 +152,13 @@ impl Summary {
                     writeln!(out, "{}", sep('-', title, w))?;
                     writeln!(out, "{}", text.trim_end())?;
                 }
+            }
+        }
+        if !self.infra.is_empty() {
+            writeln!(out, "{}", sep('=', "INFRASTRUCTURE RETRIES", w))?;
+            for (title, body) in &self.infra {
+                writeln!(out, "{}", sep('_', title, w))?;
+                writeln!(out, "{}", body.trim_end())?;
             }
         }
         if let Some(n) = self.durations {
@@ -209,6 +219,59 @@ impl Reporter for Summary {
                     text.lines().next().unwrap_or_default()
                 ));
             }
+            Event::Leak {
+                unit,
+                nodeid,
+                pid,
+                cmdline,
+                ..
+            } => {
+                let test = nodeid.as_deref().unwrap_or("test unknown");
+                self.short.push(format!(
+                    "LEAK unit {unit} ({test}) - left pid {pid} running, killed: {cmdline}"
+                ));
+            }
+            Event::InfraRetry {
+                unit,
+                exit,
+                files,
+                stderr_tail,
+                retry,
+                delay,
+                ..
+            } => {
+                let listed: Vec<String> = files
+                    .iter()
+                    .map(|(f, exists)| {
+                        format!("  {f} ({})", if *exists { "exists" } else { "MISSING" })
+                    })
+                    .collect();
+                self.infra.push((
+                    format!("unit {unit}: retry {retry}"),
+                    format!(
+                        "the pytest process ended ({exit}) before reporting any test; its files \
+                         are all still there, so it runs again in {delay:.1} s\nfiles:\n{}\n\
+                         last output of the pytest process (stderr):\n{stderr_tail}",
+                        listed.join("\n")
+                    ),
+                ));
+                self.short.push(format!(
+                    "INFRA RETRY unit {unit} - {exit} before any test; retry {retry}"
+                ));
+            }
+            Event::TestFinished(r) if r.flaky => {
+                self.timings.push((r.duration, r.nodeid.clone()));
+                let first = r.reruns.first().map(|x| x.message.as_str()).unwrap_or("");
+                self.short.push(Self::short_line(
+                    "FLAKY",
+                    &r.nodeid,
+                    &format!(
+                        "passed on attempt {} after {} failed: {first}",
+                        r.attempt,
+                        r.reruns.len()
+                    ),
+                ));
+            }
             Event::TestFinished(r) => {
                 self.timings.push((r.duration, r.nodeid.clone()));
                 for sub in &r.failed_subtests {
@@ -255,8 +318,18 @@ impl Reporter for Summary {
                 collect_errors,
                 duration,
                 interrupted,
+                not_started,
+                not_run_message,
                 ..
             } => {
+                // After -x/--maxfail the untouched files are expected; after an interrupt
+                // or a run timeout they are named.
+                if !not_run_message.contains("was stopped") {
+                    for file in not_started {
+                        self.short
+                            .push(Self::short_line("NOT STARTED", file, not_run_message));
+                    }
+                }
                 // A closed stdout (`| head`) is not worth failing the run over.
                 let _ = self.render(totals, *collect_errors, *duration, interrupted.as_deref());
             }

@@ -3,9 +3,14 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::iterator::Signals;
 
 use clap::Args;
-use racefree_runner::config::{UnitMode, Workers};
+use racefree_runner::config::{FlakyResult, UnitMode, Workers};
 use racefree_runner::{ProgressMode, RunRequest};
 
 #[derive(Debug, Args)]
@@ -88,6 +93,29 @@ pub struct RunArgs {
     /// Start a fresh interpreter per unit instead of forking it from a warm server.
     #[arg(long)]
     pub no_fork: bool,
+    /// Fail a test that runs longer than SECS (a `timeout` marker overrides it; 0: none).
+    #[arg(long, value_name = "SECS")]
+    pub timeout: Option<f64>,
+
+    /// Seconds between SIGTERM and SIGKILL when stopping a unit (default 2).
+    #[arg(long, value_name = "SECS")]
+    pub kill_grace: Option<f64>,
+
+    /// Stop the whole run after SECS; unfinished tests are reported not run (exit 2).
+    #[arg(long, value_name = "SECS")]
+    pub run_timeout: Option<f64>,
+
+    /// Run a failed test again, in a fresh process, up to N times; a later pass is FLAKY.
+    #[arg(long, value_name = "N")]
+    pub retries: Option<u32>,
+
+    /// Whether a test that passed only on a retry counts as passed (default) or failed.
+    #[arg(long, value_name = "pass|fail")]
+    pub flaky_result: Option<FlakyResult>,
+
+    /// Retry a pytest process that exits 3 or 4 before any test up to N times (default 2).
+    #[arg(long, value_name = "N")]
+    pub infra_retries: Option<u32>,
 
     #[command(flatten)]
     pub ci: super::sharding::ShardArgs,
@@ -95,6 +123,29 @@ pub struct RunArgs {
     /// Arguments for pytest, after `--`.
     #[arg(last = true, value_name = "PYTEST_ARGS")]
     pub pytest_args: Vec<String>,
+}
+
+/// Counts SIGINT and SIGTERM from now on, instead of dying: the engine stops the run
+/// gracefully on the first and kills everything on the second, and still writes its reports;
+/// a third ends racefree on the spot.
+fn count_interrupts() -> miette::Result<Arc<AtomicUsize>> {
+    let count = Arc::new(AtomicUsize::new(0));
+    let mut signals = Signals::new([SIGINT, SIGTERM])
+        .map_err(|e| miette::miette!("cannot handle SIGINT/SIGTERM: {e}"))?;
+    let counter = count.clone();
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            for _ in signals.forever() {
+                // A third signal means racefree itself is stuck somewhere (a report file on a
+                // hung mount, say): leave at once. Units die with us (PR_SET_PDEATHSIG).
+                if counter.fetch_add(1, Ordering::SeqCst) >= 2 {
+                    std::process::exit(130);
+                }
+            }
+        })
+        .map_err(|e| miette::miette!("cannot start the signal thread: {e}"))?;
+    Ok(count)
 }
 
 pub fn run(args: RunArgs) -> miette::Result<ExitCode> {
@@ -131,6 +182,13 @@ pub fn run(args: RunArgs) -> miette::Result<ExitCode> {
         } else {
             ProgressMode::Auto
         },
+        timeout: args.timeout,
+        kill_grace: args.kill_grace,
+        run_timeout: args.run_timeout,
+        retries: args.retries,
+        flaky_result: args.flaky_result,
+        infra_retries: args.infra_retries,
+        interrupts: Some(count_interrupts()?),
     };
     match racefree_runner::run(request) {
         Ok(code) => Ok(ExitCode::from(code)),

@@ -2,23 +2,33 @@
 //! predicted remaining unit, turns executor messages into events, reconciles each unit's
 //! reported tests with how its process ended, and stops the run on `-x`/`--maxfail`.
 //!
-//! Seams for later issues: `on_tick` runs at least every `TICK` and is where per-test
-//! timeouts belong; `finish_unit` is where crash resumption and retries re-queue work.
+//! Faults: `on_tick` runs every `TICK` and enforces per-test timeouts and stops; what
+//! happens when a test or a unit ends (retries, leaks, resumption, infrastructure retries)
+//! is in `finish`; `unit` holds the jobs and running units, `text` the report texts.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{RecvTimeoutError, unbounded};
 
 use crate::discovery::TestFile;
 use crate::error::{Result, exit};
-use crate::events::{
-    Event, ExitInfo, Outcome, PhaseReport, TestResult, Totals, Wire, derive_outcome,
-};
+use crate::events::{Event, ExitInfo, Outcome, TestResult, Totals, Wire};
 use crate::executor::{self, ExecContext, ExecMsg, UnitHandle, UnitSpec};
 use crate::plan::UnitPlan;
+use crate::procs;
+use crate::recovery::{self, FaultPolicy};
 use crate::session::Session;
 use crate::unix;
+
+mod finish;
+mod text;
+mod unit;
+
+use text::build_result;
+use unit::{Job, Reason, Running};
 
 const TICK: Duration = Duration::from_millis(200);
 
@@ -53,22 +63,6 @@ impl Bus {
     }
 }
 
-struct Running {
-    plan: UnitPlan,
-    slot: usize,
-    handle: UnitHandle,
-    collected: Option<Vec<String>>,
-    phases: HashMap<String, Vec<PhaseReport>>,
-    failed_subtests: HashMap<String, Vec<PhaseReport>>,
-    started_at: HashMap<String, Instant>,
-    finished: HashSet<String>,
-    current: Option<String>,
-    pytest_exitstatus: Option<i32>,
-    cancelled: bool,
-    started: Instant,
-    bad_lines: Vec<String>,
-}
-
 /// What the run ended with.
 #[derive(Debug, Clone)]
 pub struct RunOutcome {
@@ -84,6 +78,10 @@ pub struct Dispatcher<'a> {
     pub files: &'a [TestFile],
     pub maxfail: Option<u32>,
     pub bus: &'a mut Bus,
+    pub policy: &'a FaultPolicy,
+    /// How many times SIGINT/SIGTERM reached racefree (the CLI's handler counts them): the
+    /// first stops the run gracefully, the second kills at once.
+    pub interrupts: Option<Arc<AtomicUsize>>,
 }
 
 #[derive(Default)]
@@ -92,50 +90,65 @@ struct State {
     collect_errors: u64,
     failures_seen: u32,
     stop_reason: Option<String>,
+    /// What tests that will not run now are told.
+    not_run_message: String,
+    /// Stopped by a signal or --run-timeout: exit 2.
+    interrupted: bool,
+    killed_hard: bool,
     /// Tests that were collected and then never reported by a unit nobody cancelled.
     lost: u64,
     unit_error_codes: Vec<Option<i32>>,
     reported_any: bool,
     imports: BTreeSet<String>,
+    queue: VecDeque<Job>,
+    next_id: usize,
+    /// Failed attempts of tests that are being tried again.
+    reruns: HashMap<String, Vec<TestResult>>,
+    /// The attempt number of a test's next run (absent: 1).
+    attempts: HashMap<String, u32>,
+}
+
+impl State {
+    fn stop(&mut self, reason: String, not_run: &str) {
+        if self.stop_reason.is_none() {
+            self.stop_reason = Some(reason);
+            self.not_run_message = not_run.to_string();
+        }
+    }
 }
 
 impl Dispatcher<'_> {
     pub fn run(&mut self, units: Vec<UnitPlan>, started: Instant) -> RunOutcome {
+        // Orphans of units (setsid daemons) become ours, so they can be found and reaped.
+        procs::become_subreaper();
         let (tx, rx) = unbounded::<ExecMsg>();
-        let mut queue: VecDeque<UnitPlan> = units.into();
+        let mut st = State {
+            next_id: units.iter().map(|u| u.id + 1).max().unwrap_or(0),
+            queue: units.into_iter().map(Job::planned).collect(),
+            ..State::default()
+        };
         let mut free: BTreeSet<usize> = (0..self.ctx.workers).collect();
         let mut running: HashMap<usize, Running> = HashMap::new();
-        let mut st = State::default();
+        let mut last_tick = Instant::now();
         loop {
-            while st.stop_reason.is_none() && !queue.is_empty() {
-                let Some(slot) = free.pop_first() else { break };
-                let Some(plan) = queue.pop_front() else { break };
-                match self.start(&plan, slot, &tx) {
-                    Ok(handle) => {
-                        running.insert(
-                            plan.id,
-                            Running {
-                                plan,
-                                slot,
-                                handle,
-                                collected: None,
-                                phases: HashMap::new(),
-                                failed_subtests: HashMap::new(),
-                                started_at: HashMap::new(),
-                                finished: HashSet::new(),
-                                current: None,
-                                pytest_exitstatus: None,
-                                cancelled: false,
-                                started: Instant::now(),
-                                bad_lines: Vec::new(),
-                            },
-                        );
+            self.check_stop(&mut running, &mut st, started);
+            while st.stop_reason.is_none() && !free.is_empty() {
+                let now = Instant::now();
+                let Some(pos) = st.queue.iter().position(|j| j.ready(now)) else {
+                    break;
+                };
+                let (Some(slot), Some(job)) = (free.pop_first(), st.queue.remove(pos)) else {
+                    break;
+                };
+                match self.start(&job, slot, &tx) {
+                    Ok((handle, token)) => {
+                        running.insert(job.id, Running::new(job, slot, handle, token));
                     }
                     Err(e) => {
                         free.insert(slot);
                         st.unit_error_codes.push(Some(exit::INTERNAL as i32));
                         self.bus.emit(Event::UnitFinished {
-                            unit: plan.id,
+                            unit: job.id,
                             slot,
                             exit: ExitInfo::default(),
                             pytest_exitstatus: None,
@@ -147,41 +160,84 @@ impl Dispatcher<'_> {
                     }
                 }
             }
-            if running.is_empty() {
+            if running.is_empty() && (st.queue.is_empty() || st.stop_reason.is_some()) {
                 break;
             }
-            match rx.recv_timeout(TICK) {
+            let now = Instant::now();
+            let wait = st
+                .queue
+                .iter()
+                .filter_map(|j| j.not_before)
+                .map(|t| t.saturating_duration_since(now))
+                .fold(TICK, Duration::min);
+            match rx.recv_timeout(wait) {
                 Ok(msg) => {
                     if let Some((unit, slot)) = self.handle(msg, &mut running, &mut st) {
                         running.remove(&unit);
                         free.insert(slot);
                     }
                 }
-                Err(RecvTimeoutError::Timeout) => self.on_tick(&mut running),
+                Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => break,
+            }
+            // Ticks come from the clock, not from quiet: a chatty unit must not starve the
+            // timeouts of the others.
+            if last_tick.elapsed() >= TICK {
+                last_tick = Instant::now();
+                self.on_tick(&mut running, &mut st);
             }
             if st.stop_reason.is_some() {
                 for r in running.values_mut().filter(|r| !r.cancelled) {
                     r.cancelled = true;
-                    r.handle.signal(unix::Sig::KILL);
+                    r.terminate(self.policy.kill_grace);
                 }
             }
         }
-        let not_started: usize = queue.iter().map(|u| u.files.len()).sum();
+        // Resumptions that never started: their tests were collected, so they are listed.
+        let resumes: Vec<Job> = st
+            .queue
+            .iter()
+            .filter(|j| j.reason == Reason::Resume)
+            .cloned()
+            .collect();
+        for job in resumes {
+            for id in job.selection.iter().flat_map(|s| s.values().flatten()) {
+                let mut result = build_result(id, job.id, 0, &[], 0.0);
+                result.attempt = Self::attempt_of(&st, id);
+                result.outcome = Outcome::NotRun;
+                result.message = st.not_run_message.clone();
+                self.conclude(result, &mut st);
+            }
+        }
+        // Tests whose retry never started (the run stopped) end with their last attempt.
+        let pending: Vec<String> = st.reruns.keys().cloned().collect();
+        for id in pending {
+            if let Some(last) = st.reruns.get_mut(&id).and_then(Vec::pop) {
+                self.conclude(last, &mut st);
+            }
+        }
+        let not_started: Vec<String> = st
+            .queue
+            .iter()
+            .filter(|j| matches!(j.reason, Reason::Planned | Reason::Infra))
+            .flat_map(|j| j.files.iter().map(|&i| self.files[i].rel.clone()))
+            .collect();
         let interrupted = st.stop_reason.clone().map(|reason| {
-            if not_started > 0 {
-                format!("{reason}; {not_started} file(s) not started")
+            if !not_started.is_empty() {
+                format!("{reason}; {} file(s) not started", not_started.len())
             } else {
                 reason
             }
         });
-        let exit_code = exit_code(&st);
+        let exit_code = exit_code(&st, self.policy.flaky_fails);
         self.bus.emit(Event::RunFinished {
             totals: st.totals.clone(),
             collect_errors: st.collect_errors,
             exit_code,
             duration: started.elapsed().as_secs_f64(),
             interrupted,
+            not_started,
+            not_run_message: st.not_run_message.clone(),
         });
         RunOutcome {
             exit_code,
@@ -190,51 +246,127 @@ impl Dispatcher<'_> {
         }
     }
 
+    /// Ctrl-C, SIGTERM and --run-timeout.
+    fn check_stop(
+        &mut self,
+        running: &mut HashMap<usize, Running>,
+        st: &mut State,
+        started: Instant,
+    ) {
+        let signals = self
+            .interrupts
+            .as_ref()
+            .map(|c| c.load(Ordering::SeqCst))
+            .unwrap_or(0);
+        if signals >= 1 && !st.interrupted {
+            st.interrupted = true;
+            st.stop("interrupted".into(), "not run: interrupted");
+        }
+        if signals >= 2 && !st.killed_hard {
+            st.killed_hard = true;
+            for r in running.values_mut() {
+                r.cancelled = true;
+                r.signal(unix::Sig::KILL);
+            }
+        }
+        if let Some(limit) = self.policy.run_timeout
+            && started.elapsed() > limit
+            && st.stop_reason.is_none()
+        {
+            st.interrupted = true;
+            let secs = limit.as_secs_f64();
+            st.stop(
+                format!("run timeout after {secs} s (--run-timeout)"),
+                &format!("not run: the run timed out after {secs} s (--run-timeout)"),
+            );
+        }
+    }
+
     fn start(
         &mut self,
-        plan: &UnitPlan,
+        job: &Job,
         slot: usize,
         tx: &crossbeam_channel::Sender<ExecMsg>,
-    ) -> Result<UnitHandle> {
+    ) -> Result<(UnitHandle, String)> {
         let mut selection = BTreeMap::new();
         let mut walked = BTreeMap::new();
         let mut paths = Vec::new();
-        for &i in &plan.files {
+        for &i in &job.files {
             let f = &self.files[i];
             paths.push(f.path.clone());
             if let Some(root) = &f.walk_root {
                 walked.insert(f.path.clone(), root.clone());
             }
-            if let Some(ids) = &f.selection {
+            if job.selection.is_none()
+                && let Some(ids) = &f.selection
+            {
                 selection.insert(f.rel.clone(), ids.clone());
             }
         }
+        if let Some(sel) = &job.selection {
+            selection = sel.clone();
+        }
+        let token = crate::session::random_id()?;
         let spec = UnitSpec {
-            unit: plan.id,
+            unit: job.id,
             slot,
-            attempt: 1,
+            attempt: job.attempt,
             files: paths,
             selection,
             walked,
+            token: token.clone(),
         };
         let handle = executor::spawn(self.ctx, self.session, &spec, tx.clone())?;
         self.bus.emit(Event::UnitStarted {
-            unit: plan.id,
+            unit: job.id,
             slot,
             pid: handle.pid,
-            files: plan
+            attempt: job.attempt,
+            reason: job.reason.as_str(),
+            files: job
                 .files
                 .iter()
                 .map(|&i| self.files[i].rel.clone())
                 .collect(),
-            estimated_tests: plan.files.iter().map(|&i| self.files[i].estimate).sum(),
-            predicted_secs: plan.predicted,
+            estimated_tests: match &job.selection {
+                Some(sel) => sel.values().map(|v| v.len() as u64).sum(),
+                None => job.files.iter().map(|&i| self.files[i].estimate).sum(),
+            },
+            predicted_secs: job.predicted,
         });
-        Ok(handle)
+        Ok((handle, token))
     }
 
-    /// Per-test timeouts (a later issue) hook in here.
-    fn on_tick(&mut self, _running: &mut HashMap<usize, Running>) {}
+    /// Runs every `TICK`: per-test timeouts (SIGTERM to the unit's processes, SIGKILL after
+    /// the grace period) and reaping orphans that died on their own.
+    fn on_tick(&mut self, running: &mut HashMap<usize, Running>, _st: &mut State) {
+        let now = Instant::now();
+        for r in running.values_mut() {
+            if let Some(at) = r.kill_at
+                && now >= at
+            {
+                r.signal(unix::Sig::KILL);
+                // Keep signalling each tick until the executor reports the exit.
+                r.kill_at = Some(now + TICK);
+                continue;
+            }
+            if r.cancelled || r.timed_out.is_some() {
+                continue;
+            }
+            let Some(id) = &r.current else { continue };
+            let Some(started) = r.started_at.get(id) else {
+                continue;
+            };
+            if recovery::timed_out(now.duration_since(*started), r.current_limit) {
+                r.timed_out = r.current_limit;
+                r.terminate(self.policy.kill_grace);
+            }
+        }
+        let ours: HashSet<u32> = running.values().map(|r| r.handle.pid).collect();
+        for pid in procs::zombie_children(&ours) {
+            procs::reap(pid, Duration::ZERO);
+        }
+    }
 
     /// Handles one message; returns (unit, slot) when that unit is over.
     fn handle(
@@ -270,12 +402,20 @@ impl Dispatcher<'_> {
         }
     }
 
+    fn attempt_of(st: &State, id: &str) -> u32 {
+        st.attempts.get(id).copied().unwrap_or(1)
+    }
+
     fn on_wire(&mut self, r: &mut Running, wire: Wire, at: Instant, st: &mut State) {
-        let unit = r.plan.id;
+        let unit = r.job.id;
         match wire {
             Wire::Hello { .. } => {}
             Wire::Collected { ids, deselected } => {
-                st.totals.deselected += deselected;
+                // A resumption or retry collects its files again; their deselections were
+                // counted by the unit's first process.
+                if matches!(r.job.reason, Reason::Planned | Reason::Infra) {
+                    st.totals.deselected += deselected;
+                }
                 self.bus.emit(Event::UnitCollected {
                     unit,
                     count: ids.len(),
@@ -289,6 +429,7 @@ impl Dispatcher<'_> {
                 longrepr,
                 message,
             } => {
+                r.reported_collect = true;
                 if outcome == "skipped" {
                     // A module-level skip: pytest counts it as one skipped test.
                     let result = TestResult {
@@ -308,6 +449,8 @@ impl Dispatcher<'_> {
                         head_line: String::new(),
                         sections: Vec::new(),
                         failed_subtests: Vec::new(),
+                        flaky: false,
+                        reruns: Vec::new(),
                     };
                     st.totals.add_result(&result);
                     st.reported_any = true;
@@ -324,9 +467,10 @@ impl Dispatcher<'_> {
                     });
                 }
             }
-            Wire::Start { id } => {
+            Wire::Start { id, timeout } => {
                 r.started_at.insert(id.clone(), at);
                 r.current = Some(id.clone());
+                r.current_limit = recovery::effective_timeout(timeout, self.policy.timeout);
                 self.bus.emit(Event::TestStarted {
                     unit,
                     slot: r.slot,
@@ -353,16 +497,12 @@ impl Dispatcher<'_> {
                     .unwrap_or(0.0);
                 let phases = r.phases.remove(&id).unwrap_or_default();
                 let mut result = build_result(&id, unit, r.slot, &phases, duration);
+                result.attempt = Self::attempt_of(st, &id);
                 result.failed_subtests = r.failed_subtests.remove(&id).unwrap_or_default();
                 r.finished.insert(id);
                 r.current = None;
-                st.totals.add_result(&result);
-                st.reported_any = true;
-                let failed = result.outcome.is_failure() || result.teardown_error;
-                self.bus.emit(Event::TestFinished(result));
-                if failed {
-                    self.count_failure(st);
-                }
+                r.current_limit = None;
+                self.conclude(result, st);
             }
             Wire::Imports { modules } => st.imports.extend(modules),
             Wire::Done {
@@ -372,6 +512,13 @@ impl Dispatcher<'_> {
                 r.pytest_exitstatus = Some(exitstatus);
                 st.totals.warnings += warnings;
             }
+            Wire::Leak { pid, cmdline } => self.bus.emit(Event::Leak {
+                unit,
+                slot: r.slot,
+                nodeid: r.current.clone(),
+                pid,
+                cmdline,
+            }),
         }
     }
 
@@ -379,175 +526,28 @@ impl Dispatcher<'_> {
         st.failures_seen += 1;
         if let Some(max) = self.maxfail
             && st.failures_seen >= max
-            && st.stop_reason.is_none()
         {
-            st.stop_reason = Some(format!(
+            let reason = format!(
                 "stopping after {} failure(s) (-x/--maxfail={max})",
                 st.failures_seen
-            ));
+            );
+            st.stop(reason, "not run: the run was stopped (-x/--maxfail)");
         }
-    }
-
-    /// Reconciles what a unit reported with how its process ended: a test collected and
-    /// never reported has not passed.
-    fn finish_unit(
-        &mut self,
-        r: Running,
-        exit: ExitInfo,
-        _stdout: &str,
-        stderr: &str,
-        at: Instant,
-        st: &mut State,
-    ) {
-        let unit = r.plan.id;
-        let mut unreported = 0;
-        let collected = r.collected.clone().unwrap_or_default();
-        for id in collected.iter().filter(|id| !r.finished.contains(*id)) {
-            unreported += 1;
-            let was_running = r.current.as_deref() == Some(id.as_str());
-            let (outcome, message) = if r.cancelled {
-                (
-                    Outcome::NotRun,
-                    "not run: the run was stopped (-x/--maxfail)".to_string(),
-                )
-            } else if was_running {
-                (
-                    Outcome::Crashed,
-                    format!(
-                        "crashed: the pytest process ended ({exit}) while this test was running"
-                    ),
-                )
-            } else {
-                st.lost += 1;
-                (
-                    Outcome::NotRun,
-                    format!("not run: the pytest process ended ({exit}) before this test"),
-                )
-            };
-            let duration = r
-                .started_at
-                .get(id)
-                .map(|s| at.duration_since(*s).as_secs_f64())
-                .unwrap_or(0.0);
-            let phases = r.phases.get(id).cloned().unwrap_or_default();
-            let mut result = build_result(id, unit, r.slot, &phases, duration);
-            result.outcome = outcome;
-            result.teardown_error = false;
-            result.message = message.clone();
-            if outcome == Outcome::Crashed {
-                result.longrepr = format!(
-                    "{message}\n\nlast output of the pytest process (stderr):\n{}",
-                    last_lines(stderr, 40)
-                );
-            }
-            st.totals.add_result(&result);
-            self.bus.emit(Event::TestFinished(result));
-            if outcome == Outcome::Crashed {
-                self.count_failure(st);
-            }
-        }
-        // pytest ends a unit with 0, 1 or 5 when it ran what it collected; anything else
-        // (usage error, internal error, interrupted, a signal) must surface even when some
-        // tests were collected and reported.
-        let normal_exit = matches!(exit.code, Some(0) | Some(1) | Some(5));
-        // A signal while a test ran is that test's crash, already reported as such.
-        let attributed = exit.signal.is_some() && r.current.is_some();
-        let error = if !r.cancelled && !normal_exit && !attributed {
-            st.unit_error_codes.push(exit.code);
-            let mut text = match &r.collected {
-                None => format!("the pytest process ended ({exit}) before collecting any test"),
-                Some(ids) => format!(
-                    "the pytest process ended ({exit}) after collecting {} test(s)",
-                    ids.len()
-                ),
-            };
-            if !r.bad_lines.is_empty() {
-                text.push_str(&format!(
-                    "\nunreadable plugin messages: {}",
-                    r.bad_lines.join("; ")
-                ));
-            }
-            text.push_str(&format!("\n{}", last_lines(stderr, 40)));
-            Some(text)
-        } else {
-            None
-        };
-        self.bus.emit(Event::UnitFinished {
-            unit,
-            slot: r.slot,
-            exit,
-            pytest_exitstatus: r.pytest_exitstatus,
-            duration: at.duration_since(r.started).as_secs_f64(),
-            unreported,
-            error,
-            cancelled: r.cancelled,
-        });
-    }
-}
-
-fn last_lines(text: &str, n: usize) -> String {
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(n)..].join("\n")
-}
-
-fn build_result(
-    id: &str,
-    unit: usize,
-    slot: usize,
-    phases: &[PhaseReport],
-    duration: f64,
-) -> TestResult {
-    let (outcome, teardown_error, deciding) = derive_outcome(phases);
-    let teardown = phases
-        .iter()
-        .rev()
-        .find(|p| p.when == "teardown" && p.outcome == "failed");
-    let message = match (outcome, deciding) {
-        (Outcome::Skipped, Some(p)) => p.skip_reason.clone().unwrap_or_default(),
-        (Outcome::Xfailed | Outcome::Xpassed, Some(p)) => p.wasxfail.clone().unwrap_or_default(),
-        (_, Some(p)) => p.message.clone(),
-        (_, None) => String::new(),
-    };
-    TestResult {
-        nodeid: id.to_string(),
-        file: id.split("::").next().unwrap_or(id).to_string(),
-        unit,
-        slot,
-        attempt: 1,
-        outcome,
-        teardown_error,
-        duration,
-        message,
-        longrepr: deciding.map(|p| p.longrepr.clone()).unwrap_or_default(),
-        teardown_longrepr: if teardown_error {
-            teardown.map(|p| p.longrepr.clone()).unwrap_or_default()
-        } else {
-            String::new()
-        },
-        teardown_message: if teardown_error {
-            teardown.map(|p| p.message.clone()).unwrap_or_default()
-        } else {
-            String::new()
-        },
-        when: deciding.map(|p| p.when.clone()),
-        head_line: deciding.map(|p| p.head_line.clone()).unwrap_or_default(),
-        sections: deciding.map(|p| p.sections.clone()).unwrap_or_default(),
-        failed_subtests: Vec::new(),
     }
 }
 
 /// pytest's exit codes, decided from the run's state (DESIGN §2.1).
-fn exit_code(st: &State) -> u8 {
+fn exit_code(st: &State, flaky_fails: bool) -> u8 {
     if st.unit_error_codes.contains(&Some(exit::USAGE as i32)) {
         return exit::USAGE;
     }
     if st.unit_error_codes.contains(&Some(exit::INTERNAL as i32)) {
         return exit::INTERNAL;
     }
-    if st.collect_errors > 0 || !st.unit_error_codes.is_empty() {
+    if st.interrupted || st.collect_errors > 0 || !st.unit_error_codes.is_empty() {
         return exit::INTERRUPTED;
     }
-    if st.totals.failures() > 0 || st.lost > 0 {
+    if st.totals.failures() > 0 || st.lost > 0 || (flaky_fails && st.totals.flaky > 0) {
         return exit::TESTS_FAILED;
     }
     if !st.reported_any {
@@ -563,16 +563,22 @@ mod tests {
     #[test]
     fn exit_code_table() {
         let mut st = State::default();
-        assert_eq!(exit_code(&st), exit::NO_TESTS);
+        assert_eq!(exit_code(&st, false), exit::NO_TESTS);
         st.reported_any = true;
-        assert_eq!(exit_code(&st), exit::OK);
+        assert_eq!(exit_code(&st, false), exit::OK);
+        st.totals.flaky = 1;
+        assert_eq!(exit_code(&st, false), exit::OK);
+        assert_eq!(exit_code(&st, true), exit::TESTS_FAILED);
         st.lost = 1;
-        assert_eq!(exit_code(&st), exit::TESTS_FAILED);
+        assert_eq!(exit_code(&st, false), exit::TESTS_FAILED);
+        st.interrupted = true;
+        assert_eq!(exit_code(&st, false), exit::INTERRUPTED);
+        st.interrupted = false;
         st.collect_errors = 1;
-        assert_eq!(exit_code(&st), exit::INTERRUPTED);
+        assert_eq!(exit_code(&st, false), exit::INTERRUPTED);
         st.unit_error_codes.push(Some(3));
-        assert_eq!(exit_code(&st), exit::INTERNAL);
+        assert_eq!(exit_code(&st, false), exit::INTERNAL);
         st.unit_error_codes.push(Some(4));
-        assert_eq!(exit_code(&st), exit::USAGE);
+        assert_eq!(exit_code(&st, false), exit::USAGE);
     }
 }

@@ -1,0 +1,354 @@
+//! What happens when a test or a unit ends: a failed test is retried or published with its
+//! earlier attempts; a dead unit's leftovers are killed and reported, its unreached tests
+//! resumed, and an infrastructure failure retried, all by the rules in `recovery`.
+
+use std::collections::{BTreeMap, HashSet};
+use std::time::{Duration, Instant};
+
+use super::text::{build_result, last_lines, read_fault_file, traceback_section};
+use super::unit::{Job, Reason, Running};
+use super::{Dispatcher, State};
+use crate::error::exit;
+use crate::events::{Event, ExitInfo, Outcome, Rerun, TestResult};
+use crate::procs;
+use crate::recovery;
+
+impl Dispatcher<'_> {
+    /// A test's attempt is over: try it again in a fresh process if the policy allows,
+    /// otherwise publish it as final, with the failed attempts before it.
+    pub(super) fn conclude(&mut self, mut result: TestResult, st: &mut State) {
+        let retry = st.stop_reason.is_none()
+            && recovery::should_retry(
+                result.outcome,
+                result.teardown_error,
+                result.attempt,
+                self.policy.retries,
+            );
+        if retry && let Some(file) = self.files.iter().position(|f| f.rel == result.file) {
+            let delay = recovery::retry_delay(result.attempt);
+            let next = result.attempt + 1;
+            self.bus.emit(Event::TestRetry {
+                unit: result.unit,
+                slot: result.slot,
+                nodeid: result.nodeid.clone(),
+                attempt: result.attempt,
+                outcome: result.outcome,
+                message: result.message.clone(),
+                delay: delay.as_secs_f64(),
+            });
+            let id = st.next_id;
+            st.next_id += 1;
+            st.queue.push_back(Job {
+                id,
+                files: vec![file],
+                selection: Some(BTreeMap::from([(
+                    result.file.clone(),
+                    vec![result.nodeid.clone()],
+                )])),
+                attempt: next,
+                predicted: result.duration,
+                reason: Reason::Retry,
+                not_before: Some(Instant::now() + delay),
+                infra_retries: 0,
+            });
+            st.attempts.insert(result.nodeid.clone(), next);
+            st.reruns
+                .entry(result.nodeid.clone())
+                .or_default()
+                .push(result);
+            return;
+        }
+        if let Some(before) = st.reruns.remove(&result.nodeid) {
+            result.reruns = before.iter().map(Rerun::from).collect();
+        }
+        let failed = result.outcome.is_failure() || result.teardown_error;
+        result.flaky = !result.reruns.is_empty() && result.outcome == Outcome::Passed && !failed;
+        st.totals.add_result(&result);
+        st.reported_any = true;
+        self.bus.emit(Event::TestFinished(result));
+        if failed {
+            self.count_failure(st);
+        }
+    }
+
+    /// The unit's files that are gone, checked twice ~100 ms apart (a file being replaced
+    /// by an editor or a checkout may be briefly absent).
+    pub(super) fn missing_files(&self, job: &Job) -> Vec<String> {
+        let absent = || -> Vec<usize> {
+            job.files
+                .iter()
+                .copied()
+                .filter(|&i| !self.files[i].path.exists())
+                .collect()
+        };
+        let first = absent();
+        if first.is_empty() {
+            return Vec::new();
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        let second = absent();
+        first
+            .into_iter()
+            .filter(|i| second.contains(i))
+            .map(|i| self.files[i].rel.clone())
+            .collect()
+    }
+
+    /// Reconciles what a unit reported with how its process ended: a test collected and
+    /// never reported has not passed. Kills and reports what the unit left behind, resumes
+    /// the tests it never reached, and retries units that failed for infrastructure reasons.
+    pub(super) fn finish_unit(
+        &mut self,
+        r: Running,
+        exit: ExitInfo,
+        _stdout: &str,
+        stderr: &str,
+        at: Instant,
+        st: &mut State,
+    ) {
+        let unit = r.job.id;
+        for leak in procs::kill_leftovers(&r.token, Some(r.handle.pid)) {
+            self.bus.emit(Event::Leak {
+                unit,
+                slot: r.slot,
+                nodeid: leak.nodeid,
+                pid: leak.pid,
+                cmdline: leak.cmdline,
+            });
+        }
+        let fault = read_fault_file(&self.session.fault_file(unit, r.job.attempt));
+        let reported_here = !r.finished.is_empty() || r.current.is_some() || r.reported_collect;
+        if !r.cancelled && !reported_here && matches!(exit.code, Some(3) | Some(4)) {
+            let missing = self.missing_files(&r.job);
+            match recovery::infra_decision(
+                exit.code,
+                false,
+                missing,
+                r.job.infra_retries,
+                self.policy.infra_retries,
+            ) {
+                recovery::Infra::Retry { k, delay } => {
+                    self.bus.emit(Event::InfraRetry {
+                        unit,
+                        slot: r.slot,
+                        exit,
+                        files: r
+                            .job
+                            .files
+                            .iter()
+                            .map(|&i| (self.files[i].rel.clone(), self.files[i].path.exists()))
+                            .collect(),
+                        stderr_tail: last_lines(stderr, 20),
+                        retry: k,
+                        delay: delay.as_secs_f64(),
+                    });
+                    let mut job = r.job.clone();
+                    job.id = st.next_id;
+                    st.next_id += 1;
+                    job.attempt += 1;
+                    job.infra_retries = k;
+                    job.reason = Reason::Infra;
+                    job.not_before = Some(Instant::now() + delay);
+                    st.queue.push_front(job);
+                    self.bus.emit(Event::UnitFinished {
+                        unit,
+                        slot: r.slot,
+                        exit,
+                        pytest_exitstatus: r.pytest_exitstatus,
+                        duration: at.duration_since(r.started).as_secs_f64(),
+                        unreported: 0,
+                        error: None,
+                        cancelled: false,
+                    });
+                    return;
+                }
+                recovery::Infra::FilesGone(files) => {
+                    st.unit_error_codes.push(Some(exit::USAGE as i32));
+                    self.bus.emit(Event::UnitFinished {
+                        unit,
+                        slot: r.slot,
+                        exit,
+                        pytest_exitstatus: r.pytest_exitstatus,
+                        duration: at.duration_since(r.started).as_secs_f64(),
+                        unreported: r.collected.as_ref().map_or(0, Vec::len),
+                        error: Some(format!(
+                            "file(s) gone since discovery, not retried: {}\n{}",
+                            files.join(", "),
+                            last_lines(stderr, 20)
+                        )),
+                        cancelled: false,
+                    });
+                    return;
+                }
+                recovery::Infra::NotInfra | recovery::Infra::GiveUp => {}
+            }
+        }
+        let collected = r.collected.clone().unwrap_or_default();
+        // A test whose time ran out is a timeout even if the run was stopped meanwhile; the
+        // tests after it are then queued and, as the run is stopping, reported not run.
+        let stopping = r.cancelled && r.timed_out.is_none();
+        let rec = recovery::reconcile(&collected, &r.finished, r.current.as_deref(), stopping);
+        // A resumption or retry that did not collect a test it was started for (it died
+        // first, or the id changed) must not lose it silently.
+        if let Some(sel) = r
+            .job
+            .selection
+            .as_ref()
+            .filter(|_| r.job.reason != Reason::Planned)
+        {
+            let got: HashSet<&String> = collected.iter().collect();
+            for id in sel.values().flatten().filter(|id| !got.contains(id)) {
+                let message = if r.cancelled {
+                    st.not_run_message.clone()
+                } else {
+                    st.lost += 1;
+                    format!(
+                        "not run: the process started again for it ended ({exit}) without collecting it"
+                    )
+                };
+                let mut result = build_result(id, unit, r.slot, &[], 0.0);
+                result.attempt = Self::attempt_of(st, id);
+                result.outcome = Outcome::NotRun;
+                result.message = message;
+                self.conclude(result, st);
+            }
+        }
+        let unreported = rec.resume.len() + rec.not_run.len() + usize::from(rec.culprit.is_some());
+        let duration_of = |id: &str| {
+            r.started_at
+                .get(id)
+                .map(|s| at.duration_since(*s).as_secs_f64())
+                .unwrap_or(0.0)
+        };
+        if let Some(id) = &rec.culprit {
+            let phases = r.phases.get(id).cloned().unwrap_or_default();
+            let mut result = build_result(id, unit, r.slot, &phases, duration_of(id));
+            result.attempt = Self::attempt_of(st, id);
+            result.teardown_error = false;
+            result.when = Some("call".into());
+            if let Some(limit) = r.timed_out {
+                result.outcome = Outcome::Failed;
+                result.message = format!("timeout after {limit} s");
+                result.longrepr = format!(
+                    "Failed: timeout after {limit} s: racefree stopped the test's processes \
+                     (SIGTERM, then SIGKILL after {} s)\n\n{}",
+                    self.policy.kill_grace.as_secs_f64(),
+                    traceback_section(&fault, "where it was when it was stopped"),
+                );
+            } else {
+                result.outcome = Outcome::Crashed;
+                result.message = format!(
+                    "crashed: the pytest process ended ({exit}) while this test was running"
+                );
+                result.longrepr = format!(
+                    "{}\n\n{}{}",
+                    result.message,
+                    traceback_section(&fault, "faulthandler traceback"),
+                    traceback_section(
+                        &last_lines(stderr, 40),
+                        "last output of the pytest process (stderr)"
+                    )
+                );
+            }
+            self.conclude(result, st);
+        }
+        for id in &rec.not_run {
+            let message = if r.cancelled {
+                st.not_run_message.clone()
+            } else {
+                st.lost += 1;
+                format!("not run: the pytest process ended ({exit}) before this test")
+            };
+            let phases = r.phases.get(id).cloned().unwrap_or_default();
+            let mut result = build_result(id, unit, r.slot, &phases, duration_of(id));
+            result.attempt = Self::attempt_of(st, id);
+            result.outcome = Outcome::NotRun;
+            result.teardown_error = false;
+            result.message = message;
+            result.longrepr.clear();
+            self.conclude(result, st);
+        }
+        if !rec.resume.is_empty() {
+            self.resume(&r.job, rec.resume, st);
+        }
+        // pytest ends a unit with 0, 1 or 5 when it ran what it collected; anything else
+        // (usage error, internal error, interrupted, a signal) must surface even when some
+        // tests were collected and reported.
+        let normal_exit = matches!(exit.code, Some(0) | Some(1) | Some(5));
+        // A signal while a test ran is that test's crash (or timeout), already reported.
+        let attributed = (exit.signal.is_some() || r.timed_out.is_some()) && rec.culprit.is_some();
+        let error = if !r.cancelled && !normal_exit && !attributed {
+            st.unit_error_codes.push(exit.code);
+            let mut text = match &r.collected {
+                None => format!("the pytest process ended ({exit}) before collecting any test"),
+                Some(ids) => format!(
+                    "the pytest process ended ({exit}) after collecting {} test(s)",
+                    ids.len()
+                ),
+            };
+            if !r.bad_lines.is_empty() {
+                text.push_str(&format!(
+                    "\nunreadable plugin messages: {}",
+                    r.bad_lines.join("; ")
+                ));
+            }
+            text.push_str(&format!("\n{}", last_lines(stderr, 40)));
+            Some(text)
+        } else {
+            None
+        };
+        self.bus.emit(Event::UnitFinished {
+            unit,
+            slot: r.slot,
+            exit,
+            pytest_exitstatus: r.pytest_exitstatus,
+            duration: at.duration_since(r.started).as_secs_f64(),
+            unreported,
+            error,
+            cancelled: r.cancelled,
+        });
+    }
+
+    /// Queues the tests a dead unit never reached as a new unit, ahead of other work, in a
+    /// fresh process that runs exactly them (the plugin's per-file node-id selection).
+    pub(super) fn resume(&mut self, job: &Job, ids: Vec<String>, st: &mut State) {
+        let mut selection: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        let mut files = Vec::new();
+        for id in ids {
+            let rel = id.split("::").next().unwrap_or(&id).to_string();
+            match job.files.iter().find(|&&i| self.files[i].rel == rel) {
+                Some(&i) => {
+                    if !files.contains(&i) {
+                        files.push(i);
+                    }
+                    selection.entry(rel).or_default().push(id);
+                }
+                None => {
+                    // An id whose file racefree did not start (a doctest in another file,
+                    // say): it cannot be selected again, so it is lost, loudly.
+                    st.lost += 1;
+                    let mut result = build_result(&id, job.id, 0, &[], 0.0);
+                    result.outcome = Outcome::NotRun;
+                    result.message =
+                        "not run: its process died before it and it could not be resumed".into();
+                    self.conclude(result, st);
+                }
+            }
+        }
+        if files.is_empty() {
+            return;
+        }
+        let id = st.next_id;
+        st.next_id += 1;
+        st.queue.push_front(Job {
+            id,
+            files,
+            selection: Some(selection),
+            attempt: job.attempt + 1,
+            predicted: 0.0,
+            reason: Reason::Resume,
+            not_before: None,
+            infra_retries: job.infra_retries,
+        });
+    }
+}

@@ -1,0 +1,130 @@
+//! Turning what a unit left behind into report text: results built from phase reports,
+//! the faulthandler dump of a crash or timeout, the tail of a process's stderr.
+
+use crate::events::{Outcome, PhaseReport, TestResult, derive_outcome};
+
+/// At most this much of a faulthandler file is attached to a report.
+const FAULT_BYTES: u64 = 64 * 1024;
+
+pub(super) fn read_fault_file(path: &std::path::Path) -> String {
+    use std::io::Read;
+    let Ok(file) = std::fs::File::open(path) else {
+        return String::new();
+    };
+    let mut buf = Vec::new();
+    let _ = file.take(FAULT_BYTES).read_to_end(&mut buf);
+    String::from_utf8_lossy(&buf).into_owned()
+}
+
+pub(super) fn traceback_section(fault: &str, title: &str) -> String {
+    if fault.trim().is_empty() {
+        String::new()
+    } else {
+        format!("{title}:\n{}\n\n", hide_runner_frames(fault.trim_end()))
+    }
+}
+
+/// faulthandler dumps every frame down to `runpy`; the ~30 of pytest and pluggy say nothing
+/// about the test, so they are counted instead of shown.
+pub(super) fn hide_runner_frames(dump: &str) -> String {
+    let internal = |line: &str| {
+        let l = line.trim_start();
+        l.starts_with("File ")
+            && [
+                "/_pytest/",
+                "/pluggy/",
+                "/pytest/__main__.py",
+                "<frozen runpy>",
+            ]
+            .iter()
+            .any(|m| l.contains(m))
+    };
+    let mut out = Vec::new();
+    let mut hidden = 0;
+    for line in dump.lines() {
+        if internal(line) {
+            hidden += 1;
+            continue;
+        }
+        if hidden > 0 {
+            out.push(format!("  ({hidden} frames of pytest and pluggy hidden)"));
+            hidden = 0;
+        }
+        out.push(line.to_string());
+    }
+    if hidden > 0 {
+        out.push(format!("  ({hidden} frames of pytest and pluggy hidden)"));
+    }
+    out.join("\n")
+}
+
+pub(super) fn last_lines(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+pub(super) fn build_result(
+    id: &str,
+    unit: usize,
+    slot: usize,
+    phases: &[PhaseReport],
+    duration: f64,
+) -> TestResult {
+    let (outcome, teardown_error, deciding) = derive_outcome(phases);
+    let teardown = phases
+        .iter()
+        .rev()
+        .find(|p| p.when == "teardown" && p.outcome == "failed");
+    let message = match (outcome, deciding) {
+        (Outcome::Skipped, Some(p)) => p.skip_reason.clone().unwrap_or_default(),
+        (Outcome::Xfailed | Outcome::Xpassed, Some(p)) => p.wasxfail.clone().unwrap_or_default(),
+        (_, Some(p)) => p.message.clone(),
+        (_, None) => String::new(),
+    };
+    TestResult {
+        nodeid: id.to_string(),
+        file: id.split("::").next().unwrap_or(id).to_string(),
+        unit,
+        slot,
+        attempt: 1,
+        outcome,
+        teardown_error,
+        duration,
+        message,
+        longrepr: deciding.map(|p| p.longrepr.clone()).unwrap_or_default(),
+        teardown_longrepr: if teardown_error {
+            teardown.map(|p| p.longrepr.clone()).unwrap_or_default()
+        } else {
+            String::new()
+        },
+        teardown_message: if teardown_error {
+            teardown.map(|p| p.message.clone()).unwrap_or_default()
+        } else {
+            String::new()
+        },
+        when: deciding.map(|p| p.when.clone()),
+        head_line: deciding.map(|p| p.head_line.clone()).unwrap_or_default(),
+        sections: deciding.map(|p| p.sections.clone()).unwrap_or_default(),
+        failed_subtests: Vec::new(),
+        flaky: false,
+        reruns: Vec::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn runner_frames_are_counted_not_shown() {
+        let dump = "Fatal Python error: Segmentation fault\n\nCurrent thread 0x1 (most recent call first):\n  File \"/x/ctypes/__init__.py\", line 519 in string_at\n  File \"/t/test_segv.py\", line 9 in test_segfaults\n  File \"/v/_pytest/python.py\", line 187 in pytest_pyfunc_call\n  File \"/v/pluggy/_execution.py\", line 147 in _multicall\n  File \"<frozen runpy>\", line 88 in _run_code\n";
+        let shown = hide_runner_frames(dump);
+        assert!(shown.contains("line 9 in test_segfaults"), "{shown}");
+        assert!(shown.contains("in string_at"), "{shown}");
+        assert!(!shown.contains("pluggy/_execution.py"), "{shown}");
+        assert!(
+            shown.ends_with("  (3 frames of pytest and pluggy hidden)"),
+            "{shown}"
+        );
+    }
+}

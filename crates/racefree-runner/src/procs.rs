@@ -1,0 +1,262 @@
+//! Finding what a unit left behind. A process group alone leaks (`setsid` escapes it), so on
+//! Linux each unit carries a random token in its environment (`RACEFREE_UNIT_TOKEN`), which
+//! every descendant inherits whatever group or session it moves to, and racefree is a child
+//! subreaper, so orphans of a unit become racefree's children (and are reaped by it) instead
+//! of init's. Elsewhere only the process group is known.
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+use rustix::process::{Pid, Signal};
+
+/// The environment variable carrying a unit's token.
+pub const TOKEN_ENV: &str = "RACEFREE_UNIT_TOKEN";
+/// The environment variable the plugin sets to the running test's node id, so a process a
+/// test started can be traced back to it.
+pub const TEST_ENV: &str = "RACEFREE_TEST";
+
+/// A live process that belongs to a unit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Found {
+    pub pid: u32,
+    pub cmdline: String,
+    /// The test that was running when it (or its ancestor) was started, when known.
+    pub nodeid: Option<String>,
+}
+
+#[cfg(target_os = "linux")]
+mod platform {
+    use super::*;
+
+    /// Makes racefree a child subreaper: orphaned descendants are re-parented to it, so
+    /// they stay visible and are reaped by us rather than by init.
+    pub fn become_subreaper() -> bool {
+        rustix::process::set_child_subreaper(Some(rustix::process::getpid())).is_ok()
+    }
+
+    fn read(path: &str) -> Option<Vec<u8>> {
+        std::fs::read(path).ok()
+    }
+
+    /// (state, process group) from /proc/<pid>/stat; the command name may hold spaces and
+    /// parentheses, so fields are counted from the last ')'.
+    pub(super) fn stat(pid: u32) -> Option<(char, u32)> {
+        let text = String::from_utf8(read(&format!("/proc/{pid}/stat"))?).ok()?;
+        let rest = &text[text.rfind(')')? + 1..];
+        let mut fields = rest.split_whitespace();
+        let state = fields.next()?.chars().next()?;
+        let _ppid = fields.next()?;
+        let pgrp = fields.next()?.parse().ok()?;
+        Some((state, pgrp))
+    }
+
+    fn environ_value(env: &[u8], key: &str) -> Option<String> {
+        env.split(|&b| b == 0).find_map(|kv| {
+            let kv = std::str::from_utf8(kv).ok()?;
+            let (k, v) = kv.split_once('=')?;
+            (k == key).then(|| v.to_string())
+        })
+    }
+
+    fn cmdline(pid: u32) -> String {
+        let raw = read(&format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        let parts: Vec<String> = raw
+            .split(|&b| b == 0)
+            .filter(|p| !p.is_empty())
+            .map(|p| String::from_utf8_lossy(p).into_owned())
+            .collect();
+        parts.join(" ")
+    }
+
+    pub fn unit_processes(token: &str, pgid: Option<u32>) -> Vec<Found> {
+        let me = std::process::id();
+        let Ok(dir) = std::fs::read_dir("/proc") else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for entry in dir.flatten() {
+            let Some(pid) = entry
+                .file_name()
+                .to_str()
+                .and_then(|s| s.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            if pid == me {
+                continue;
+            }
+            let Some((state, pgrp)) = stat(pid) else {
+                continue;
+            };
+            // A zombie is already dead; it is reaped, not killed.
+            if state == 'Z' || state == 'X' {
+                continue;
+            }
+            // Other users' environments are unreadable: they are not ours anyway.
+            let env = read(&format!("/proc/{pid}/environ")).unwrap_or_default();
+            let tagged = environ_value(&env, TOKEN_ENV).as_deref() == Some(token);
+            if tagged || Some(pgrp) == pgid {
+                out.push(Found {
+                    pid,
+                    cmdline: cmdline(pid),
+                    nodeid: environ_value(&env, TEST_ENV).filter(|s| !s.is_empty()),
+                });
+            }
+        }
+        out
+    }
+
+    /// Our children that are zombies, other than `exclude` (the executors wait for those).
+    pub fn zombie_children(exclude: &HashSet<u32>) -> Vec<u32> {
+        let me = std::process::id();
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{me}/task")) else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for task in tasks.flatten() {
+            let path = task.path().join("children");
+            let Ok(text) = std::fs::read_to_string(path) else {
+                continue;
+            };
+            for pid in text
+                .split_whitespace()
+                .filter_map(|p| p.parse::<u32>().ok())
+            {
+                if !exclude.contains(&pid) && matches!(stat(pid), Some(('Z', _))) {
+                    out.push(pid);
+                }
+            }
+        }
+        out
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+mod platform {
+    use super::*;
+
+    pub fn become_subreaper() -> bool {
+        false
+    }
+
+    /// Without /proc only the group is known: report it once if anything in it is alive.
+    pub fn unit_processes(_token: &str, pgid: Option<u32>) -> Vec<Found> {
+        let Some(pgid) = pgid else {
+            return Vec::new();
+        };
+        let alive = Pid::from_raw(pgid as i32)
+            .map(|p| rustix::process::test_kill_process_group(p).is_ok())
+            .unwrap_or(false);
+        if alive {
+            vec![Found {
+                pid: pgid,
+                cmdline: format!("(processes of process group {pgid})"),
+                nodeid: None,
+            }]
+        } else {
+            Vec::new()
+        }
+    }
+
+    pub fn zombie_children(_exclude: &HashSet<u32>) -> Vec<u32> {
+        Vec::new()
+    }
+}
+
+pub use platform::{become_subreaper, unit_processes, zombie_children};
+
+/// Signals the processes that carry a unit's token (Linux; the caller signals the group).
+pub fn signal_tagged(token: &str, signal: Signal) {
+    for p in unit_processes(token, None) {
+        kill(p.pid, signal);
+    }
+}
+
+pub fn kill(pid: u32, signal: Signal) {
+    if let Some(p) = Pid::from_raw(pid as i32) {
+        // It may have exited meanwhile; nothing to do then.
+        let _ = rustix::process::kill_process(p, signal);
+    }
+}
+
+/// Reaps `pid` if it is our child (an orphan re-parented to us), waiting up to `within`.
+/// Only that pid is waited for, never "any child", so the executors' waits are untouched.
+pub fn reap(pid: u32, within: Duration) {
+    let Some(p) = Pid::from_raw(pid as i32) else {
+        return;
+    };
+    let start = Instant::now();
+    loop {
+        match rustix::process::waitpid(Some(p), rustix::process::WaitOptions::NOHANG) {
+            Ok(Some(_)) => return,
+            Ok(None) if start.elapsed() < within => std::thread::sleep(Duration::from_millis(10)),
+            // Not our child (ECHILD), or still alive past the deadline.
+            _ => return,
+        }
+    }
+}
+
+/// Kills whatever a finished unit left behind and reaps what became ours. Returns what was
+/// found, for the leak report.
+pub fn kill_leftovers(token: &str, pgid: Option<u32>) -> Vec<Found> {
+    let found = unit_processes(token, pgid);
+    if found.is_empty() {
+        return found;
+    }
+    if let Some(pgid) = pgid {
+        crate::unix::kill_group(pgid, Signal::KILL);
+    }
+    for p in &found {
+        kill(p.pid, Signal::KILL);
+    }
+    for p in &found {
+        reap(p.pid, Duration::from_secs(1));
+    }
+    found
+}
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use super::*;
+    use std::process::Command;
+
+    /// A process that escapes the group with setsid is still found by its token, killed and
+    /// reaped.
+    #[test]
+    #[allow(clippy::unwrap_used)]
+    fn finds_escaped_processes_by_token() {
+        become_subreaper();
+        let token = format!("test-{}", std::process::id());
+        let mut child = Command::new("setsid")
+            .args(["sleep", "1000"])
+            .env(TOKEN_ENV, &token)
+            .env(TEST_ENV, "t.py::test_x")
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        // setsid may fork when it is a group leader; wait until a sleep carries the token.
+        let start = Instant::now();
+        let found = loop {
+            let f = unit_processes(&token, None);
+            if f.iter().any(|p| p.cmdline.starts_with("sleep")) || start.elapsed().as_secs() > 10 {
+                break f;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        assert!(
+            found
+                .iter()
+                .any(|p| p.cmdline == "sleep 1000" && p.nodeid.as_deref() == Some("t.py::test_x")),
+            "{found:?}"
+        );
+        let killed = kill_leftovers(&token, None);
+        assert!(!killed.is_empty());
+        let _ = child.wait();
+        assert!(unit_processes(&token, None).is_empty());
+        assert!(
+            !std::path::Path::new(&format!("/proc/{pid}/cmdline")).exists() || {
+                matches!(platform::stat(pid), Some(('Z', _)) | None)
+            }
+        );
+    }
+}
