@@ -16,6 +16,7 @@ use crossbeam_channel::Sender;
 
 use crate::error::{Error, Result};
 use crate::events::{ExitInfo, Wire};
+use crate::isolation::Isolation;
 use crate::session::Session;
 use crate::unix;
 
@@ -35,6 +36,8 @@ pub struct ExecContext {
     pub run_id: String,
     /// Arguments for every pytest process (`-k`, `-m`, then the passthrough after `--`).
     pub pytest_args: Vec<String>,
+    /// How much of its own world each unit gets (`--isolate`).
+    pub isolation: Isolation,
 }
 
 /// One unit to start.
@@ -96,8 +99,19 @@ fn build_command(
     spec: &UnitSpec,
     event_fd: i32,
 ) -> Result<Command> {
-    let mut cmd = Command::new(&ctx.python);
     let basetemp = session.basetemp(spec.slot, spec.unit, spec.attempt);
+    // In a namespace, /tmp, /dev/shm and /var/tmp are private: what lies there and the unit
+    // needs (the session root, the project, the interpreter's environment) is bound back in.
+    let venv = ctx.python.parent().and_then(|bin| bin.parent());
+    let mut keep = vec![
+        session.root.as_path(),
+        ctx.invocation_dir.as_path(),
+        ctx.rootdir.as_path(),
+    ];
+    keep.extend(venv);
+    let (program, wrapper_args) = ctx.isolation.wrap(&ctx.python, &keep);
+    let mut cmd = Command::new(program);
+    cmd.args(wrapper_args);
     cmd.args([
         "-m",
         "pytest",
@@ -117,9 +131,12 @@ fn build_command(
     .stdin(Stdio::null())
     .stdout(Stdio::piped())
     .stderr(Stdio::piped());
+    // Created in every mode: the slot's directory also holds the unit's basetemp.
     let tmp = session.slot_tmp(spec.slot)?;
-    for var in ["TMPDIR", "TEMP", "TMP", "PYTEST_DEBUG_TEMPROOT"] {
-        cmd.env(var, &tmp);
+    if ctx.isolation.private_tmp() {
+        for var in ["TMPDIR", "TEMP", "TMP", "PYTEST_DEBUG_TEMPROOT"] {
+            cmd.env(var, &tmp);
+        }
     }
     cmd.env("PYTEST_XDIST_WORKER", format!("gw{}", spec.slot))
         .env("PYTEST_XDIST_WORKER_COUNT", ctx.workers.to_string())

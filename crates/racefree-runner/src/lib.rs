@@ -16,6 +16,7 @@ pub mod events;
 pub mod executor;
 pub mod fnmatch;
 pub mod history;
+pub mod isolation;
 pub mod plan;
 pub mod python;
 pub mod recorder;

@@ -55,6 +55,12 @@ pub struct RunRequest {
     pub list_files: bool,
     /// CI sharding and committed durations (`--shard`, `--durations-file`): see `sharding`.
     pub sharding: crate::sharding::ShardOptions,
+    /// `--isolate`; `[tool.racefree] isolate` fills the gap, then `auto`.
+    pub isolate: Option<crate::isolation::IsolationMode>,
+    /// `--private-network` (or `private-network = true` in `[tool.racefree]`).
+    pub private_network: bool,
+    /// The racefree executable, which provides `__unit-init` for namespace isolation.
+    pub init_program: Option<PathBuf>,
 }
 
 /// Runs the tests; returns pytest's exit code for the run.
@@ -193,6 +199,14 @@ pub fn run(req: RunRequest) -> Result<u8> {
     if let Some(check) = pytest_check {
         join_check(Some(check))?;
     }
+    let isolation = crate::isolation::resolve(
+        req.isolate.or(rf.isolate).unwrap_or_default(),
+        req.private_network || rf.private_network.unwrap_or(false),
+        req.init_program.as_deref(),
+    )?;
+    if isolation.fallback || req.verbosity > 0 {
+        eprintln!("{}", isolation.note);
+    }
     let session = Session::create()?;
     let _cleanup = SessionCleanup(&session);
     // Remove what dead runs left behind (judged by their liveness locks, never by age).
@@ -227,6 +241,7 @@ pub fn run(req: RunRequest) -> Result<u8> {
         workers,
         run_id: session.run_id.clone(),
         pytest_args: child_args,
+        isolation: isolation.isolation,
     };
 
     let mut reporters: Vec<Box<dyn Reporter>> = Vec::new();

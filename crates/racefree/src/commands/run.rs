@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use clap::Args;
 use racefree_runner::config::{UnitMode, Workers};
+use racefree_runner::isolation::IsolationMode;
 use racefree_runner::{ProgressMode, RunRequest};
 
 #[derive(Debug, Args)]
@@ -86,6 +87,14 @@ pub struct RunArgs {
     #[arg(long)]
     pub list_files: bool,
 
+    /// Per-unit isolation: `auto` (default: namespace if the kernel allows, else tmp), `none`, `tmp`, `namespace` (Linux).
+    #[arg(long, value_name = "auto|none|tmp|namespace")]
+    pub isolate: Option<IsolationMode>,
+
+    /// Give each unit its own network namespace with only loopback (needs namespace isolation).
+    #[arg(long)]
+    pub private_network: bool,
+
     #[command(flatten)]
     pub ci: super::sharding::ShardArgs,
 
@@ -122,6 +131,10 @@ pub fn run(args: RunArgs) -> miette::Result<ExitCode> {
         no_history: args.no_history,
         list_files: args.list_files,
         sharding,
+        isolate: args.isolate,
+        private_network: args.private_network,
+        // Units start this very executable as `racefree __unit-init` for namespace isolation.
+        init_program: std::env::current_exe().ok(),
         progress: if args.plain {
             ProgressMode::Plain
         } else {
