@@ -87,11 +87,11 @@ pub struct RunArgs {
     #[arg(long)]
     pub list_files: bool,
 
-    /// Per-unit isolation: `auto` (default: namespace if the kernel allows, else tmp), `none`, `tmp`, `namespace` (Linux).
+    /// Isolation per unit: namespace (Linux), tmp, none; auto (default) is namespace where allowed.
     #[arg(long, value_name = "auto|none|tmp|namespace")]
     pub isolate: Option<IsolationMode>,
 
-    /// Give each unit its own network namespace with only loopback (needs namespace isolation).
+    /// A network namespace per unit, loopback only (needs namespace isolation).
     #[arg(long)]
     pub private_network: bool,
 
