@@ -152,6 +152,24 @@ pub fn resolve(
             note: "racefree: isolation: tmp (a private temp dir per worker)".into(),
             fallback: false,
         }),
+        IsolationMode::Namespace | IsolationMode::Auto if !cfg!(target_os = "linux") => {
+            if mode == IsolationMode::Auto && !private_network {
+                // Not a fallback: on this system `auto` simply means `tmp`.
+                return Ok(Resolved {
+                    isolation: Isolation::Tmp,
+                    note: "racefree: isolation: tmp (namespaces are Linux-only)".into(),
+                    fallback: false,
+                });
+            }
+            Err(Error::Usage(format!(
+                "{} needs Linux namespaces; on this system use --isolate tmp",
+                if private_network {
+                    "--private-network"
+                } else {
+                    "--isolate namespace"
+                }
+            )))
+        }
         IsolationMode::Namespace | IsolationMode::Auto => {
             let probed = match init {
                 Some(init) => probe(init, private_network).map(|()| init.to_path_buf()),
@@ -200,9 +218,6 @@ pub fn resolve(
 pub fn probe(init: &Path, private_network: bool) -> std::result::Result<(), String> {
     if std::env::var_os(FORCE_PROBE_FAILURE_ENV).is_some_and(|v| !v.is_empty() && v != "0") {
         return Err(format!("{FORCE_PROBE_FAILURE_ENV} is set"));
-    }
-    if !cfg!(target_os = "linux") {
-        return Err("namespaces are a Linux feature".into());
     }
     let mut cmd = Command::new(init);
     cmd.arg(INIT_SUBCOMMAND).arg("--probe");
