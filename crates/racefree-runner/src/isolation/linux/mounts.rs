@@ -141,3 +141,31 @@ fn loopback_up() -> std::io::Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_outermost_kept_paths_under_private_dirs_are_bound_back() {
+        let t = tempfile::tempdir().unwrap();
+        let private = t.path().canonicalize().unwrap().join("private");
+        let project = private.join("project");
+        std::fs::create_dir_all(project.join("sub")).unwrap();
+        let outside = t.path().canonicalize().unwrap().join("outside");
+        std::fs::create_dir_all(&outside).unwrap();
+        let kept = open_kept(
+            &[
+                project.join("sub"),
+                project.clone(),
+                project.join("."),
+                outside,
+                private.join("missing"),
+            ],
+            std::slice::from_ref(&private),
+        )
+        .unwrap();
+        let paths: Vec<&PathBuf> = kept.iter().map(|(_, p)| p).collect();
+        assert_eq!(paths, [&project]);
+    }
+}
