@@ -126,7 +126,10 @@ fn stop_leftovers(old_proc: &OwnedFd) -> Vec<Leak> {
     reap(None);
     // kill(-1) from a namespace's init reaches every process of the namespace but itself.
     // SAFETY: kill(-1, SIGSTOP) passes no pointers; it only sends signals.
-    unsafe { libc::kill(-1, libc::SIGSTOP) };
+    if unsafe { libc::kill(-1, libc::SIGSTOP) } != 0 {
+        // ESRCH: nobody is left, the common case; no need to read /proc.
+        return Vec::new();
+    }
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return Vec::new();
     };
