@@ -426,3 +426,51 @@ fn init_reports_each_leftover_process_on_the_event_pipe_and_kills_it() {
     use std::os::unix::process::ExitStatusExt;
     assert_eq!(status.signal(), Some(15));
 }
+
+#[test]
+fn the_isolate_key_in_pyproject_is_read_and_the_command_line_wins() {
+    let suite = fixture("world");
+    let out_dir = suite.path().join("out");
+    std::fs::write(
+        suite.path().join("pyproject.toml"),
+        "[tool.racefree]\nisolate = \"tmp\"\nprivate-network = true\n",
+    )
+    .unwrap();
+    // tmp from the file, with a private network: a usage error that says why.
+    let out = run(racefree(suite.path())
+        .args(["tests/test_ids.py"])
+        .env("ISO_OUT", &out_dir));
+    assert_eq!(out.code, 4, "{}\n{}", out.stdout, out.stderr);
+    assert!(
+        out.stderr
+            .contains("--private-network needs --isolate namespace"),
+        "{}",
+        out.stderr
+    );
+    // The command line overrides the file.
+    std::fs::write(
+        suite.path().join("pyproject.toml"),
+        "[tool.racefree]\nisolate = \"tmp\"\n",
+    )
+    .unwrap();
+    let out = run(racefree(suite.path())
+        .args(["tests/test_ids.py", "-v"])
+        .env("ISO_OUT", &out_dir));
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    assert!(
+        out.stderr.contains("racefree: isolation: tmp"),
+        "{}",
+        out.stderr
+    );
+    if namespaces_work(false) {
+        let out = run(racefree(suite.path())
+            .args(["tests/test_ids.py", "-v", "--isolate", "namespace"])
+            .env("ISO_OUT", &out_dir));
+        assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+        assert!(
+            out.stderr.contains("racefree: isolation: namespace"),
+            "{}",
+            out.stderr
+        );
+    }
+}

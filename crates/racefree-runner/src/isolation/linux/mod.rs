@@ -71,7 +71,11 @@ fn outer(opts: &InitOptions) -> Result<i32, SetupError> {
     if pid == 0 {
         drop(alive_w);
         drop(report_r);
-        let code = init::run(opts, alive_r, report_w, &blocked);
+        // The child must never return into the outer process's code, not even by a panic.
+        let code = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            init::run(opts, alive_r, report_w, &blocked)
+        }))
+        .unwrap_or(SETUP_FAILED);
         std::process::exit(code);
     }
     drop(alive_r);
@@ -86,7 +90,7 @@ fn outer(opts: &InitOptions) -> Result<i32, SetupError> {
                 Err(rustix::io::Errno::INTR) => continue,
                 Err(e) => return Err(step("waiting for the namespace's init")(e)),
             }
-        } else if let Some(sig) = signal_from_raw(sig) {
+        } else if let Some(sig) = Signal::from_named_raw(sig) {
             // Whoever signalled the unit meant its command; init passes it on.
             let _ = rustix::process::kill_process(init, sig);
         }
@@ -99,10 +103,6 @@ fn outer(opts: &InitOptions) -> Result<i32, SetupError> {
         signals::die_by(sig);
     }
     Ok(status.exit_status().unwrap_or(SETUP_FAILED))
-}
-
-fn signal_from_raw(sig: i32) -> Option<Signal> {
-    Signal::from_named_raw(sig)
 }
 
 /// The signal number init wrote before exiting, if the command died by one.
