@@ -474,3 +474,41 @@ fn the_isolate_key_in_pyproject_is_read_and_the_command_line_wins() {
         );
     }
 }
+
+#[test]
+fn killing_racefree_kills_the_whole_namespace() {
+    if !namespaces_work(false) {
+        return;
+    }
+    let suite = fixture("world");
+    let marker = unique_marker();
+    let mut child = racefree(suite.path())
+        .args(["tests/test_daemon.py", "--isolate", "namespace"])
+        .env("ISO_MARKER", &marker)
+        .env("ISO_SLEEP", "120")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let wait_until = |what: &str, done: &dyn Fn() -> bool| {
+        let started = std::time::Instant::now();
+        while !done() {
+            assert!(
+                started.elapsed() < std::time::Duration::from_secs(30),
+                "timed out waiting until {what}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    };
+    let daemon = format!("sleep {marker}");
+    wait_until("the daemon started", &|| {
+        !processes_running(&daemon).is_empty()
+    });
+    // SIGKILL: racefree can clean nothing up itself. The parent-death signals take the unit's
+    // outer process, then its init, and with the init the kernel kills the namespace.
+    child.kill().unwrap();
+    child.wait().unwrap();
+    wait_until("the daemon died with racefree", &|| {
+        processes_running(&daemon).is_empty()
+    });
+}
