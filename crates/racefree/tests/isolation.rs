@@ -116,6 +116,7 @@ fn races_pass_in_every_namespace_run_and_fail_without_isolation() {
         "without isolation the races should fail"
     );
     let _ = std::fs::remove_file("/dev/shm/racefree-itest-isolation-race");
+    let _ = std::fs::remove_file(std::env::temp_dir().join("racefree-itest-isolation-race"));
 }
 
 /// Pids of live processes whose command line contains `marker`.
@@ -282,6 +283,7 @@ fn auto_falls_back_to_tmp_with_one_line_when_namespaces_are_forbidden() {
     // tmp isolation: the host's /dev/shm, where the session roots of other runs may live.
     let session = std::fs::read_to_string(out_dir.join("session")).unwrap();
     assert!(session.contains('/'), "{session}");
+    let _ = std::fs::remove_file("/dev/shm/racefree-itest-isolation-shared");
     // An explicit `namespace` cannot fall back: it is a usage error naming the reason.
     let out = run(racefree(suite.path())
         .args(["tests/test_ids.py", "--isolate", "namespace"])
