@@ -41,7 +41,7 @@ enum Command {
     /// Export measured durations, or import (merge) other machines' exports into history.
     Durations(commands::durations::DurationsArgs),
     /// Internal: run one unit's command in fresh namespaces under racefree's init.
-    #[command(name = "__unit-init", hide = true)]
+    #[command(name = racefree_runner::isolation::INIT_SUBCOMMAND, hide = true)]
     UnitInit(commands::unit_init::UnitInitArgs),
 }
 
