@@ -171,9 +171,15 @@ pub fn spawn(
         unix::pipe_cloexec().map_err(|e| Error::io("creating the event pipe", e))?;
     let mut cmd = build_command(ctx, session, spec, write_end.as_raw_fd())?;
     unix::prepare_child(&mut cmd, write_end.as_raw_fd());
-    let mut child = cmd
-        .spawn()
-        .map_err(|e| Error::io(format!("starting {} -m pytest", ctx.python.display()), e))?;
+    let mut child = cmd.spawn().map_err(|e| {
+        let program = std::path::Path::new(cmd.get_program())
+            .display()
+            .to_string();
+        Error::io(
+            format!("starting {program} (--isolate {})", ctx.isolation.name()),
+            e,
+        )
+    })?;
     // Only the child may hold the write end, so that the pipe reaches EOF when it is done.
     drop(write_end);
     let pid = child.id();
