@@ -549,6 +549,10 @@ pub struct RacefreeConfig {
     pub retries: Option<u32>,
     pub flaky_result: Option<FlakyResult>,
     pub infra_retries: Option<u32>,
+    /// `auto`, `none`, `tmp` or `namespace` (`--isolate`).
+    pub isolate: Option<crate::isolation::IsolationMode>,
+    /// A network namespace per unit (`--private-network`; namespace isolation only).
+    pub private_network: Option<bool>,
 }
 
 /// Reads `[tool.racefree]` from `<rootdir>/pyproject.toml`, if there is one.
@@ -683,11 +687,23 @@ mod tests {
         write(
             t.path(),
             "pyproject.toml",
-            "[tool.racefree]\nworkers = 3\nunit = \"file\"\n",
+            "[tool.racefree]\nworkers = 3\nunit = \"file\"\nisolate = \"namespace\"\nprivate-network = true\n",
         );
         let (_, cfg) = load_racefree_config(t.path()).unwrap();
         assert_eq!(cfg.workers, Some(Workers::Count(3)));
         assert_eq!(cfg.unit, Some(UnitMode::File));
+        assert_eq!(
+            cfg.isolate,
+            Some(crate::isolation::IsolationMode::Namespace)
+        );
+        assert_eq!(cfg.private_network, Some(true));
+        write(
+            t.path(),
+            "pyproject.toml",
+            "[tool.racefree]\nisolate = \"chroot\"\n",
+        );
+        let err = load_racefree_config(t.path()).unwrap_err().to_string();
+        assert!(err.contains("chroot"), "{err}");
         write(t.path(), "pyproject.toml", "[tool.racefree]\nwrokers = 3\n");
         let err = load_racefree_config(t.path()).unwrap_err().to_string();
         assert!(

@@ -18,6 +18,7 @@ use crossbeam_channel::Sender;
 use crate::error::{Error, Result};
 use crate::events::{ExitInfo, Wire};
 use crate::forkserver::{ForkPool, ForkServer, Invocation};
+use crate::isolation::Isolation;
 use crate::session::Session;
 use crate::unix;
 
@@ -39,6 +40,8 @@ pub struct ExecContext {
     pub pytest_args: Vec<String>,
     /// The slots' fork servers, when units are forked rather than spawned.
     pub fork: Option<Arc<ForkPool>>,
+    /// How much of its own world each unit gets (`--isolate`).
+    pub isolation: Isolation,
 }
 
 /// One unit to start.
@@ -104,9 +107,12 @@ fn slot_env(
 ) -> Result<Vec<(OsString, OsString)>> {
     let mut env: Vec<(OsString, OsString)> = Vec::new();
     let mut set = |k: &str, v: &dyn AsRef<std::ffi::OsStr>| env.push((k.into(), v.as_ref().into()));
+    // Created in every mode: the slot's directory also holds the unit's basetemp.
     let tmp = session.slot_tmp(slot)?;
-    for var in ["TMPDIR", "TEMP", "TMP", "PYTEST_DEBUG_TEMPROOT"] {
-        set(var, &tmp);
+    if ctx.isolation.private_tmp() {
+        for var in ["TMPDIR", "TEMP", "TMP", "PYTEST_DEBUG_TEMPROOT"] {
+            set(var, &tmp);
+        }
     }
     set("PYTEST_XDIST_WORKER", &format!("gw{slot}"));
     set("PYTEST_XDIST_WORKER_COUNT", &ctx.workers.to_string());
@@ -160,15 +166,28 @@ fn unit_invocation(ctx: &ExecContext, session: &Session, spec: &UnitSpec) -> Res
     })
 }
 
-/// A command running `python -m <module> [args]` with the environment `env`.
+/// A command running `python -m <module> [args]` with the environment `env`, inside
+/// racefree's namespace init when the run isolates with namespaces.
 fn python_command(
     ctx: &ExecContext,
+    session: &Session,
     module: &str,
     args: &[OsString],
     env: &[(OsString, OsString)],
 ) -> Command {
-    let mut cmd = Command::new(&ctx.python);
-    cmd.arg("-m")
+    // In a namespace, /tmp, /dev/shm and /var/tmp are private: what lies there and the unit
+    // needs (the session root, the project, the interpreter's environment) is bound back in.
+    let venv = ctx.python.parent().and_then(|bin| bin.parent());
+    let mut keep = vec![
+        session.root.as_path(),
+        ctx.invocation_dir.as_path(),
+        ctx.rootdir.as_path(),
+    ];
+    keep.extend(venv);
+    let (program, wrapper_args) = ctx.isolation.wrap(&ctx.python, &keep);
+    let mut cmd = Command::new(program);
+    cmd.args(wrapper_args)
+        .arg("-m")
         .arg(module)
         .args(args)
         .current_dir(&ctx.invocation_dir);
@@ -183,7 +202,7 @@ pub fn fork_server_command(
     slot: usize,
 ) -> io::Result<Command> {
     let env = slot_env(ctx, session, slot).map_err(io::Error::other)?;
-    Ok(python_command(ctx, "racefree_forkserver", &[], &env))
+    Ok(python_command(ctx, session, "racefree_forkserver", &[], &env))
 }
 
 /// How a unit's process came to be, and so how its end is learned.
@@ -204,8 +223,8 @@ pub fn spawn(
         unix::pipe_cloexec().map_err(|e| Error::io("creating the event pipe", e))?;
     let server = ctx.fork.as_ref().and_then(|pool| pool.take(spec.slot));
     let (pid, origin, streams) = match server {
-        Some(server) => fork_unit(ctx, spec.slot, server, &inv, read_end, write_end)?,
-        None => spawn_unit(ctx, &inv, read_end, write_end)?,
+        Some(server) => fork_unit(ctx, session, spec.slot, server, &inv, read_end, write_end)?,
+        None => spawn_unit(ctx, session, &inv, read_end, write_end)?,
     };
     let reaped = Arc::new(Mutex::new(false));
     let handle = UnitHandle {
@@ -225,20 +244,27 @@ type Started = (u32, Origin, [OwnedFd; 3]);
 
 fn spawn_unit(
     ctx: &ExecContext,
+    session: &Session,
     inv: &Invocation,
     read_end: OwnedFd,
     write_end: OwnedFd,
 ) -> Result<Started> {
-    let mut cmd = python_command(ctx, "pytest", &inv.args, &inv.env);
+    let mut cmd = python_command(ctx, session, "pytest", &inv.args, &inv.env);
     cmd.current_dir(&inv.cwd)
         .env("RACEFREE_EVENT_FD", write_end.as_raw_fd().to_string())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     unix::prepare_child(&mut cmd, write_end.as_raw_fd());
-    let mut child = cmd
-        .spawn()
-        .map_err(|e| Error::io(format!("starting {} -m pytest", ctx.python.display()), e))?;
+    let mut child = cmd.spawn().map_err(|e| {
+        let program = std::path::Path::new(cmd.get_program())
+            .display()
+            .to_string();
+        Error::io(
+            format!("starting {program} (--isolate {})", ctx.isolation.name()),
+            e,
+        )
+    })?;
     // Only the child may hold the write end, so that the pipe reaches EOF when it is done.
     drop(write_end);
     let pid = child.id();
@@ -256,6 +282,7 @@ fn spawn_unit(
 /// dropped (its slot spawns from then on) and the unit is spawned instead.
 fn fork_unit(
     ctx: &ExecContext,
+    session: &Session,
     slot: usize,
     mut server: ForkServer,
     inv: &Invocation,
@@ -290,7 +317,7 @@ fn fork_unit(
             if let Some(pool) = &ctx.fork {
                 pool.give_back(slot, None);
             }
-            spawn_unit(ctx, inv, read_end, write_end)
+            spawn_unit(ctx, session, inv, read_end, write_end)
         }
     }
 }

@@ -17,6 +17,7 @@ pub mod executor;
 pub mod fnmatch;
 pub mod forkserver;
 pub mod history;
+pub mod isolation;
 pub mod plan;
 pub mod procs;
 pub mod python;

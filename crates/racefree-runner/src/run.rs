@@ -73,6 +73,12 @@ pub struct RunRequest {
     pub infra_retries: Option<u32>,
     /// Counts SIGINT/SIGTERM; the caller's signal handler increments it.
     pub interrupts: Option<Arc<AtomicUsize>>,
+    /// `--isolate`; `[tool.racefree] isolate` fills the gap, then `auto`.
+    pub isolate: Option<crate::isolation::IsolationMode>,
+    /// `--private-network` (or `private-network = true` in `[tool.racefree]`).
+    pub private_network: bool,
+    /// The racefree executable, which provides `__unit-init` for namespace isolation.
+    pub init_program: Option<PathBuf>,
 }
 
 fn seconds(name: &str, value: Option<f64>) -> Result<Option<Duration>> {
@@ -253,6 +259,14 @@ pub fn run(req: RunRequest) -> Result<u8> {
     if let Some(check) = pytest_check {
         join_check(Some(check))?;
     }
+    let isolation = crate::isolation::resolve(
+        req.isolate.or(rf.isolate).unwrap_or_default(),
+        req.private_network || rf.private_network.unwrap_or(false),
+        req.init_program.as_deref(),
+    )?;
+    if isolation.fallback || req.verbosity > 0 {
+        eprintln!("{}", isolation.note);
+    }
     let session = Session::create()?;
     let _cleanup = SessionCleanup(&session);
     // Remove what dead runs left behind (judged by their liveness locks, never by age).
@@ -293,6 +307,7 @@ pub fn run(req: RunRequest) -> Result<u8> {
         run_id: session.run_id.clone(),
         pytest_args: child_args,
         fork: None,
+        isolation: isolation.isolation,
     };
     if fork {
         let mut preload = match &history {

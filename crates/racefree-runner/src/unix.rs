@@ -1,4 +1,5 @@
-//! Unix process and file-system plumbing. The only `unsafe` of the crate lives here.
+//! Unix process and file-system plumbing. The only `unsafe` of the crate lives here and in
+//! `isolation/linux` (namespaces, fork, signal masks).
 
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd, RawFd};

@@ -40,6 +40,9 @@ enum Command {
     Plan(commands::plan::PlanArgs),
     /// Export measured durations, or import (merge) other machines' exports into history.
     Durations(commands::durations::DurationsArgs),
+    /// Internal: run one unit's command in fresh namespaces under racefree's init.
+    #[command(name = racefree_runner::isolation::INIT_SUBCOMMAND, hide = true)]
+    UnitInit(commands::unit_init::UnitInitArgs),
 }
 
 fn main() -> ExitCode {
@@ -65,6 +68,7 @@ fn main() -> ExitCode {
         Command::Clean(args) => commands::clean::run(args),
         Command::Plan(args) => commands::plan::run(args),
         Command::Durations(args) => commands::durations::run(args),
+        Command::UnitInit(args) => commands::unit_init::run(args),
     };
     match result {
         Ok(code) => code,

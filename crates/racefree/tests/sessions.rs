@@ -13,8 +13,10 @@ use common::python;
 
 fn racefree_run(dir: &Path) -> Command {
     let mut cmd = Command::cargo_bin("racefree").unwrap();
+    // `tmp` isolation: the test kills the pytest process by the pid it reports, which in a
+    // PID namespace would be an inner pid (namespace_sessions.rs covers namespace mode).
     cmd.current_dir(dir)
-        .args(["run", "-n", "1", "--python"])
+        .args(["run", "-n", "1", "--isolate", "tmp", "--python"])
         .arg(python())
         .env_remove("VIRTUAL_ENV");
     cmd

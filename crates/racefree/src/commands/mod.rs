@@ -9,6 +9,7 @@ pub mod lock;
 pub mod plan;
 pub mod run;
 pub mod sharding;
+pub mod unit_init;
 
 /// Exit code for racefree's own (internal) errors, as pytest uses 3 for internal errors.
 pub const EXIT_INTERNAL: u8 = 3;

@@ -11,6 +11,7 @@ use signal_hook::iterator::Signals;
 
 use clap::Args;
 use racefree_runner::config::{FlakyResult, UnitMode, Workers};
+use racefree_runner::isolation::IsolationMode;
 use racefree_runner::{ProgressMode, RunRequest};
 
 #[derive(Debug, Args)]
@@ -117,6 +118,14 @@ pub struct RunArgs {
     #[arg(long, value_name = "N")]
     pub infra_retries: Option<u32>,
 
+    /// Isolation per unit: namespace (Linux), tmp, none; auto (default) is namespace where allowed.
+    #[arg(long, value_name = "auto|none|tmp|namespace")]
+    pub isolate: Option<IsolationMode>,
+
+    /// A network namespace per unit, loopback only (needs namespace isolation).
+    #[arg(long)]
+    pub private_network: bool,
+
     #[command(flatten)]
     pub ci: super::sharding::ShardArgs,
 
@@ -177,6 +186,10 @@ pub fn run(args: RunArgs) -> miette::Result<ExitCode> {
         list_files: args.list_files,
         no_fork: args.no_fork,
         sharding,
+        isolate: args.isolate,
+        private_network: args.private_network,
+        // Units start this very executable as `racefree __unit-init` for namespace isolation.
+        init_program: std::env::current_exe().ok(),
         progress: if args.plain {
             ProgressMode::Plain
         } else {

@@ -1,0 +1,282 @@
+//! racefree's init: PID 1 of a unit's PID namespace. It mounts the unit's private file
+//! systems, starts the command, reaps every process that ends up as its child, forwards
+//! SIGTERM/SIGINT/SIGHUP/SIGQUIT to the command, and when the command exits reports every
+//! process still alive in the namespace as a leak on the event pipe, kills them all and
+//! exits with the command's status.
+
+use std::io::Write;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::process::Command;
+
+use rustix::fs::{Mode, OFlags};
+use rustix::process::{Pid, PidfdFlags, Signal, WaitOptions, WaitStatus};
+
+use super::signals::{Blocked, FORWARDED};
+use super::{InitOptions, SETUP_FAILED, mounts};
+
+/// Exit status when the command cannot be started (as a shell reports it).
+const NOT_STARTED: i32 = 127;
+/// Longest command line written in a leak message: keeps each line one atomic pipe write.
+const CMDLINE_MAX: usize = 1024;
+
+pub fn run(opts: &InitOptions, alive: OwnedFd, report: OwnedFd, blocked: &Blocked) -> i32 {
+    // Die with the outer process. It may already be gone (then no signal will ever come):
+    // its end of `alive` is closed then, which poll reports as a hang-up.
+    if rustix::process::set_parent_process_death_signal(Some(Signal::KILL)).is_err()
+        || outer_is_gone(&alive)
+    {
+        return SETUP_FAILED;
+    }
+    let old_proc = match mounts::setup(&opts.keep, opts.private_network) {
+        Ok(fd) => fd,
+        Err(e) => {
+            eprintln!("racefree: namespace isolation: {e}");
+            return SETUP_FAILED;
+        }
+    };
+    if opts.probe {
+        return 0;
+    }
+    let Some((program, args)) = opts.command.split_first() else {
+        eprintln!("racefree: __unit-init: no command given");
+        return SETUP_FAILED;
+    };
+    let mut cmd = Command::new(program);
+    cmd.args(args);
+    if let Err(e) = super::signals::unblock_in_child(&mut cmd) {
+        eprintln!("racefree: namespace isolation: preparing the signal mask: {e}");
+        return SETUP_FAILED;
+    }
+    let child = match cmd.spawn() {
+        Ok(child) => child.id() as i32,
+        Err(e) => {
+            eprintln!("racefree: cannot start {}: {e}", program.to_string_lossy());
+            return NOT_STARTED;
+        }
+    };
+    let status = supervise(child, blocked);
+    let leaks = stop_leftovers(&old_proc);
+    report_leaks(&leaks);
+    kill_all();
+    match status {
+        Some(status) => match (status.exit_status(), status.terminating_signal()) {
+            (Some(code), _) => code,
+            (None, Some(sig)) => {
+                // PID 1 cannot die by a signal it sends itself; tell the outer process.
+                let _ = rustix::io::write(&report, &[sig as u8]);
+                128 + sig
+            }
+            (None, None) => SETUP_FAILED,
+        },
+        None => SETUP_FAILED,
+    }
+}
+
+fn outer_is_gone(alive: &OwnedFd) -> bool {
+    let Ok(ready) = crate::unix::poll_readable(&[alive.as_fd()], 0) else {
+        return true;
+    };
+    ready.first().copied().unwrap_or(true)
+}
+
+/// Waits for `child`, reaping every other process that dies meanwhile (orphans are
+/// reparented to PID 1) and forwarding signals. None if waiting itself failed.
+fn supervise(child: i32, blocked: &Blocked) -> Option<WaitStatus> {
+    let child_pid = Pid::from_raw(child)?;
+    loop {
+        let sig = blocked.wait().ok()?;
+        if sig == libc::SIGCHLD {
+            if let Some(status) = reap(Some(child)) {
+                return Some(status);
+            }
+        } else if FORWARDED.contains(&sig)
+            && let Some(sig) = Signal::from_named_raw(sig)
+        {
+            let _ = rustix::process::kill_process(child_pid, sig);
+        }
+    }
+}
+
+/// Reaps every exited child without blocking; returns `watched`'s status if it was one.
+fn reap(watched: Option<i32>) -> Option<WaitStatus> {
+    let mut found = None;
+    loop {
+        match rustix::process::waitpid(None, WaitOptions::NOHANG) {
+            Ok(Some((pid, status))) => {
+                if Some(pid.as_raw_nonzero().get()) == watched {
+                    found = Some(status);
+                }
+            }
+            Err(rustix::io::Errno::INTR) => continue,
+            Ok(None) | Err(_) => return found,
+        }
+    }
+}
+
+/// One process left behind: its pid as the host sees it (if we can tell) and command line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Leak {
+    pub pid: i32,
+    pub cmdline: String,
+}
+
+/// Freezes everything else in the namespace (SIGSTOP: nothing can fork while we look), then
+/// lists what is alive. Zombies are not leaks: they are gone, only not yet reaped.
+fn stop_leftovers(old_proc: &OwnedFd) -> Vec<Leak> {
+    reap(None);
+    // kill(-1) from a namespace's init reaches every process of the namespace but itself.
+    // SAFETY: kill(-1, SIGSTOP) passes no pointers; it only sends signals.
+    if unsafe { libc::kill(-1, libc::SIGSTOP) } != 0 {
+        // ESRCH: nobody is left, the common case; no need to read /proc.
+        return Vec::new();
+    }
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let mut pids: Vec<i32> = entries
+        .filter_map(|e| e.ok())
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|&pid| pid != 1)
+        .collect();
+    pids.sort_unstable();
+    pids.into_iter()
+        .filter(|&pid| !is_zombie(pid))
+        .map(|pid| Leak {
+            pid: host_pid(old_proc, pid).unwrap_or(pid),
+            cmdline: cmdline(pid),
+        })
+        .collect()
+}
+
+fn is_zombie(pid: i32) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return true; // already gone
+    };
+    // The state follows the parenthesised command name, which may itself contain ") ".
+    stat.rsplit_once(") ")
+        .and_then(|(_, rest)| rest.chars().next())
+        .is_none_or(|state| state == 'Z' || state == 'X')
+}
+
+fn cmdline(pid: i32) -> String {
+    let raw = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    let words: Vec<String> = raw
+        .split(|&b| b == 0)
+        .filter(|w| !w.is_empty())
+        .map(|w| String::from_utf8_lossy(w).into_owned())
+        .collect();
+    let mut line = words.join(" ");
+    if line.len() > CMDLINE_MAX {
+        let mut cut = CMDLINE_MAX;
+        while !line.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        line.truncate(cut);
+    }
+    line
+}
+
+/// The pid the host sees for our `pid`: a pidfd's fdinfo lists the pid as seen from the PID
+/// namespace of the /proc it is read through, and the old /proc is the host's.
+fn host_pid(old_proc: &OwnedFd, pid: i32) -> Option<i32> {
+    let pidfd = rustix::process::pidfd_open(Pid::from_raw(pid)?, PidfdFlags::empty()).ok()?;
+    let path = format!("self/fdinfo/{}", pidfd.as_raw_fd());
+    let fd = rustix::fs::openat(
+        old_proc,
+        path.as_str(),
+        OFlags::RDONLY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .ok()?;
+    let text = std::io::read_to_string(std::fs::File::from(fd)).ok()?;
+    parse_nspid(&text)
+}
+
+/// The first number of the `NSpid:` line of a /proc status or fdinfo text.
+fn parse_nspid(text: &str) -> Option<i32> {
+    text.lines()
+        .find_map(|l| l.strip_prefix("NSpid:"))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .filter(|&n: &i32| n > 0)
+}
+
+/// The wire message for one leak: `{"e":"leak","pid":N,"cmdline":"..."}`.
+pub fn leak_line(leak: &Leak) -> String {
+    let cmdline = serde_json::Value::String(leak.cmdline.clone());
+    format!(
+        "{{\"e\":\"leak\",\"pid\":{},\"cmdline\":{cmdline}}}\n",
+        leak.pid
+    )
+}
+
+/// Writes one line per leak to the event pipe (RACEFREE_EVENT_FD), if there is one.
+fn report_leaks(leaks: &[Leak]) {
+    let Some(fd) = std::env::var("RACEFREE_EVENT_FD")
+        .ok()
+        .and_then(|v| v.parse::<i32>().ok())
+        .filter(|&fd| fd >= 0)
+    else {
+        return;
+    };
+    // SAFETY: the executor opened this descriptor for the unit and passed it down; nothing
+    // in this process closes it. If it is not open after all, the write fails with EBADF.
+    let fd = unsafe { BorrowedFd::borrow_raw(fd) };
+    for leak in leaks {
+        let line = leak_line(leak);
+        // One write per line: below PIPE_BUF, so lines never interleave with other writers.
+        let mut out = FdWriter(fd);
+        let _ = out.write_all(line.as_bytes());
+    }
+}
+
+struct FdWriter<'a>(BorrowedFd<'a>);
+
+impl Write for FdWriter<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        rustix::io::write(self.0, buf).map_err(std::io::Error::from)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// SIGKILLs everything else in the namespace and reaps it all.
+fn kill_all() {
+    // SAFETY: kill(-1, SIGKILL) passes no pointers; from PID 1 it reaches the namespace only.
+    unsafe { libc::kill(-1, libc::SIGKILL) };
+    loop {
+        match rustix::process::waitpid(None, WaitOptions::empty()) {
+            Ok(Some(_)) => continue,
+            Err(rustix::io::Errno::INTR) => continue,
+            Ok(None) | Err(_) => return,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn leak_lines_have_the_wire_shape() {
+        let line = leak_line(&Leak {
+            pid: 4242,
+            cmdline: "sleep 1000.5 \"quoted\"".into(),
+        });
+        assert_eq!(
+            line,
+            "{\"e\":\"leak\",\"pid\":4242,\"cmdline\":\"sleep 1000.5 \\\"quoted\\\"\"}\n"
+        );
+        let v: serde_json::Value = serde_json::from_str(line.trim_end()).unwrap();
+        assert_eq!(v["e"], "leak");
+        assert_eq!(v["pid"], 4242);
+    }
+
+    #[test]
+    fn nspid_is_the_outermost_pid() {
+        assert_eq!(parse_nspid("Pid:\t812\nNSpid:\t812\t7\n"), Some(812));
+        assert_eq!(parse_nspid("Pid:\t0\nNSpid:\t0\n"), None);
+        assert_eq!(parse_nspid("Pid:\t5\n"), None);
+    }
+}

@@ -1,0 +1,516 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+//! `--isolate`: real pytest in real namespaces. Suites whose tests race on shared paths and
+//! ports pass every time in namespace mode and fail without isolation; daemons do not outlive
+//! their unit; tests see the invoking user's ids; `auto` falls back to `tmp` with one line.
+//!
+//! Where the kernel forbids namespaces (checked at run time by racefree's own probe), the
+//! namespace tests print why and return instead of failing.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use assert_cmd::cargo::CommandCargoExt;
+
+mod common;
+use common::{copy_dir, fixture_source, python};
+
+fn fixture(name: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    copy_dir(&fixture_source(&format!("isolation/{name}")), dir.path());
+    dir
+}
+
+fn racefree_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_racefree"))
+}
+
+fn racefree(dir: &Path) -> Command {
+    let mut cmd = Command::cargo_bin("racefree").unwrap();
+    cmd.current_dir(dir)
+        .args(["run", "--no-history", "--python"])
+        .arg(python())
+        .env_remove("VIRTUAL_ENV")
+        .env_remove("RACEFREE_TEST_FAIL_NAMESPACE");
+    cmd
+}
+
+/// Whether this kernel lets racefree set up a unit's namespaces (with a private network if
+/// asked); prints the reason and returns false when it does not.
+fn namespaces_work(private_network: bool) -> bool {
+    let mut cmd = Command::new(racefree_bin());
+    cmd.args(["__unit-init", "--probe"]);
+    if private_network {
+        cmd.arg("--private-network");
+    }
+    let out = cmd
+        .env_remove("RACEFREE_TEST_FAIL_NAMESPACE")
+        .output()
+        .unwrap();
+    if !out.status.success() {
+        eprintln!(
+            "SKIPPED: the kernel forbids namespaces here: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    out.status.success()
+}
+
+struct Outcome {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+fn run(cmd: &mut Command) -> Outcome {
+    let out = cmd.output().unwrap();
+    Outcome {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// One run of the race suite: two files, one unit each, on two workers at once.
+fn race_run(dir: &Path, round: usize, isolate: &[&str]) -> Outcome {
+    run(racefree(dir)
+        .args(["-n", "2", "--unit", "file", "-q"])
+        .args(isolate)
+        .env("ISO_BARRIER_DIR", dir.join(format!("barrier-{round}"))))
+}
+
+#[test]
+fn races_pass_in_every_namespace_run_and_fail_without_isolation() {
+    if !namespaces_work(true) {
+        return;
+    }
+    let suite = fixture("races");
+    for round in 0..20 {
+        let out = race_run(
+            suite.path(),
+            round,
+            &["--isolate", "namespace", "--private-network"],
+        );
+        assert_eq!(
+            out.code, 0,
+            "namespace run {round} failed:\n{}\n{}",
+            out.stdout, out.stderr
+        );
+        assert!(out.stdout.contains("6 passed"), "{}", out.stdout);
+    }
+    // The same suite without isolation: one test of each pair loses its race.
+    let mut failed = std::collections::BTreeSet::new();
+    for round in 0..3 {
+        let out = race_run(suite.path(), 100 + round, &["--isolate", "none"]);
+        if out.code == 1 {
+            for race in ["shm", "tmp", "port"] {
+                if out.stdout.contains(&format!("::test_{race}_")) {
+                    failed.insert(race);
+                }
+            }
+        }
+    }
+    assert_eq!(
+        failed.into_iter().collect::<Vec<_>>(),
+        ["port", "shm", "tmp"],
+        "without isolation the races should fail"
+    );
+    let _ = std::fs::remove_file("/dev/shm/racefree-itest-isolation-race");
+    let _ = std::fs::remove_file(std::env::temp_dir().join("racefree-itest-isolation-race"));
+}
+
+/// Pids of live processes whose command line contains `marker`.
+fn processes_with(marker: &str) -> Vec<i32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .map(|c| String::from_utf8_lossy(&c).contains(marker))
+                .unwrap_or(false)
+        })
+        .collect()
+}
+
+/// Pids of live processes whose whole command line (space-joined) is `cmdline`.
+fn processes_running(cmdline: &str) -> Vec<i32> {
+    let wanted: Vec<u8> = cmdline.replace(' ', "\0").into_bytes();
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .map(|c| c.strip_suffix(b"\0") == Some(&wanted[..]))
+                .unwrap_or(false)
+        })
+        .collect()
+}
+
+fn unique_marker() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    format!("1000.{}{nanos}", std::process::id())
+}
+
+#[test]
+fn a_daemon_does_not_outlive_its_unit_in_a_namespace() {
+    if !namespaces_work(false) {
+        return;
+    }
+    let suite = fixture("world");
+    let out_dir = suite.path().join("out");
+    // Without a PID namespace the daemon escapes (setsid leaves the process group)...
+    let marker = unique_marker();
+    let out = run(racefree(suite.path())
+        .args(["tests/test_daemon.py", "--isolate", "tmp"])
+        .env("ISO_MARKER", &marker)
+        .env("ISO_OUT", &out_dir));
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    let escaped = processes_with(&marker);
+    for pid in &escaped {
+        let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+    }
+    assert!(
+        !escaped.is_empty(),
+        "the daemon was expected to escape tmp isolation"
+    );
+    // ...with one, racefree's init kills it when the unit ends.
+    let marker = unique_marker();
+    let out = run(racefree(suite.path())
+        .args(["tests/test_daemon.py", "--isolate", "namespace"])
+        .env("ISO_MARKER", &marker)
+        .env("ISO_OUT", &out_dir));
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    let left = processes_with(&marker);
+    assert!(left.is_empty(), "processes left behind: {left:?}");
+}
+
+#[test]
+fn tests_see_the_invoking_users_ids() {
+    if !namespaces_work(false) {
+        return;
+    }
+    let suite = fixture("world");
+    let out_dir = suite.path().join("out");
+    let out = run(racefree(suite.path())
+        .args(["tests/test_ids.py", "--isolate", "namespace"])
+        .env("ISO_OUT", &out_dir));
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    let ids = std::fs::read_to_string(out_dir.join("ids")).unwrap();
+    let expected = format!(
+        "{} {}",
+        rustix::process::getuid().as_raw(),
+        rustix::process::getgid().as_raw()
+    );
+    assert_eq!(ids, expected);
+}
+
+/// As root, the unprivileged path (a user namespace) is tested by dropping to `nobody`.
+#[test]
+fn an_unprivileged_user_keeps_its_ids_in_the_user_namespace() {
+    if !rustix::process::geteuid().is_root() {
+        return; // the non-root path is what every other test here exercises then
+    }
+    let Ok(setpriv) = which("setpriv") else {
+        eprintln!("SKIPPED: setpriv(1) is not installed");
+        return;
+    };
+    let as_nobody = |args: &[&str]| {
+        Command::new(&setpriv)
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(racefree_bin())
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let probe = as_nobody(&["__unit-init", "--probe"]);
+    if !probe.status.success() {
+        eprintln!(
+            "SKIPPED: the kernel forbids unprivileged user namespaces: {}",
+            String::from_utf8_lossy(&probe.stderr).trim()
+        );
+        return;
+    }
+    let out = as_nobody(&[
+        "__unit-init",
+        "--private-network",
+        "--",
+        "sh",
+        "-c",
+        "id -u; id -g; ls -A /tmp | wc -l",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "65534\n65534\n0\n");
+}
+
+fn which(name: &str) -> Result<PathBuf, ()> {
+    std::env::var_os("PATH")
+        .iter()
+        .flat_map(std::env::split_paths)
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+        .ok_or(())
+}
+
+#[test]
+fn auto_falls_back_to_tmp_with_one_line_when_namespaces_are_forbidden() {
+    let suite = fixture("world");
+    let out_dir = suite.path().join("out");
+    let out = run(racefree(suite.path())
+        .args(["tests/test_session_view.py", "tests/test_ids.py"])
+        .env("ISO_OUT", &out_dir)
+        .env("RACEFREE_TEST_FAIL_NAMESPACE", "1"));
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    let lines: Vec<&str> = out
+        .stderr
+        .lines()
+        .filter(|l| l.contains("isolation"))
+        .collect();
+    assert_eq!(lines.len(), 1, "{}", out.stderr);
+    assert!(
+        lines[0].contains("isolation: tmp") && lines[0].contains("RACEFREE_TEST_FAIL_NAMESPACE"),
+        "{}",
+        lines[0]
+    );
+    // tmp isolation: the host's /dev/shm, where the session roots of other runs may live.
+    let session = std::fs::read_to_string(out_dir.join("session")).unwrap();
+    assert!(session.contains('/'), "{session}");
+    let _ = std::fs::remove_file("/dev/shm/racefree-itest-isolation-shared");
+    // An explicit `namespace` cannot fall back: it is a usage error naming the reason.
+    let out = run(racefree(suite.path())
+        .args(["tests/test_ids.py", "--isolate", "namespace"])
+        .env("ISO_OUT", &out_dir)
+        .env("RACEFREE_TEST_FAIL_NAMESPACE", "1"));
+    assert_eq!(out.code, 4, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("RACEFREE_TEST_FAIL_NAMESPACE"),
+        "{}",
+        out.stderr
+    );
+    // Quiet when nothing falls back: no isolation line without -v.
+    if namespaces_work(false) {
+        let out = run(racefree(suite.path())
+            .args(["tests/test_ids.py"])
+            .env("ISO_OUT", &out_dir));
+        assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+        assert!(!out.stderr.contains("isolation"), "{}", out.stderr);
+        let out = run(racefree(suite.path())
+            .args(["tests/test_ids.py", "-v"])
+            .env("ISO_OUT", &out_dir));
+        assert!(
+            out.stderr.contains("racefree: isolation: namespace"),
+            "{}",
+            out.stderr
+        );
+    }
+}
+
+#[test]
+fn concurrent_namespace_runs_see_only_their_own_session_root() {
+    if !namespaces_work(false) {
+        return;
+    }
+    let barrier = tempfile::tempdir_in(std::env::current_dir().unwrap()).unwrap();
+    let suites = [fixture("world"), fixture("world")];
+    let children: Vec<_> = suites
+        .iter()
+        .map(|suite| {
+            racefree(suite.path())
+                .args(["tests/test_session_view.py", "--isolate", "namespace"])
+                .env("ISO_OUT", suite.path().join("out"))
+                .env("ISO_BARRIER_DIR", barrier.path())
+                .env("ISO_HOLD", "0.3")
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let mut roots = Vec::new();
+    for (child, suite) in children.into_iter().zip(&suites) {
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let seen = std::fs::read_to_string(suite.path().join("out/session")).unwrap();
+        let (root, listing) = seen.split_once('\n').unwrap();
+        let run_id = Path::new(root).file_name().unwrap().to_str().unwrap();
+        // Only this run's session directory is bound into the private tmpfs; the other run's
+        // (and its lock file) stay on the host's side.
+        assert_eq!(listing, run_id, "{seen}");
+        roots.push(root.to_string());
+    }
+    assert_ne!(roots[0], roots[1]);
+}
+
+/// Starts `racefree __unit-init -- sh -c script` with its event fd (9) on a pipe (stdout).
+fn init_with_event_pipe(script: &str) -> std::process::Child {
+    Command::new("sh")
+        .arg("-c")
+        .arg("RACEFREE_EVENT_FD=9 exec \"$0\" __unit-init -- sh -c \"$1\" 9>&1 >/dev/null")
+        .arg(racefree_bin())
+        .arg(script)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+fn lines_and_status(mut child: std::process::Child) -> (Vec<String>, std::process::ExitStatus) {
+    let mut text = String::new();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut text)
+        .unwrap();
+    let status = child.wait().unwrap();
+    (text.lines().map(str::to_string).collect(), status)
+}
+
+#[test]
+fn init_reports_each_leftover_process_on_the_event_pipe_and_kills_it() {
+    if !namespaces_work(false) {
+        return;
+    }
+    let (a, b) = (unique_marker(), unique_marker() + "1");
+    let child = init_with_event_pipe(&format!("sleep {a} & setsid sleep {b} & sleep 1; exit 3"));
+    // The host pids of the two sleeps, seen from outside while they live.
+    let started = std::time::Instant::now();
+    let mut host_pids = Vec::new();
+    while started.elapsed() < std::time::Duration::from_secs(5) {
+        let (pa, pb) = (
+            processes_running(&format!("sleep {a}")),
+            processes_running(&format!("sleep {b}")),
+        );
+        if pa.len() == 1 && pb.len() == 1 {
+            host_pids = vec![
+                (format!("sleep {a}"), i64::from(pa[0])),
+                (format!("sleep {b}"), i64::from(pb[0])),
+            ];
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert_eq!(host_pids.len(), 2, "the sleeps never showed up");
+    let (lines, status) = lines_and_status(child);
+    assert_eq!(status.code(), Some(3), "the command's exit status");
+    let mut leaks: Vec<(String, i64)> = lines
+        .iter()
+        .map(|l| {
+            assert!(l.starts_with("{\"e\":\"leak\",\"pid\":"), "{l}");
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            assert_eq!(v.as_object().unwrap().len(), 3, "{l}");
+            (
+                v["cmdline"].as_str().unwrap().to_string(),
+                v["pid"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    leaks.sort();
+    host_pids.sort();
+    assert_eq!(leaks, host_pids, "one line per leak, with the host's pid");
+    assert!(processes_with(&a).is_empty() && processes_with(&b).is_empty());
+
+    // Nothing left: no line. A command killed by a signal: the init dies by the same signal.
+    let (lines, status) = lines_and_status(init_with_event_pipe("kill -TERM $$"));
+    assert!(lines.is_empty(), "{lines:?}");
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(status.signal(), Some(15));
+}
+
+#[test]
+fn the_isolate_key_in_pyproject_is_read_and_the_command_line_wins() {
+    let suite = fixture("world");
+    let out_dir = suite.path().join("out");
+    std::fs::write(
+        suite.path().join("pyproject.toml"),
+        "[tool.racefree]\nisolate = \"tmp\"\nprivate-network = true\n",
+    )
+    .unwrap();
+    // tmp from the file, with a private network: a usage error that says why.
+    let out = run(racefree(suite.path())
+        .args(["tests/test_ids.py"])
+        .env("ISO_OUT", &out_dir));
+    assert_eq!(out.code, 4, "{}\n{}", out.stdout, out.stderr);
+    assert!(
+        out.stderr
+            .contains("--private-network needs --isolate namespace"),
+        "{}",
+        out.stderr
+    );
+    // The command line overrides the file.
+    std::fs::write(
+        suite.path().join("pyproject.toml"),
+        "[tool.racefree]\nisolate = \"tmp\"\n",
+    )
+    .unwrap();
+    let out = run(racefree(suite.path())
+        .args(["tests/test_ids.py", "-v"])
+        .env("ISO_OUT", &out_dir));
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    assert!(
+        out.stderr.contains("racefree: isolation: tmp"),
+        "{}",
+        out.stderr
+    );
+    if namespaces_work(false) {
+        let out = run(racefree(suite.path())
+            .args(["tests/test_ids.py", "-v", "--isolate", "namespace"])
+            .env("ISO_OUT", &out_dir));
+        assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+        assert!(
+            out.stderr.contains("racefree: isolation: namespace"),
+            "{}",
+            out.stderr
+        );
+    }
+}
+
+#[test]
+fn killing_racefree_kills_the_whole_namespace() {
+    if !namespaces_work(false) {
+        return;
+    }
+    let suite = fixture("world");
+    let marker = unique_marker();
+    let mut child = racefree(suite.path())
+        .args(["tests/test_daemon.py", "--isolate", "namespace"])
+        .env("ISO_MARKER", &marker)
+        .env("ISO_SLEEP", "120")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let wait_until = |what: &str, done: &dyn Fn() -> bool| {
+        let started = std::time::Instant::now();
+        while !done() {
+            assert!(
+                started.elapsed() < std::time::Duration::from_secs(30),
+                "timed out waiting until {what}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    };
+    let daemon = format!("sleep {marker}");
+    wait_until("the daemon started", &|| {
+        !processes_running(&daemon).is_empty()
+    });
+    // SIGKILL: racefree can clean nothing up itself. The parent-death signals take the unit's
+    // outer process, then its init, and with the init the kernel kills the namespace.
+    child.kill().unwrap();
+    child.wait().unwrap();
+    wait_until("the daemon died with racefree", &|| {
+        processes_running(&daemon).is_empty()
+    });
+}
