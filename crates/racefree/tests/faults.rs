@@ -823,3 +823,34 @@ fn faults_timeouts_come_from_tool_racefree_too() {
         "timeout after 3 s"
     );
 }
+
+#[test]
+fn faults_a_daemon_killed_with_its_timed_out_unit_is_still_a_leak() {
+    let s = Suite::new();
+    let out = run(s.racefree().args([
+        "--timeout",
+        "2",
+        "--kill-grace",
+        "1",
+        "tests/test_daemon_then_hang.py",
+    ]));
+    assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
+    let daemon = s.pid("daemon_hang");
+    let is_gone = gone(daemon);
+    if !is_gone {
+        kill(daemon);
+    }
+    assert!(is_gone, "the daemon {daemon} outlived racefree");
+    let ev = s.events();
+    let leaks: Vec<&Value> = ev.iter().filter(|e| e["event"] == "leak").collect();
+    assert_eq!(leaks.len(), 1, "{leaks:?}");
+    assert_eq!(leaks[0]["pid"], daemon);
+    assert_eq!(
+        leaks[0]["nodeid"],
+        "tests/test_daemon_then_hang.py::test_daemon_then_hang"
+    );
+    assert_eq!(
+        results(&ev)["tests/test_daemon_then_hang.py::test_daemon_then_hang"]["message"],
+        "timeout after 2 s"
+    );
+}

@@ -107,7 +107,13 @@ impl Dispatcher<'_> {
         st: &mut State,
     ) {
         let unit = r.job.id;
-        for leak in procs::kill_leftovers(&r.token, Some(r.handle.pid)) {
+        let leftovers = procs::kill_leftovers(&r.token, Some(r.handle.pid));
+        let escaped = r
+            .escaped
+            .iter()
+            .filter(|e| !leftovers.iter().any(|l| l.pid == e.pid))
+            .cloned();
+        for leak in escaped.collect::<Vec<_>>().into_iter().chain(leftovers) {
             self.bus.emit(Event::Leak {
                 unit,
                 slot: r.slot,
