@@ -22,6 +22,8 @@ pub struct Found {
     pub cmdline: String,
     /// The test that was running when it (or its ancestor) was started, when known.
     pub nodeid: Option<String>,
+    /// Its process group, when known.
+    pub pgid: Option<u32>,
 }
 
 #[cfg(target_os = "linux")]
@@ -100,6 +102,7 @@ mod platform {
                     pid,
                     cmdline: cmdline(pid),
                     nodeid: environ_value(&env, TEST_ENV).filter(|s| !s.is_empty()),
+                    pgid: Some(pgrp),
                 });
             }
         }
@@ -152,6 +155,7 @@ mod platform {
                 pid: pgid,
                 cmdline: format!("(processes of process group {pgid})"),
                 nodeid: None,
+                pgid: Some(pgid),
             }]
         } else {
             Vec::new()
@@ -165,11 +169,14 @@ mod platform {
 
 pub use platform::{become_subreaper, unit_processes, zombie_children};
 
-/// Signals the processes that carry a unit's token (Linux; the caller signals the group).
-pub fn signal_tagged(token: &str, signal: Signal) {
-    for p in unit_processes(token, None) {
+/// Signals the processes that carry a unit's token (Linux; the caller signals the group)
+/// and returns them.
+pub fn signal_tagged(token: &str, signal: Signal) -> Vec<Found> {
+    let found = unit_processes(token, None);
+    for p in &found {
         kill(p.pid, signal);
     }
+    found
 }
 
 pub fn kill(pid: u32, signal: Signal) {

@@ -770,3 +770,87 @@ fn faults_a_test_that_ignores_sigterm_is_killed_after_the_grace() {
     assert_eq!(t["outcome"], "failed");
     assert_eq!(t["message"], "timeout after 1 s");
 }
+
+#[test]
+fn faults_crashes_are_retried_in_a_fresh_process_too() {
+    let s = Suite::new();
+    let out = run(s.racefree().args(["--retries", "1", "tests/test_segv.py"]));
+    assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
+    let ev = s.events();
+    assert_eq!(
+        outcomes(&ev),
+        expect(&[
+            ("tests/test_segv.py::test_after_segv", "passed"),
+            ("tests/test_segv.py::test_before_segv", "passed"),
+            ("tests/test_segv.py::test_segfaults", "crashed"),
+        ])
+    );
+    let crash = &results(&ev)["tests/test_segv.py::test_segfaults"];
+    assert_eq!(crash["attempt"], 2);
+    assert_eq!(crash["reruns"][0]["outcome"], "crashed");
+    let retried = ev
+        .iter()
+        .filter(|e| e["event"] == "unit_started" && e["reason"] == "retry")
+        .count();
+    assert_eq!(retried, 1);
+}
+
+#[test]
+fn faults_timeouts_come_from_tool_racefree_too() {
+    let s = Suite::new();
+    std::fs::write(
+        s.path().join("pyproject.toml"),
+        "[tool.racefree]\ntimeout = 2\nkill-grace = 1\n",
+    )
+    .unwrap();
+    let out = run(s.racefree().arg("tests/test_hang.py"));
+    assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
+    let r = results(&s.events());
+    assert_eq!(
+        r["tests/test_hang.py::test_hangs_with_grandchild"]["message"],
+        "timeout after 2 s"
+    );
+    assert_eq!(
+        r["tests/test_hang.py::test_after_hang"]["outcome"],
+        "passed"
+    );
+    // The command line wins over the file.
+    let out = run(s.racefree().args(["--timeout", "3", "tests/test_hang.py"]));
+    assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
+    let r = results(&s.events());
+    assert_eq!(
+        r["tests/test_hang.py::test_hangs_with_grandchild"]["message"],
+        "timeout after 3 s"
+    );
+}
+
+#[test]
+fn faults_a_daemon_killed_with_its_timed_out_unit_is_still_a_leak() {
+    let s = Suite::new();
+    let out = run(s.racefree().args([
+        "--timeout",
+        "2",
+        "--kill-grace",
+        "1",
+        "tests/test_daemon_then_hang.py",
+    ]));
+    assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
+    let daemon = s.pid("daemon_hang");
+    let is_gone = gone(daemon);
+    if !is_gone {
+        kill(daemon);
+    }
+    assert!(is_gone, "the daemon {daemon} outlived racefree");
+    let ev = s.events();
+    let leaks: Vec<&Value> = ev.iter().filter(|e| e["event"] == "leak").collect();
+    assert_eq!(leaks.len(), 1, "{leaks:?}");
+    assert_eq!(leaks[0]["pid"], daemon);
+    assert_eq!(
+        leaks[0]["nodeid"],
+        "tests/test_daemon_then_hang.py::test_daemon_then_hang"
+    );
+    assert_eq!(
+        results(&ev)["tests/test_daemon_then_hang.py::test_daemon_then_hang"]["message"],
+        "timeout after 2 s"
+    );
+}

@@ -107,7 +107,13 @@ impl Dispatcher<'_> {
         st: &mut State,
     ) {
         let unit = r.job.id;
-        for leak in procs::kill_leftovers(&r.token, Some(r.handle.pid)) {
+        let leftovers = procs::kill_leftovers(&r.token, Some(r.handle.pid));
+        let escaped = r
+            .escaped
+            .iter()
+            .filter(|e| !leftovers.iter().any(|l| l.pid == e.pid))
+            .cloned();
+        for leak in escaped.collect::<Vec<_>>().into_iter().chain(leftovers) {
             self.bus.emit(Event::Leak {
                 unit,
                 slot: r.slot,
@@ -118,70 +124,12 @@ impl Dispatcher<'_> {
         }
         let fault = read_fault_file(&self.session.fault_file(unit, r.job.attempt));
         let reported_here = !r.finished.is_empty() || r.current.is_some() || r.reported_collect;
-        if !r.cancelled && !reported_here && matches!(exit.code, Some(3) | Some(4)) {
-            let missing = self.missing_files(&r.job);
-            match recovery::infra_decision(
-                exit.code,
-                false,
-                missing,
-                r.job.infra_retries,
-                self.policy.infra_retries,
-            ) {
-                recovery::Infra::Retry { k, delay } => {
-                    self.bus.emit(Event::InfraRetry {
-                        unit,
-                        slot: r.slot,
-                        exit,
-                        files: r
-                            .job
-                            .files
-                            .iter()
-                            .map(|&i| (self.files[i].rel.clone(), self.files[i].path.exists()))
-                            .collect(),
-                        stderr_tail: last_lines(stderr, 20),
-                        retry: k,
-                        delay: delay.as_secs_f64(),
-                    });
-                    let mut job = r.job.clone();
-                    job.id = st.next_id;
-                    st.next_id += 1;
-                    job.attempt += 1;
-                    job.infra_retries = k;
-                    job.reason = Reason::Infra;
-                    job.not_before = Some(Instant::now() + delay);
-                    st.queue.push_front(job);
-                    self.bus.emit(Event::UnitFinished {
-                        unit,
-                        slot: r.slot,
-                        exit,
-                        pytest_exitstatus: r.pytest_exitstatus,
-                        duration: at.duration_since(r.started).as_secs_f64(),
-                        unreported: 0,
-                        error: None,
-                        cancelled: false,
-                    });
-                    return;
-                }
-                recovery::Infra::FilesGone(files) => {
-                    st.unit_error_codes.push(Some(exit::USAGE as i32));
-                    self.bus.emit(Event::UnitFinished {
-                        unit,
-                        slot: r.slot,
-                        exit,
-                        pytest_exitstatus: r.pytest_exitstatus,
-                        duration: at.duration_since(r.started).as_secs_f64(),
-                        unreported: r.collected.as_ref().map_or(0, Vec::len),
-                        error: Some(format!(
-                            "file(s) gone since discovery, not retried: {}\n{}",
-                            files.join(", "),
-                            last_lines(stderr, 20)
-                        )),
-                        cancelled: false,
-                    });
-                    return;
-                }
-                recovery::Infra::NotInfra | recovery::Infra::GiveUp => {}
-            }
+        if !r.cancelled
+            && !reported_here
+            && matches!(exit.code, Some(3) | Some(4))
+            && self.infrastructure_failure(&r, exit, stderr, at, st)
+        {
+            return;
         }
         let collected = r.collected.clone().unwrap_or_default();
         // A test whose time ran out is a timeout even if the run was stopped meanwhile; the
@@ -350,5 +298,82 @@ impl Dispatcher<'_> {
             not_before: None,
             infra_retries: job.infra_retries,
         });
+    }
+
+    /// A unit whose pytest exited 3 or 4 before reporting anything: retried (visibly, with
+    /// backoff, a bounded number of times) while its files exist, failed at once when one is
+    /// gone. Returns whether the unit was dealt with here.
+    fn infrastructure_failure(
+        &mut self,
+        r: &Running,
+        exit: ExitInfo,
+        stderr: &str,
+        at: Instant,
+        st: &mut State,
+    ) -> bool {
+        let unit = r.job.id;
+        let missing = self.missing_files(&r.job);
+        match recovery::infra_decision(
+            exit.code,
+            false,
+            missing,
+            r.job.infra_retries,
+            self.policy.infra_retries,
+        ) {
+            recovery::Infra::Retry { k, delay } => {
+                self.bus.emit(Event::InfraRetry {
+                    unit,
+                    slot: r.slot,
+                    exit,
+                    files: r
+                        .job
+                        .files
+                        .iter()
+                        .map(|&i| (self.files[i].rel.clone(), self.files[i].path.exists()))
+                        .collect(),
+                    stderr_tail: last_lines(stderr, 20),
+                    retry: k,
+                    delay: delay.as_secs_f64(),
+                });
+                let mut job = r.job.clone();
+                job.id = st.next_id;
+                st.next_id += 1;
+                job.attempt += 1;
+                job.infra_retries = k;
+                job.reason = Reason::Infra;
+                job.not_before = Some(Instant::now() + delay);
+                st.queue.push_front(job);
+                self.bus.emit(Event::UnitFinished {
+                    unit,
+                    slot: r.slot,
+                    exit,
+                    pytest_exitstatus: r.pytest_exitstatus,
+                    duration: at.duration_since(r.started).as_secs_f64(),
+                    unreported: 0,
+                    error: None,
+                    cancelled: false,
+                });
+                true
+            }
+            recovery::Infra::FilesGone(files) => {
+                st.unit_error_codes.push(Some(exit::USAGE as i32));
+                self.bus.emit(Event::UnitFinished {
+                    unit,
+                    slot: r.slot,
+                    exit,
+                    pytest_exitstatus: r.pytest_exitstatus,
+                    duration: at.duration_since(r.started).as_secs_f64(),
+                    unreported: r.collected.as_ref().map_or(0, Vec::len),
+                    error: Some(format!(
+                        "file(s) gone since discovery, not retried: {}\n{}",
+                        files.join(", "),
+                        last_lines(stderr, 20)
+                    )),
+                    cancelled: false,
+                });
+                true
+            }
+            recovery::Infra::NotInfra | recovery::Infra::GiveUp => false,
+        }
     }
 }

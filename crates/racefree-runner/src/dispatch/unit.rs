@@ -84,6 +84,8 @@ pub(super) struct Running {
     pub(super) timed_out: Option<f64>,
     /// After SIGTERM: when SIGKILL follows.
     pub(super) kill_at: Option<Instant>,
+    /// Processes outside the unit's group found when it was stopped (reported as leaks).
+    pub(super) escaped: Vec<procs::Found>,
     pub(super) pytest_exitstatus: Option<i32>,
     pub(super) cancelled: bool,
     pub(super) started: Instant,
@@ -109,6 +111,7 @@ impl Running {
             current_limit: None,
             timed_out: None,
             kill_at: None,
+            escaped: Vec::new(),
             pytest_exitstatus: None,
             cancelled: false,
             started: Instant::now(),
@@ -118,15 +121,22 @@ impl Running {
     }
 
     /// Signals the unit's group and (Linux) every process carrying its token.
-    pub(super) fn signal(&self, sig: unix::Sig) {
+    pub(super) fn signal(&self, sig: unix::Sig) -> Vec<procs::Found> {
         self.handle.signal(sig);
-        procs::signal_tagged(&self.token, sig);
+        procs::signal_tagged(&self.token, sig)
     }
 
-    /// SIGTERM now, SIGKILL after the grace period (see `on_tick`).
+    /// SIGTERM now, SIGKILL after the grace period (see `on_tick`). Processes that had left
+    /// the unit's process group (setsid daemons of earlier tests) are remembered: they are
+    /// leaks even though stopping the unit kills them.
     pub(super) fn terminate(&mut self, grace: Duration) {
         if self.kill_at.is_none() {
-            self.signal(unix::Sig::TERM);
+            let pgid = self.handle.pid;
+            self.escaped = self
+                .signal(unix::Sig::TERM)
+                .into_iter()
+                .filter(|p| p.pgid != Some(pgid))
+                .collect();
             self.kill_at = Some(Instant::now() + grace);
         }
     }
