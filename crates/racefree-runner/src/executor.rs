@@ -202,7 +202,13 @@ pub fn fork_server_command(
     slot: usize,
 ) -> io::Result<Command> {
     let env = slot_env(ctx, session, slot).map_err(io::Error::other)?;
-    Ok(python_command(ctx, session, "racefree_forkserver", &[], &env))
+    Ok(python_command(
+        ctx,
+        session,
+        "racefree_forkserver",
+        &[],
+        &env,
+    ))
 }
 
 /// How a unit's process came to be, and so how its end is learned.
