@@ -14,9 +14,11 @@ Protocol: one JSON object per line, each way.
                       {"ready": false, "reason": "...", "module": "name" or null}
                                                           (then the server exits; racefree
                                                            spawns fresh interpreters instead)
-  racefree -> server  {"op": "run", "argv": [...], "env": {...}, "cwd": "..."} with three
-                      descriptors passed alongside (SCM_RIGHTS): the unit's stdout, stderr and
-                      event pipe
+  racefree -> server  {"op": "run", "argv": [...], "env": {...}, "cwd": "..."} with three or
+                      four descriptors passed alongside (SCM_RIGHTS): the unit's stdout, stderr
+                      and event pipe, and on Linux a datagram socket on which the child says
+                      hello first thing, so that the kernel tells racefree the child's pid as
+                      racefree sees it (the server may run in a PID namespace of its own)
   server -> racefree  {"pid": P}                       the child runs
                       {"exited": P, "code": C}         it exited (or "signal": S); the zombie
                                                        is kept, so its pid cannot be reused
@@ -287,6 +289,10 @@ def _child(conn, request, fds):
     code = 70
     try:
         conn.sock.close()
+        if len(fds) == 4:
+            hello = fds.pop()
+            os.write(hello, b"hello")
+            os.close(hello)
         os.setpgid(0, 0)
         _set_death_signal()
         out, err, events = fds
@@ -338,10 +344,10 @@ def _serve(conn):
         request, fds = conn.recv()
         if request is None:
             return
-        if request.get("op") != "run" or len(fds) != 3:
+        if request.get("op") != "run" or len(fds) not in (3, 4):
             for fd in fds:
                 os.close(fd)
-            conn.send({"error": "expected a run request with three descriptors"})
+            conn.send({"error": "expected a run request with three or four descriptors"})
             continue
         sys.stdout.flush()
         sys.stderr.flush()

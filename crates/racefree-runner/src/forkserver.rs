@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::io::{self, BufRead, BufReader, IoSlice, Write};
 use std::mem::MaybeUninit;
-use std::os::fd::{AsRawFd, BorrowedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -148,8 +148,28 @@ impl ForkServer {
         }
     }
 
-    /// Forks a child running `inv` with `fds` (stdout, stderr, event pipe); returns its pid.
+    /// Forks a child running `inv` with `fds` (stdout, stderr, event pipe); returns its pid
+    /// as racefree sees it (the server may live in a PID namespace of its own).
     pub fn fork(&mut self, inv: &Invocation, fds: [BorrowedFd<'_>; 3]) -> io::Result<u32> {
+        // Linux: the child says hello on a socket whose receiving end asks for credentials;
+        // the kernel translates the sender's pid into racefree's PID namespace. That is the
+        // pid racefree may signal, whatever namespace the server runs in.
+        #[cfg(target_os = "linux")]
+        let (cred_ours, cred_theirs) = {
+            use rustix::net::{AddressFamily, SocketFlags, SocketType};
+            let (ours, theirs) = rustix::net::socketpair(
+                AddressFamily::UNIX,
+                SocketType::DGRAM,
+                SocketFlags::CLOEXEC,
+                None,
+            )?;
+            rustix::net::sockopt::set_socket_passcred(&ours, true)?;
+            (ours, theirs)
+        };
+        #[cfg(target_os = "linux")]
+        let fds_to_send = [fds[0], fds[1], fds[2], cred_theirs.as_fd()];
+        #[cfg(not(target_os = "linux"))]
+        let fds_to_send = fds;
         let request = serde_json::json!({
             "op": "run",
             "argv": utf8_all(inv.args.iter())?,
@@ -160,10 +180,10 @@ impl ForkServer {
         let mut data = serde_json::to_vec(&request).map_err(io::Error::other)?;
         data.push(b'\n');
         // The descriptors travel with the first byte; the rest of the line follows plainly.
-        let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(3))];
+        let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(4))];
         let mut control = SendAncillaryBuffer::new(&mut space);
-        if !control.push(SendAncillaryMessage::ScmRights(&fds)) {
-            return Err(io::Error::other("no room for three descriptors"));
+        if !control.push(SendAncillaryMessage::ScmRights(&fds_to_send)) {
+            return Err(io::Error::other("no room for the unit's descriptors"));
         }
         let sent = loop {
             match rustix::net::sendmsg(
@@ -178,11 +198,21 @@ impl ForkServer {
             }
         };
         self.stream.write_all(&data[sent..])?;
-        match self.read_reply()? {
-            Reply::Pid { pid } => Ok(pid),
-            Reply::Error { error } => Err(io::Error::other(error)),
-            other => Err(io::Error::other(format!("unexpected reply {other:?}"))),
+        #[cfg(target_os = "linux")]
+        drop(cred_theirs);
+        // The pid in the server's own PID namespace: racefree's own unless namespaced.
+        let server_view = match self.read_reply()? {
+            Reply::Pid { pid } => pid,
+            Reply::Error { error } => return Err(io::Error::other(error)),
+            other => return Err(io::Error::other(format!("unexpected reply {other:?}"))),
+        };
+        #[cfg(target_os = "linux")]
+        {
+            let _ = server_view;
+            sender_pid(&cred_ours)
         }
+        #[cfg(not(target_os = "linux"))]
+        Ok(server_view)
     }
 
     /// Blocks until the forked child exits; its zombie stays until `reap`.
@@ -212,6 +242,37 @@ impl Drop for ForkServer {
         let _ = self.process.kill();
         let _ = self.process.wait();
     }
+}
+
+/// The pid, in racefree's PID namespace, of whoever sent the first datagram on `socket`
+/// (which has SO_PASSCRED set).
+#[cfg(target_os = "linux")]
+fn sender_pid(socket: &std::os::fd::OwnedFd) -> io::Result<u32> {
+    use rustix::net::{RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags};
+    // The child says hello before anything else; a child that cannot is broken.
+    let timeout = Some(std::time::Duration::from_secs(30));
+    rustix::net::sockopt::set_socket_timeout(socket, rustix::net::sockopt::Timeout::Recv, timeout)?;
+    let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmCredentials(1))];
+    let mut control = RecvAncillaryBuffer::new(&mut space);
+    let mut byte = [0u8; 16];
+    loop {
+        match rustix::net::recvmsg(
+            socket,
+            &mut [std::io::IoSliceMut::new(&mut byte)],
+            &mut control,
+            RecvFlags::empty(),
+        ) {
+            Ok(_) => break,
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(e) => return Err(io::Error::other(format!("no hello from the forked child: {e}"))),
+        }
+    }
+    for message in control.drain() {
+        if let RecvAncillaryMessage::ScmCredentials(cred) = message {
+            return Ok(cred.pid.as_raw_nonzero().get() as u32);
+        }
+    }
+    Err(io::Error::other("the forked child's hello carried no credentials"))
 }
 
 fn utf8(s: &std::ffi::OsStr) -> io::Result<String> {
