@@ -264,7 +264,11 @@ fn sender_pid(socket: &std::os::fd::OwnedFd) -> io::Result<u32> {
         ) {
             Ok(_) => break,
             Err(rustix::io::Errno::INTR) => continue,
-            Err(e) => return Err(io::Error::other(format!("no hello from the forked child: {e}"))),
+            Err(e) => {
+                return Err(io::Error::other(format!(
+                    "no hello from the forked child: {e}"
+                )));
+            }
         }
     }
     for message in control.drain() {
@@ -272,7 +276,9 @@ fn sender_pid(socket: &std::os::fd::OwnedFd) -> io::Result<u32> {
             return Ok(cred.pid.as_raw_nonzero().get() as u32);
         }
     }
-    Err(io::Error::other("the forked child's hello carried no credentials"))
+    Err(io::Error::other(
+        "the forked child's hello carried no credentials",
+    ))
 }
 
 fn utf8(s: &std::ffi::OsStr) -> io::Result<String> {

@@ -34,11 +34,19 @@ impl Suite {
         self.dir.path()
     }
 
+    /// The tests write the pids they see and this suite checks them on the host: in a PID
+    /// namespace those would be inner pids, so the suite runs with `--isolate tmp`.
+    /// Namespace mode's own handling of what units leave behind is tested in isolation.rs.
     fn racefree(&self) -> Command {
+        self.racefree_isolated("tmp")
+    }
+
+    fn racefree_isolated(&self, isolate: &str) -> Command {
         let mut cmd = Command::cargo_bin("racefree").unwrap();
         cmd.current_dir(self.path())
             .args(["run", "--no-history", "--plain", "--python"])
             .arg(python())
+            .args(["--isolate", isolate])
             .args(["--events", "e.ndjson", "--junit-xml", "j.xml"])
             .env_remove("VIRTUAL_ENV")
             .env("FAULTS_DIR", &self.state);
@@ -235,6 +243,47 @@ fn faults_os_exit_zero_is_a_crash_not_a_pass() {
         "{}",
         tail(&out.stdout)
     );
+}
+
+/// With namespaces (the default where the kernel allows them) units are forked by servers
+/// that live in a PID namespace of their own: racefree must still signal the unit's real
+/// process, so the hung test is timed out and the rest of its file resumes.
+#[test]
+fn faults_timeouts_work_when_units_live_in_a_pid_namespace() {
+    let probe = Command::cargo_bin("racefree")
+        .unwrap()
+        .args(["__unit-init", "--probe"])
+        .output()
+        .unwrap();
+    if !probe.status.success() {
+        eprintln!("SKIPPED: the kernel forbids namespaces here");
+        return;
+    }
+    let s = Suite::new();
+    for fork in [true, false] {
+        let mut cmd = s.racefree_isolated("namespace");
+        cmd.args(["--timeout", "2", "--kill-grace", "1", "tests/test_hang.py"]);
+        if !fork {
+            cmd.arg("--no-fork");
+        }
+        let start = Instant::now();
+        let out = run(&mut cmd);
+        assert_eq!(out.code, 1, "fork {fork}: {}{}", out.stdout, out.stderr);
+        assert!(start.elapsed() < Duration::from_secs(60));
+        let ev = s.events();
+        assert_eq!(
+            outcomes(&ev),
+            expect(&[
+                ("tests/test_hang.py::test_after_hang", "passed"),
+                ("tests/test_hang.py::test_hangs_with_grandchild", "failed"),
+            ]),
+            "fork {fork}"
+        );
+        assert_eq!(
+            results(&ev)["tests/test_hang.py::test_hangs_with_grandchild"]["message"],
+            "timeout after 2 s"
+        );
+    }
 }
 
 #[test]

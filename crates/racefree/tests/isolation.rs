@@ -163,7 +163,8 @@ fn a_daemon_does_not_outlive_its_unit_in_a_namespace() {
     }
     let suite = fixture("world");
     let out_dir = suite.path().join("out");
-    // Without a PID namespace the daemon escapes (setsid leaves the process group)...
+    // Without a PID namespace the daemon leaves the process group (setsid), and racefree
+    // still finds it by its unit's token and kills it (issue 4)...
     let marker = unique_marker();
     let out = run(racefree(suite.path())
         .args(["tests/test_daemon.py", "--isolate", "tmp"])
@@ -175,18 +176,40 @@ fn a_daemon_does_not_outlive_its_unit_in_a_namespace() {
         let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
     }
     assert!(
-        !escaped.is_empty(),
-        "the daemon was expected to escape tmp isolation"
+        escaped.is_empty(),
+        "processes left behind with tmp: {escaped:?}"
     );
-    // ...with one, racefree's init kills it when the unit ends.
-    let marker = unique_marker();
-    let out = run(racefree(suite.path())
-        .args(["tests/test_daemon.py", "--isolate", "namespace"])
-        .env("ISO_MARKER", &marker)
-        .env("ISO_OUT", &out_dir));
-    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
-    let left = processes_with(&marker);
-    assert!(left.is_empty(), "processes left behind: {left:?}");
+    // ...and in a namespace (forked from the slot's server, or spawned through the init per
+    // unit) it is gone too, and reported as a leak.
+    for fork in [true, false] {
+        let marker = unique_marker();
+        let events = suite.path().join(format!("leak-{fork}.ndjson"));
+        let mut cmd = racefree(suite.path());
+        cmd.args(["tests/test_daemon.py", "--isolate", "namespace", "--events"])
+            .arg(&events)
+            .env("ISO_MARKER", &marker)
+            .env("ISO_OUT", &out_dir);
+        if !fork {
+            cmd.arg("--no-fork");
+        }
+        let out = run(&mut cmd);
+        assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+        let left = processes_with(&marker);
+        assert!(
+            left.is_empty(),
+            "processes left behind (fork {fork}): {left:?}"
+        );
+        let log = std::fs::read_to_string(&events).unwrap();
+        let leaks: Vec<&str> = log
+            .lines()
+            .filter(|l| l.contains("\"event\":\"leak\"") && l.contains(&marker))
+            .collect();
+        assert_eq!(
+            leaks.len(),
+            1,
+            "one leak event naming the daemon (fork {fork}):\n{log}"
+        );
+    }
 }
 
 #[test]

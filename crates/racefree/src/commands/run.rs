@@ -20,26 +20,26 @@ use racefree_runner::{ProgressMode, RunRequest};
 Exit codes: 0 passed, 1 failed, 2 interrupted or collection errors, 3 internal, 4 usage, 5 no tests"
 )]
 pub struct RunArgs {
-    /// Test paths and node ids, as for pytest (default: pytest's testpaths).
+    /// Test paths and node ids (default: pytest's testpaths).
     pub paths: Vec<String>,
 
     /// Worker slots: a number or `auto` (usable cores).
     #[arg(short = 'n', long = "workers", value_name = "N|auto")]
     pub workers: Option<Workers>,
 
-    /// Python interpreter [default: $VIRTUAL_ENV, ./.venv, python3].
+    /// Python to use [default: $VIRTUAL_ENV, ./.venv, python3].
     #[arg(long, value_name = "PATH")]
     pub python: Option<PathBuf>,
 
-    /// One `file` per process (default with the fork server), or `pack` small files together.
+    /// One `file` per process (default when forking) or `pack` them.
     #[arg(long, value_name = "pack|file")]
     pub unit: Option<UnitMode>,
 
-    /// Only tests matching this pytest keyword expression.
+    /// Only tests matching this keyword expression.
     #[arg(short = 'k', value_name = "EXPRESSION")]
     pub keyword: Option<String>,
 
-    /// Only tests matching this pytest mark expression.
+    /// Only tests matching this mark expression.
     #[arg(short = 'm', value_name = "MARKEXPR")]
     pub markexpr: Option<String>,
 
@@ -91,38 +91,38 @@ pub struct RunArgs {
     #[arg(long)]
     pub list_files: bool,
 
-    /// Start a fresh interpreter per unit instead of forking it from a warm server.
+    /// Spawn a fresh interpreter per unit instead of forking one.
     #[arg(long)]
     pub no_fork: bool,
-    /// Fail a test that runs longer than SECS (a `timeout` marker overrides it; 0: none).
+    /// Fail a test running longer than SECS (0: no limit).
     #[arg(long, value_name = "SECS")]
     pub timeout: Option<f64>,
 
-    /// Seconds between SIGTERM and SIGKILL when stopping a unit (default 2).
+    /// Seconds from SIGTERM to SIGKILL when stopping a unit [2].
     #[arg(long, value_name = "SECS")]
     pub kill_grace: Option<f64>,
 
-    /// Stop the whole run after SECS; unfinished tests are reported not run (exit 2).
+    /// Stop the whole run after SECS (exit 2).
     #[arg(long, value_name = "SECS")]
     pub run_timeout: Option<f64>,
 
-    /// Run a failed test again, in a fresh process, up to N times; a later pass is FLAKY.
+    /// Run a failed test again up to N times; a pass is FLAKY.
     #[arg(long, value_name = "N")]
     pub retries: Option<u32>,
 
-    /// Whether a test that passed only on a retry counts as passed (default) or failed.
+    /// Whether a FLAKY test counts as passed (default) or failed.
     #[arg(long, value_name = "pass|fail")]
     pub flaky_result: Option<FlakyResult>,
 
-    /// Retry a pytest process that exits 3 or 4 before any test up to N times (default 2).
+    /// Restart a unit that exits 3 or 4 before any test [2].
     #[arg(long, value_name = "N")]
     pub infra_retries: Option<u32>,
 
-    /// Isolation per unit: namespace (Linux), tmp, none; auto (default) is namespace where allowed.
-    #[arg(long, value_name = "auto|none|tmp|namespace")]
+    /// auto (default), namespace (Linux), tmp or none.
+    #[arg(long, value_name = "MODE")]
     pub isolate: Option<IsolationMode>,
 
-    /// A network namespace per unit, loopback only (needs namespace isolation).
+    /// Loopback-only network per unit (namespace mode).
     #[arg(long)]
     pub private_network: bool,
 

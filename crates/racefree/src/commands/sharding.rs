@@ -10,22 +10,22 @@ use racefree_runner::sharding::{self, ShardOptions};
 
 #[derive(Debug, Args)]
 pub struct DurationsFileArgs {
-    /// Plan from this durations file (racefree's or pytest-split's).
+    /// Plan from this durations file.
     #[arg(long, value_name = "FILE")]
     pub durations_file: Option<PathBuf>,
 
-    /// A missing or corrupt --durations-file is only a warning.
+    /// A bad --durations-file is only a warning.
     #[arg(long, requires = "durations_file")]
     pub durations_file_optional: bool,
 }
 
 #[derive(Debug, Args)]
 pub struct ShardArgs {
-    /// Run shard K of N (1-based) [default: from CI variables, docs/ci.md].
+    /// Run shard K of N [default: from CI variables].
     #[arg(long, value_name = "K/N", conflicts_with = "last_failed")]
     pub shard: Option<String>,
 
-    /// Run exactly the test files listed in FILE, one per line.
+    /// Run exactly the test files listed in FILE.
     #[arg(long, value_name = "FILE", conflicts_with = "paths")]
     pub files_from: Option<PathBuf>,
 
