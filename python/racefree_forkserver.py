@@ -250,6 +250,50 @@ def _set_death_signal():
         pass
 
 
+def _private_mounts(spec):
+    """Linux namespace isolation: gives this child fresh tmpfs mounts on the private
+    directories (/tmp, /dev/shm, /var/tmp) in a mount namespace of its own, and binds back
+    the kept paths under them (racefree's session root, the project, the virtualenv), as
+    racefree's init does for a spawned unit. The server already runs in the slot's user,
+    mount and PID namespaces, so the child may do this. Any failure is fatal: a unit must not
+    run with less isolation than asked for."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    clone_newns = 0x00020000
+    ms_nosuid, ms_nodev, ms_bind, ms_rec, ms_private = 2, 4, 4096, 16384, 1 << 18
+    o_path = getattr(os, "O_PATH", 0o10000000)
+
+    def check(result, what):
+        if result != 0:
+            errno = ctypes.get_errno()
+            raise OSError(errno, "%s: %s" % (what, os.strerror(errno)))
+
+    private = [os.path.realpath(d) for d in spec["private"] if os.path.isdir(d)]
+    private = sorted(set(private))
+
+    def under(path, root):
+        return path == root or path.startswith(root.rstrip("/") + "/")
+
+    kept = sorted(
+        set(os.path.realpath(k) for k in spec["keep"] if any(under(os.path.realpath(k), d) for d in private))
+    )
+    outermost = [k for k in kept if not any(k != o and under(k, o) for o in kept)]
+    check(libc.unshare(clone_newns), "unshare(CLONE_NEWNS)")
+    check(libc.mount(None, b"/", None, ms_rec | ms_private, None), "making mounts private")
+    handles = [(os.open(k, o_path), k) for k in outermost]
+    for d in private:
+        check(
+            libc.mount(b"tmpfs", d.encode(), b"tmpfs", ms_nosuid | ms_nodev, b"mode=1777"),
+            "mounting a private tmpfs on " + d,
+        )
+    for fd, path in handles:
+        os.makedirs(path, exist_ok=True)
+        source = ("/proc/self/fd/%d" % fd).encode()
+        check(libc.mount(source, path.encode(), None, ms_bind | ms_rec, None), "binding back " + path)
+        os.close(fd)
+
+
 def _reset_signals():
     """A fresh interpreter's dispositions: Python's KeyboardInterrupt for SIGINT, SIGPIPE
     ignored, everything else the default."""
@@ -302,6 +346,9 @@ def _child(conn, request, fds):
         os.close(err)
         os.environ.update(request.get("env") or {})
         os.environ["RACEFREE_EVENT_FD"] = str(events)
+        mounts = os.environ.pop("RACEFREE_PRIVATE_MOUNTS", None)
+        if mounts:
+            _private_mounts(json.loads(mounts))
         os.chdir(request["cwd"])
         _reset_signals()
         if "random" in sys.modules:

@@ -159,11 +159,35 @@ fn unit_invocation(ctx: &ExecContext, session: &Session, spec: &UnitSpec) -> Res
         // Units teach the fork servers of later runs what to preload.
         env.push(("RACEFREE_LEARN_IMPORTS".into(), "1".into()));
     }
+    if ctx.fork.is_some() && matches!(ctx.isolation, Isolation::Namespace { .. }) {
+        // A forked unit shares its slot's namespaces, set up once by racefree's init; its own
+        // /tmp, /dev/shm and /var/tmp come from a mount namespace the child makes for itself
+        // (python/racefree_forkserver.py), with the same paths bound back as the init binds.
+        let keep: Vec<String> = keep_paths(ctx, session)
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect();
+        let json = serde_json::json!({ "private": ["/tmp", "/dev/shm", "/var/tmp"], "keep": keep });
+        env.push(("RACEFREE_PRIVATE_MOUNTS".into(), json.to_string().into()));
+    }
     Ok(Invocation {
         args,
         env,
         cwd: ctx.invocation_dir.clone(),
     })
+}
+
+/// In a namespace, /tmp, /dev/shm and /var/tmp are private: what lies there and a unit needs
+/// (the session root, the project, the interpreter's environment) is bound back in.
+fn keep_paths(ctx: &ExecContext, session: &Session) -> Vec<PathBuf> {
+    let venv = ctx.python.parent().and_then(|bin| bin.parent());
+    let mut keep = vec![
+        session.root.clone(),
+        ctx.invocation_dir.clone(),
+        ctx.rootdir.clone(),
+    ];
+    keep.extend(venv.map(|v| v.to_path_buf()));
+    keep
 }
 
 /// A command running `python -m <module> [args]` with the environment `env`, inside
@@ -175,15 +199,8 @@ fn python_command(
     args: &[OsString],
     env: &[(OsString, OsString)],
 ) -> Command {
-    // In a namespace, /tmp, /dev/shm and /var/tmp are private: what lies there and the unit
-    // needs (the session root, the project, the interpreter's environment) is bound back in.
-    let venv = ctx.python.parent().and_then(|bin| bin.parent());
-    let mut keep = vec![
-        session.root.as_path(),
-        ctx.invocation_dir.as_path(),
-        ctx.rootdir.as_path(),
-    ];
-    keep.extend(venv);
+    let keep = keep_paths(ctx, session);
+    let keep: Vec<&std::path::Path> = keep.iter().map(|p| p.as_path()).collect();
     let (program, wrapper_args) = ctx.isolation.wrap(&ctx.python, &keep);
     let mut cmd = Command::new(program);
     cmd.args(wrapper_args)

@@ -537,3 +537,34 @@ fn killing_racefree_kills_the_whole_namespace() {
         processes_running(&daemon).is_empty()
     });
 }
+
+/// Units of one worker slot run one after the other; in namespace mode each still gets its
+/// own /tmp and /dev/shm, whether it is forked from the slot's server (which makes a mount
+/// namespace per child) or spawned through the init. With `tmp` isolation the second unit
+/// sees the first one's fixed-name files, so the test can fail.
+#[test]
+fn units_of_one_slot_do_not_share_tmp_or_shm_in_namespace_mode() {
+    if !namespaces_work(false) {
+        return;
+    }
+    let suite = fixture("perunit");
+    for extra in [&[][..], &["--no-fork", "--unit", "file"][..]] {
+        let marker = unique_marker();
+        let out = run(racefree(suite.path())
+            .args(["-n", "1", "--isolate", "namespace"])
+            .args(extra)
+            .env("ISO_MARKER", &marker));
+        assert_eq!(out.code, 0, "{extra:?}: {}\n{}", out.stdout, out.stderr);
+        assert!(out.stdout.contains("2 passed"), "{}", out.stdout);
+    }
+    let marker = unique_marker();
+    let out = run(racefree(suite.path())
+        .args(["-n", "1", "--isolate", "tmp", "--unit", "file"])
+        .env("ISO_MARKER", &marker));
+    for dir in ["/tmp", "/dev/shm"] {
+        for name in ["one", "two"] {
+            let _ = std::fs::remove_file(format!("{dir}/rf-{marker}-{name}"));
+        }
+    }
+    assert_eq!(out.code, 1, "tmp isolation shares /tmp:\n{}", out.stdout);
+}
