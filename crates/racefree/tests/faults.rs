@@ -13,7 +13,7 @@ use assert_cmd::cargo::CommandCargoExt;
 use serde_json::Value;
 
 mod common;
-use common::{copy_dir, fixture_source, python};
+use common::{Ran, copy_dir, fixture_source, python, run};
 
 struct Suite {
     dir: tempfile::TempDir,
@@ -93,21 +93,6 @@ impl Suite {
     }
 }
 
-struct Out {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-fn run(cmd: &mut Command) -> Out {
-    let out = cmd.output().unwrap();
-    Out {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
-}
-
 /// The final result of each test: node id -> its test_finished event.
 fn results(events: &[Value]) -> BTreeMap<String, Value> {
     events
@@ -158,20 +143,26 @@ fn tail(s: &str) -> &str {
     &s[s.len().saturating_sub(3000)..]
 }
 
-#[test]
-fn faults_segfault_is_a_crash_with_its_traceback_and_the_rest_resumes() {
-    let s = Suite::new();
-    let out = run(s.racefree().arg("tests/test_segv.py"));
-    assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
-    let ev = s.events();
+/// test_segv.py: the tests around the segfault pass (the one after it in a fresh process),
+/// the segfaulting one is a crash.
+fn assert_segv_file_outcomes(ev: &[Value]) {
     assert_eq!(
-        outcomes(&ev),
+        outcomes(ev),
         expect(&[
             ("tests/test_segv.py::test_after_segv", "passed"),
             ("tests/test_segv.py::test_before_segv", "passed"),
             ("tests/test_segv.py::test_segfaults", "crashed"),
         ])
     );
+}
+
+#[test]
+fn faults_segfault_is_a_crash_with_its_traceback_and_the_rest_resumes() {
+    let s = Suite::new();
+    let out = run(s.racefree().arg("tests/test_segv.py"));
+    assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
+    let ev = s.events();
+    assert_segv_file_outcomes(&ev);
     let crash = &results(&ev)["tests/test_segv.py::test_segfaults"];
     assert!(
         crash["message"].as_str().unwrap().contains("SIGSEGV"),
@@ -248,6 +239,18 @@ fn faults_os_exit_zero_is_a_crash_not_a_pass() {
 /// With namespaces (the default where the kernel allows them) units are forked by servers
 /// that live in a PID namespace of their own: racefree must still signal the unit's real
 /// process, so the hung test is timed out and the rest of its file resumes.
+/// Runs racefree, checking that it ended within a minute (nothing hung) with `code`.
+fn run_in_time(cmd: &mut Command, code: i32, what: &str) -> Ran {
+    let start = Instant::now();
+    let out = run(cmd);
+    assert_eq!(out.code, code, "{what}{}{}", out.stdout, out.stderr);
+    assert!(
+        start.elapsed() < Duration::from_secs(60),
+        "{what}: took too long"
+    );
+    out
+}
+
 #[test]
 fn faults_timeouts_work_when_units_live_in_a_pid_namespace() {
     let probe = Command::cargo_bin("racefree")
@@ -266,10 +269,7 @@ fn faults_timeouts_work_when_units_live_in_a_pid_namespace() {
         if !fork {
             cmd.arg("--no-fork");
         }
-        let start = Instant::now();
-        let out = run(&mut cmd);
-        assert_eq!(out.code, 1, "fork {fork}: {}{}", out.stdout, out.stderr);
-        assert!(start.elapsed() < Duration::from_secs(60));
+        run_in_time(&mut cmd, 1, &format!("fork {fork}:"));
         let ev = s.events();
         assert_eq!(
             outcomes(&ev),
@@ -289,19 +289,20 @@ fn faults_timeouts_work_when_units_live_in_a_pid_namespace() {
 #[test]
 fn faults_timeout_kills_the_process_tree_and_resumes() {
     let s = Suite::new();
-    let start = Instant::now();
-    let out = run(s.racefree().args([
-        "--timeout",
-        "2",
-        "--kill-grace",
-        "1",
-        "-n",
-        "2",
-        "tests/test_hang.py",
-        "tests/test_marker_timeout.py",
-    ]));
-    assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
-    assert!(start.elapsed() < Duration::from_secs(60));
+    let out = run_in_time(
+        s.racefree().args([
+            "--timeout",
+            "2",
+            "--kill-grace",
+            "1",
+            "-n",
+            "2",
+            "tests/test_hang.py",
+            "tests/test_marker_timeout.py",
+        ]),
+        1,
+        "",
+    );
     let ev = s.events();
     assert_eq!(
         outcomes(&ev),
@@ -648,12 +649,12 @@ fn faults_ctrl_c_writes_partial_reports_and_leaves_nothing_running() {
 #[test]
 fn faults_run_timeout_stops_the_run() {
     let s = Suite::new();
-    let start = Instant::now();
-    let out = run(s
-        .racefree()
-        .args(["--run-timeout", "10", "tests/test_interrupt_a.py"]));
-    assert_eq!(out.code, 2, "{}{}", out.stdout, out.stderr);
-    assert!(start.elapsed() < Duration::from_secs(60));
+    let out = run_in_time(
+        s.racefree()
+            .args(["--run-timeout", "10", "tests/test_interrupt_a.py"]),
+        2,
+        "",
+    );
     // Ten seconds is plenty for the test to start even on a loaded machine.
     let a = s.pid("interrupt_a");
     assert!(gone(a));
@@ -804,16 +805,17 @@ fn faults_abort_and_sigkill_are_crashes_named_by_signal() {
 #[test]
 fn faults_a_test_that_ignores_sigterm_is_killed_after_the_grace() {
     let s = Suite::new();
-    let start = Instant::now();
-    let out = run(s.racefree().args([
-        "--timeout",
-        "1",
-        "--kill-grace",
-        "1",
-        "tests/test_ignores_term.py",
-    ]));
-    assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
-    assert!(start.elapsed() < Duration::from_secs(60));
+    run_in_time(
+        s.racefree().args([
+            "--timeout",
+            "1",
+            "--kill-grace",
+            "1",
+            "tests/test_ignores_term.py",
+        ]),
+        1,
+        "",
+    );
     let r = results(&s.events());
     let t = &r["tests/test_ignores_term.py::test_ignores_sigterm"];
     assert_eq!(t["outcome"], "failed");
@@ -826,14 +828,7 @@ fn faults_crashes_are_retried_in_a_fresh_process_too() {
     let out = run(s.racefree().args(["--retries", "1", "tests/test_segv.py"]));
     assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
     let ev = s.events();
-    assert_eq!(
-        outcomes(&ev),
-        expect(&[
-            ("tests/test_segv.py::test_after_segv", "passed"),
-            ("tests/test_segv.py::test_before_segv", "passed"),
-            ("tests/test_segv.py::test_segfaults", "crashed"),
-        ])
-    );
+    assert_segv_file_outcomes(&ev);
     let crash = &results(&ev)["tests/test_segv.py::test_segfaults"];
     assert_eq!(crash["attempt"], 2);
     assert_eq!(crash["reruns"][0]["outcome"], "crashed");

@@ -10,7 +10,7 @@ use std::process::Command;
 use assert_cmd::cargo::CommandCargoExt;
 
 mod common;
-use common::{copy_dir, fixture_source, python};
+use common::{Ran, copy_dir, fixture_source, python, run};
 
 fn fixture() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
@@ -18,15 +18,9 @@ fn fixture() -> tempfile::TempDir {
     dir
 }
 
-struct Ran {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
 /// `racefree run -n 1` (one slot: every file goes through the same server in turn).
 fn racefree(dir: &Path, expect_fork: bool, use_threaded: bool, extra: &[&str]) -> Ran {
-    let out = Command::cargo_bin("racefree")
+    run(Command::cargo_bin("racefree")
         .unwrap()
         .current_dir(dir)
         .args(["run", "-n", "1", "--plain", "--python"])
@@ -34,14 +28,7 @@ fn racefree(dir: &Path, expect_fork: bool, use_threaded: bool, extra: &[&str]) -
         .args(extra)
         .env_remove("VIRTUAL_ENV")
         .env("EXPECT_FORK", if expect_fork { "1" } else { "0" })
-        .env("USE_THREADED", if use_threaded { "1" } else { "0" })
-        .output()
-        .unwrap();
-    Ran {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
+        .env("USE_THREADED", if use_threaded { "1" } else { "0" }))
 }
 
 fn assert_all_passed(ran: &Ran, what: &str) {

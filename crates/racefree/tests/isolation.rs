@@ -13,7 +13,7 @@ use std::process::{Command, Stdio};
 use assert_cmd::cargo::CommandCargoExt;
 
 mod common;
-use common::{copy_dir, fixture_source, python};
+use common::{Ran, copy_dir, fixture_source, python, run};
 
 fn fixture(name: &str) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
@@ -56,23 +56,8 @@ fn namespaces_work(private_network: bool) -> bool {
     out.status.success()
 }
 
-struct Outcome {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-fn run(cmd: &mut Command) -> Outcome {
-    let out = cmd.output().unwrap();
-    Outcome {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
-}
-
 /// One run of the race suite: two files, one unit each, on two workers at once.
-fn race_run(dir: &Path, round: usize, isolate: &[&str]) -> Outcome {
+fn race_run(dir: &Path, round: usize, isolate: &[&str]) -> Ran {
     run(racefree(dir)
         .args(["-n", "2", "--unit", "file", "-q"])
         .args(isolate)

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use assert_cmd::cargo::CommandCargoExt;
 
 mod common;
-use common::{copy_dir, fixture_source, python};
+use common::{copy_dir, fixture_source, python, run};
 
 /// Copies a fixture suite into a fresh temp dir (history and caches stay out of the repo).
 fn fixture(name: &str) -> tempfile::TempDir {
@@ -34,21 +34,6 @@ fn pytest(dir: &Path) -> Command {
     cmd.current_dir(dir)
         .args(["-m", "pytest", "-p", "no:cacheprovider"]);
     cmd
-}
-
-struct Outcome {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-fn run(cmd: &mut Command) -> Outcome {
-    let out = cmd.output().unwrap();
-    Outcome {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
 }
 
 /// (classname, name, what the testcase holds: "passed" or the failure/error/skipped tag).

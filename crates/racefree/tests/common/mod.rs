@@ -5,6 +5,23 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
+/// How a finished command ended and what it printed.
+pub struct Ran {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Runs `cmd` to the end, capturing its output.
+pub fn run(cmd: &mut std::process::Command) -> Ran {
+    let out = cmd.output().unwrap();
+    Ran {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
 pub fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../..")
