@@ -40,6 +40,8 @@ pub struct ExecContext {
     pub pytest_args: Vec<String>,
     /// The slots' fork servers, when units are forked rather than spawned.
     pub fork: Option<Arc<ForkPool>>,
+    /// Directories the interpreter needs (see `python::PythonInfo::paths`).
+    pub python_paths: Vec<PathBuf>,
     /// How much of its own world each unit gets (`--isolate`).
     pub isolation: Isolation,
 }
@@ -180,13 +182,16 @@ fn unit_invocation(ctx: &ExecContext, session: &Session, spec: &UnitSpec) -> Res
 /// In a namespace, /tmp, /dev/shm and /var/tmp are private: what lies there and a unit needs
 /// (the session root, the project, the interpreter's environment) is bound back in.
 fn keep_paths(ctx: &ExecContext, session: &Session) -> Vec<PathBuf> {
-    let venv = ctx.python.parent().and_then(|bin| bin.parent());
     let mut keep = vec![
         session.root.clone(),
         ctx.invocation_dir.clone(),
         ctx.rootdir.clone(),
     ];
-    keep.extend(venv.map(|v| v.to_path_buf()));
+    // The directory of the interpreter as named (a virtualenv's bin/, or a wrapper script's
+    // directory), then where the interpreter says it lives: its prefixes and sys.path, which
+    // a wrapper or a symlink may put elsewhere under /tmp.
+    keep.extend(ctx.python.parent().map(|dir| dir.to_path_buf()));
+    keep.extend(ctx.python_paths.iter().cloned());
     keep
 }
 

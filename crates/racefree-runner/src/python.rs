@@ -35,15 +35,27 @@ pub fn resolve(explicit: Option<&Path>, cwd: &Path) -> Result<PathBuf> {
         .ok_or(Error::NoPython)
 }
 
-/// Imports pytest with the interpreter; returns its version and how long that took (a
-/// floor for a unit's start-up on this machine), or a clear error.
-pub fn check_pytest(python: &Path) -> Result<(String, f64)> {
+/// What racefree learns from the interpreter when it checks that pytest imports.
+#[derive(Debug, Clone, Default)]
+pub struct PythonInfo {
+    pub pytest_version: String,
+    /// Seconds the check took (an interpreter start-up plus `import pytest`).
+    pub import_secs: f64,
+    /// Directories the interpreter needs: its real executable's, its prefixes and `sys.path`.
+    /// Namespace isolation binds them back when they lie under a private /tmp (a virtualenv
+    /// in /tmp, or a wrapper script pointing there).
+    pub paths: Vec<PathBuf>,
+}
+
+/// Checks that `python` can import pytest, and asks it where it lives.
+pub fn check_pytest(python: &Path) -> Result<PythonInfo> {
+    const SCRIPT: &str = "import json, os, sys, pytest\n\
+        paths = [os.path.dirname(os.path.realpath(sys.executable)), sys.prefix, sys.base_prefix,\n\
+                 sys.exec_prefix] + [p for p in sys.path if p]\n\
+        sys.stdout.write(json.dumps({'version': pytest.__version__, 'paths': paths}))";
     let start = std::time::Instant::now();
     let out = Command::new(python)
-        .args([
-            "-c",
-            "import pytest, sys; sys.stdout.write(pytest.__version__)",
-        ])
+        .args(["-c", SCRIPT])
         .stdin(Stdio::null())
         .output()
         .map_err(|e| Error::NoPytest {
@@ -64,8 +76,35 @@ pub fn check_pytest(python: &Path) -> Result<(String, f64)> {
             detail,
         });
     }
-    Ok((
-        String::from_utf8_lossy(&out.stdout).trim().to_string(),
-        start.elapsed().as_secs_f64(),
-    ))
+    #[derive(serde::Deserialize)]
+    struct Answer {
+        version: String,
+        paths: Vec<PathBuf>,
+    }
+    let answer: Answer = serde_json::from_slice(&out.stdout).map_err(|e| Error::NoPytest {
+        python: python.to_path_buf(),
+        detail: format!(
+            "unexpected answer {:?}: {e}",
+            String::from_utf8_lossy(&out.stdout)
+        ),
+    })?;
+    let mut paths: Vec<PathBuf> = answer
+        .paths
+        .into_iter()
+        .map(|p| {
+            if p.is_file() {
+                p.parent().map(Path::to_path_buf).unwrap_or(p)
+            } else {
+                p
+            }
+        })
+        .filter(|p| p.is_absolute() && p.is_dir())
+        .collect();
+    paths.sort();
+    paths.dedup();
+    Ok(PythonInfo {
+        pytest_version: answer.version,
+        import_secs: start.elapsed().as_secs_f64(),
+        paths,
+    })
 }

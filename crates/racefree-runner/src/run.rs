@@ -223,6 +223,7 @@ pub fn run(req: RunRequest) -> Result<u8> {
     }
 
     let mut predictions = predictions;
+    let mut python_info: Option<crate::python::PythonInfo> = None;
     if fork {
         predictions.startup = Some(
             predictions
@@ -233,8 +234,9 @@ pub fn run(req: RunRequest) -> Result<u8> {
     if predictions.startup.is_none() {
         // No history: time the pytest import now (it runs anyway) and take twice that as the
         // start-up estimate; plugins and conftests come on top of the bare import.
-        let (_, import_secs) = join_check(pytest_check)?;
-        predictions.measured_startup = Some(2.0 * import_secs);
+        let info = join_check(pytest_check)?;
+        predictions.measured_startup = Some(2.0 * info.import_secs);
+        python_info = Some(info);
         pytest_check = None;
     }
     let work: Vec<FileWork> = files
@@ -257,8 +259,9 @@ pub fn run(req: RunRequest) -> Result<u8> {
     let predicted_total: f64 = units.iter().map(|u| u.predicted).sum();
 
     if let Some(check) = pytest_check {
-        join_check(Some(check))?;
+        python_info = Some(join_check(Some(check))?);
     }
+    let python_paths = python_info.map(|i| i.paths).unwrap_or_default();
     let isolation = crate::isolation::resolve(
         req.isolate.or(rf.isolate).unwrap_or_default(),
         req.private_network || rf.private_network.unwrap_or(false),
@@ -307,6 +310,7 @@ pub fn run(req: RunRequest) -> Result<u8> {
         run_id: session.run_id.clone(),
         pytest_args: child_args,
         fork: None,
+        python_paths,
         isolation: isolation.isolation,
     };
     if fork {
@@ -433,9 +437,9 @@ fn learn_preload(
     }
 }
 
-type PytestCheck = std::thread::JoinHandle<Result<(String, f64)>>;
+type PytestCheck = std::thread::JoinHandle<Result<crate::python::PythonInfo>>;
 
-fn join_check(check: Option<PytestCheck>) -> Result<(String, f64)> {
+fn join_check(check: Option<PytestCheck>) -> Result<crate::python::PythonInfo> {
     match check {
         Some(handle) => handle.join().map_err(|_| {
             crate::error::Error::io(
@@ -443,7 +447,7 @@ fn join_check(check: Option<PytestCheck>) -> Result<(String, f64)> {
                 std::io::Error::other("the check panicked"),
             )
         })?,
-        None => Ok((String::new(), 0.0)),
+        None => Ok(crate::python::PythonInfo::default()),
     }
 }
 

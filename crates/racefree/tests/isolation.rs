@@ -553,3 +553,51 @@ fn units_of_one_slot_do_not_share_tmp_or_shm_in_namespace_mode() {
     }
     assert_eq!(out.code, 1, "tmp isolation shares /tmp:\n{}", out.stdout);
 }
+
+/// The interpreter may live under a directory namespace mode makes private: a virtualenv in
+/// /tmp (CI checkouts often are), reached through a wrapper script. racefree asks the
+/// interpreter where it lives and binds that back, forked or spawned.
+#[test]
+fn an_interpreter_under_a_private_tmp_still_runs_in_namespace_mode() {
+    if !namespaces_work(false) {
+        return;
+    }
+    let suite = fixture("perunit");
+    // A path under /tmp that leads to the real interpreter's virtualenv...
+    let under_tmp = tempfile::Builder::new().tempdir_in("/tmp").unwrap();
+    let venv = python().parent().unwrap().parent().unwrap().to_path_buf();
+    let link = under_tmp.path().join("venv");
+    std::os::unix::fs::symlink(&venv, &link).unwrap();
+    // ...and a wrapper script in the project that runs python through it.
+    let wrapper = suite.path().join("python-wrapper");
+    std::fs::write(
+        &wrapper,
+        format!("#!/bin/sh\nexec {}/bin/python \"$@\"\n", link.display()),
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        &wrapper,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    for extra in [&[][..], &["--no-fork", "--unit", "file"][..]] {
+        let out = run(Command::cargo_bin("racefree")
+            .unwrap()
+            .current_dir(suite.path())
+            .args([
+                "run",
+                "--no-history",
+                "-n",
+                "1",
+                "--isolate",
+                "namespace",
+                "--python",
+            ])
+            .arg(&wrapper)
+            .args(extra)
+            .env_remove("VIRTUAL_ENV")
+            .env("ISO_MARKER", unique_marker()));
+        assert_eq!(out.code, 0, "{extra:?}: {}\n{}", out.stdout, out.stderr);
+        assert!(out.stdout.contains("2 passed"), "{}", out.stdout);
+    }
+}

@@ -40,7 +40,13 @@ pub fn setup(keep: &[PathBuf], private_network: bool) -> Result<OwnedFd, SetupEr
     )
     .map_err(step("opening /proc"))?;
     let private: Vec<PathBuf> = private_dirs();
-    let kept = open_kept(keep, &private)?;
+    // Kept paths may be named through the unresolved names too (/tmp/x when /tmp is a link).
+    let named: Vec<PathBuf> = private
+        .iter()
+        .cloned()
+        .chain(PRIVATE_DIRS.iter().map(PathBuf::from))
+        .collect();
+    let kept = open_kept(keep, &named)?;
     for dir in &private {
         rustix::mount::mount(
             "tmpfs",
@@ -92,29 +98,39 @@ fn private_dirs() -> Vec<PathBuf> {
 }
 
 /// The kept paths that lie under a private directory, outermost only, each opened (O_PATH)
-/// before the tmpfs covers it.
+/// before the tmpfs covers it. A path is kept where it is named (a symlink under /tmp that
+/// leads elsewhere, such as a virtualenv link, is recreated as a mount of its target) and
+/// where it really is; a private directory itself is never kept whole, or it would not be
+/// private.
 fn open_kept(keep: &[PathBuf], private: &[PathBuf]) -> Result<Vec<(OwnedFd, PathBuf)>, SetupError> {
-    let mut paths: Vec<PathBuf> = keep
-        .iter()
-        .filter_map(|p| std::fs::canonicalize(p).ok())
-        .filter(|p| private.iter().any(|d| p.starts_with(d)))
-        .collect();
+    let under_private = |p: &PathBuf| private.iter().any(|d| p.starts_with(d) && p != d);
+    let mut paths: Vec<(PathBuf, PathBuf)> = Vec::new();
+    for given in keep.iter().filter(|p| p.is_absolute()) {
+        let Ok(real) = std::fs::canonicalize(given) else {
+            continue;
+        };
+        for at in [given.clone(), real.clone()] {
+            if under_private(&at) {
+                paths.push((at, real.clone()));
+            }
+        }
+    }
     paths.sort();
-    paths.dedup();
-    let outermost: Vec<PathBuf> = paths
+    paths.dedup_by(|a, b| a.0 == b.0);
+    let outermost: Vec<(PathBuf, PathBuf)> = paths
         .iter()
-        .filter(|p| !paths.iter().any(|q| q != *p && p.starts_with(q)))
+        .filter(|(p, _)| !paths.iter().any(|(q, _)| q != p && p.starts_with(q)))
         .cloned()
         .collect();
     outermost
         .into_iter()
-        .map(|path| {
+        .map(|(path, real)| {
             let fd = rustix::fs::open(
-                &path,
+                &real,
                 OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
                 Mode::empty(),
             )
-            .map_err(step(format!("opening {}", path.display())))?;
+            .map_err(step(format!("opening {}", real.display())))?;
             Ok((fd, path))
         })
         .collect()
@@ -167,5 +183,25 @@ mod tests {
         .unwrap();
         let paths: Vec<&PathBuf> = kept.iter().map(|(_, p)| p).collect();
         assert_eq!(paths, [&project]);
+    }
+
+    #[test]
+    fn a_link_under_a_private_dir_is_kept_where_named_and_the_dir_itself_never() {
+        let t = tempfile::tempdir().unwrap();
+        let root = t.path().canonicalize().unwrap();
+        let private = root.join("private");
+        std::fs::create_dir_all(&private).unwrap();
+        let target = root.join("elsewhere/venv");
+        std::fs::create_dir_all(&target).unwrap();
+        let link = private.join("ci/venv");
+        std::fs::create_dir_all(link.parent().unwrap()).unwrap();
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        let kept = open_kept(
+            &[link.clone(), private.clone()],
+            std::slice::from_ref(&private),
+        )
+        .unwrap();
+        let paths: Vec<&PathBuf> = kept.iter().map(|(_, p)| p).collect();
+        assert_eq!(paths, [&link]);
     }
 }
