@@ -326,15 +326,18 @@ fn concurrent_namespace_runs_see_only_their_own_session_root() {
     if !namespaces_work(false) {
         return;
     }
-    let barrier = tempfile::tempdir_in(std::env::current_dir().unwrap()).unwrap();
-    let suites = [fixture("world"), fixture("world")];
-    let children: Vec<_> = suites
+    // Two runs at once in one checkout. The barrier lives in the checkout, which both runs
+    // bind back into their private /tmp (a directory elsewhere under /tmp would be private).
+    let suite = fixture("world");
+    let barrier = suite.path().join("barrier");
+    let outs = [suite.path().join("out-0"), suite.path().join("out-1")];
+    let children: Vec<_> = outs
         .iter()
-        .map(|suite| {
+        .map(|out| {
             racefree(suite.path())
                 .args(["tests/test_session_view.py", "--isolate", "namespace"])
-                .env("ISO_OUT", suite.path().join("out"))
-                .env("ISO_BARRIER_DIR", barrier.path())
+                .env("ISO_OUT", out)
+                .env("ISO_BARRIER_DIR", &barrier)
                 .env("ISO_HOLD", "0.3")
                 .stdout(Stdio::piped())
                 .stderr(Stdio::piped())
@@ -343,7 +346,7 @@ fn concurrent_namespace_runs_see_only_their_own_session_root() {
         })
         .collect();
     let mut roots = Vec::new();
-    for (child, suite) in children.into_iter().zip(&suites) {
+    for (child, out_dir) in children.into_iter().zip(&outs) {
         let out = child.wait_with_output().unwrap();
         assert!(
             out.status.success(),
@@ -351,7 +354,7 @@ fn concurrent_namespace_runs_see_only_their_own_session_root() {
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );
-        let seen = std::fs::read_to_string(suite.path().join("out/session")).unwrap();
+        let seen = std::fs::read_to_string(out_dir.join("session")).unwrap();
         let (root, listing) = seen.split_once('\n').unwrap();
         let run_id = Path::new(root).file_name().unwrap().to_str().unwrap();
         // Only this run's session directory is bound into the private tmpfs; the other run's
