@@ -89,6 +89,7 @@ class _Channel:
 
     def __init__(self, fd):
         self.fd = fd
+        self.pending = []
         # Children of tests (subprocess with close_fds=False, multiprocessing) must not
         # inherit racefree's pipe: a leftover writer would keep the pipe open after the
         # unit ends.
@@ -98,8 +99,21 @@ class _Channel:
             pass
 
     def send(self, kind, **fields):
+        """Writes this message, after any queued ones, now."""
+        self.queue(kind, **fields)
+        self.flush()
+
+    def queue(self, kind, **fields):
+        """Holds this message until the next ``send`` or ``flush``: one write per test
+        instead of one per message, since every write wakes racefree."""
         fields["e"] = kind
-        data = (json.dumps(fields, ensure_ascii=False) + "\n").encode("utf-8", "replace")
+        self.pending.append(json.dumps(fields, ensure_ascii=False))
+
+    def flush(self):
+        if not self.pending:
+            return
+        data = ("\n".join(self.pending) + "\n").encode("utf-8", "replace")
+        self.pending = []
         view = memoryview(data)
         while view:
             try:
@@ -310,7 +324,11 @@ class _RacefreePlugin:
             fields["skip_reason"] = _skip_reason(report)
             if not subtest:
                 fields["longrepr"] = _text(getattr(report, "longreprtext", ""))
-        self.channel.send("report", **fields)
+        if report.failed:
+            # A failure is news now: if the process dies next, racefree still has it.
+            self.channel.send("report", **fields)
+        else:
+            self.channel.queue("report", **fields)
 
     def pytest_runtest_logfinish(self, nodeid, location):
         self.channel.send("finish", id=nodeid)
