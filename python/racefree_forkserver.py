@@ -239,6 +239,14 @@ def _warm_up(own_fd, base_sockets):
             continue
         try:
             _silenced(lambda: importlib.import_module(name))
+        except ModuleNotFoundError as error:
+            if error.name and (name == error.name or name.startswith(error.name + ".")):
+                # Not installed here (history learned it with another interpreter, or it
+                # was uninstalled): nothing was imported, nothing to fear. Units that do not
+                # import it any more let history forget it.
+                continue
+            reason = "preloading module %s failed: %s: %s" % (name, type(error).__name__, error)
+            return count, reason, name
         except BaseException as error:  # noqa: BLE001
             reason = "preloading module %s failed: %s: %s" % (name, type(error).__name__, error)
             return count, reason, name

@@ -166,3 +166,17 @@ fn a_unit_with_a_configuration_file_of_its_own_is_configured_afresh() {
     // Exit 0 with six passed: check_* collected, test_* not, and the unit said "fresh".
     assert_passed(&ran, "nested pytest.ini", 6);
 }
+
+#[test]
+fn a_preload_module_this_interpreter_lacks_is_skipped_not_fatal() {
+    // History learned with another interpreter (or the module was uninstalled since): the
+    // server imports nothing for it, so forking stays safe and stays on.
+    let dir = fixture();
+    let pyproject = dir.path().join("pyproject.toml");
+    let mut text = std::fs::read_to_string(&pyproject).unwrap();
+    text.push_str("\n[tool.racefree]\npreload = [\"no_such_module_here\", \"pkg.no_such_part\"]\n");
+    std::fs::write(&pyproject, text).unwrap();
+    let ran = racefree(dir.path(), true, false, &[]);
+    assert_all_passed(&ran, "missing preload modules");
+    assert!(!ran.stderr.contains("fork server off"), "{}", ran.stderr);
+}
