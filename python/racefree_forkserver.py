@@ -478,6 +478,9 @@ class _ForkPoint:
 
     @pytest.hookimpl(hookwrapper=True, tryfirst=True)
     def pytest_load_initial_conftests(self, early_config, parser, args):
+        plugin = sys.modules.get("racefree_pytest")
+        if plugin is not None and hasattr(plugin, "prime_preloadable"):
+            plugin.prime_preloadable(early_config)
         self.ready()
         request, fds = _serve(self.conn)
         self.in_child = True
