@@ -81,6 +81,8 @@ pub enum ExecMsg {
         stderr_tail: String,
         at: Instant,
     },
+    /// Several `Wire`/`BadLine` messages of one unit, in order, read at once.
+    Batch(Vec<ExecMsg>),
 }
 
 /// The dispatcher's hold on a running unit: enough to signal its process group safely.
@@ -493,24 +495,34 @@ fn io_loop(
     });
 }
 
+/// Sends the complete lines in `buf` as one message (what one read brought: one wake-up of
+/// the dispatcher, not one per line) and keeps the incomplete rest.
 fn forward_lines(unit: usize, buf: &mut Vec<u8>, tx: &Sender<ExecMsg>) {
-    while let Some(pos) = buf.iter().position(|&b| b == b'\n') {
-        let line: Vec<u8> = buf.drain(..=pos).collect();
-        let at = Instant::now();
-        let text = String::from_utf8_lossy(&line[..line.len() - 1]).into_owned();
-        if text.trim().is_empty() {
+    let at = Instant::now();
+    let mut batch = Vec::new();
+    let mut start = 0;
+    while let Some(len) = buf[start..].iter().position(|&b| b == b'\n') {
+        let line = String::from_utf8_lossy(&buf[start..start + len]);
+        start += len + 1;
+        if line.trim().is_empty() {
             continue;
         }
-        let msg = match Wire::parse(&text) {
+        batch.push(match Wire::parse(&line) {
             Ok(wire) => ExecMsg::Wire { unit, wire, at },
             Err(e) => ExecMsg::BadLine {
                 unit,
-                line: text,
+                line: line.into_owned(),
                 error: e.to_string(),
             },
-        };
-        if tx.send(msg).is_err() {
-            return;
-        }
+        });
+    }
+    buf.drain(..start);
+    let msg = match batch.len() {
+        0 => return,
+        1 => batch.pop(),
+        _ => Some(ExecMsg::Batch(batch)),
+    };
+    if let Some(msg) = msg {
+        let _ = tx.send(msg);
     }
 }

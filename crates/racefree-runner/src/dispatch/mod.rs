@@ -376,6 +376,13 @@ impl Dispatcher<'_> {
         st: &mut State,
     ) -> Option<(usize, usize)> {
         match msg {
+            ExecMsg::Batch(msgs) => {
+                let mut over = None;
+                for msg in msgs {
+                    over = over.or(self.handle(msg, running, st));
+                }
+                over
+            }
             ExecMsg::Wire { unit, wire, at } => {
                 let r = running.get_mut(&unit)?;
                 self.on_wire(r, wire, at, st);
