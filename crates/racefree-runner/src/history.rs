@@ -61,6 +61,7 @@ CREATE TABLE IF NOT EXISTS results (
 );
 CREATE INDEX IF NOT EXISTS results_run ON results(run);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS collect (file TEXT PRIMARY KEY, secs REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS imports (
     module TEXT PRIMARY KEY,
     last_seen INTEGER NOT NULL,
@@ -117,6 +118,9 @@ pub struct RunRecord {
     pub startups: Vec<f64>,
     /// Units were forked from warm servers: their overhead is learned apart from spawns'.
     pub forked: bool,
+    /// Per file run alone in a unit: seconds from the unit's start to its collection's end
+    /// (what each chunk of a split file pays again).
+    pub collect: HashMap<String, f64>,
 }
 
 #[derive(Debug, Serialize, PartialEq)]
@@ -224,6 +228,17 @@ impl History {
             && tests > 0
         {
             p.per_test = Some(secs / tests as f64);
+        }
+        let mut stmt = self
+            .conn
+            .prepare("SELECT file, secs FROM collect")
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, f64>(1)?)))
+            .map_err(|e| self.err(e))?;
+        for row in rows {
+            let (f, secs) = row.map_err(|e| self.err(e))?;
+            p.collect.insert(f, secs);
         }
         p.startup = self.meta("startup")?;
         p.fork_startup = self.meta("fork_startup")?;
@@ -405,6 +420,19 @@ impl History {
                 file.execute(params![name, secs, *tests as i64, ALPHA, CLAMP])
                     .map_err(err)?;
             }
+            let mut collect = tx
+                .prepare(
+                    "INSERT INTO collect (file, secs) VALUES (?1, ?2)
+                     ON CONFLICT(file) DO UPDATE SET
+                       secs = collect.secs * (1 - ?3)
+                              + MIN(MAX(excluded.secs, collect.secs / ?4), collect.secs * ?4) * ?3",
+                )
+                .map_err(err)?;
+            for (name, secs) in &run.collect {
+                collect
+                    .execute(params![name, secs, ALPHA, CLAMP])
+                    .map_err(err)?;
+            }
             let key = if run.forked {
                 "fork_startup"
             } else {
@@ -522,6 +550,7 @@ mod tests {
             files,
             startups: vec![0.5],
             forked: false,
+            collect: HashMap::from([("a.py".to_string(), 0.25)]),
         }
     }
 
@@ -571,6 +600,7 @@ mod tests {
         assert_eq!(p.files["a.py"], 4.0);
         assert_eq!(p.per_test, Some(2.0));
         assert_eq!(p.startup, Some(0.5));
+        assert_eq!(p.collect["a.py"], 0.25);
         assert_eq!(h.last_failed().unwrap(), vec!["a.py::y"]);
         h.record(&record(vec![
             result("a.py::x", Outcome::Passed, 2.0),
