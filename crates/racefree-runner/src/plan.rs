@@ -14,7 +14,7 @@ use std::collections::HashMap;
 use crate::config::UnitMode;
 
 mod split;
-pub use split::{Chunk, DEFAULT_COLLECT_PER_TEST_SECS, Part, SplitInput, matches};
+pub use split::{Chunk, DEFAULT_COLLECT_PER_TEST_SECS, Part, SplitInput};
 
 /// Per-test time assumed when history knows nothing at all: deliberately on the slow side
 /// of typical unit tests, so an unknown suite is split finely enough to balance.
@@ -141,18 +141,19 @@ fn expand(files: &[FileWork], params: PlanParams) -> Vec<Work> {
     let mut out = Vec::with_capacity(files.len());
     for f in files {
         let chunks = if params.split && !f.tests.is_empty() {
-            // Each chunk is a process that collects the whole file again.
+            // Each chunk is a process that starts and collects the whole file again.
             let overhead = f
                 .collect
-                .unwrap_or(params.startup + f.tests.len() as f64 * DEFAULT_COLLECT_PER_TEST_SECS);
+                .unwrap_or(f.tests.len() as f64 * DEFAULT_COLLECT_PER_TEST_SECS + params.startup)
+                .max(params.startup);
             split::split(SplitInput {
                 predicted: f.predicted,
                 tests: &f.tests,
-                overhead: overhead.max(params.startup),
+                overhead,
                 total,
                 workers: params.workers,
             })
-            .map(|chunks| (chunks, overhead.max(params.startup)))
+            .map(|chunks| (chunks, overhead))
         } else {
             None
         };

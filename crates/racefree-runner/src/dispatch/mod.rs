@@ -334,7 +334,6 @@ impl Dispatcher<'_> {
             token: token.clone(),
         };
         let handle = executor::spawn(self.ctx, self.session, &spec, tx.clone())?;
-        let whole_estimate = || job.files.iter().map(|&i| self.files[i].estimate).sum();
         self.bus.emit(Event::UnitStarted {
             unit: job.id,
             slot,
@@ -352,14 +351,8 @@ impl Dispatcher<'_> {
             }),
             estimated_tests: match (&job.selection, &job.chunk) {
                 (Some(sel), _) => sel.values().map(|v| v.len() as u64).sum(),
-                (None, Some(chunk)) => match &chunk.part {
-                    Part::Select(ids) => ids.len() as u64,
-                    Part::Exclude(ids) => {
-                        let whole: u64 = whole_estimate();
-                        whole.saturating_sub(ids.len() as u64).max(1)
-                    }
-                },
-                (None, None) => whole_estimate(),
+                (None, Some(chunk)) => chunk.known_tests as u64,
+                (None, None) => job.files.iter().map(|&i| self.files[i].estimate).sum(),
             },
             predicted_secs: job.predicted,
         });

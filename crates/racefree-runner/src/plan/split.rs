@@ -35,6 +35,8 @@ pub struct Chunk {
     pub index: usize,
     pub of: usize,
     pub part: Part,
+    /// How many of the file's known tests it runs (the exclusion list says nothing of that).
+    pub known_tests: usize,
 }
 
 /// What the decision needs to know about one file and the run.
@@ -115,6 +117,7 @@ fn chunks(ids: &[(&str, f64)], k: usize, predicted: f64) -> Vec<PlannedChunk> {
             chunk: Chunk {
                 index: i + 1,
                 of: k,
+                known_tests: ids.len(),
                 part: if last {
                     Part::Exclude(excluded.clone())
                 } else {
@@ -153,8 +156,10 @@ fn prefix_free(tests: &[(String, f64)]) -> Vec<(&str, f64)> {
     kept
 }
 
-/// Whether pytest's node-id selection `wanted` takes the item `nodeid` (the plugin's rule).
-pub fn matches(nodeid: &str, wanted: &str) -> bool {
+/// Whether pytest's node-id selection `wanted` takes the item `nodeid` (the plugin's rule,
+/// python/racefree_pytest `_matches`), to check chunks against.
+#[cfg(test)]
+fn matches(nodeid: &str, wanted: &str) -> bool {
     nodeid
         .strip_prefix(wanted)
         .is_some_and(|rest| rest.is_empty() || rest.starts_with("::") || rest.starts_with('['))
@@ -275,6 +280,8 @@ mod tests {
             let mut dedup = selected.clone();
             dedup.dedup();
             prop_assert_eq!(dedup.len(), selected.len());
+            let counted: usize = chunks.iter().map(|c| c.chunk.known_tests).sum();
+            prop_assert_eq!(counted, t.len());
             for (id, _) in &t {
                 let n = chunks.iter().filter(|c| match &c.chunk.part {
                     Part::Select(ids) => ids.iter().any(|w| matches(id, w)),
