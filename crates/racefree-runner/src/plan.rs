@@ -9,7 +9,7 @@
 //! Splitting: a file that alone would outlast the balanced finish is divided into chunks,
 //! each a unit of its own (`split`).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use crate::config::UnitMode;
 
@@ -46,13 +46,20 @@ pub struct Predictions {
     /// Seconds from a single-file unit's start to its collection's end, per file: what each
     /// extra process of a split file costs.
     pub collect: HashMap<String, f64>,
+    /// Ids history still holds that their files no longer have (see `History::predictions`).
+    pub stale: HashSet<String>,
 }
 
 impl Predictions {
-    /// The node ids history knows in each file, with their predicted seconds, sorted.
+    /// The node ids history knows in each file (stale ones aside), with their predicted
+    /// seconds, sorted.
     pub fn tests_by_file(&self) -> HashMap<&str, Vec<(String, f64)>> {
         let mut out: HashMap<&str, Vec<(String, f64)>> = HashMap::new();
-        for (id, secs) in &self.tests {
+        for (id, secs) in self
+            .tests
+            .iter()
+            .filter(|(id, _)| !self.stale.contains(*id))
+        {
             let file = id.split("::").next().unwrap_or(id);
             out.entry(file).or_default().push((id.clone(), *secs));
         }
