@@ -390,7 +390,15 @@ pub fn run(req: RunRequest) -> Result<u8> {
         workers,
         files: files.len(),
         units: units.len(),
-        estimated_tests: files.iter().map(|f| f.estimate).sum(),
+        // A chunk of a split file counts the tests history knows in it; the progress bar
+        // swaps each unit's estimate for what it collects, so the two must agree.
+        estimated_tests: units
+            .iter()
+            .map(|u| match &u.chunk {
+                Some(c) => c.known_tests as u64,
+                None => u.files.iter().map(|&i| files[i].estimate).sum(),
+            })
+            .sum(),
         predicted_secs: predicted_total,
     });
     let mut dispatcher = Dispatcher {

@@ -696,4 +696,40 @@ fn a_long_file_is_split_over_the_slots() {
     let ev = events(&d.join("ids.ndjson"));
     assert_eq!(units_of(&ev, big).len(), 1);
     assert_eq!(finished(&ev).len(), 40);
+
+    // A split file that no longer imports: every chunk collects it, the error is reported once.
+    let good = std::fs::read_to_string(d.join(big)).unwrap();
+    std::fs::write(
+        d.join(big),
+        format!("{good}\nimport no_such_module_anywhere\n"),
+    )
+    .unwrap();
+    let rf = run(racefree(d).args(["-n", "2", "--events", "broken.ndjson"]));
+    assert_eq!(rf.code, 2, "{}{}", rf.stdout, rf.stderr);
+    let ev = events(&d.join("broken.ndjson"));
+    assert!(units_of(&ev, big).len() >= 2);
+    let errors: Vec<&serde_json::Value> = ev
+        .iter()
+        .filter(|e| e["event"] == "collect_error")
+        .collect();
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert_eq!(ev.last().unwrap()["collect_errors"], 1);
+    // One ERRORS section and one summary line, as pytest shows for one broken file.
+    let sections = rf
+        .stdout
+        .matches(" ERROR collecting tests/test_big.py _")
+        .count();
+    let lines = rf
+        .stdout
+        .lines()
+        .filter(|l| *l == "ERROR tests/test_big.py")
+        .count();
+    assert_eq!((sections, lines), (1, 1), "{}", rf.stdout);
+    // The progress total counts what the chunks collected, once.
+    assert!(
+        rf.stdout.contains("[4/4 units, 3/3 tests]"),
+        "{}",
+        rf.stdout
+    );
+    std::fs::write(d.join(big), good).unwrap();
 }
