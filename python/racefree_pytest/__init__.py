@@ -38,6 +38,12 @@ The unit's description comes from the JSON file named by ``RACEFREE_UNIT_FILE``:
            Items of files listed there run only if their id equals a listed id or extends it
            with ``::`` or ``[``; files not listed run whole. Ids travel in JSON, so any
            character works.
+  exclude  the same shape and matching rule, the other way round: items of a listed file
+           that match a listed id do not run. racefree splits a file too long for one
+           process into chunks: all but the last select ids, the last excludes them, so a
+           test new since racefree's history still runs, exactly once.
+           Both apply before any other plugin deselects (``-k``, ``-m``), and what they drop
+           is dropped silently, not counted as deselected: it is another process's to run.
   walked   ``{"/abs/tests/test_x.py": "/abs/tests"}``: files racefree found by walking a
            directory (the value), as opposed to files named on the command line. pytest
            would apply ``collect_ignore`` and ``pytest_ignore_collect`` to them, but racefree
@@ -158,12 +164,20 @@ def _skip_reason(report):
 
 
 def _matches(nodeid, wanted):
-    for prefix in wanted:
-        if nodeid.startswith(prefix):
-            rest = nodeid[len(prefix):]
-            if rest == "" or rest.startswith("::") or rest.startswith("["):
-                return True
-    return False
+    """True if ``nodeid`` is in the set ``wanted`` or extends one of its ids with ``::`` or
+    ``[`` (as pytest's node-id arguments select). Looks up each such prefix of the id rather
+    than scanning the list: a chunk of a split file may list tens of thousands of ids."""
+    if nodeid in wanted:
+        return True
+    start = 0
+    while True:
+        cuts = [i for i in (nodeid.find("::", start), nodeid.find("[", start)) if i > 0]
+        if not cuts:
+            return False
+        cut = min(cuts)
+        if nodeid[:cut] in wanted:
+            return True
+        start = cut + 1
 
 
 def _fixtures_module():
@@ -198,7 +212,8 @@ class _RacefreePlugin:
     def __init__(self, config, channel, unit):
         self.config = config
         self.channel = channel
-        self.selection = unit.get("select") or {}
+        self.selection = {f: frozenset(ids) for f, ids in (unit.get("select") or {}).items()}
+        self.exclusion = {f: frozenset(ids) for f, ids in (unit.get("exclude") or {}).items()}
         self.walked = unit.get("walked") or {}
         self.deselected = 0
         self.warnings = 0
@@ -248,18 +263,24 @@ class _RacefreePlugin:
             # collector as a usage error. Collectors are lazy, so the module is never imported.
             outcome.force_result([_IgnoredFile.from_parent(parent, path=file_path)])
 
-    @pytest.hookimpl(trylast=True)
+    @pytest.hookimpl(tryfirst=True)
     def pytest_collection_modifyitems(self, session, config, items):
-        if not self.selection:
+        # First, so that -k/-m (and other plugins) deselect, and count, only this process's
+        # share of the file: the other chunks count theirs.
+        if not self.selection and not self.exclusion:
             return
         kept = []
         for item in items:
             path = item.nodeid.split("::", 1)[0]
             wanted = self.selection.get(path)
-            if wanted is None or _matches(item.nodeid, wanted):
-                kept.append(item)
+            if wanted is not None and not _matches(item.nodeid, wanted):
+                continue
+            unwanted = self.exclusion.get(path)
+            if unwanted is not None and _matches(item.nodeid, unwanted):
+                continue
+            kept.append(item)
         # Dropped silently on purpose: these are not deselected by the user, they were
-        # already run by an earlier process of the same unit.
+        # already run by an earlier process of the same unit, or are another chunk's.
         items[:] = kept
 
     def pytest_deselected(self, items):

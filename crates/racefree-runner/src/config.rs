@@ -538,6 +538,8 @@ pub struct RacefreeConfig {
     pub fork: Option<bool>,
     /// Modules the fork servers import ahead of time, besides those learned from history.
     pub preload: Option<Vec<String>>,
+    /// Split a file that would outlast the rest of the run into chunks (default: on).
+    pub split: Option<bool>,
     /// `[tool.racefree.audit]` belongs to `racefree audit`, which validates it; the runner
     /// only has to let it through (it once made every `racefree run` a usage error).
     #[serde(default, rename = "audit")]
@@ -712,6 +714,19 @@ mod tests {
         );
         write(t.path(), "pyproject.toml", "[tool.racefree]\nworkers = 0\n");
         assert!(load_racefree_config(t.path()).is_err());
+        write(
+            t.path(),
+            "pyproject.toml",
+            "[tool.racefree]\nsplit = false\n",
+        );
+        assert_eq!(load_racefree_config(t.path()).unwrap().1.split, Some(false));
+        write(
+            t.path(),
+            "pyproject.toml",
+            "[tool.racefree]\nsplit = \"no\"\n",
+        );
+        let err = load_racefree_config(t.path()).unwrap_err().to_string();
+        assert!(err.contains("split") && err.contains("boolean"), "{err}");
     }
 
     #[test]

@@ -335,6 +335,19 @@ impl Totals {
     }
 }
 
+/// The part of a split file a unit runs: chunk `index` (1-based) of `of`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct ChunkOf {
+    pub index: usize,
+    pub of: usize,
+}
+
+impl std::fmt::Display for ChunkOf {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "[{}/{}]", self.index, self.of)
+    }
+}
+
 /// Everything that happens in a run, in order. Serialized as one NDJSON line each
 /// (`{"v":1,"event":"...",...}`), documented in docs/events.md.
 #[derive(Debug, Clone, Serialize)]
@@ -360,6 +373,8 @@ pub enum Event {
         /// test again) or `infra_retry`.
         reason: &'static str,
         files: Vec<String>,
+        /// Which part of a split file this unit runs (`{"index": 1, "of": 2}`), or null.
+        chunk: Option<ChunkOf>,
         estimated_tests: u64,
         predicted_secs: f64,
     },

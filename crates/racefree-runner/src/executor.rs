@@ -55,6 +55,8 @@ pub struct UnitSpec {
     pub files: Vec<PathBuf>,
     /// rootdir-relative file -> node ids to run; files not listed run whole.
     pub selection: BTreeMap<String, Vec<String>>,
+    /// rootdir-relative file -> node ids not to run (the exclusion chunk of a split file).
+    pub exclude: BTreeMap<String, Vec<String>>,
     /// Files found by walking a directory -> that directory (for pytest's collect_ignore).
     pub walked: BTreeMap<PathBuf, PathBuf>,
     /// Random, in the unit's environment, so processes it leaves behind can be found.
@@ -166,7 +168,11 @@ fn unit_invocation(ctx: &ExecContext, session: &Session, spec: &UnitSpec) -> Res
     args.extend(after);
     let mut env = slot_env(ctx, session, spec.slot)?;
     let unit_file = session.unit_file(spec.unit, spec.attempt);
-    let description = serde_json::json!({ "select": spec.selection, "walked": spec.walked });
+    let description = serde_json::json!({
+        "select": spec.selection,
+        "exclude": spec.exclude,
+        "walked": spec.walked,
+    });
     let json = serde_json::to_vec(&description)
         .map_err(|e| Error::io("encoding a unit description", io::Error::other(e)))?;
     std::fs::write(&unit_file, json)

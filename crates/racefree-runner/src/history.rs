@@ -61,6 +61,7 @@ CREATE TABLE IF NOT EXISTS results (
 );
 CREATE INDEX IF NOT EXISTS results_run ON results(run);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS collect (file TEXT PRIMARY KEY, secs REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS imports (
     module TEXT PRIMARY KEY,
     last_seen INTEGER NOT NULL,
@@ -117,6 +118,9 @@ pub struct RunRecord {
     pub startups: Vec<f64>,
     /// Units were forked from warm servers: their overhead is learned apart from spawns'.
     pub forked: bool,
+    /// Per file run alone in a unit: seconds from the unit's start to its collection's end
+    /// (what each chunk of a split file pays again).
+    pub collect: HashMap<String, f64>,
 }
 
 #[derive(Debug, Serialize, PartialEq)]
@@ -224,6 +228,37 @@ impl History {
             && tests > 0
         {
             p.per_test = Some(secs / tests as f64);
+        }
+        // Ids a file no longer has (deleted or renamed tests) stay in `tests`: those measured
+        // before the file's N most recent ones, N being its last whole run's count. Splitting
+        // leaves them out of its lists (balance only: a chunk list naming a gone test is
+        // harmless, and a current test wrongly left out runs in the exclusion chunk).
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT t.nodeid FROM (
+                   SELECT nodeid, file,
+                          ROW_NUMBER() OVER (PARTITION BY file ORDER BY last_run DESC, nodeid) AS rn
+                   FROM tests
+                 ) t JOIN files f ON f.file = t.file WHERE t.rn > f.tests",
+            )
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map([], |r| r.get::<_, String>(0))
+            .map_err(|e| self.err(e))?;
+        for row in rows {
+            p.stale.insert(row.map_err(|e| self.err(e))?);
+        }
+        let mut stmt = self
+            .conn
+            .prepare("SELECT file, secs FROM collect")
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, f64>(1)?)))
+            .map_err(|e| self.err(e))?;
+        for row in rows {
+            let (f, secs) = row.map_err(|e| self.err(e))?;
+            p.collect.insert(f, secs);
         }
         p.startup = self.meta("startup")?;
         p.fork_startup = self.meta("fork_startup")?;
@@ -405,6 +440,19 @@ impl History {
                 file.execute(params![name, secs, *tests as i64, ALPHA, CLAMP])
                     .map_err(err)?;
             }
+            let mut collect = tx
+                .prepare(
+                    "INSERT INTO collect (file, secs) VALUES (?1, ?2)
+                     ON CONFLICT(file) DO UPDATE SET
+                       secs = collect.secs * (1 - ?3)
+                              + MIN(MAX(excluded.secs, collect.secs / ?4), collect.secs * ?4) * ?3",
+                )
+                .map_err(err)?;
+            for (name, secs) in &run.collect {
+                collect
+                    .execute(params![name, secs, ALPHA, CLAMP])
+                    .map_err(err)?;
+            }
             let key = if run.forked {
                 "fork_startup"
             } else {
@@ -481,6 +529,7 @@ impl History {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::HashSet;
 
     fn result(nodeid: &str, outcome: Outcome, duration: f64) -> TestResult {
         TestResult {
@@ -522,6 +571,7 @@ mod tests {
             files,
             startups: vec![0.5],
             forked: false,
+            collect: HashMap::from([("a.py".to_string(), 0.25)]),
         }
     }
 
@@ -571,6 +621,8 @@ mod tests {
         assert_eq!(p.files["a.py"], 4.0);
         assert_eq!(p.per_test, Some(2.0));
         assert_eq!(p.startup, Some(0.5));
+        assert_eq!(p.collect["a.py"], 0.25);
+        assert!(p.stale.is_empty());
         assert_eq!(h.last_failed().unwrap(), vec!["a.py::y"]);
         h.record(&record(vec![
             result("a.py::x", Outcome::Passed, 2.0),
@@ -595,6 +647,28 @@ mod tests {
         let flaky = h.flaky(10).unwrap();
         let z = flaky.iter().find(|s| s.nodeid == "a.py::z").unwrap();
         assert_eq!((z.flaky, z.flips), (1, 0));
+    }
+
+    #[test]
+    fn tests_gone_from_a_file_are_stale() {
+        let t = tempfile::tempdir().unwrap();
+        let mut h = History::open(t.path()).unwrap();
+        h.record(&record(vec![
+            result("a.py::old", Outcome::Passed, 1.0),
+            result("a.py::x", Outcome::Passed, 1.0),
+        ]))
+        .unwrap();
+        // `old` was renamed: the file's next whole run has two tests, neither of them `old`.
+        h.record(&record(vec![
+            result("a.py::x", Outcome::Passed, 1.0),
+            result("a.py::new", Outcome::Passed, 1.0),
+        ]))
+        .unwrap();
+        let p = h.predictions().unwrap();
+        assert_eq!(p.stale, HashSet::from(["a.py::old".to_string()]));
+        let by_file = p.tests_by_file();
+        let ids: Vec<&str> = by_file["a.py"].iter().map(|(id, _)| id.as_str()).collect();
+        assert_eq!(ids, ["a.py::new", "a.py::x"]);
     }
 
     #[test]

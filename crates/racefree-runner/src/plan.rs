@@ -6,10 +6,15 @@
 //! that each unit pays one interpreter start-up. The target shrinks as the remaining work
 //! shrinks, so units come out large first and small at the end, and the dispatcher (which
 //! always hands a free slot the longest remaining unit) can even out the finish.
+//! Splitting: a file that alone would outlast the balanced finish is divided into chunks,
+//! each a unit of its own (`split`).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use crate::config::UnitMode;
+
+mod split;
+pub use split::{Chunk, DEFAULT_COLLECT_PER_TEST_SECS, Part, SplitInput};
 
 /// Per-test time assumed when history knows nothing at all: deliberately on the slow side
 /// of typical unit tests, so an unknown suite is split finely enough to balance.
@@ -38,9 +43,32 @@ pub struct Predictions {
     pub measured_startup: Option<f64>,
     /// Learned per-unit overhead of units forked from a warm server, if known.
     pub fork_startup: Option<f64>,
+    /// Seconds from a single-file unit's start to its collection's end, per file: what each
+    /// extra process of a split file costs.
+    pub collect: HashMap<String, f64>,
+    /// Ids history still holds that their files no longer have (see `History::predictions`).
+    pub stale: HashSet<String>,
 }
 
 impl Predictions {
+    /// The node ids history knows in each file (stale ones aside), with their predicted
+    /// seconds, sorted.
+    pub fn tests_by_file(&self) -> HashMap<&str, Vec<(String, f64)>> {
+        let mut out: HashMap<&str, Vec<(String, f64)>> = HashMap::new();
+        for (id, secs) in self
+            .tests
+            .iter()
+            .filter(|(id, _)| !self.stale.contains(*id))
+        {
+            let file = id.split("::").next().unwrap_or(id);
+            out.entry(file).or_default().push((id.clone(), *secs));
+        }
+        for ids in out.values_mut() {
+            ids.sort_by(|a, b| a.0.cmp(&b.0));
+        }
+        out
+    }
+
     pub fn per_test(&self) -> f64 {
         self.per_test.unwrap_or(DEFAULT_PER_TEST_SECS)
     }
@@ -70,13 +98,18 @@ impl Predictions {
 }
 
 /// One file with its predicted duration, as input to packing.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct FileWork {
     /// Index into the discovery's file list.
     pub index: usize,
     pub predicted: f64,
     /// Runs before everything else (`--ff`: files with failures last time).
     pub first: bool,
+    /// Node ids history knows in the file, with their seconds: empty when the file must not
+    /// be split (no history, or the user selected node ids in it).
+    pub tests: Vec<(String, f64)>,
+    /// Learned seconds from a unit's start to the end of this file's collection.
+    pub collect: Option<f64>,
 }
 
 /// One planned pytest process.
@@ -87,6 +120,8 @@ pub struct UnitPlan {
     /// Predicted seconds, start-up included.
     pub predicted: f64,
     pub first: bool,
+    /// Part of a split file (then `files` holds that one file).
+    pub chunk: Option<Chunk>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -94,11 +129,64 @@ pub struct PlanParams {
     pub workers: usize,
     pub startup: f64,
     pub mode: UnitMode,
+    /// Whether files may be split into chunks (`--no-split`, `split = false`).
+    pub split: bool,
+}
+
+/// A file, or a chunk of one, to pack.
+#[derive(Debug, Clone)]
+struct Work {
+    index: usize,
+    predicted: f64,
+    first: bool,
+    chunk: Option<Chunk>,
+}
+
+/// Splits the files that would outlast the balanced finish (see `split`).
+fn expand(files: &[FileWork], params: PlanParams) -> Vec<Work> {
+    let total: f64 = files.iter().map(|f| f.predicted.max(0.0)).sum();
+    let mut out = Vec::with_capacity(files.len());
+    for f in files {
+        let chunks = if params.split && !f.tests.is_empty() {
+            // Each chunk is a process that starts and collects the whole file again.
+            let overhead = f
+                .collect
+                .unwrap_or(f.tests.len() as f64 * DEFAULT_COLLECT_PER_TEST_SECS + params.startup)
+                .max(params.startup);
+            split::split(SplitInput {
+                predicted: f.predicted,
+                tests: &f.tests,
+                overhead,
+                total,
+                workers: params.workers,
+            })
+            .map(|chunks| (chunks, overhead))
+        } else {
+            None
+        };
+        match chunks {
+            Some((chunks, overhead)) => out.extend(chunks.into_iter().map(|c| Work {
+                index: f.index,
+                // Packing adds one start-up per unit; the rest of the overhead is collection.
+                predicted: c.predicted + (overhead - params.startup),
+                first: f.first,
+                chunk: Some(c.chunk),
+            })),
+            None => out.push(Work {
+                index: f.index,
+                predicted: f.predicted,
+                first: f.first,
+                chunk: None,
+            }),
+        }
+    }
+    out
 }
 
 /// Packs files into units, returned in dispatch order (first-flagged, then longest first).
 pub fn plan(files: &[FileWork], params: PlanParams) -> Vec<UnitPlan> {
-    let mut sorted: Vec<&FileWork> = files.iter().collect();
+    let work = expand(files, params);
+    let mut sorted: Vec<&Work> = work.iter().collect();
     // Longest first; ties broken by index so plans are deterministic.
     sorted.sort_by(|a, b| {
         b.predicted
@@ -107,7 +195,7 @@ pub fn plan(files: &[FileWork], params: PlanParams) -> Vec<UnitPlan> {
     });
     let mut units = Vec::new();
     for group in [true, false] {
-        let group_files: Vec<&FileWork> = sorted
+        let group_files: Vec<&Work> = sorted
             .iter()
             .copied()
             .filter(|f| f.first == group)
@@ -120,7 +208,7 @@ pub fn plan(files: &[FileWork], params: PlanParams) -> Vec<UnitPlan> {
     units
 }
 
-fn pack(sorted: &[&FileWork], params: PlanParams, first: bool, units: &mut Vec<UnitPlan>) {
+fn pack(sorted: &[&Work], params: PlanParams, first: bool, units: &mut Vec<UnitPlan>) {
     let workers = params.workers.max(1) as f64;
     let mut remaining: f64 = sorted.iter().map(|f| f.predicted).sum();
     let share = remaining / workers;
@@ -137,11 +225,16 @@ fn pack(sorted: &[&FileWork], params: PlanParams, first: bool, units: &mut Vec<U
             files: vec![sorted[i].index],
             predicted: sorted[i].predicted,
             first,
+            chunk: sorted[i].chunk.clone(),
         };
         remaining -= sorted[i].predicted;
         i += 1;
-        if params.mode == UnitMode::Pack {
-            while i < sorted.len() && unit.predicted + sorted[i].predicted <= target {
+        // A chunk is a unit of its own: its selection is per file, and it is big anyway.
+        if params.mode == UnitMode::Pack && unit.chunk.is_none() {
+            while i < sorted.len()
+                && sorted[i].chunk.is_none()
+                && unit.predicted + sorted[i].predicted <= target
+            {
                 unit.files.push(sorted[i].index);
                 unit.predicted += sorted[i].predicted;
                 remaining -= sorted[i].predicted;
@@ -172,7 +265,7 @@ mod tests {
             .map(|(i, &d)| FileWork {
                 index: i,
                 predicted: d,
-                first: false,
+                ..FileWork::default()
             })
             .collect()
     }
@@ -187,6 +280,7 @@ mod tests {
                 workers: 2,
                 startup: 0.3,
                 mode: UnitMode::Pack,
+                split: true,
             },
         );
         assert_eq!(units[0].files, vec![0]);
@@ -203,6 +297,7 @@ mod tests {
                 workers: 2,
                 startup: 0.3,
                 mode: UnitMode::File,
+                split: true,
             },
         );
         assert_eq!(units.len(), 3);
@@ -218,9 +313,53 @@ mod tests {
                 workers: 2,
                 startup: 0.1,
                 mode: UnitMode::File,
+                split: true,
             },
         );
         assert_eq!(units[0].files, vec![1]);
+    }
+
+    fn giant_and_small(ids: usize) -> Vec<FileWork> {
+        let mut w = works(&[73.0, 10.0, 8.0, 5.0]);
+        w[0].tests = (0..ids)
+            .map(|i| (format!("t/test_version.py::test_v[{i}]"), 73.0 / ids as f64))
+            .collect();
+        w[0].collect = Some(2.0);
+        w
+    }
+
+    #[test]
+    fn a_giant_file_becomes_chunks_unless_splitting_is_off() {
+        for mode in [UnitMode::File, UnitMode::Pack] {
+            let params = PlanParams {
+                workers: 2,
+                startup: 0.1,
+                mode,
+                split: true,
+            };
+            let units = plan(&giant_and_small(1000), params);
+            let chunks: Vec<&UnitPlan> = units.iter().filter(|u| u.chunk.is_some()).collect();
+            assert_eq!(chunks.len(), 2, "{mode:?}");
+            for c in &chunks {
+                assert_eq!(c.files, vec![0]);
+                // Each chunk pays the file's collection again.
+                assert!(c.predicted > 73.0 / 2.0 + 1.9, "{}", c.predicted);
+            }
+            // The two chunks start first, on both slots.
+            assert!(units[0].chunk.is_some() && units[1].chunk.is_some());
+            let off = plan(
+                &giant_and_small(1000),
+                PlanParams {
+                    split: false,
+                    ..params
+                },
+            );
+            assert!(off.iter().all(|u| u.chunk.is_none()));
+            assert_eq!(off[0].files, vec![0]);
+            // Without ids from history nothing is split.
+            let unknown = plan(&giant_and_small(0), params);
+            assert!(unknown.iter().all(|u| u.chunk.is_none()));
+        }
     }
 
     #[test]
@@ -244,7 +383,7 @@ mod tests {
             file_mode in any::<bool>(),
         ) {
             let mode = if file_mode { UnitMode::File } else { UnitMode::Pack };
-            let units = plan(&works(&durations), PlanParams { workers, startup, mode });
+            let units = plan(&works(&durations), PlanParams { workers, startup, mode, split: true });
             let mut seen: Vec<usize> = units.iter().flat_map(|u| u.files.clone()).collect();
             seen.sort();
             prop_assert_eq!(seen, (0..durations.len()).collect::<Vec<_>>());
@@ -263,12 +402,48 @@ mod tests {
         }
 
         #[test]
+        fn every_file_runs_whole_or_in_all_its_chunks(
+            sizes in proptest::collection::vec((0.0f64..0.5, 0usize..60), 1..20),
+            workers in 1usize..8,
+            file_mode in any::<bool>(),
+            split in any::<bool>(),
+        ) {
+            let mode = if file_mode { UnitMode::File } else { UnitMode::Pack };
+            let files: Vec<FileWork> = sizes.iter().enumerate().map(|(i, &(d, n))| FileWork {
+                index: i,
+                predicted: d * n as f64,
+                tests: (0..n).map(|t| (format!("f{i}.py::t[{t}]"), d)).collect(),
+                ..FileWork::default()
+            }).collect();
+            let units = plan(&files, PlanParams { workers, startup: 0.05, mode, split });
+            for f in &files {
+                let mine: Vec<&UnitPlan> = units.iter().filter(|u| u.files.contains(&f.index)).collect();
+                prop_assert!(!mine.is_empty());
+                if mine.len() == 1 {
+                    prop_assert!(mine[0].chunk.is_none());
+                    continue;
+                }
+                prop_assert!(split);
+                let k = mine.len();
+                prop_assert!(k <= workers);
+                let mut seen: Vec<usize> = mine.iter().map(|u| {
+                    let c = u.chunk.as_ref().unwrap();
+                    assert_eq!(c.of, k);
+                    assert_eq!(u.files, vec![f.index]);
+                    c.index
+                }).collect();
+                seen.sort();
+                prop_assert_eq!(seen, (1..=k).collect::<Vec<_>>());
+            }
+        }
+
+        #[test]
         fn no_unit_longer_than_needed(
             durations in proptest::collection::vec(0.001f64..1.0, 1..300),
             workers in 1usize..8,
         ) {
             let startup = 0.3;
-            let units = plan(&works(&durations), PlanParams { workers, startup, mode: UnitMode::Pack });
+            let units = plan(&works(&durations), PlanParams { workers, startup, mode: UnitMode::Pack, split: true });
             let total: f64 = durations.iter().sum();
             let bound = (total / (2.0 * workers as f64)).max(STARTUPS_PER_UNIT * startup).min(total / workers as f64).max(0.0) + startup;
             for u in units.iter().filter(|u| u.files.len() > 1) {

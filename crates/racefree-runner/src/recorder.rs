@@ -2,6 +2,7 @@
 //! to the history database in one transaction when the run is over.
 
 use std::collections::HashMap;
+use std::time::Instant;
 
 use crate::dispatch::Reporter;
 use crate::error::Result;
@@ -16,6 +17,9 @@ pub struct HistoryRecorder {
     /// Per running unit: the sum of its tests' durations so far.
     unit_tests: HashMap<usize, f64>,
     broken_files: Vec<String>,
+    /// Units of one file, from their start: when their collection ends, that is the file's
+    /// collection time (start-up included).
+    single_file: HashMap<usize, (String, Instant)>,
 }
 
 impl HistoryRecorder {
@@ -35,6 +39,7 @@ impl HistoryRecorder {
             whole_files,
             unit_tests: HashMap::new(),
             broken_files: Vec::new(),
+            single_file: HashMap::new(),
         }
     }
 
@@ -48,8 +53,27 @@ impl HistoryRecorder {
 impl Reporter for HistoryRecorder {
     fn on_event(&mut self, event: &Event) {
         match event {
-            Event::UnitStarted { unit, .. } => {
+            Event::UnitStarted {
+                unit,
+                files,
+                reason,
+                ..
+            } => {
                 self.unit_tests.insert(*unit, 0.0);
+                // Resumptions and retries collect the whole file too, but start in a hurry
+                // after a crash: only planned units measure a file's collection.
+                if let ([file], "planned") = (files.as_slice(), *reason) {
+                    self.single_file
+                        .insert(*unit, (file.clone(), Instant::now()));
+                }
+            }
+            Event::UnitCollected { unit, .. } => {
+                if let Some((file, at)) = self.single_file.remove(unit) {
+                    let secs = at.elapsed().as_secs_f64();
+                    // Chunks of one file measure the same thing: keep the largest.
+                    let entry = self.record.collect.entry(file).or_insert(secs);
+                    *entry = entry.max(secs);
+                }
             }
             Event::UnitFinished {
                 unit,
@@ -63,6 +87,7 @@ impl Reporter for HistoryRecorder {
                 // imports and collection, and the exit (some suites' plugins take seconds
                 // to shut down). The planner packs files so this is paid rarely.
                 let tests = self.unit_tests.remove(unit).unwrap_or(0.0);
+                self.single_file.remove(unit);
                 // A process that exited 3 or 4 before any test (retried as an infrastructure
                 // failure) says nothing about the suite's start-up.
                 let infra = matches!(exit.code, Some(3) | Some(4));

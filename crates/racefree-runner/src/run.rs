@@ -58,6 +58,8 @@ pub struct RunRequest {
     pub list_files: bool,
     /// Spawn a fresh interpreter per unit instead of forking it from a warm server.
     pub no_fork: bool,
+    /// Never split a file over several units (`--no-split`).
+    pub no_split: bool,
     /// CI sharding and committed durations (`--shard`, `--durations-file`): see `sharding`.
     pub sharding: crate::sharding::ShardOptions,
     /// `--timeout SECS` (per test).
@@ -239,6 +241,12 @@ pub fn run(req: RunRequest) -> Result<u8> {
         python_info = Some(info);
         pytest_check = None;
     }
+    let split = !req.no_split && rf.split.unwrap_or(true);
+    let mut known_tests = if split {
+        predictions.tests_by_file()
+    } else {
+        Default::default()
+    };
     let work: Vec<FileWork> = files
         .iter()
         .enumerate()
@@ -246,6 +254,12 @@ pub fn run(req: RunRequest) -> Result<u8> {
             index,
             predicted: predictions.file(&f.rel, f.estimate, f.selection.as_deref()),
             first: req.failed_first && failed_files.contains(&f.rel),
+            // A file the user selected node ids in (or --lf did) keeps that selection whole.
+            tests: match f.selection {
+                None => known_tests.remove(f.rel.as_str()).unwrap_or_default(),
+                Some(_) => Vec::new(),
+            },
+            collect: predictions.collect.get(&f.rel).copied(),
         })
         .collect();
     let units = plan::plan(
@@ -254,6 +268,7 @@ pub fn run(req: RunRequest) -> Result<u8> {
             workers,
             startup: predictions.startup(),
             mode: unit_mode,
+            split,
         },
     );
     let predicted_total: f64 = units.iter().map(|u| u.predicted).sum();
@@ -380,7 +395,15 @@ pub fn run(req: RunRequest) -> Result<u8> {
         workers,
         files: files.len(),
         units: units.len(),
-        estimated_tests: files.iter().map(|f| f.estimate).sum(),
+        // A chunk of a split file counts the tests history knows in it; the progress bar
+        // swaps each unit's estimate for what it collects, so the two must agree.
+        estimated_tests: units
+            .iter()
+            .map(|u| match &u.chunk {
+                Some(c) => c.known_tests as u64,
+                None => u.files.iter().map(|&i| files[i].estimate).sum(),
+            })
+            .sum(),
         predicted_secs: predicted_total,
     });
     let mut dispatcher = Dispatcher {

@@ -502,3 +502,234 @@ fn xdist_in_addopts_does_not_start_workers_inside_units() {
     let plain = run(&mut pytest(dir.path()));
     assert_eq!(plain.code, 1, "{}\n{}", plain.stdout, plain.stderr);
 }
+
+/// The `unit_started` events of units that ran (part of) `file` alone.
+fn units_of<'a>(events: &'a [serde_json::Value], file: &str) -> Vec<&'a serde_json::Value> {
+    events
+        .iter()
+        .filter(|e| e["event"] == "unit_started" && e["files"] == serde_json::json!([file]))
+        .collect()
+}
+
+/// What each test of the `split` fixture ends with; `extra` are tests added since.
+fn split_expected(extra: &[&str]) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = (0..40)
+        .map(|i| {
+            let outcome = match i {
+                7 => "failed",
+                9 => "skipped",
+                _ => "passed",
+            };
+            (
+                format!("tests/test_big.py::test_v[{i}]"),
+                outcome.to_string(),
+            )
+        })
+        .collect();
+    for id in [
+        "tests/test_small_a.py::test_a1",
+        "tests/test_small_a.py::test_a2",
+        "tests/test_small_b.py::test_b1",
+    ]
+    .iter()
+    .chain(extra)
+    {
+        out.push((id.to_string(), "passed".to_string()));
+    }
+    out.sort();
+    out
+}
+
+/// A file holding most of the suite's time is split over both slots once history knows its
+/// tests; a test added to it since still runs, exactly once; `--no-split` keeps it whole.
+#[test]
+fn a_long_file_is_split_over_the_slots() {
+    let dir = fixture("split");
+    let d = dir.path();
+    let big = "tests/test_big.py";
+    // The first run fills history; nothing is known yet, so nothing is split.
+    let first = run(racefree(d).args(["-n", "2", "--events", "e1.ndjson"]));
+    assert_eq!(first.code, 1, "{}{}", first.stdout, first.stderr);
+    let ev = events(&d.join("e1.ndjson"));
+    assert_eq!(units_of(&ev, big).len(), 1);
+    assert_eq!(finished(&ev), split_expected(&[]));
+
+    // A test history has never seen: it must run in the exclusion chunk.
+    let mut text = std::fs::read_to_string(d.join(big)).unwrap();
+    text.push_str("\n\ndef test_added_since():\n    pass\n");
+    std::fs::write(d.join(big), text).unwrap();
+    let added = "tests/test_big.py::test_added_since";
+
+    for (name, extra) in [("fork", vec![]), ("no-fork", vec!["--no-fork"])] {
+        let log = format!("{name}.ndjson");
+        let rf = run(racefree(d)
+            .args([
+                "-n",
+                "2",
+                "--plain",
+                "--junit-xml",
+                "rf.xml",
+                "--events",
+                &log,
+            ])
+            .args(&extra));
+        assert_eq!(rf.code, 1, "{name}\n{}{}", rf.stdout, rf.stderr);
+        let ev = events(&d.join(&log));
+        let chunks = units_of(&ev, big);
+        assert!(chunks.len() >= 2, "{name}: {chunks:?}");
+        let k = chunks.len();
+        let mut indexes: Vec<u64> = chunks
+            .iter()
+            .map(|u| {
+                assert_eq!(u["reason"], "planned", "{u}");
+                assert_eq!(u["chunk"]["of"], k as u64, "{u}");
+                u["chunk"]["index"].as_u64().unwrap()
+            })
+            .collect();
+        indexes.sort();
+        assert_eq!(indexes, (1..=k as u64).collect::<Vec<_>>());
+        // Longest first: the chunks are the first units started, one per slot, so they run
+        // at the same time (each started before any unit finished).
+        let started: Vec<&serde_json::Value> = ev
+            .iter()
+            .filter(|e| e["event"] == "unit_started")
+            .take(2)
+            .collect();
+        assert!(
+            started.iter().all(|u| u["chunk"].is_object()),
+            "{started:?}"
+        );
+        assert_ne!(started[0]["slot"], started[1]["slot"]);
+        let first_finish = ev
+            .iter()
+            .position(|e| e["event"] == "unit_finished")
+            .unwrap();
+        let second_start = ev.iter().position(|e| e == started[1]).unwrap();
+        assert!(
+            second_start < first_finish,
+            "{name}: chunks did not overlap"
+        );
+        // Every test exactly once, with its outcome; the added test too.
+        assert_eq!(finished(&ev), split_expected(&[added]), "{name}");
+        let totals = &ev.last().unwrap()["totals"];
+        assert_eq!(
+            (
+                &totals["passed"],
+                &totals["failed"],
+                &totals["skipped"],
+                &totals["deselected"]
+            ),
+            (
+                &serde_json::json!(42),
+                &serde_json::json!(1),
+                &serde_json::json!(1),
+                &serde_json::json!(0)
+            ),
+            "{name}"
+        );
+        assert_eq!(junit_results(&d.join("rf.xml")).len(), 44, "{name}");
+        assert!(
+            summary_counts(&rf.stdout).starts_with("1 failed, 42 passed, 1 skipped"),
+            "{}",
+            rf.stdout
+        );
+        assert!(rf.stdout.contains("tests/test_big.py [1/"), "{}", rf.stdout);
+    }
+
+    // A chunk whose process dies resumes its remaining tests by node id: still every test
+    // exactly once.
+    let rf = run(racefree(d)
+        .args(["-n", "2", "--events", "crash.ndjson"])
+        .env("SPLIT_CRASH_AT", "20"));
+    assert_eq!(rf.code, 1, "{}{}", rf.stdout, rf.stderr);
+    let ev = events(&d.join("crash.ndjson"));
+    let units = units_of(&ev, big);
+    assert!(units.iter().filter(|u| u["chunk"].is_object()).count() >= 2);
+    assert!(units.iter().any(|u| u["reason"] == "resume"), "{units:?}");
+    let mut expected = split_expected(&[added]);
+    for (id, outcome) in &mut expected {
+        if id == "tests/test_big.py::test_v[20]" {
+            *outcome = "crashed".into();
+        }
+    }
+    assert_eq!(finished(&ev), expected);
+
+    // -k deselects within each chunk: every deselected test is counted once.
+    let rf = run(racefree(d).args(["-n", "2", "-k", "not v[13]", "--events", "k.ndjson"]));
+    assert_eq!(rf.code, 1, "{}{}", rf.stdout, rf.stderr);
+    let ev = events(&d.join("k.ndjson"));
+    assert!(units_of(&ev, big).len() >= 2);
+    assert_eq!(ev.last().unwrap()["totals"]["deselected"], 1);
+    assert_eq!(finished(&ev).len(), 43);
+
+    // Opting out keeps the file in one process, by flag and by configuration.
+    let rf = run(racefree(d).args(["-n", "2", "--no-split", "--events", "off.ndjson"]));
+    assert_eq!(rf.code, 1, "{}{}", rf.stdout, rf.stderr);
+    let ev = events(&d.join("off.ndjson"));
+    let units = units_of(&ev, big);
+    assert_eq!(units.len(), 1, "{units:?}");
+    assert!(units[0]["chunk"].is_null());
+    assert_eq!(finished(&ev), split_expected(&[added]));
+    std::fs::write(d.join("pyproject.toml"), "[tool.racefree]\nsplit = false\n").unwrap();
+    let rf = run(racefree(d).args(["-n", "2", "--events", "cfg.ndjson"]));
+    assert_eq!(rf.code, 1, "{}{}", rf.stdout, rf.stderr);
+    assert_eq!(units_of(&events(&d.join("cfg.ndjson")), big).len(), 1);
+    std::fs::write(
+        d.join("pyproject.toml"),
+        "[tool.racefree]\nsplit = \"no\"\n",
+    )
+    .unwrap();
+    let rf = run(racefree(d).args(["-n", "2"]));
+    assert_eq!(rf.code, 4, "{}{}", rf.stdout, rf.stderr);
+    assert!(rf.stderr.contains("split"), "{}", rf.stderr);
+
+    // A node id the user names keeps its own selection: the file is not split.
+    std::fs::remove_file(d.join("pyproject.toml")).unwrap();
+    let rf = run(racefree(d).args([
+        "-n",
+        "2",
+        "tests/test_big.py::test_v",
+        "--events",
+        "ids.ndjson",
+    ]));
+    assert_eq!(rf.code, 1, "{}{}", rf.stdout, rf.stderr);
+    let ev = events(&d.join("ids.ndjson"));
+    assert_eq!(units_of(&ev, big).len(), 1);
+    assert_eq!(finished(&ev).len(), 40);
+
+    // A split file that no longer imports: every chunk collects it, the error is reported once.
+    let good = std::fs::read_to_string(d.join(big)).unwrap();
+    std::fs::write(
+        d.join(big),
+        format!("{good}\nimport no_such_module_anywhere\n"),
+    )
+    .unwrap();
+    let rf = run(racefree(d).args(["-n", "2", "--events", "broken.ndjson"]));
+    assert_eq!(rf.code, 2, "{}{}", rf.stdout, rf.stderr);
+    let ev = events(&d.join("broken.ndjson"));
+    assert!(units_of(&ev, big).len() >= 2);
+    let errors: Vec<&serde_json::Value> = ev
+        .iter()
+        .filter(|e| e["event"] == "collect_error")
+        .collect();
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert_eq!(ev.last().unwrap()["collect_errors"], 1);
+    // One ERRORS section and one summary line, as pytest shows for one broken file.
+    let sections = rf
+        .stdout
+        .matches(" ERROR collecting tests/test_big.py _")
+        .count();
+    let lines = rf
+        .stdout
+        .lines()
+        .filter(|l| *l == "ERROR tests/test_big.py")
+        .count();
+    assert_eq!((sections, lines), (1, 1), "{}", rf.stdout);
+    // The progress total counts what the chunks collected, once.
+    assert!(
+        rf.stdout.contains("[4/4 units, 3/3 tests]"),
+        "{}",
+        rf.stdout
+    );
+    std::fs::write(d.join(big), good).unwrap();
+}

@@ -50,6 +50,7 @@ impl Dispatcher<'_> {
                 reason: Reason::Retry,
                 not_before: Some(Instant::now() + delay),
                 infra_retries: 0,
+                chunk: None,
             });
             st.attempts.insert(result.nodeid.clone(), next);
             st.reruns
@@ -297,6 +298,8 @@ impl Dispatcher<'_> {
             reason: Reason::Resume,
             not_before: None,
             infra_retries: job.infra_retries,
+            // Explicit ids: what a chunk never reached, whichever chunk it was.
+            chunk: None,
         });
     }
 

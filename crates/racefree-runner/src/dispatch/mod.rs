@@ -15,9 +15,9 @@ use crossbeam_channel::{RecvTimeoutError, unbounded};
 
 use crate::discovery::TestFile;
 use crate::error::{Result, exit};
-use crate::events::{Event, ExitInfo, Outcome, TestResult, Totals, Wire};
+use crate::events::{ChunkOf, Event, ExitInfo, Outcome, TestResult, Totals, Wire};
 use crate::executor::{self, ExecContext, ExecMsg, UnitHandle, UnitSpec};
-use crate::plan::UnitPlan;
+use crate::plan::{Part, UnitPlan};
 use crate::procs;
 use crate::recovery::{self, FaultPolicy};
 use crate::session::Session;
@@ -106,6 +106,9 @@ struct State {
     reruns: HashMap<String, Vec<TestResult>>,
     /// The attempt number of a test's next run (absent: 1).
     attempts: HashMap<String, u32>,
+    /// Collection reports (id, outcome) of split files' chunks: every chunk collects the
+    /// whole file, and a broken or skipped module is reported once, as pytest would.
+    chunk_collects: HashSet<(String, String)>,
 }
 
 impl State {
@@ -216,11 +219,14 @@ impl Dispatcher<'_> {
                 self.conclude(last, &mut st);
             }
         }
+        // Chunks of one split file are several units: name the file once.
+        let mut named = HashSet::new();
         let not_started: Vec<String> = st
             .queue
             .iter()
             .filter(|j| matches!(j.reason, Reason::Planned | Reason::Infra))
             .flat_map(|j| j.files.iter().map(|&i| self.files[i].rel.clone()))
+            .filter(|rel| named.insert(rel.clone()))
             .collect();
         let interrupted = st.stop_reason.clone().map(|reason| {
             if !not_started.is_empty() {
@@ -289,6 +295,7 @@ impl Dispatcher<'_> {
         tx: &crossbeam_channel::Sender<ExecMsg>,
     ) -> Result<(UnitHandle, String)> {
         let mut selection = BTreeMap::new();
+        let mut exclude = BTreeMap::new();
         let mut walked = BTreeMap::new();
         let mut paths = Vec::new();
         for &i in &job.files {
@@ -302,6 +309,15 @@ impl Dispatcher<'_> {
             {
                 selection.insert(f.rel.clone(), ids.clone());
             }
+            if job.selection.is_none()
+                && let Some(chunk) = &job.chunk
+            {
+                // The planner never splits a file the user selected node ids in.
+                match &chunk.part {
+                    Part::Select(ids) => selection.insert(f.rel.clone(), ids.clone()),
+                    Part::Exclude(ids) => exclude.insert(f.rel.clone(), ids.clone()),
+                };
+            }
         }
         if let Some(sel) = &job.selection {
             selection = sel.clone();
@@ -313,6 +329,7 @@ impl Dispatcher<'_> {
             attempt: job.attempt,
             files: paths,
             selection,
+            exclude,
             walked,
             token: token.clone(),
         };
@@ -328,9 +345,14 @@ impl Dispatcher<'_> {
                 .iter()
                 .map(|&i| self.files[i].rel.clone())
                 .collect(),
-            estimated_tests: match &job.selection {
-                Some(sel) => sel.values().map(|v| v.len() as u64).sum(),
-                None => job.files.iter().map(|&i| self.files[i].estimate).sum(),
+            chunk: job.chunk.as_ref().map(|c| ChunkOf {
+                index: c.index,
+                of: c.of,
+            }),
+            estimated_tests: match (&job.selection, &job.chunk) {
+                (Some(sel), _) => sel.values().map(|v| v.len() as u64).sum(),
+                (None, Some(chunk)) => chunk.known_tests as u64,
+                (None, None) => job.files.iter().map(|&i| self.files[i].estimate).sum(),
             },
             predicted_secs: job.predicted,
         });
@@ -437,6 +459,10 @@ impl Dispatcher<'_> {
                 message,
             } => {
                 r.reported_collect = true;
+                if r.job.chunk.is_some() && !st.chunk_collects.insert((id.clone(), outcome.clone()))
+                {
+                    return;
+                }
                 if outcome == "skipped" {
                     // A module-level skip: pytest counts it as one skipped test.
                     let result = TestResult {

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use crate::events::PhaseReport;
 use crate::executor::UnitHandle;
-use crate::plan::UnitPlan;
+use crate::plan::{Chunk, UnitPlan};
 use crate::procs;
 use crate::unix;
 
@@ -46,6 +46,9 @@ pub(super) struct Job {
     pub(super) not_before: Option<Instant>,
     /// Infrastructure retries already made for this unit.
     pub(super) infra_retries: u32,
+    /// The part of a split file this unit runs (its only file); used when `selection` is
+    /// None.
+    pub(super) chunk: Option<Chunk>,
 }
 
 impl Job {
@@ -59,6 +62,7 @@ impl Job {
             reason: Reason::Planned,
             not_before: None,
             infra_retries: 0,
+            chunk: plan.chunk,
         }
     }
 

@@ -165,8 +165,14 @@ impl Reporter for Progress {
                 predicted_secs,
                 estimated_tests,
                 reason,
+                chunk,
                 ..
             } => {
+                // A chunk of a split file shows as `tests/test_x.py [1/2]`.
+                let files: Vec<String> = match (chunk, files.as_slice()) {
+                    (Some(c), [file]) => vec![format!("{file} {c}")],
+                    _ => files.clone(),
+                };
                 if *reason != "planned" {
                     // Resumptions and retries are units the plan did not count.
                     self.units_total += 1;

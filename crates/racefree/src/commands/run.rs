@@ -94,6 +94,11 @@ pub struct RunArgs {
     /// Spawn a fresh interpreter per unit instead of forking one.
     #[arg(long)]
     pub no_fork: bool,
+
+    /// Never split a long file over several processes.
+    #[arg(long)]
+    pub no_split: bool,
+
     /// Fail a test running longer than SECS (0: no limit).
     #[arg(long, value_name = "SECS")]
     pub timeout: Option<f64>,
@@ -185,6 +190,7 @@ pub fn run(args: RunArgs) -> miette::Result<ExitCode> {
         no_history: args.no_history,
         list_files: args.list_files,
         no_fork: args.no_fork,
+        no_split: args.no_split,
         sharding,
         isolate: args.isolate,
         private_network: args.private_network,
