@@ -458,7 +458,10 @@ impl History {
             } else {
                 "startup"
             };
-            for s in &run.startups {
+            // One figure per run, the median unit's: a unit's overhead also holds its files'
+            // collection, which for one giant file is many seconds, and recency weighting
+            // over units would let whichever unit ended last decide every prediction.
+            if let Some(s) = median(&run.startups) {
                 tx.execute(
                     "INSERT INTO meta (key, value) VALUES (?3, ?1)
                      ON CONFLICT(key) DO UPDATE SET value = meta.value * (1 - ?2) + excluded.value * ?2",
@@ -526,6 +529,13 @@ impl History {
     }
 }
 
+/// The middle value (the lower of the two middle ones for an even count); None if empty.
+fn median(values: &[f64]) -> Option<f64> {
+    let mut sorted: Vec<f64> = values.iter().copied().filter(|v| v.is_finite()).collect();
+    sorted.sort_by(f64::total_cmp);
+    sorted.get(sorted.len().saturating_sub(1) / 2).copied()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -573,6 +583,21 @@ mod tests {
             forked: false,
             collect: HashMap::from([("a.py".to_string(), 0.25)]),
         }
+    }
+
+    #[test]
+    fn one_giant_unit_does_not_decide_the_startup_estimate() {
+        let t = tempfile::tempdir().unwrap();
+        let mut h = History::open(t.path()).unwrap();
+        let mut run = record(vec![result("a.py::x", Outcome::Passed, 1.0)]);
+        // Ten ordinary units, then one whose "overhead" is a 30 s collection, ending last.
+        run.startups = vec![0.2; 10];
+        run.startups.push(30.0);
+        h.record(&run).unwrap();
+        let p = h.predictions().unwrap();
+        assert_eq!(p.startup, Some(0.2));
+        assert_eq!(median(&[3.0, 1.0, 2.0, 100.0]), Some(2.0));
+        assert_eq!(median(&[]), None);
     }
 
     #[test]
