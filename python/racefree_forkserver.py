@@ -250,24 +250,43 @@ def _set_death_signal():
         pass
 
 
+_libc_handle = None
+
+
+def _libc():
+    global _libc_handle
+    if _libc_handle is None:
+        import ctypes
+
+        _libc_handle = ctypes.CDLL(None, use_errno=True)
+    return _libc_handle
+
+
+def _check(result, what):
+    if result != 0:
+        import ctypes
+
+        errno = ctypes.get_errno()
+        raise OSError(errno, "%s: %s" % (what, os.strerror(errno)))
+
+
+_CLONE_NEWNS = 0x00020000
+_CLONE_NEWIPC = 0x08000000
+_CLONE_NEWPID = 0x20000000
+_MS_NOSUID, _MS_NODEV, _MS_NOEXEC = 2, 4, 8
+_MS_BIND, _MS_REC, _MS_PRIVATE = 4096, 16384, 1 << 18
+
+
 def _private_mounts(spec):
-    """Linux namespace isolation: gives this child fresh tmpfs mounts on the private
-    directories (/tmp, /dev/shm, /var/tmp) in a mount namespace of its own, and binds back
-    the kept paths under them (racefree's session root, the project, the virtualenv), as
-    racefree's init does for a spawned unit. The server already runs in the slot's user,
-    mount and PID namespaces, so the child may do this. Any failure is fatal: a unit must not
-    run with less isolation than asked for."""
-    import ctypes
-
-    libc = ctypes.CDLL(None, use_errno=True)
-    clone_newns = 0x00020000
-    ms_nosuid, ms_nodev, ms_bind, ms_rec, ms_private = 2, 4, 4096, 16384, 1 << 18
+    """Linux namespace isolation: puts this child in mount, PID and IPC namespaces of its own
+    (the PID namespace takes effect for its next child, the unit's init), gives it fresh
+    tmpfs mounts on the private directories (/tmp, /dev/shm, /var/tmp) and binds back the
+    kept paths under them (racefree's session root, the project, the virtualenv), as
+    racefree's init does for a spawned unit. The server runs as root of the slot's user
+    namespace, so the child may do this. Any failure is fatal: a unit must not run with less
+    isolation than asked for."""
+    libc = _libc()
     o_path = getattr(os, "O_PATH", 0o10000000)
-
-    def check(result, what):
-        if result != 0:
-            errno = ctypes.get_errno()
-            raise OSError(errno, "%s: %s" % (what, os.strerror(errno)))
 
     private = [os.path.realpath(d) for d in spec["private"] if os.path.isdir(d)]
     private = sorted(set(private))
@@ -279,19 +298,309 @@ def _private_mounts(spec):
         set(os.path.realpath(k) for k in spec["keep"] if any(under(os.path.realpath(k), d) for d in private))
     )
     outermost = [k for k in kept if not any(k != o and under(k, o) for o in kept)]
-    check(libc.unshare(clone_newns), "unshare(CLONE_NEWNS)")
-    check(libc.mount(None, b"/", None, ms_rec | ms_private, None), "making mounts private")
+    _check(
+        libc.unshare(_CLONE_NEWNS | _CLONE_NEWPID | _CLONE_NEWIPC),
+        "unshare(CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWIPC)",
+    )
+    _check(libc.mount(None, b"/", None, _MS_REC | _MS_PRIVATE, None), "making mounts private")
     handles = [(os.open(k, o_path), k) for k in outermost]
     for d in private:
-        check(
-            libc.mount(b"tmpfs", d.encode(), b"tmpfs", ms_nosuid | ms_nodev, b"mode=1777"),
+        _check(
+            libc.mount(b"tmpfs", d.encode(), b"tmpfs", _MS_NOSUID | _MS_NODEV, b"mode=1777"),
             "mounting a private tmpfs on " + d,
         )
     for fd, path in handles:
         os.makedirs(path, exist_ok=True)
         source = ("/proc/self/fd/%d" % fd).encode()
-        check(libc.mount(source, path.encode(), None, ms_bind | ms_rec, None), "binding back " + path)
+        _check(libc.mount(source, path.encode(), None, _MS_BIND | _MS_REC, None), "binding back " + path)
         os.close(fd)
+
+
+# The unit's init: the forked child (the process racefree watches, "outer") forks the init,
+# PID 1 of the unit's PID namespace, which forks the process that runs pytest. This mirrors
+# racefree's own init for spawned units (crates/racefree-runner/src/isolation/linux): same
+# signals forwarded, same leak lines, same way of ending.
+
+# Signals the outer process and the init pass on towards pytest.
+_FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT)
+# Longest command line in a leak line: keeps each line one atomic pipe write.
+_CMDLINE_MAX = 1024
+_PIPE_BUF = 4096
+_HOST_PROC_ENV = "RACEFREE_HOST_PROC_FD"
+# The host's /proc (an O_PATH descriptor from racefree's init): leaks are named by the pid
+# racefree sees. Held by the server, the outer process and the init; never by pytest.
+_host_proc = None
+
+
+def _take_host_proc():
+    global _host_proc
+    value = os.environ.pop(_HOST_PROC_ENV, None)
+    if value:
+        _host_proc = int(value)
+        # Forks keep it; nothing the server or a unit executes ever does.
+        os.set_inheritable(_host_proc, False)
+
+
+def _drop_host_proc():
+    global _host_proc
+    if _host_proc is not None:
+        try:
+            os.close(_host_proc)
+        except OSError:
+            pass
+        _host_proc = None
+
+
+def _run_under_own_init():
+    """Called in the forked child after _private_mounts. Forks the init (PID 1 of the new PID
+    namespace), which forks the process that goes on to run the unit: only that one returns.
+    This process stays what racefree watches (its pid came with the hello, it leads the
+    process group): it passes signals to the init and ends exactly as pytest ended."""
+    waited = set(_FORWARDED) | {signal.SIGCHLD}
+    # Blocked, not handled: taken with sigwaitinfo, so no signal is lost between fork and
+    # wait, and the kernel delivers to PID 1 the signals it has blocked (it drops those a
+    # namespace init neither handles nor blocks).
+    old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, waited)
+    alive_r, alive_w = os.pipe()  # the init sees end of file when this process is gone
+    report_r, report_w = os.pipe()  # the init says which signal killed pytest
+    sys.stdout.flush()
+    sys.stderr.flush()
+    init = os.fork()
+    if init == 0:
+        try:
+            os.close(alive_w)
+            os.close(report_r)
+            _set_death_signal()
+            if _ended(alive_r):
+                os._exit(70)  # the outer process died before the death signal was set
+            _check(
+                _libc().mount(b"proc", b"/proc", b"proc", _MS_NOSUID | _MS_NODEV | _MS_NOEXEC, None),
+                "mounting a fresh /proc",
+            )
+            unit = os.fork()
+            if unit == 0:
+                os.close(alive_r)
+                os.close(report_w)
+                _drop_host_proc()
+                signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
+                return
+            os._exit(_init(unit, waited, report_w))
+        except BaseException:  # noqa: BLE001 - the init must never return into the server
+            import traceback
+
+            traceback.print_exc()
+            os._exit(70)
+    os.close(alive_r)
+    os.close(report_w)
+    _outer(init, waited, report_r)
+
+
+def _ended(fd):
+    """Whether the pipe's writer is gone (end of file), without blocking."""
+    import select
+
+    readable, _, _ = select.select([fd], [], [], 0)
+    return bool(readable)
+
+
+def _outer(init, waited, report_r):
+    """The outer process: waits for the init, forwarding signals to it, and ends as the
+    unit's pytest did. Never returns."""
+    try:
+        while True:
+            sig = signal.sigwaitinfo(waited).si_signo
+            if sig != signal.SIGCHLD:
+                # Whoever signalled the unit meant pytest; the init passes it on.
+                _kill(init, sig)
+                continue
+            pid, status = os.waitpid(init, os.WNOHANG)
+            if pid:
+                break
+        if os.WIFSIGNALED(status):
+            _die_by(os.WTERMSIG(status))
+        os.set_blocking(report_r, False)
+        try:
+            byte = os.read(report_r, 1)
+        except BlockingIOError:
+            byte = b""
+        if byte and byte[0]:
+            _die_by(byte[0])
+        os._exit(os.WEXITSTATUS(status) if os.WIFEXITED(status) else 70)
+    except BaseException:  # noqa: BLE001
+        os._exit(70)
+
+
+def _die_by(sig):
+    """Ends this process by `sig`, so that the server reports the signal pytest died of
+    (PID 1 cannot die by a signal it sends itself). 128+sig if its default does not kill."""
+    try:
+        signal.signal(sig, signal.SIG_DFL)
+    except (OSError, ValueError):
+        pass
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {sig})
+    os.kill(os.getpid(), sig)
+    os._exit(128 + sig)
+
+
+def _kill(pid, sig):
+    try:
+        os.kill(pid, sig)
+    except OSError:
+        pass  # it has exited meanwhile
+
+
+def _init(unit, waited, report_w):
+    """PID 1 of the unit's namespace: reaps every process that ends up its child, forwards
+    signals to pytest, and when pytest ends reports each process still alive as a leak on
+    the event pipe and kills it. Returns the exit status for the outer process to mirror."""
+    status = None
+    while status is None:
+        sig = signal.sigwaitinfo(waited).si_signo
+        if sig == signal.SIGCHLD:
+            status = _reap(unit)
+        else:
+            _kill(unit, sig)
+    leaks = _stop_leftovers()
+    _report_leaks(leaks)
+    _kill_all()
+    if os.WIFSIGNALED(status):
+        sig = os.WTERMSIG(status)
+        os.write(report_w, bytes([sig]))
+        return 128 + sig
+    return os.WEXITSTATUS(status) if os.WIFEXITED(status) else 70
+
+
+def _reap(watched):
+    """Reaps every exited child without blocking; returns `watched`'s wait status if it was
+    one of them, else None."""
+    found = None
+    while True:
+        try:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return found
+        if pid == 0:
+            return found
+        if pid == watched:
+            found = status
+
+
+def _stop_leftovers():
+    """Freezes everything else in the namespace (SIGSTOP: nothing can fork while we look)
+    and lists what is alive as (pid racefree sees, command line, test). Zombies are gone,
+    only not yet reaped: not leaks."""
+    _reap(None)
+    try:
+        # From a namespace's init, kill(-1) reaches every process of the namespace but itself.
+        os.kill(-1, signal.SIGSTOP)
+    except OSError:
+        return []  # ESRCH: nobody is left, the common case
+    leaks = []
+    pids = sorted(int(name) for name in os.listdir("/proc") if name.isdigit() and name != "1")
+    for pid in pids:
+        if _is_zombie(pid):
+            continue
+        leaks.append((_host_pid(pid), _cmdline(pid), _test_of(pid)))
+    return leaks
+
+
+def _read_proc(pid, name):
+    try:
+        with open("/proc/%d/%s" % (pid, name), "rb") as handle:
+            return handle.read()
+    except OSError:
+        return None
+
+
+def _is_zombie(pid):
+    stat = _read_proc(pid, "stat")
+    if stat is None:
+        return True  # already gone
+    # The state follows the parenthesised command name, which may itself contain ") ".
+    rest = stat.rpartition(b") ")[2]
+    return rest[:1] in (b"", b"Z", b"X")
+
+
+def _cmdline(pid):
+    raw = _read_proc(pid, "cmdline") or b""
+    line = " ".join(w.decode("utf-8", "replace") for w in raw.split(b"\0") if w)
+    encoded = line.encode("utf-8")
+    if len(encoded) > _CMDLINE_MAX:
+        line = encoded[:_CMDLINE_MAX].decode("utf-8", "ignore")
+    return line
+
+
+def _test_of(pid):
+    """The test that was running when the process (or its ancestor) started: the plugin
+    keeps it in RACEFREE_TEST, which every process a test starts inherits."""
+    for item in (_read_proc(pid, "environ") or b"").split(b"\0"):
+        if item.startswith(b"RACEFREE_TEST="):
+            return item[len(b"RACEFREE_TEST="):].decode("utf-8", "replace")[:_CMDLINE_MAX] or None
+    return None
+
+
+def _host_pid(pid):
+    """The pid racefree sees for our `pid`: a pidfd's fdinfo lists the pid as seen from the
+    PID namespace of the /proc it is read through, and _host_proc is racefree's. Without it
+    (the server was not started by racefree's init) the pid as the unit sees it: racefree
+    only reports a leak's pid, it never signals it."""
+    if _host_proc is None:
+        return pid
+    try:
+        pidfd = os.pidfd_open(pid)
+    except OSError:
+        return pid
+    try:
+        fd = os.open("self/fdinfo/%d" % pidfd, os.O_RDONLY | os.O_CLOEXEC, dir_fd=_host_proc)
+        with open(fd, "rb") as handle:
+            text = handle.read()
+    except OSError:
+        return pid
+    finally:
+        os.close(pidfd)
+    for line in text.splitlines():
+        if line.startswith(b"NSpid:"):
+            fields = line.split()
+            if len(fields) > 1 and int(fields[1]) > 0:
+                return int(fields[1])
+    return pid
+
+
+def _report_leaks(leaks):
+    """One line per leak on the event pipe, each one write below PIPE_BUF so that lines
+    never interleave: {"e":"leak","pid":N,"cmdline":"...","test":"..."}."""
+    try:
+        fd = int(os.environ["RACEFREE_EVENT_FD"])
+    except (KeyError, ValueError):
+        return
+    for pid, cmdline, test in leaks:
+        message = {"e": "leak", "pid": pid, "cmdline": cmdline}
+        if test:
+            message["test"] = test
+        line = (json.dumps(message, separators=(",", ":")) + "\n").encode("utf-8")
+        if len(line) > _PIPE_BUF:  # only a command line full of escaped characters
+            message.pop("test", None)
+            message["cmdline"] = cmdline[:200]
+            line = (json.dumps(message, separators=(",", ":")) + "\n").encode("utf-8")
+        try:
+            os.write(fd, line)
+        except OSError:
+            return
+
+
+def _kill_all():
+    """SIGKILLs everything else in the namespace and reaps it all."""
+    try:
+        os.kill(-1, signal.SIGKILL)
+    except OSError:
+        pass
+    while True:
+        try:
+            os.waitpid(-1, 0)
+        except ChildProcessError:
+            return
+        except InterruptedError:
+            continue
 
 
 def _reset_signals():
@@ -349,6 +658,9 @@ def _child(conn, request, fds):
         mounts = os.environ.pop("RACEFREE_PRIVATE_MOUNTS", None)
         if mounts:
             _private_mounts(json.loads(mounts))
+            # Returns only in the process that runs pytest, PID 2 of the new namespace.
+            _run_under_own_init()
+        _drop_host_proc()
         os.chdir(request["cwd"])
         _reset_signals()
         if "random" in sys.modules:
@@ -426,6 +738,7 @@ def main():
     sys.modules.setdefault("racefree_forkserver", sys.modules[__name__])
     fd = int(os.environ.pop(_FD_ENV))
     os.set_inheritable(fd, False)
+    _take_host_proc()
     sock = socket.socket(fileno=fd)
     conn = _Conn(sock)
     started = time.monotonic()

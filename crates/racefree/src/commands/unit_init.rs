@@ -20,6 +20,11 @@ pub struct UnitInitArgs {
     #[arg(long, value_name = "PATH")]
     pub keep: Vec<PathBuf>,
 
+    /// Give the command the host's /proc as a descriptor named in RACEFREE_HOST_PROC_FD
+    /// (for a fork server, whose units name leaked processes by the host's pids).
+    #[arg(long)]
+    pub host_proc: bool,
+
     /// Set everything up, run nothing, and exit 0 if that worked.
     #[arg(long)]
     pub probe: bool,
@@ -40,6 +45,7 @@ pub fn run(args: UnitInitArgs) -> miette::Result<ExitCode> {
         keep: args.keep,
         private_network: args.private_network,
         probe: args.probe,
+        host_proc: args.host_proc,
     });
     Ok(ExitCode::from(u8::try_from(code).unwrap_or(u8::MAX)))
 }

@@ -43,6 +43,21 @@ pub fn run(opts: &InitOptions, alive: OwnedFd, report: OwnedFd, blocked: &Blocke
     };
     let mut cmd = Command::new(program);
     cmd.args(args);
+    // Kept open in the command: a descriptor without FD_CLOEXEC (dup makes one).
+    let _host_proc = if opts.host_proc {
+        match rustix::io::dup(&old_proc) {
+            Ok(fd) => {
+                cmd.env("RACEFREE_HOST_PROC_FD", fd.as_raw_fd().to_string());
+                Some(fd)
+            }
+            Err(e) => {
+                eprintln!("racefree: namespace isolation: duplicating /proc's descriptor: {e}");
+                return SETUP_FAILED;
+            }
+        }
+    } else {
+        None
+    };
     if let Err(e) = super::signals::unblock_in_child(&mut cmd) {
         eprintln!("racefree: namespace isolation: preparing the signal mask: {e}");
         return SETUP_FAILED;
@@ -113,11 +128,13 @@ fn reap(watched: Option<i32>) -> Option<WaitStatus> {
     }
 }
 
-/// One process left behind: its pid as the host sees it (if we can tell) and command line.
+/// One process left behind: its pid as the host sees it (if we can tell), command line, and
+/// the test that started it (the plugin's RACEFREE_TEST in its environment), if known.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Leak {
     pub pid: i32,
     pub cmdline: String,
+    pub test: Option<String>,
 }
 
 /// Freezes everything else in the namespace (SIGSTOP: nothing can fork while we look), then
@@ -144,8 +161,20 @@ fn stop_leftovers(old_proc: &OwnedFd) -> Vec<Leak> {
         .map(|pid| Leak {
             pid: host_pid(old_proc, pid).unwrap_or(pid),
             cmdline: cmdline(pid),
+            test: test_of(pid),
         })
         .collect()
+}
+
+/// The RACEFREE_TEST value in the process's environment, cut like a command line.
+fn test_of(pid: i32) -> Option<String> {
+    let env = std::fs::read(format!("/proc/{pid}/environ")).ok()?;
+    let value = env
+        .split(|&b| b == 0)
+        .find_map(|kv| kv.strip_prefix(b"RACEFREE_TEST="))?;
+    let value = &value[..value.len().min(CMDLINE_MAX)];
+    let test = String::from_utf8_lossy(value).into_owned();
+    (!test.is_empty()).then_some(test)
 }
 
 fn is_zombie(pid: i32) -> bool {
@@ -201,11 +230,17 @@ fn parse_nspid(text: &str) -> Option<i32> {
         .filter(|&n: &i32| n > 0)
 }
 
-/// The wire message for one leak: `{"e":"leak","pid":N,"cmdline":"..."}`.
+/// The wire message for one leak: `{"e":"leak","pid":N,"cmdline":"..."}`, with
+/// `"test":"..."` before the closing brace when known.
 pub fn leak_line(leak: &Leak) -> String {
     let cmdline = serde_json::Value::String(leak.cmdline.clone());
+    let test = leak
+        .test
+        .as_ref()
+        .map(|t| format!(",\"test\":{}", serde_json::Value::String(t.clone())))
+        .unwrap_or_default();
     format!(
-        "{{\"e\":\"leak\",\"pid\":{},\"cmdline\":{cmdline}}}\n",
+        "{{\"e\":\"leak\",\"pid\":{},\"cmdline\":{cmdline}{test}}}\n",
         leak.pid
     )
 }
@@ -263,6 +298,7 @@ mod tests {
         let line = leak_line(&Leak {
             pid: 4242,
             cmdline: "sleep 1000.5 \"quoted\"".into(),
+            test: None,
         });
         assert_eq!(
             line,
@@ -271,6 +307,13 @@ mod tests {
         let v: serde_json::Value = serde_json::from_str(line.trim_end()).unwrap();
         assert_eq!(v["e"], "leak");
         assert_eq!(v["pid"], 4242);
+        let line = leak_line(&Leak {
+            pid: 7,
+            cmdline: "sleep 1".into(),
+            test: Some("t.py::test_a[\"x\"]".into()),
+        });
+        let v: serde_json::Value = serde_json::from_str(line.trim_end()).unwrap();
+        assert_eq!(v["test"], "t.py::test_a[\"x\"]");
     }
 
     #[test]
