@@ -27,6 +27,13 @@ Protocol: one JSON object per line, each way.
   server -> racefree  {"reaped": P}                    done: the server reads nothing ahead
 End of file on the socket means racefree is done: the server exits.
 
+Namespace isolation (racefree's init started the server in the slot's namespaces and put
+RACEFREE_PRIVATE_MOUNTS in the unit's environment): the child is PID 1 of a PID namespace of
+its own, makes mount and IPC namespaces with private /tmp, /dev/shm, /var/tmp and a fresh
+/proc, and forks the process that runs pytest (PID 2), for which it is the init, as racefree's
+init is for a spawned unit: it reaps, forwards signals, reports what pytest left running as
+leaks and kills it. If a signal killed pytest, the server reports that signal.
+
 Why a fork is safe here: the server is single-threaded, holds no sockets but its own and has
 no children when it forks; it checks this after every preloaded module and refuses (naming the
 module) otherwise. A module imported here is shared state only in the sense that every child
@@ -278,10 +285,10 @@ _MS_BIND, _MS_REC, _MS_PRIVATE = 4096, 16384, 1 << 18
 
 
 def _private_mounts(spec):
-    """Linux namespace isolation: puts this child in mount, PID and IPC namespaces of its own
-    (the PID namespace takes effect for its next child, the unit's init), gives it fresh
-    tmpfs mounts on the private directories (/tmp, /dev/shm, /var/tmp) and binds back the
-    kept paths under them (racefree's session root, the project, the virtualenv), as
+    """Linux namespace isolation: puts this child (PID 1 of its own PID namespace, see
+    _serve) in mount and IPC namespaces of its own, gives it fresh tmpfs mounts on the
+    private directories (/tmp, /dev/shm, /var/tmp), binds back the kept paths under them
+    (racefree's session root, the project, the virtualenv) and mounts a fresh /proc, as
     racefree's init does for a spawned unit. The server runs as root of the slot's user
     namespace, so the child may do this. Any failure is fatal: a unit must not run with less
     isolation than asked for."""
@@ -298,10 +305,7 @@ def _private_mounts(spec):
         set(os.path.realpath(k) for k in spec["keep"] if any(under(os.path.realpath(k), d) for d in private))
     )
     outermost = [k for k in kept if not any(k != o and under(k, o) for o in kept)]
-    _check(
-        libc.unshare(_CLONE_NEWNS | _CLONE_NEWPID | _CLONE_NEWIPC),
-        "unshare(CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWIPC)",
-    )
+    _check(libc.unshare(_CLONE_NEWNS | _CLONE_NEWIPC), "unshare(CLONE_NEWNS | CLONE_NEWIPC)")
     _check(libc.mount(None, b"/", None, _MS_REC | _MS_PRIVATE, None), "making mounts private")
     handles = [(os.open(k, o_path), k) for k in outermost]
     for d in private:
@@ -314,22 +318,32 @@ def _private_mounts(spec):
         source = ("/proc/self/fd/%d" % fd).encode()
         _check(libc.mount(source, path.encode(), None, _MS_BIND | _MS_REC, None), "binding back " + path)
         os.close(fd)
+    # Last: binding back goes through the old /proc.
+    _check(
+        libc.mount(b"proc", b"/proc", b"proc", _MS_NOSUID | _MS_NODEV | _MS_NOEXEC, None),
+        "mounting a fresh /proc",
+    )
 
 
-# The unit's init: the forked child (the process racefree watches, "outer") forks the init,
-# PID 1 of the unit's PID namespace, which forks the process that runs pytest. This mirrors
-# racefree's own init for spawned units (crates/racefree-runner/src/isolation/linux): same
-# signals forwarded, same leak lines, same way of ending.
+# The unit's init. In namespace mode the server forks each unit into a PID namespace of its
+# own: the forked child (the process racefree watches: its pid came with the hello, it leads
+# the unit's process group) is PID 1 there and forks the process that runs pytest, PID 2.
+# This mirrors racefree's init for spawned units (crates/racefree-runner/src/isolation/linux):
+# the same signals forwarded, the same leak lines; as PID 1 cannot die by the signal that
+# killed pytest, it tells the server on a pipe, and the server reports that signal.
 
-# Signals the outer process and the init pass on towards pytest.
+# Signals the init passes on to pytest.
 _FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT)
+_WAITED = frozenset(_FORWARDED) | {signal.SIGCHLD}
 # Longest command line in a leak line: keeps each line one atomic pipe write.
 _CMDLINE_MAX = 1024
 _PIPE_BUF = 4096
 _HOST_PROC_ENV = "RACEFREE_HOST_PROC_FD"
 # The host's /proc (an O_PATH descriptor from racefree's init): leaks are named by the pid
-# racefree sees. Held by the server, the outer process and the init; never by pytest.
+# racefree sees. Held by the server and the units' inits; never by pytest.
 _host_proc = None
+# The server's own PID namespace, to come back to after forking a unit into a new one.
+_own_pid_ns = None
 
 
 def _take_host_proc():
@@ -341,105 +355,54 @@ def _take_host_proc():
         os.set_inheritable(_host_proc, False)
 
 
-def _drop_host_proc():
-    global _host_proc
-    if _host_proc is not None:
-        try:
-            os.close(_host_proc)
-        except OSError:
-            pass
-        _host_proc = None
+def _drop_namespace_fds():
+    """In the process that runs pytest: tests get no handle on the host's /proc or on the
+    slot's PID namespace."""
+    global _host_proc, _own_pid_ns
+    for fd in (_host_proc, _own_pid_ns):
+        if fd is not None:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+    _host_proc = _own_pid_ns = None
 
 
-def _run_under_own_init():
-    """Called in the forked child after _private_mounts. Forks the init (PID 1 of the new PID
-    namespace), which forks the process that goes on to run the unit: only that one returns.
-    This process stays what racefree watches (its pid came with the hello, it leads the
-    process group): it passes signals to the init and ends exactly as pytest ended."""
-    waited = set(_FORWARDED) | {signal.SIGCHLD}
-    # Blocked, not handled: taken with sigwaitinfo, so no signal is lost between fork and
-    # wait, and the kernel delivers to PID 1 the signals it has blocked (it drops those a
-    # namespace init neither handles nor blocks).
-    old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, waited)
-    alive_r, alive_w = os.pipe()  # the init sees end of file when this process is gone
-    report_r, report_w = os.pipe()  # the init says which signal killed pytest
+def _next_child_in_new_pid_namespace():
+    """Makes the server's next child PID 1 of a new PID namespace (unshare(CLONE_NEWPID)
+    changes where children go, never the server itself)."""
+    global _own_pid_ns
+    if _own_pid_ns is None:
+        _own_pid_ns = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
+    _check(_libc().unshare(_CLONE_NEWPID), "unshare(CLONE_NEWPID)")
+
+
+def _next_child_in_own_pid_namespace():
+    """Undoes _next_child_in_new_pid_namespace once the child is forked: the kernel lets a
+    process unshare a PID namespace again only from its own."""
+    _check(_libc().setns(_own_pid_ns, _CLONE_NEWPID), "setns(CLONE_NEWPID) back")
+
+
+def _run_under_own_init(report_w, unblocked):
+    """Called in the forked child, PID 1 of its namespace, after _private_mounts, with
+    _WAITED blocked since the fork. Forks the process that goes on to run the unit: only
+    that one returns, with `unblocked` as its signal mask. This process becomes the init and
+    exits when the unit is over."""
     sys.stdout.flush()
     sys.stderr.flush()
-    init = os.fork()
-    if init == 0:
-        try:
-            os.close(alive_w)
-            os.close(report_r)
-            _set_death_signal()
-            if _ended(alive_r):
-                os._exit(70)  # the outer process died before the death signal was set
-            _check(
-                _libc().mount(b"proc", b"/proc", b"proc", _MS_NOSUID | _MS_NODEV | _MS_NOEXEC, None),
-                "mounting a fresh /proc",
-            )
-            unit = os.fork()
-            if unit == 0:
-                os.close(alive_r)
-                os.close(report_w)
-                _drop_host_proc()
-                signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
-                return
-            os._exit(_init(unit, waited, report_w))
-        except BaseException:  # noqa: BLE001 - the init must never return into the server
-            import traceback
-
-            traceback.print_exc()
-            os._exit(70)
-    os.close(alive_r)
-    os.close(report_w)
-    _outer(init, waited, report_r)
-
-
-def _ended(fd):
-    """Whether the pipe's writer is gone (end of file), without blocking."""
-    import select
-
-    readable, _, _ = select.select([fd], [], [], 0)
-    return bool(readable)
-
-
-def _outer(init, waited, report_r):
-    """The outer process: waits for the init, forwarding signals to it, and ends as the
-    unit's pytest did. Never returns."""
+    unit = os.fork()
+    if unit == 0:
+        os.close(report_w)
+        signal.pthread_sigmask(signal.SIG_SETMASK, unblocked)
+        return
     try:
-        while True:
-            sig = signal.sigwaitinfo(waited).si_signo
-            if sig != signal.SIGCHLD:
-                # Whoever signalled the unit meant pytest; the init passes it on.
-                _kill(init, sig)
-                continue
-            pid, status = os.waitpid(init, os.WNOHANG)
-            if pid:
-                break
-        if os.WIFSIGNALED(status):
-            _die_by(os.WTERMSIG(status))
-        os.set_blocking(report_r, False)
-        try:
-            byte = os.read(report_r, 1)
-        except BlockingIOError:
-            byte = b""
-        if byte and byte[0]:
-            _die_by(byte[0])
-        os._exit(os.WEXITSTATUS(status) if os.WIFEXITED(status) else 70)
-    except BaseException:  # noqa: BLE001
-        os._exit(70)
+        code = _init(unit, report_w)
+    except BaseException:  # noqa: BLE001 - the init must never return into the server
+        import traceback
 
-
-def _die_by(sig):
-    """Ends this process by `sig`, so that the server reports the signal pytest died of
-    (PID 1 cannot die by a signal it sends itself). 128+sig if its default does not kill."""
-    try:
-        signal.signal(sig, signal.SIG_DFL)
-    except (OSError, ValueError):
-        pass
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, {sig})
-    os.kill(os.getpid(), sig)
-    os._exit(128 + sig)
+        traceback.print_exc()
+        code = 70
+    os._exit(code)
 
 
 def _kill(pid, sig):
@@ -449,13 +412,16 @@ def _kill(pid, sig):
         pass  # it has exited meanwhile
 
 
-def _init(unit, waited, report_w):
+def _init(unit, report_w):
     """PID 1 of the unit's namespace: reaps every process that ends up its child, forwards
     signals to pytest, and when pytest ends reports each process still alive as a leak on
-    the event pipe and kills it. Returns the exit status for the outer process to mirror."""
+    the event pipe and kills it. Returns pytest's exit status; if a signal killed pytest,
+    says which on `report_w` (for the server to report) and returns 128 + its number."""
     status = None
     while status is None:
-        sig = signal.sigwaitinfo(waited).si_signo
+        # Blocked, not handled, and taken here: the kernel drops signals a namespace's init
+        # neither handles nor blocks, and none is lost between the fork and the wait.
+        sig = signal.sigwaitinfo(_WAITED).si_signo
         if sig == signal.SIGCHLD:
             status = _reap(unit)
         else:
@@ -637,8 +603,9 @@ def _exit(code):
     os._exit(code)
 
 
-def _child(conn, request, fds):
-    """Runs in the forked child: becomes the unit's pytest process. Never returns."""
+def _child(conn, request, fds, report_w, unblocked):
+    """Runs in the forked child: becomes the unit's pytest process, or in namespace mode
+    (report_w is a pipe then) the unit's init, which forks it. Never returns."""
     code = 70
     try:
         conn.sock.close()
@@ -656,11 +623,11 @@ def _child(conn, request, fds):
         os.environ.update(request.get("env") or {})
         os.environ["RACEFREE_EVENT_FD"] = str(events)
         mounts = os.environ.pop("RACEFREE_PRIVATE_MOUNTS", None)
-        if mounts:
+        if report_w is not None:
             _private_mounts(json.loads(mounts))
             # Returns only in the process that runs pytest, PID 2 of the new namespace.
-            _run_under_own_init()
-        _drop_host_proc()
+            _run_under_own_init(report_w, unblocked)
+        _drop_namespace_fds()
         os.chdir(request["cwd"])
         _reset_signals()
         if "random" in sys.modules:
@@ -685,7 +652,7 @@ def _child(conn, request, fds):
     _exit(code)
 
 
-def _exit_fields(pid):
+def _exit_fields(pid, report_r):
     while True:
         try:
             info = os.waitid(os.P_PID, pid, os.WEXITED | os.WNOWAIT)
@@ -693,9 +660,18 @@ def _exit_fields(pid):
             continue
         if info is None:
             continue
-        if info.si_code == os.CLD_EXITED:
-            return {"exited": pid, "code": info.si_status}
-        return {"exited": pid, "signal": info.si_status}
+        if info.si_code != os.CLD_EXITED:
+            return {"exited": pid, "signal": info.si_status}
+        if report_r is not None:
+            # The unit's init exited: it wrote before exiting, if it had anything to say.
+            os.set_blocking(report_r, False)
+            try:
+                reported = os.read(report_r, 1)
+            except BlockingIOError:
+                reported = b""
+            if reported and reported[0]:
+                return {"exited": pid, "signal": reported[0]}
+        return {"exited": pid, "code": info.si_status}
 
 
 def _serve(conn):
@@ -710,9 +686,23 @@ def _serve(conn):
             continue
         sys.stdout.flush()
         sys.stderr.flush()
+        # Namespace isolation: the child is PID 1 of a new PID namespace, born with the
+        # signals it takes as an init blocked, and tells on a pipe what killed pytest.
+        namespaced = "RACEFREE_PRIVATE_MOUNTS" in (request.get("env") or {})
+        report_r = report_w = unblocked = None
+        if namespaced:
+            report_r, report_w = os.pipe()
+            unblocked = signal.pthread_sigmask(signal.SIG_BLOCK, _WAITED)
+            _next_child_in_new_pid_namespace()
         pid = os.fork()
         if pid == 0:
-            _child(conn, request, fds)
+            if report_r is not None:
+                os.close(report_r)
+            _child(conn, request, fds, report_w, unblocked)
+        if namespaced:
+            _next_child_in_own_pid_namespace()
+            signal.pthread_sigmask(signal.SIG_SETMASK, unblocked)
+            os.close(report_w)
         for fd in fds:
             os.close(fd)
         try:
@@ -720,7 +710,9 @@ def _serve(conn):
         except OSError:
             pass  # the child did it first, or already exited
         conn.send({"pid": pid})
-        conn.send(_exit_fields(pid))
+        conn.send(_exit_fields(pid, report_r))
+        if report_r is not None:
+            os.close(report_r)
         reply, extra = conn.recv()
         for fd in extra:
             os.close(fd)

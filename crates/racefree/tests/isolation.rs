@@ -648,6 +648,9 @@ fn each_unit_of_a_slot_gets_its_own_pid_namespace_and_init() {
             String::from_utf8_lossy(&out.stderr)
         );
         assert!(stdout.contains("2 passed"), "{stdout}");
+        // Forked means forked: a server that failed would have spawned the units instead.
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!stderr.contains("fork server"), "{extra:?}: {stderr}");
         assert_eq!(host_pids.len(), 2, "{extra:?}: the daemons never showed up");
         assert!(
             processes_with(&marker).is_empty(),
