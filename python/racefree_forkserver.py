@@ -393,6 +393,7 @@ def _run_under_own_init(report_w, unblocked):
     unit = os.fork()
     if unit == 0:
         os.close(report_w)
+        _drop_capabilities()
         signal.pthread_sigmask(signal.SIG_SETMASK, unblocked)
         return
     try:
@@ -410,6 +411,22 @@ def _kill(pid, sig):
         os.kill(pid, sig)
     except OSError:
         pass  # it has exited meanwhile
+
+
+def _drop_capabilities():
+    """pytest runs with what its uid has: no capabilities unless it is root. A server not run
+    by root holds CAP_SYS_ADMIN in the slot's user namespace (racefree's init makes it
+    ambient) only to make each unit's namespaces."""
+    if os.geteuid() == 0:
+        return
+    import ctypes
+
+    libc = _libc()
+    pr_cap_ambient, pr_cap_ambient_clear_all = 47, 4
+    _check(libc.prctl(pr_cap_ambient, pr_cap_ambient_clear_all, 0, 0, 0), "clearing ambient capabilities")
+    header = (ctypes.c_uint32 * 2)(0x20080522, 0)  # _LINUX_CAPABILITY_VERSION_3, this process
+    sets = (ctypes.c_uint32 * 6)()  # effective, permitted, inheritable (two words each): empty
+    _check(libc.capset(header, sets), "dropping capabilities")
 
 
 def _init(unit, report_w):

@@ -202,13 +202,13 @@ fn python_command(
     ctx: &ExecContext,
     session: &Session,
     module: &str,
-    host_proc: bool,
+    fork_server: bool,
     args: &[OsString],
     env: &[(OsString, OsString)],
 ) -> Command {
     let keep = keep_paths(ctx, session);
     let keep: Vec<&std::path::Path> = keep.iter().map(|p| p.as_path()).collect();
-    let (program, wrapper_args) = ctx.isolation.wrap(&ctx.python, &keep, host_proc);
+    let (program, wrapper_args) = ctx.isolation.wrap(&ctx.python, &keep, fork_server);
     let mut cmd = Command::new(program);
     cmd.args(wrapper_args)
         .arg("-m")

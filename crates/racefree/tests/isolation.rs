@@ -696,3 +696,84 @@ fn each_unit_of_a_slot_gets_its_own_pid_namespace_and_init() {
         assert_eq!(leaks, expected, "{extra:?}: one leak per daemon, host pids");
     }
 }
+
+/// As root, a run as `nobody`: a fork server not run by root keeps CAP_SYS_ADMIN in the
+/// slot's user namespace (to make each unit's namespaces) and pytest runs without it. Needs
+/// an interpreter `nobody` can run: the test one, or RACEFREE_TEST_UNPRIVILEGED_PYTHON.
+#[test]
+fn an_unprivileged_user_gets_forked_units_in_namespaces_of_their_own() {
+    if !rustix::process::geteuid().is_root() {
+        return; // every other test here runs unprivileged then
+    }
+    let Ok(setpriv) = which("setpriv") else {
+        eprintln!("SKIPPED: setpriv(1) is not installed");
+        return;
+    };
+    let python = std::env::var_os("RACEFREE_TEST_UNPRIVILEGED_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(python);
+    let as_nobody = |program: &Path| {
+        let mut cmd = Command::new(&setpriv);
+        cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(program);
+        cmd
+    };
+    // Through a shell: racefree resolves the interpreter's path, as this does.
+    let usable = as_nobody(Path::new("sh"))
+        .args(["-c", "realpath \"$0\" && \"$0\" -c 'import pytest'"])
+        .arg(&python)
+        .output()
+        .unwrap();
+    let probe = as_nobody(&racefree_bin())
+        .args(["__unit-init", "--probe"])
+        .output()
+        .unwrap();
+    if !usable.status.success() || !probe.status.success() {
+        eprintln!(
+            "SKIPPED: nobody cannot run {} with pytest, or may not make namespaces",
+            python.display()
+        );
+        return;
+    }
+    let suite = fixture("pidns");
+    std::fs::write(
+        suite.path().join("tests/test_caps.py"),
+        "def test_pytest_runs_without_capabilities():\n    \
+         caps = [l.split() for l in open('/proc/self/status') if l.startswith(('CapEff', 'CapPrm', 'CapAmb'))]\n    \
+         assert [int(v, 16) for _, v in caps] == [0, 0, 0], caps\n",
+    )
+    .unwrap();
+    for dir in walk(suite.path()) {
+        let mode = if dir.is_dir() { 0o777 } else { 0o666 };
+        std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(mode)).unwrap();
+    }
+    let out = run(as_nobody(&racefree_bin())
+        .current_dir(suite.path())
+        .args([
+            "run",
+            "--no-history",
+            "-n",
+            "1",
+            "--isolate",
+            "namespace",
+            "--python",
+        ])
+        .arg(&python)
+        .env("HOME", suite.path())
+        .env_remove("VIRTUAL_ENV")
+        .env("ISO_MARKER", unique_marker()));
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    assert!(out.stdout.contains("3 passed"), "{}", out.stdout);
+    assert!(!out.stderr.contains("fork server"), "{}", out.stderr);
+}
+
+/// Every path under `root`, `root` included.
+fn walk(root: &Path) -> Vec<PathBuf> {
+    let mut out = vec![root.to_path_buf()];
+    if root.is_dir() {
+        for entry in std::fs::read_dir(root).unwrap() {
+            out.extend(walk(&entry.unwrap().path()));
+        }
+    }
+    out
+}

@@ -89,14 +89,14 @@ impl Isolation {
 
     /// The program and leading arguments that run `command` with this isolation: the command
     /// itself, or `racefree __unit-init [...] -- command`. `keep` names paths the unit must
-    /// still reach if they lie under a directory that gets a private tmpfs. `host_proc`:
-    /// the command (a fork server, which runs an init per unit itself) gets the host's /proc
-    /// to name leaked processes by the pid racefree sees (see `InitOptions::host_proc`).
+    /// still reach if they lie under a directory that gets a private tmpfs. `fork_server`: the
+    /// command is a fork server, which makes each unit's namespaces itself (see
+    /// `InitOptions::fork_server`).
     pub fn wrap(
         &self,
         command: &Path,
         keep: &[&Path],
-        host_proc: bool,
+        fork_server: bool,
     ) -> (PathBuf, Vec<OsString>) {
         match self {
             Isolation::None | Isolation::Tmp => (command.to_path_buf(), Vec::new()),
@@ -108,8 +108,8 @@ impl Isolation {
                 if *private_network {
                     args.push("--private-network".into());
                 }
-                if host_proc {
-                    args.push("--host-proc".into());
+                if fork_server {
+                    args.push("--fork-server".into());
                 }
                 for path in keep {
                     args.push("--keep".into());
@@ -265,11 +265,12 @@ pub struct InitOptions {
     pub private_network: bool,
     /// Set up everything, run nothing, exit 0 if that worked.
     pub probe: bool,
-    /// Pass the command a descriptor on the host's /proc (opened with O_PATH before the
-    /// fresh one covers it), its number in `RACEFREE_HOST_PROC_FD`. A fork server needs it:
-    /// each unit it forks has a PID namespace and an init of its own, which names leaked
-    /// processes by the pid racefree sees, read through the host's /proc.
-    pub host_proc: bool,
+    /// The command is a fork server, which gives each unit it forks PID, mount and IPC
+    /// namespaces and an init of its own: it gets a descriptor on the host's /proc (opened
+    /// with O_PATH before the fresh one covers it; its number in `RACEFREE_HOST_PROC_FD`) to
+    /// name leaked processes by the pid racefree sees, and keeps CAP_SYS_ADMIN in the user
+    /// namespace across exec (an ambient capability), which a uid other than root loses.
+    pub fork_server: bool,
 }
 
 /// Runs `opts.command` in fresh namespaces under racefree's init, and returns its exit
@@ -334,7 +335,7 @@ mod tests {
             [
                 INIT_SUBCOMMAND,
                 "--private-network",
-                "--host-proc",
+                "--fork-server",
                 "--keep",
                 "/tmp/p",
                 "--",

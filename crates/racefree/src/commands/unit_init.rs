@@ -20,10 +20,10 @@ pub struct UnitInitArgs {
     #[arg(long, value_name = "PATH")]
     pub keep: Vec<PathBuf>,
 
-    /// Give the command the host's /proc as a descriptor named in RACEFREE_HOST_PROC_FD
-    /// (for a fork server, whose units name leaked processes by the host's pids).
+    /// The command is a fork server, which makes each unit's namespaces itself: it gets the
+    /// host's /proc (a descriptor named in RACEFREE_HOST_PROC_FD) and keeps CAP_SYS_ADMIN.
     #[arg(long)]
-    pub host_proc: bool,
+    pub fork_server: bool,
 
     /// Set everything up, run nothing, and exit 0 if that worked.
     #[arg(long)]
@@ -45,7 +45,7 @@ pub fn run(args: UnitInitArgs) -> miette::Result<ExitCode> {
         keep: args.keep,
         private_network: args.private_network,
         probe: args.probe,
-        host_proc: args.host_proc,
+        fork_server: args.fork_server,
     });
     Ok(ExitCode::from(u8::try_from(code).unwrap_or(u8::MAX)))
 }

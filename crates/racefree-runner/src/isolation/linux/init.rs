@@ -43,15 +43,22 @@ pub fn run(opts: &InitOptions, alive: OwnedFd, report: OwnedFd, blocked: &Blocke
     };
     let mut cmd = Command::new(program);
     cmd.args(args);
-    // Kept open in the command: a descriptor without FD_CLOEXEC (dup makes one).
-    let _host_proc = if opts.host_proc {
-        match rustix::io::dup(&old_proc) {
+    // A fork server's descriptor on the host's /proc is kept open in the command: one
+    // without FD_CLOEXEC (dup makes one).
+    let _host_proc = if opts.fork_server {
+        let prepared = keep_admin_across_exec()
+            .map_err(|e| format!("keeping CAP_SYS_ADMIN for the fork server: {e}"))
+            .and_then(|()| {
+                rustix::io::dup(&old_proc)
+                    .map_err(|e| format!("duplicating /proc's descriptor: {e}"))
+            });
+        match prepared {
             Ok(fd) => {
                 cmd.env("RACEFREE_HOST_PROC_FD", fd.as_raw_fd().to_string());
                 Some(fd)
             }
             Err(e) => {
-                eprintln!("racefree: namespace isolation: duplicating /proc's descriptor: {e}");
+                eprintln!("racefree: namespace isolation: {e}");
                 return SETUP_FAILED;
             }
         }
@@ -85,6 +92,21 @@ pub fn run(opts: &InitOptions, alive: OwnedFd, report: OwnedFd, blocked: &Blocke
         },
         None => SETUP_FAILED,
     }
+}
+
+/// A fork server unshares and mounts for every unit, which needs CAP_SYS_ADMIN in the user
+/// namespace. Root keeps its capabilities across exec; any other uid (ours, mapped to itself)
+/// loses them unless they are ambient, which takes them being inheritable first. The server
+/// drops them again in each unit's pytest process.
+fn keep_admin_across_exec() -> rustix::io::Result<()> {
+    use rustix::thread::CapabilitySet;
+    if rustix::process::geteuid().is_root() {
+        return Ok(());
+    }
+    let mut sets = rustix::thread::capabilities(None)?;
+    sets.inheritable |= CapabilitySet::SYS_ADMIN;
+    rustix::thread::set_capabilities(None, sets)?;
+    rustix::thread::configure_capability_in_ambient_set(CapabilitySet::SYS_ADMIN, true)
 }
 
 fn outer_is_gone(alive: &OwnedFd) -> bool {
