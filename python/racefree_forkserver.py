@@ -5,16 +5,22 @@ racefree starts it as ``python -m racefree_forkserver`` with the slot's environm
 one end of a Unix stream socket whose descriptor number is in ``RACEFREE_FORKSERVER_FD``. The
 server warms up (imports pytest and every installed plugin by running pytest once on an empty
 directory, then imports the modules listed in the JSON file named by
-``RACEFREE_FORKSERVER_PRELOAD``), checks that the warm-up left it safe to fork, and then forks
-one child per unit. Each child runs ``pytest.main`` with the unit's arguments exactly as
-``python -m pytest`` would.
+``RACEFREE_FORKSERVER_PRELOAD``) and checks that the warm-up left it safe to fork. Then it
+starts pytest itself with the arguments every unit shares (a JSON list in
+``RACEFREE_FORKSERVER_ARGV``) and stops it just before pytest would load conftest files (see
+``_ForkPoint``): from there it forks one child per unit, and each child carries on as
+``python -m pytest <the unit's arguments>`` would from that point. pytest's own set-up
+(registering some 40 plugins, reading the configuration file, building the option parser)
+is paid once per slot instead of once per unit.
 
 Protocol: one JSON object per line, each way.
   server -> racefree  {"ready": true, "modules": N, "secs": S}
                       {"ready": false, "reason": "...", "module": "name" or null}
                                                           (then the server exits; racefree
                                                            spawns fresh interpreters instead)
-  racefree -> server  {"op": "run", "argv": [...], "env": {...}, "cwd": "..."} with three or
+  racefree -> server  {"op": "run", "argv": [...], "unit_args": [START, END], "env": {...},
+                      "cwd": "..."} (argv[START:END] are the unit's own arguments, its
+                      basetemp and files; the rest equals RACEFREE_FORKSERVER_ARGV) with three or
                       four descriptors passed alongside (SCM_RIGHTS): the unit's stdout, stderr
                       and event pipe, and on Linux a datagram socket on which the child says
                       hello first thing, so that the kernel tells racefree the child's pid as
@@ -42,8 +48,11 @@ next file's process.
 """
 
 import atexit
+import copy
+import dataclasses
 import gc
 import importlib
+import inspect
 import json
 import os
 import signal
@@ -61,6 +70,11 @@ import pytest  # noqa: E402
 
 _FD_ENV = "RACEFREE_FORKSERVER_FD"
 _PRELOAD_ENV = "RACEFREE_FORKSERVER_PRELOAD"
+_ARGV_ENV = "RACEFREE_FORKSERVER_ARGV"
+
+# In a child: "adopted" when it carried on from the server's configuration, "fresh" when it
+# had to configure pytest from scratch. Tests of racefree read it.
+UNIT_CONFIG = None
 _MAX_LINE = 16 * 1024 * 1024
 
 
@@ -211,10 +225,9 @@ def _unsafe(own_fd, base_sockets):
     return None
 
 
-def _warm_up(own_fd):
+def _warm_up(own_fd, base_sockets):
     """Imports what units will need. Returns (module count, reason, module): reason is None
     when forking is safe, else why not, and module the preloaded module to blame."""
-    base_sockets = _sockets(own_fd)
     try:
         _load_plugins()
     except BaseException as error:  # noqa: BLE001 - any failure means: do not fork
@@ -233,6 +246,14 @@ def _warm_up(own_fd):
             continue
         try:
             _silenced(lambda: importlib.import_module(name))
+        except ModuleNotFoundError as error:
+            if error.name and (name == error.name or name.startswith(error.name + ".")):
+                # Not installed here (history learned it with another interpreter, or it
+                # was uninstalled): nothing was imported, nothing to fear. Units that do not
+                # import it any more let history forget it.
+                continue
+            reason = "preloading module %s failed: %s: %s" % (name, type(error).__name__, error)
+            return count, reason, name
         except BaseException as error:  # noqa: BLE001
             reason = "preloading module %s failed: %s: %s" % (name, type(error).__name__, error)
             return count, reason, name
@@ -620,53 +641,64 @@ def _exit(code):
     os._exit(code)
 
 
-def _child(conn, request, fds, report_w, unblocked):
-    """Runs in the forked child: becomes the unit's pytest process, or in namespace mode
-    (report_w is a pipe then) the unit's init, which forks it. Never returns."""
-    code = 70
+def _prepare_child(conn, request, fds, report_w, unblocked):
+    """In the forked child: becomes the unit's process (its descriptors, environment,
+    private mounts, working directory, signal dispositions, random seed, ``sys.argv``). In
+    namespace mode (report_w is a pipe then) the child is the unit's init, which forks the
+    process that runs pytest: only that one returns."""
+    conn.sock.close()
+    if len(fds) == 4:
+        hello = fds.pop()
+        os.write(hello, b"hello")
+        os.close(hello)
+    os.setpgid(0, 0)
+    _set_death_signal()
+    out, err, events = fds
+    os.dup2(out, 1)
+    os.dup2(err, 2)
+    os.close(out)
+    os.close(err)
+    os.environ.update(request.get("env") or {})
+    os.environ["RACEFREE_EVENT_FD"] = str(events)
+    mounts = os.environ.pop("RACEFREE_PRIVATE_MOUNTS", None)
+    if report_w is not None:
+        _private_mounts(json.loads(mounts))
+        # Returns only in the process that runs pytest, PID 2 of the new namespace.
+        _run_under_own_init(report_w, unblocked)
+    _drop_namespace_fds()
+    os.chdir(request["cwd"])
+    _reset_signals()
+    if "random" in sys.modules:
+        sys.modules["random"].seed()
+    import pytest.__main__ as pytest_main
+
+    # As under `python -m pytest`: multiprocessing's spawn start method looks at
+    # __main__ to decide what its workers import.
+    sys.modules["__main__"] = pytest_main
+    sys.argv = [pytest_main.__file__] + list(request["argv"])
+
+
+def _pytest_main(argv, **kwargs):
+    """``pytest.main`` as an exit status, whatever it raises."""
     try:
-        conn.sock.close()
-        if len(fds) == 4:
-            hello = fds.pop()
-            os.write(hello, b"hello")
-            os.close(hello)
-        os.setpgid(0, 0)
-        _set_death_signal()
-        out, err, events = fds
-        os.dup2(out, 1)
-        os.dup2(err, 2)
-        os.close(out)
-        os.close(err)
-        os.environ.update(request.get("env") or {})
-        os.environ["RACEFREE_EVENT_FD"] = str(events)
-        mounts = os.environ.pop("RACEFREE_PRIVATE_MOUNTS", None)
-        if report_w is not None:
-            _private_mounts(json.loads(mounts))
-            # Returns only in the process that runs pytest, PID 2 of the new namespace.
-            _run_under_own_init(report_w, unblocked)
-        _drop_namespace_fds()
-        os.chdir(request["cwd"])
-        _reset_signals()
-        if "random" in sys.modules:
-            sys.modules["random"].seed()
-        import pytest.__main__ as pytest_main
+        code = pytest.main(argv, **kwargs)
+    except SystemExit as stop:
+        code = stop.code if isinstance(stop.code, int) else 1
+    return int(code)
 
-        # As under `python -m pytest`: multiprocessing's spawn start method looks at
-        # __main__ to decide what its workers import.
-        sys.modules["__main__"] = pytest_main
-        argv = list(request["argv"])
-        sys.argv = [pytest_main.__file__] + argv
-        try:
-            code = pytest.main(argv)
-        except SystemExit as stop:
-            code = stop.code if isinstance(stop.code, int) else 1
-        code = int(code)
-    except BaseException:  # noqa: BLE001
-        import traceback
 
-        traceback.print_exc()
-        code = 70
-    _exit(code)
+def _run_fresh(argv):
+    """Runs the unit with a pytest configuration of its own, built from scratch (the slow
+    path, for a unit whose arguments the server's configuration does not fit)."""
+    try:
+        from _pytest.assertion.rewrite import AssertionRewritingHook
+
+        # The server's configuration installed pytest's import hook; the new one installs
+        # its own, and two would both claim the test modules.
+        sys.meta_path[:] = [f for f in sys.meta_path if not isinstance(f, AssertionRewritingHook)]
+    except ImportError:
+        pass
+    return _pytest_main(list(argv))
 
 
 def _exit_fields(pid, report_r):
@@ -692,10 +724,14 @@ def _exit_fields(pid, report_r):
 
 
 def _serve(conn):
+    """Forks a child per request. Returns ``(request, fds, report_w, unblocked)`` in each
+    child (the last two are None unless the child is to be the init of its unit's PID
+    namespace, see _run_under_own_init); in the server, never returns: it exits when
+    racefree closes the socket."""
     while True:
         request, fds = conn.recv()
         if request is None:
-            return
+            os._exit(0)
         if request.get("op") != "run" or len(fds) not in (3, 4):
             for fd in fds:
                 os.close(fd)
@@ -715,7 +751,7 @@ def _serve(conn):
         if pid == 0:
             if report_r is not None:
                 os.close(report_r)
-            _child(conn, request, fds, report_w, unblocked)
+            return request, fds, report_w, unblocked
         if namespaced:
             _next_child_in_own_pid_namespace()
             signal.pthread_sigmask(signal.SIG_SETMASK, unblocked)
@@ -738,8 +774,99 @@ def _serve(conn):
         except ChildProcessError:
             pass
         if reply is None:
-            return
+            os._exit(0)
         conn.send({"reaped": pid})
+
+
+class _ForkPoint:
+    """A pytest plugin for the server's own ``pytest.main``: it stops that run where
+    everything that does not depend on the unit is done (pytest, its plugins and the
+    installed ones registered, the configuration file read, the command line's options
+    known) and before anything that does (conftest files, collection, the session), and
+    forks there for every unit. Each child adopts its unit's arguments and carries on from
+    that point exactly as ``pytest <its arguments>`` would, so it skips some 30 ms of
+    set-up per unit without sharing anything a unit could change: conftest files, fixtures
+    and test modules are all loaded in the child.
+
+    The hook is public (``pytest_load_initial_conftests``), but what the child adjusts
+    (the parsed arguments, ``known_args_namespace``, ``invocation_params``) is how pytest
+    works inside. So the child checks that its arguments are the server's plus its own
+    files, and that pytest would choose the same rootdir and configuration file for them;
+    otherwise it runs the unit with a fresh ``pytest.main`` (the slow path, still a fork)."""
+
+    def __init__(self, conn, server_argv, ready):
+        self.conn = conn
+        self.server_argv = server_argv
+        self.ready = ready
+        self.in_child = False
+
+    @pytest.hookimpl(hookwrapper=True, tryfirst=True)
+    def pytest_load_initial_conftests(self, early_config, parser, args):
+        plugin = sys.modules.get("racefree_pytest")
+        if plugin is not None and hasattr(plugin, "prime_preloadable"):
+            plugin.prime_preloadable(early_config)
+        self.ready()
+        request, fds, report_w, unblocked = _serve(self.conn)
+        self.in_child = True
+        try:
+            _prepare_child(self.conn, request, fds, report_w, unblocked)
+            adopted = _adopt(early_config, parser, args, request, self.server_argv)
+        except BaseException:  # noqa: BLE001 - the unit must still run, or say why not
+            import traceback
+
+            traceback.print_exc()
+            _exit(70)
+        global UNIT_CONFIG
+        UNIT_CONFIG = "adopted" if adopted else "fresh"
+        if not adopted:
+            _exit(_run_fresh(request["argv"]))
+        yield
+
+
+def _adopt(config, parser, args, request, server_argv):
+    """Makes the server's half-built configuration the unit's: True if it fits."""
+    argv = list(request["argv"])
+    span = request.get("unit_args")
+    if not span or argv[: span[0]] + argv[span[1] :] != server_argv:
+        return False
+    # ``args`` is the server's argument list with what pytest put in front of it (addopts
+    # from the environment and the configuration file), changed in place from here on.
+    kept = len(args) - len(server_argv)
+    if kept < 0 or args[kept:] != server_argv:
+        return False
+    if os.path.abspath(os.getcwd()) != os.path.abspath(str(config.invocation_params.dir)):
+        return False
+    new_args = args[:kept] + argv
+    known = parser.parse_known_args(new_args, namespace=copy.copy(config.option))
+    if not _same_setup(config, known):
+        return False
+    if known.confcutdir is None:
+        # As pytest's own parse does before loading conftest files.
+        known.confcutdir = str(config.inipath.parent if config.inipath else config.rootpath)
+    args[:] = new_args
+    config.known_args_namespace = known
+    config.invocation_params = dataclasses.replace(config.invocation_params, args=tuple(argv))
+    return True
+
+
+def _same_setup(config, known):
+    """True if pytest would pick the server's rootdir and configuration file for the
+    unit's arguments too (a configuration file in a subdirectory could differ)."""
+    try:
+        from _pytest.config.findpaths import determine_setup
+
+        wanted = inspect.signature(determine_setup).parameters
+        given = {
+            "inifile": known.inifilename,
+            "override_ini": known.override_ini,
+            "args": known.file_or_dir,
+            "rootdir_cmd_arg": known.rootdir or None,
+            "invocation_dir": config.invocation_params.dir,
+        }
+        found = determine_setup(**{k: v for k, v in given.items() if k in wanted})
+        return found[0] == config.rootpath and found[1] == config.inipath
+    except Exception:  # noqa: BLE001 - another pytest: take the slow path
+        return False
 
 
 def main():
@@ -751,16 +878,37 @@ def main():
     sock = socket.socket(fileno=fd)
     conn = _Conn(sock)
     started = time.monotonic()
-    count, problem, module = _warm_up(fd)
+    base_sockets = _sockets(fd)
+    count, problem, module = _warm_up(fd, base_sockets)
     if problem:
         conn.send({"ready": False, "reason": problem, "module": module})
         return
-    # Everything imported so far lives as long as the server: move it out of the collector's
-    # sight, so a child's collections do not walk (and copy-on-write) it.
-    gc.collect()
-    gc.freeze()
-    conn.send({"ready": True, "modules": count, "secs": time.monotonic() - started})
-    _serve(conn)
+    server_argv = json.loads(os.environ.pop(_ARGV_ENV))
+
+    def ready():
+        why = _unsafe(fd, base_sockets)
+        if why:
+            conn.send({"ready": False, "reason": "configuring pytest: %s" % why, "module": None})
+            os._exit(0)
+        # Everything imported so far lives as long as the server: move it out of the
+        # collector's sight, so a child's collections do not walk (and copy-on-write) it.
+        gc.collect()
+        gc.freeze()
+        conn.send({"ready": True, "modules": count, "secs": time.monotonic() - started})
+
+    point = _ForkPoint(conn, server_argv, ready)
+    code = _pytest_main(list(server_argv), plugins=[point])
+    if point.in_child:
+        _exit(code)
+    # pytest ended before it would load conftest files (a usage error, say): spawned
+    # processes will show the user why.
+    conn.send(
+        {
+            "ready": False,
+            "reason": "pytest stopped (exit status %d) before loading conftest files" % code,
+            "module": None,
+        }
+    )
 
 
 if __name__ == "__main__":

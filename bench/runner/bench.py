@@ -121,6 +121,9 @@ def bench(suite, racefree, workers, scratch):
 
 
 def main():
+    # With it set (as on some CI images), every process rewrites and compiles each test module
+    # it imports from source; users rarely pay that, so the comparison runs without it.
+    os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
     parser = argparse.ArgumentParser()
     parser.add_argument("--racefree", required=True)
     parser.add_argument("-n", "--workers", type=int, default=os.cpu_count() or 2)

@@ -1,15 +1,20 @@
 """Per-unit overhead of `racefree run` with the fork server against spawning an interpreter
 per unit, in the same run (issue 8's target: at most 15 ms per unit with fork).
 
-A generated suite of N files with one trivial test each runs three ways, one after another:
-  1. plain serial pytest, all files in one process (the work itself, paid once);
-  2. `racefree run -n 1 --unit file` (a fork of the warm server per file);
-  3. `racefree run -n 1 --unit file --no-fork` (a fresh interpreter per file).
-Per-unit overhead = (wall of 2 or 3 - wall of 1) / N. Each racefree variant runs once first
-to fill its history (and the fork server's learned preload set), then ROUNDS times; the
-median is reported.
+Generated suites of N and 2N files with one trivial test each run three ways, one after
+another: plain serial pytest (all files in one process: the work itself), `racefree run -n 1
+--unit file` (a fork of the warm server per file) and the same with `--no-fork` (a fresh
+interpreter per file). What one more unit costs is the slope between the two sizes, with
+serial pytest's own slope taken off:
+    per unit = ((racefree(2N) - racefree(N)) - (pytest(2N) - pytest(N))) / N
+and the fixed cost of a run (racefree's start, the servers' warm-up) is what is left at N.
+Each racefree variant runs once first to fill its history (and the fork server's learned
+preload set), then ROUNDS times; medians are reported.
 
-    bench/.venv/bin/python bench/runner/overhead.py --racefree target/release/racefree [-N 100]
+PYTHONDONTWRITEBYTECODE is removed from the environment: with it, every process rewrites
+and compiles every test module it imports from source, which users rarely pay.
+
+    bench/.venv/bin/python bench/runner/overhead.py --racefree target/release/racefree [-N 50]
 """
 
 import argparse
@@ -48,25 +53,37 @@ def median_wall(cmd, cwd, warm):
     return statistics.median(wall(cmd, cwd) for _ in range(ROUNDS))
 
 
-def main():
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--racefree", required=True)
-    parser.add_argument("-N", "--files", type=int, default=100)
-    args = parser.parse_args()
+def measure(racefree, files):
+    """Median walls (serial pytest, racefree fork, racefree spawn) on a suite of `files`."""
     with tempfile.TemporaryDirectory(prefix="racefree-overhead-") as root:
-        make_suite(root, args.files)
-        rf = [os.path.abspath(args.racefree), "run", "-n", "1", "--unit", "file", "-q", "--plain", "--python", PYTHON]
+        make_suite(root, files)
+        rf = [os.path.abspath(racefree), "run", "-n", "1", "--unit", "file", "-q", "--plain", "--python", PYTHON]
         serial = median_wall([PYTHON, "-m", "pytest", "-q", "-p", "no:cacheprovider"], root, 1)
         fork = median_wall(rf, root, 1)
         spawn = median_wall(rf + ["--no-fork"], root, 1)
+    return serial, fork, spawn
+
+
+def main():
+    os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--racefree", required=True)
+    parser.add_argument("-N", "--files", type=int, default=50)
+    args = parser.parse_args()
     n = args.files
-    per_fork = (fork - serial) / n * 1000
-    per_spawn = (spawn - serial) / n * 1000
-    print("%d files x 1 trivial test, -n 1, median of %d runs (wall seconds):" % (n, ROUNDS))
-    print("  serial pytest (one process)  %7.2f" % serial)
-    print("  racefree, fork per file      %7.2f   overhead %6.1f ms/unit" % (fork, per_fork))
-    print("  racefree, spawn per file     %7.2f   overhead %6.1f ms/unit" % (spawn, per_spawn))
-    print("  fork overhead / spawn overhead: %.2f" % (per_fork / per_spawn if per_spawn > 0 else float("nan")))
+    small = measure(args.racefree, n)
+    large = measure(args.racefree, 2 * n)
+    slope = [(b - a) / n for a, b in zip(small, large)]
+    per_fork = (slope[1] - slope[0]) * 1000
+    per_spawn = (slope[2] - slope[0]) * 1000
+    print("%d and %d files x 1 trivial test, -n 1, median of %d runs (wall seconds):" % (n, 2 * n, ROUNDS))
+    print("                               %6d files %6d files" % (n, 2 * n))
+    for label, a, b in zip(("serial pytest (one process)", "racefree, fork per file", "racefree, spawn per file"), small, large):
+        print("  %-28s %12.2f %12.2f" % (label, a, b))
+    print("  per unit, beyond pytest's own per-test work:")
+    print("    fork   %7.1f ms/unit   (fixed cost of a run: %.2f s)" % (per_fork, small[1] - small[0] - n * per_fork / 1000))
+    print("    spawn  %7.1f ms/unit   (fixed cost of a run: %.2f s)" % (per_spawn, small[2] - small[0] - n * per_spawn / 1000))
+    print("  fork / spawn per-unit overhead: %.2f" % (per_fork / per_spawn if per_spawn > 0 else float("nan")))
 
 
 if __name__ == "__main__":

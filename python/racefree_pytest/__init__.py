@@ -89,6 +89,7 @@ class _Channel:
 
     def __init__(self, fd):
         self.fd = fd
+        self.pending = []
         # Children of tests (subprocess with close_fds=False, multiprocessing) must not
         # inherit racefree's pipe: a leftover writer would keep the pipe open after the
         # unit ends.
@@ -98,8 +99,21 @@ class _Channel:
             pass
 
     def send(self, kind, **fields):
+        """Writes this message, after any queued ones, now."""
+        self.queue(kind, **fields)
+        self.flush()
+
+    def queue(self, kind, **fields):
+        """Holds this message until the next ``send`` or ``flush``: one write per test
+        instead of one per message, since every write wakes racefree."""
         fields["e"] = kind
-        data = (json.dumps(fields, ensure_ascii=False) + "\n").encode("utf-8", "replace")
+        self.pending.append(json.dumps(fields, ensure_ascii=False))
+
+    def flush(self):
+        if not self.pending:
+            return
+        data = ("\n".join(self.pending) + "\n").encode("utf-8", "replace")
+        self.pending = []
         view = memoryview(data)
         while view:
             try:
@@ -310,7 +324,11 @@ class _RacefreePlugin:
             fields["skip_reason"] = _skip_reason(report)
             if not subtest:
                 fields["longrepr"] = _text(getattr(report, "longreprtext", ""))
-        self.channel.send("report", **fields)
+        if report.failed:
+            # A failure is news now: if the process dies next, racefree still has it.
+            self.channel.send("report", **fields)
+        else:
+            self.channel.queue("report", **fields)
 
     def pytest_runtest_logfinish(self, nodeid, location):
         self.channel.send("finish", id=nodeid)
@@ -345,27 +363,64 @@ def _importable_name(name, module):
     return any(stem == os.path.join(base, relative) for base in _BASELINE_PATH)
 
 
-def _preloadable(config):
-    """Modules imported since start-up that a fork server may import ahead of time: never
-    test modules, conftest files or anything pytest rewrote (plugins are loaded by the
-    server's own warm-up)."""
+# Verdicts of ``_preloadable`` on the modules a fork server holds, judged once in the server
+# (racefree_forkserver calls ``prime_preloadable`` where it forks) instead of again in every
+# unit: several milliseconds per unit otherwise. name -> (module object, preloadable?).
+_JUDGED = {}
+_JUDGED_PATTERNS = []
+
+
+def _file_patterns(config):
+    return list(config.getini("python_files")) + ["conftest.py"]
+
+
+def _rewriter_type():
     try:
         from _pytest.assertion.rewrite import AssertionRewritingHook
     except ImportError:
-        AssertionRewritingHook = ()
-    patterns = list(config.getini("python_files")) + ["conftest.py"]
+        return ()
+    return AssertionRewritingHook
+
+
+def _judge(name, module, patterns, rewriter):
+    """True if a fork server may import ``module`` ahead of time: never test modules,
+    conftest files or anything pytest rewrote (plugins are loaded by the server's own
+    warm-up)."""
+    if name in _BASELINE_MODULES or module is None or name.startswith("racefree_pytest"):
+        return False
+    if name in ("__main__", "__mp_main__") or not isinstance(module, types.ModuleType):
+        return False
+    if isinstance(getattr(module, "__loader__", None), rewriter):
+        return False
+    path = getattr(module, "__file__", None)
+    if path and any(fnmatch.fnmatch(os.path.basename(path), p) for p in patterns):
+        return False
+    return _importable_name(name, module)
+
+
+def prime_preloadable(config):
+    """Judges every module imported so far, for the units a fork server will fork."""
+    patterns = _file_patterns(config)
+    rewriter = _rewriter_type()
+    _JUDGED.clear()
+    for name, module in list(sys.modules.items()):
+        _JUDGED[name] = (module, _judge(name, module, patterns, rewriter))
+    _JUDGED_PATTERNS[:] = patterns
+
+
+def _preloadable(config):
+    """Modules imported since start-up that a fork server may import ahead of time."""
+    patterns = _file_patterns(config)
+    judged = _JUDGED if patterns == _JUDGED_PATTERNS else {}
+    rewriter = _rewriter_type()
     names = []
     for name, module in list(sys.modules.items()):
-        if name in _BASELINE_MODULES or module is None or name.startswith("racefree_pytest"):
-            continue
-        if name in ("__main__", "__mp_main__") or not isinstance(module, types.ModuleType):
-            continue
-        if isinstance(getattr(module, "__loader__", None), AssertionRewritingHook):
-            continue
-        path = getattr(module, "__file__", None)
-        if path and any(fnmatch.fnmatch(os.path.basename(path), p) for p in patterns):
-            continue
-        if _importable_name(name, module):
+        known = judged.get(name)
+        if known is not None and known[0] is module:
+            keep = known[1]
+        else:
+            keep = _judge(name, module, patterns, rewriter)
+        if keep:
             names.append(name)
     names.sort()
     return names

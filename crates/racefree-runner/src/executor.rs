@@ -130,20 +130,38 @@ fn slot_env(
     Ok(env)
 }
 
-/// What one unit runs: `python -m pytest` with these arguments and environment.
-fn unit_invocation(ctx: &ExecContext, session: &Session, spec: &UnitSpec) -> Result<Invocation> {
-    let basetemp = session.basetemp(spec.slot, spec.unit, spec.attempt);
-    let mut args: Vec<OsString> = ["-p", "racefree_pytest", "-p", "no:cacheprovider"]
+/// The arguments every pytest process of the run gets before its own (`-p` plugins,
+/// rootdir, options), and after them (`-k`, `-m`, the passthrough after `--`).
+fn shared_args(ctx: &ExecContext) -> (Vec<OsString>, Vec<OsString>) {
+    let mut before: Vec<OsString> = ["-p", "racefree_pytest", "-p", "no:cacheprovider"]
         .iter()
         .map(OsString::from)
         .collect();
-    args.push(format!("--rootdir={}", ctx.rootdir.display()).into());
-    args.push(format!("--basetemp={}", basetemp.display()).into());
+    before.push(format!("--rootdir={}", ctx.rootdir.display()).into());
     // One broken file must not stop the other files packed with it; racefree still
     // reports the collection error and exits 2, as pytest would.
-    args.push("--continue-on-collection-errors".into());
+    before.push("--continue-on-collection-errors".into());
+    let after = ctx.pytest_args.iter().map(OsString::from).collect();
+    (before, after)
+}
+
+/// What a fork server configures pytest with before any unit: every unit's arguments
+/// without the unit's own.
+fn server_args(ctx: &ExecContext) -> Vec<OsString> {
+    let (mut args, after) = shared_args(ctx);
+    args.extend(after);
+    args
+}
+
+/// What one unit runs: `python -m pytest` with these arguments and environment.
+fn unit_invocation(ctx: &ExecContext, session: &Session, spec: &UnitSpec) -> Result<Invocation> {
+    let basetemp = session.basetemp(spec.slot, spec.unit, spec.attempt);
+    let (mut args, after) = shared_args(ctx);
+    let own_start = args.len();
+    args.push(format!("--basetemp={}", basetemp.display()).into());
     args.extend(spec.files.iter().map(OsString::from));
-    args.extend(ctx.pytest_args.iter().map(OsString::from));
+    let unit_args = own_start..args.len();
+    args.extend(after);
     let mut env = slot_env(ctx, session, spec.slot)?;
     let unit_file = session.unit_file(spec.unit, spec.attempt);
     let description = serde_json::json!({ "select": spec.selection, "walked": spec.walked });
@@ -175,6 +193,7 @@ fn unit_invocation(ctx: &ExecContext, session: &Session, spec: &UnitSpec) -> Res
     }
     Ok(Invocation {
         args,
+        unit_args,
         env,
         cwd: ctx.invocation_dir.clone(),
     })
@@ -225,7 +244,13 @@ pub fn fork_server_command(
     session: &Session,
     slot: usize,
 ) -> io::Result<Command> {
-    let env = slot_env(ctx, session, slot).map_err(io::Error::other)?;
+    let mut env = slot_env(ctx, session, slot).map_err(io::Error::other)?;
+    let argv: Vec<String> = server_args(ctx)
+        .iter()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    let argv = serde_json::to_string(&argv).map_err(io::Error::other)?;
+    env.push(("RACEFREE_FORKSERVER_ARGV".into(), argv.into()));
     Ok(python_command(
         ctx,
         session,

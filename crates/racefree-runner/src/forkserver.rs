@@ -37,6 +37,10 @@ const READY_TIMEOUT: Duration = Duration::from_secs(120);
 #[derive(Debug, Clone)]
 pub struct Invocation {
     pub args: Vec<OsString>,
+    /// The part of `args` that is this unit's own (its basetemp and files); the rest is
+    /// what every unit of the run passes, and what the fork servers configured pytest
+    /// with ahead of time (`server_args`).
+    pub unit_args: std::ops::Range<usize>,
     pub env: Vec<(OsString, OsString)>,
     pub cwd: PathBuf,
 }
@@ -173,6 +177,7 @@ impl ForkServer {
         let request = serde_json::json!({
             "op": "run",
             "argv": utf8_all(inv.args.iter())?,
+            "unit_args": [inv.unit_args.start, inv.unit_args.end],
             "env": inv.env.iter().map(|(k, v)| Ok((utf8(k)?, utf8(v)?)))
                 .collect::<io::Result<BTreeMap<String, String>>>()?,
             "cwd": utf8(inv.cwd.as_os_str())?,

@@ -47,15 +47,45 @@ pub struct PythonInfo {
     pub paths: Vec<PathBuf>,
 }
 
+/// Where the interpreter lives: its real executable's directory, its prefixes and
+/// `sys.path` (what `import pytest` adds nothing to).
+const PATHS_EXPR: &str = "[os.path.dirname(os.path.realpath(sys.executable)), sys.prefix, \
+    sys.base_prefix, sys.exec_prefix] + [p for p in sys.path if p]";
+
 /// Checks that `python` can import pytest, and asks it where it lives.
 pub fn check_pytest(python: &Path) -> Result<PythonInfo> {
-    const SCRIPT: &str = "import json, os, sys, pytest\n\
-        paths = [os.path.dirname(os.path.realpath(sys.executable)), sys.prefix, sys.base_prefix,\n\
-                 sys.exec_prefix] + [p for p in sys.path if p]\n\
-        sys.stdout.write(json.dumps({'version': pytest.__version__, 'paths': paths}))";
+    let script = format!(
+        "import json, os, sys, pytest\n\
+         sys.stdout.write(json.dumps({{'version': pytest.__version__, 'paths': {PATHS_EXPR}}}))"
+    );
     let start = std::time::Instant::now();
+    let answer = ask(python, &script)?;
+    Ok(PythonInfo {
+        pytest_version: answer.version.unwrap_or_default(),
+        import_secs: start.elapsed().as_secs_f64(),
+        paths: answer.paths,
+    })
+}
+
+/// Only where `python` lives (see `PythonInfo::paths`): an interpreter start-up without
+/// importing pytest, for fork servers that must start before `check_pytest` is done.
+pub fn interpreter_paths(python: &Path) -> Result<Vec<PathBuf>> {
+    let script =
+        format!("import json, os, sys\nsys.stdout.write(json.dumps({{'paths': {PATHS_EXPR}}}))");
+    Ok(ask(python, &script)?.paths)
+}
+
+#[derive(serde::Deserialize)]
+struct Answer {
+    #[serde(default)]
+    version: Option<String>,
+    paths: Vec<PathBuf>,
+}
+
+/// Runs `script` in `python` and reads its JSON answer, with its paths made directories.
+fn ask(python: &Path, script: &str) -> Result<Answer> {
     let out = Command::new(python)
-        .args(["-c", SCRIPT])
+        .args(["-c", script])
         .stdin(Stdio::null())
         .output()
         .map_err(|e| Error::NoPytest {
@@ -76,20 +106,14 @@ pub fn check_pytest(python: &Path) -> Result<PythonInfo> {
             detail,
         });
     }
-    #[derive(serde::Deserialize)]
-    struct Answer {
-        version: String,
-        paths: Vec<PathBuf>,
-    }
-    let answer: Answer = serde_json::from_slice(&out.stdout).map_err(|e| Error::NoPytest {
+    let mut answer: Answer = serde_json::from_slice(&out.stdout).map_err(|e| Error::NoPytest {
         python: python.to_path_buf(),
         detail: format!(
             "unexpected answer {:?}: {e}",
             String::from_utf8_lossy(&out.stdout)
         ),
     })?;
-    let mut paths: Vec<PathBuf> = answer
-        .paths
+    let mut paths: Vec<PathBuf> = std::mem::take(&mut answer.paths)
         .into_iter()
         .map(|p| {
             if p.is_file() {
@@ -102,9 +126,6 @@ pub fn check_pytest(python: &Path) -> Result<PythonInfo> {
         .collect();
     paths.sort();
     paths.dedup();
-    Ok(PythonInfo {
-        pytest_version: answer.version,
-        import_secs: start.elapsed().as_secs_f64(),
-        paths,
-    })
+    answer.paths = paths;
+    Ok(answer)
 }

@@ -258,10 +258,13 @@ pub fn run(req: RunRequest) -> Result<u8> {
     );
     let predicted_total: f64 = units.iter().map(|u| u.predicted).sum();
 
-    if let Some(check) = pytest_check {
-        python_info = Some(join_check(Some(check))?);
-    }
-    let python_paths = python_info.map(|i| i.paths).unwrap_or_default();
+    let python_paths = match python_info {
+        Some(info) => info.paths,
+        // Fork servers import pytest themselves: start them as soon as racefree knows what
+        // their namespaces must keep, and let the check finish meanwhile.
+        None if fork => crate::python::interpreter_paths(&python)?,
+        None => join_check(pytest_check.take())?.paths,
+    };
     let isolation = crate::isolation::resolve(
         req.isolate.or(rf.isolate).unwrap_or_default(),
         req.private_network || rf.private_network.unwrap_or(false),
@@ -335,6 +338,8 @@ pub fn run(req: RunRequest) -> Result<u8> {
         );
         ctx.fork = Some(pool);
     }
+    // No pytest there: say so before any unit starts (the pool's servers die with it).
+    join_check(pytest_check.take())?;
 
     let mut reporters: Vec<Box<dyn Reporter>> = Vec::new();
     let tty = std::io::stderr().is_terminal() && req.progress == ProgressMode::Auto;

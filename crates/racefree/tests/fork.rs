@@ -32,14 +32,19 @@ fn racefree(dir: &Path, expect_fork: bool, use_threaded: bool, extra: &[&str]) -
 }
 
 fn assert_all_passed(ran: &Ran, what: &str) {
+    assert_passed(ran, what, 5);
+}
+
+fn assert_passed(ran: &Ran, what: &str, count: usize) {
     assert_eq!(
         ran.code, 0,
         "{what}: exit {}\nstdout:\n{}\nstderr:\n{}",
         ran.code, ran.stdout, ran.stderr
     );
+    let want = format!("{count} passed");
     assert!(
-        ran.stdout.contains("4 passed"),
-        "{what}: expected 4 passed\n{}",
+        ran.stdout.contains(&want),
+        "{what}: expected {want}\n{}",
         ran.stdout
     );
 }
@@ -132,4 +137,46 @@ fn preload_in_config_is_checked_too() {
     let off = racefree(dir.path(), false, false, &[]);
     assert_all_passed(&off, "fork = false");
     assert!(!off.stderr.contains("fork server"), "{}", off.stderr);
+}
+
+#[test]
+fn a_unit_with_a_configuration_file_of_its_own_is_configured_afresh() {
+    // Forked units carry on from the server's half-built pytest configuration
+    // (tests/test_mode.py checks that they do). A file below a pytest.ini of its own is
+    // configured by that file under plain pytest, so its unit must not take the server's.
+    let dir = fixture();
+    let own = dir.path().join("tests").join("own");
+    std::fs::create_dir_all(&own).unwrap();
+    std::fs::write(
+        own.join("pytest.ini"),
+        "[pytest]\npython_functions = check_*\n",
+    )
+    .unwrap();
+    std::fs::write(
+        own.join("test_own.py"),
+        "import sys\n\n\n\
+         def check_runs_with_its_own_configuration():\n\
+         \x20   server = sys.modules.get(\"racefree_forkserver\")\n\
+         \x20   assert server is None or server.UNIT_CONFIG == \"fresh\"\n\n\n\
+         def test_not_a_test_under_its_configuration():\n\
+         \x20   raise AssertionError(\"collected with the root configuration\")\n",
+    )
+    .unwrap();
+    let ran = racefree(dir.path(), true, false, &["--unit", "file"]);
+    // Exit 0 with six passed: check_* collected, test_* not, and the unit said "fresh".
+    assert_passed(&ran, "nested pytest.ini", 6);
+}
+
+#[test]
+fn a_preload_module_this_interpreter_lacks_is_skipped_not_fatal() {
+    // History learned with another interpreter (or the module was uninstalled since): the
+    // server imports nothing for it, so forking stays safe and stays on.
+    let dir = fixture();
+    let pyproject = dir.path().join("pyproject.toml");
+    let mut text = std::fs::read_to_string(&pyproject).unwrap();
+    text.push_str("\n[tool.racefree]\npreload = [\"no_such_module_here\", \"pkg.no_such_part\"]\n");
+    std::fs::write(&pyproject, text).unwrap();
+    let ran = racefree(dir.path(), true, false, &[]);
+    assert_all_passed(&ran, "missing preload modules");
+    assert!(!ran.stderr.contains("fork server off"), "{}", ran.stderr);
 }
