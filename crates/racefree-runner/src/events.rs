@@ -46,10 +46,15 @@ pub enum Wire {
         modules: Vec<String>,
     },
     /// A process the unit left behind, found by whoever watches the unit's processes (a PID
-    /// namespace init reports these on the event pipe).
+    /// namespace init reports these on the event pipe, and has killed them). `pid` is for
+    /// the report only: racefree never signals it (an init that cannot tell the host's pid
+    /// reports its own view).
     Leak {
         pid: u32,
         cmdline: String,
+        /// The test that was running when it was started (its RACEFREE_TEST), when known.
+        #[serde(default)]
+        test: Option<String>,
     },
 }
 
@@ -606,7 +611,16 @@ mod tests {
             Wire::parse(r#"{"e":"leak","pid":4242,"cmdline":"sleep 1000"}"#).unwrap(),
             Wire::Leak {
                 pid: 4242,
-                cmdline: "sleep 1000".into()
+                cmdline: "sleep 1000".into(),
+                test: None,
+            }
+        );
+        assert_eq!(
+            Wire::parse(r#"{"e":"leak","pid":7,"cmdline":"x","test":"t.py::test_a"}"#).unwrap(),
+            Wire::Leak {
+                pid: 7,
+                cmdline: "x".into(),
+                test: Some("t.py::test_a".into()),
             }
         );
         assert!(Wire::parse(r#"{"e":"leak","pid":-1,"cmdline":"x"}"#).is_err());

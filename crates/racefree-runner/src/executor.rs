@@ -188,9 +188,10 @@ fn unit_invocation(ctx: &ExecContext, session: &Session, spec: &UnitSpec) -> Res
         env.push(("RACEFREE_LEARN_IMPORTS".into(), "1".into()));
     }
     if ctx.fork.is_some() && matches!(ctx.isolation, Isolation::Namespace { .. }) {
-        // A forked unit shares its slot's namespaces, set up once by racefree's init; its own
-        // /tmp, /dev/shm and /var/tmp come from a mount namespace the child makes for itself
-        // (python/racefree_forkserver.py), with the same paths bound back as the init binds.
+        // A forked unit starts in its slot's namespaces, set up once by racefree's init, and
+        // makes mount, PID and IPC namespaces of its own with an init as PID 1 (see
+        // python/racefree_forkserver.py): fresh /tmp, /dev/shm and /var/tmp, with the same
+        // paths bound back as racefree's init binds.
         let keep: Vec<String> = keep_paths(ctx, session)
             .iter()
             .map(|p| p.display().to_string())
@@ -228,12 +229,13 @@ fn python_command(
     ctx: &ExecContext,
     session: &Session,
     module: &str,
+    fork_server: bool,
     args: &[OsString],
     env: &[(OsString, OsString)],
 ) -> Command {
     let keep = keep_paths(ctx, session);
     let keep: Vec<&std::path::Path> = keep.iter().map(|p| p.as_path()).collect();
-    let (program, wrapper_args) = ctx.isolation.wrap(&ctx.python, &keep);
+    let (program, wrapper_args) = ctx.isolation.wrap(&ctx.python, &keep, fork_server);
     let mut cmd = Command::new(program);
     cmd.args(wrapper_args)
         .arg("-m")
@@ -261,6 +263,7 @@ pub fn fork_server_command(
         ctx,
         session,
         "racefree_forkserver",
+        true,
         &[],
         &env,
     ))
@@ -310,7 +313,7 @@ fn spawn_unit(
     read_end: OwnedFd,
     write_end: OwnedFd,
 ) -> Result<Started> {
-    let mut cmd = python_command(ctx, session, "pytest", &inv.args, &inv.env);
+    let mut cmd = python_command(ctx, session, "pytest", false, &inv.args, &inv.env);
     cmd.current_dir(&inv.cwd)
         .env("RACEFREE_EVENT_FD", write_end.as_raw_fd().to_string())
         .stdin(Stdio::null())

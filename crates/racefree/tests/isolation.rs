@@ -604,3 +604,176 @@ fn an_interpreter_under_a_private_tmp_still_runs_in_namespace_mode() {
         assert!(out.stdout.contains("2 passed"), "{}", out.stdout);
     }
 }
+
+/// Forked from the slot's server or spawned, each unit of a slot is alone in a PID namespace
+/// of its own under an init: pytest is PID 2 and sees neither the server nor what the
+/// slot's other unit left running. The init reports each unit's daemon as a leak of that
+/// unit and test, with the pid the host sees, and kills it.
+#[test]
+fn each_unit_of_a_slot_gets_its_own_pid_namespace_and_init() {
+    if !namespaces_work(false) {
+        return;
+    }
+    let suite = fixture("pidns");
+    for extra in [&[][..], &["--no-fork", "--unit", "file"][..]] {
+        let marker = unique_marker();
+        let events = suite.path().join("events.ndjson");
+        let child = racefree(suite.path())
+            .args(["-n", "1", "--isolate", "namespace", "--events"])
+            .arg(&events)
+            .args(extra)
+            .env("ISO_MARKER", &marker)
+            .env("ISO_HOLD", "1")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // The daemons' pids as the host sees them, while they run.
+        let daemons = [format!("sleep {marker}1"), format!("sleep {marker}2")];
+        let mut host_pids = std::collections::BTreeMap::new();
+        let started = std::time::Instant::now();
+        while host_pids.len() < 2 && started.elapsed() < std::time::Duration::from_secs(60) {
+            for daemon in &daemons {
+                if let [pid] = processes_running(daemon)[..] {
+                    host_pids.insert(daemon.clone(), i64::from(pid));
+                }
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        let out = child.wait_with_output().unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{extra:?}: {stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(stdout.contains("2 passed"), "{stdout}");
+        // Forked means forked: a server that failed would have spawned the units instead.
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!stderr.contains("fork server"), "{extra:?}: {stderr}");
+        assert_eq!(host_pids.len(), 2, "{extra:?}: the daemons never showed up");
+        assert!(
+            processes_with(&marker).is_empty(),
+            "{extra:?}: a daemon survived"
+        );
+        let log: Vec<serde_json::Value> = std::fs::read_to_string(&events)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        let unit_of = |file: &str| {
+            log.iter()
+                .find(|e| e["event"] == "unit_started" && e["files"][0] == file)
+                .map(|e| e["unit"].as_i64().unwrap())
+                .unwrap()
+        };
+        let mut leaks: Vec<(String, i64, String, i64)> = log
+            .iter()
+            .filter(|e| e["event"] == "leak")
+            .map(|e| {
+                (
+                    e["cmdline"].as_str().unwrap().to_string(),
+                    e["pid"].as_i64().unwrap(),
+                    e["nodeid"].as_str().unwrap_or("").to_string(),
+                    e["unit"].as_i64().unwrap(),
+                )
+            })
+            .collect();
+        leaks.sort();
+        let expected: Vec<(String, i64, String, i64)> = ["one", "two"]
+            .iter()
+            .zip(&daemons)
+            .map(|(name, daemon)| {
+                let file = format!("tests/test_{name}.py");
+                (
+                    daemon.clone(),
+                    host_pids[daemon],
+                    format!("{file}::test_{name}_is_alone_in_its_pid_namespace"),
+                    unit_of(&file),
+                )
+            })
+            .collect();
+        assert_eq!(leaks, expected, "{extra:?}: one leak per daemon, host pids");
+    }
+}
+
+/// As root, a run as `nobody`: a fork server not run by root keeps CAP_SYS_ADMIN in the
+/// slot's user namespace (to make each unit's namespaces) and pytest runs without it. Needs
+/// an interpreter `nobody` can run: the test one, or RACEFREE_TEST_UNPRIVILEGED_PYTHON.
+#[test]
+fn an_unprivileged_user_gets_forked_units_in_namespaces_of_their_own() {
+    if !rustix::process::geteuid().is_root() {
+        return; // every other test here runs unprivileged then
+    }
+    let Ok(setpriv) = which("setpriv") else {
+        eprintln!("SKIPPED: setpriv(1) is not installed");
+        return;
+    };
+    let python = std::env::var_os("RACEFREE_TEST_UNPRIVILEGED_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(python);
+    let as_nobody = |program: &Path| {
+        let mut cmd = Command::new(&setpriv);
+        cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(program);
+        cmd
+    };
+    // Through a shell: racefree resolves the interpreter's path, as this does.
+    let usable = as_nobody(Path::new("sh"))
+        .args(["-c", "realpath \"$0\" && \"$0\" -c 'import pytest'"])
+        .arg(&python)
+        .output()
+        .unwrap();
+    let probe = as_nobody(&racefree_bin())
+        .args(["__unit-init", "--probe"])
+        .output()
+        .unwrap();
+    if !usable.status.success() || !probe.status.success() {
+        eprintln!(
+            "SKIPPED: nobody cannot run {} with pytest, or may not make namespaces",
+            python.display()
+        );
+        return;
+    }
+    let suite = fixture("pidns");
+    std::fs::write(
+        suite.path().join("tests/test_caps.py"),
+        "def test_pytest_runs_without_capabilities():\n    \
+         caps = [l.split() for l in open('/proc/self/status') if l.startswith(('CapEff', 'CapPrm', 'CapAmb'))]\n    \
+         assert [int(v, 16) for _, v in caps] == [0, 0, 0], caps\n",
+    )
+    .unwrap();
+    for dir in walk(suite.path()) {
+        let mode = if dir.is_dir() { 0o777 } else { 0o666 };
+        std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(mode)).unwrap();
+    }
+    let out = run(as_nobody(&racefree_bin())
+        .current_dir(suite.path())
+        .args([
+            "run",
+            "--no-history",
+            "-n",
+            "1",
+            "--isolate",
+            "namespace",
+            "--python",
+        ])
+        .arg(&python)
+        .env("HOME", suite.path())
+        .env_remove("VIRTUAL_ENV")
+        .env("ISO_MARKER", unique_marker()));
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    assert!(out.stdout.contains("3 passed"), "{}", out.stdout);
+    assert!(!out.stderr.contains("fork server"), "{}", out.stderr);
+}
+
+/// Every path under `root`, `root` included.
+fn walk(root: &Path) -> Vec<PathBuf> {
+    let mut out = vec![root.to_path_buf()];
+    if root.is_dir() {
+        for entry in std::fs::read_dir(root).unwrap() {
+            out.extend(walk(&entry.unwrap().path()));
+        }
+    }
+    out
+}

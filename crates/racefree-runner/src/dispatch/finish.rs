@@ -114,7 +114,12 @@ impl Dispatcher<'_> {
             .iter()
             .filter(|e| !leftovers.iter().any(|l| l.pid == e.pid))
             .cloned();
-        for leak in escaped.collect::<Vec<_>>().into_iter().chain(leftovers) {
+        let unreported = escaped
+            .collect::<Vec<_>>()
+            .into_iter()
+            .chain(leftovers)
+            .filter(|l| !r.leaks_reported.contains(&l.pid));
+        for leak in unreported.collect::<Vec<_>>() {
             self.bus.emit(Event::Leak {
                 unit,
                 slot: r.slot,

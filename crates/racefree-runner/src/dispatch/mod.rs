@@ -545,13 +545,18 @@ impl Dispatcher<'_> {
                 r.pytest_exitstatus = Some(exitstatus);
                 st.totals.warnings += warnings;
             }
-            Wire::Leak { pid, cmdline } => self.bus.emit(Event::Leak {
-                unit,
-                slot: r.slot,
-                nodeid: r.current.clone(),
-                pid,
-                cmdline,
-            }),
+            Wire::Leak { pid, cmdline, test } => {
+                // The init has killed it already; racefree's own search at the unit's end
+                // must not report it a second time.
+                r.leaks_reported.insert(pid);
+                self.bus.emit(Event::Leak {
+                    unit,
+                    slot: r.slot,
+                    nodeid: test.or_else(|| r.current.clone()),
+                    pid,
+                    cmdline,
+                })
+            }
         }
     }
 

@@ -90,6 +90,8 @@ pub(super) struct Running {
     pub(super) kill_at: Option<Instant>,
     /// Processes outside the unit's group found when it was stopped (reported as leaks).
     pub(super) escaped: Vec<procs::Found>,
+    /// Pids of the leaks the unit's init reported on the event pipe.
+    pub(super) leaks_reported: HashSet<u32>,
     pub(super) pytest_exitstatus: Option<i32>,
     pub(super) cancelled: bool,
     pub(super) started: Instant,
@@ -116,6 +118,7 @@ impl Running {
             timed_out: None,
             kill_at: None,
             escaped: Vec::new(),
+            leaks_reported: HashSet::new(),
             pytest_exitstatus: None,
             cancelled: false,
             started: Instant::now(),

@@ -89,8 +89,15 @@ impl Isolation {
 
     /// The program and leading arguments that run `command` with this isolation: the command
     /// itself, or `racefree __unit-init [...] -- command`. `keep` names paths the unit must
-    /// still reach if they lie under a directory that gets a private tmpfs.
-    pub fn wrap(&self, command: &Path, keep: &[&Path]) -> (PathBuf, Vec<OsString>) {
+    /// still reach if they lie under a directory that gets a private tmpfs. `fork_server`: the
+    /// command is a fork server, which makes each unit's namespaces itself (see
+    /// `InitOptions::fork_server`).
+    pub fn wrap(
+        &self,
+        command: &Path,
+        keep: &[&Path],
+        fork_server: bool,
+    ) -> (PathBuf, Vec<OsString>) {
         match self {
             Isolation::None | Isolation::Tmp => (command.to_path_buf(), Vec::new()),
             Isolation::Namespace {
@@ -100,6 +107,9 @@ impl Isolation {
                 let mut args: Vec<OsString> = vec![INIT_SUBCOMMAND.into()];
                 if *private_network {
                     args.push("--private-network".into());
+                }
+                if fork_server {
+                    args.push("--fork-server".into());
                 }
                 for path in keep {
                     args.push("--keep".into());
@@ -255,6 +265,12 @@ pub struct InitOptions {
     pub private_network: bool,
     /// Set up everything, run nothing, exit 0 if that worked.
     pub probe: bool,
+    /// The command is a fork server, which gives each unit it forks PID, mount and IPC
+    /// namespaces and an init of its own: it gets a descriptor on the host's /proc (opened
+    /// with O_PATH before the fresh one covers it; its number in `RACEFREE_HOST_PROC_FD`) to
+    /// name leaked processes by the pid racefree sees, and keeps CAP_SYS_ADMIN in the user
+    /// namespace across exec (an ambient capability), which a uid other than root loses.
+    pub fork_server: bool,
 }
 
 /// Runs `opts.command` in fresh namespaces under racefree's init, and returns its exit
@@ -308,7 +324,7 @@ mod tests {
             init: "/bin/racefree".into(),
             private_network: true,
         };
-        let (program, args) = ns.wrap(Path::new("/usr/bin/python3"), &[Path::new("/tmp/p")]);
+        let (program, args) = ns.wrap(Path::new("/usr/bin/python3"), &[Path::new("/tmp/p")], true);
         assert_eq!(program, PathBuf::from("/bin/racefree"));
         let args: Vec<String> = args
             .iter()
@@ -319,13 +335,14 @@ mod tests {
             [
                 INIT_SUBCOMMAND,
                 "--private-network",
+                "--fork-server",
                 "--keep",
                 "/tmp/p",
                 "--",
                 "/usr/bin/python3"
             ]
         );
-        let (program, args) = Isolation::Tmp.wrap(Path::new("/usr/bin/python3"), &[]);
+        let (program, args) = Isolation::Tmp.wrap(Path::new("/usr/bin/python3"), &[], true);
         assert_eq!(program, PathBuf::from("/usr/bin/python3"));
         assert!(args.is_empty());
     }

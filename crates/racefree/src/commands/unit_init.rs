@@ -20,6 +20,11 @@ pub struct UnitInitArgs {
     #[arg(long, value_name = "PATH")]
     pub keep: Vec<PathBuf>,
 
+    /// The command is a fork server, which makes each unit's namespaces itself: it gets the
+    /// host's /proc (a descriptor named in RACEFREE_HOST_PROC_FD) and keeps CAP_SYS_ADMIN.
+    #[arg(long)]
+    pub fork_server: bool,
+
     /// Set everything up, run nothing, and exit 0 if that worked.
     #[arg(long)]
     pub probe: bool,
@@ -40,6 +45,7 @@ pub fn run(args: UnitInitArgs) -> miette::Result<ExitCode> {
         keep: args.keep,
         private_network: args.private_network,
         probe: args.probe,
+        fork_server: args.fork_server,
     });
     Ok(ExitCode::from(u8::try_from(code).unwrap_or(u8::MAX)))
 }

@@ -43,6 +43,28 @@ pub fn run(opts: &InitOptions, alive: OwnedFd, report: OwnedFd, blocked: &Blocke
     };
     let mut cmd = Command::new(program);
     cmd.args(args);
+    // A fork server's descriptor on the host's /proc is kept open in the command: one
+    // without FD_CLOEXEC (dup makes one).
+    let _host_proc = if opts.fork_server {
+        let prepared = keep_admin_across_exec()
+            .map_err(|e| format!("keeping CAP_SYS_ADMIN for the fork server: {e}"))
+            .and_then(|()| {
+                rustix::io::dup(&old_proc)
+                    .map_err(|e| format!("duplicating /proc's descriptor: {e}"))
+            });
+        match prepared {
+            Ok(fd) => {
+                cmd.env("RACEFREE_HOST_PROC_FD", fd.as_raw_fd().to_string());
+                Some(fd)
+            }
+            Err(e) => {
+                eprintln!("racefree: namespace isolation: {e}");
+                return SETUP_FAILED;
+            }
+        }
+    } else {
+        None
+    };
     if let Err(e) = super::signals::unblock_in_child(&mut cmd) {
         eprintln!("racefree: namespace isolation: preparing the signal mask: {e}");
         return SETUP_FAILED;
@@ -70,6 +92,21 @@ pub fn run(opts: &InitOptions, alive: OwnedFd, report: OwnedFd, blocked: &Blocke
         },
         None => SETUP_FAILED,
     }
+}
+
+/// A fork server unshares and mounts for every unit, which needs CAP_SYS_ADMIN in the user
+/// namespace. Root keeps its capabilities across exec; any other uid (ours, mapped to itself)
+/// loses them unless they are ambient, which takes them being inheritable first. The server
+/// drops them again in each unit's pytest process.
+fn keep_admin_across_exec() -> rustix::io::Result<()> {
+    use rustix::thread::CapabilitySet;
+    if rustix::process::geteuid().is_root() {
+        return Ok(());
+    }
+    let mut sets = rustix::thread::capabilities(None)?;
+    sets.inheritable |= CapabilitySet::SYS_ADMIN;
+    rustix::thread::set_capabilities(None, sets)?;
+    rustix::thread::configure_capability_in_ambient_set(CapabilitySet::SYS_ADMIN, true)
 }
 
 fn outer_is_gone(alive: &OwnedFd) -> bool {
@@ -113,11 +150,13 @@ fn reap(watched: Option<i32>) -> Option<WaitStatus> {
     }
 }
 
-/// One process left behind: its pid as the host sees it (if we can tell) and command line.
+/// One process left behind: its pid as the host sees it (if we can tell), command line, and
+/// the test that started it (the plugin's RACEFREE_TEST in its environment), if known.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Leak {
     pub pid: i32,
     pub cmdline: String,
+    pub test: Option<String>,
 }
 
 /// Freezes everything else in the namespace (SIGSTOP: nothing can fork while we look), then
@@ -144,8 +183,20 @@ fn stop_leftovers(old_proc: &OwnedFd) -> Vec<Leak> {
         .map(|pid| Leak {
             pid: host_pid(old_proc, pid).unwrap_or(pid),
             cmdline: cmdline(pid),
+            test: test_of(pid),
         })
         .collect()
+}
+
+/// The RACEFREE_TEST value in the process's environment, cut like a command line.
+fn test_of(pid: i32) -> Option<String> {
+    let env = std::fs::read(format!("/proc/{pid}/environ")).ok()?;
+    let value = env
+        .split(|&b| b == 0)
+        .find_map(|kv| kv.strip_prefix(b"RACEFREE_TEST="))?;
+    let value = &value[..value.len().min(CMDLINE_MAX)];
+    let test = String::from_utf8_lossy(value).into_owned();
+    (!test.is_empty()).then_some(test)
 }
 
 fn is_zombie(pid: i32) -> bool {
@@ -201,14 +252,31 @@ fn parse_nspid(text: &str) -> Option<i32> {
         .filter(|&n: &i32| n > 0)
 }
 
-/// The wire message for one leak: `{"e":"leak","pid":N,"cmdline":"..."}`.
+/// The wire message for one leak: `{"e":"leak","pid":N,"cmdline":"..."}`, with
+/// `"test":"..."` before the closing brace when known.
 pub fn leak_line(leak: &Leak) -> String {
     let cmdline = serde_json::Value::String(leak.cmdline.clone());
-    format!(
-        "{{\"e\":\"leak\",\"pid\":{},\"cmdline\":{cmdline}}}\n",
+    let test = leak
+        .test
+        .as_ref()
+        .map(|t| format!(",\"test\":{}", serde_json::Value::String(t.clone())))
+        .unwrap_or_default();
+    let line = format!(
+        "{{\"e\":\"leak\",\"pid\":{},\"cmdline\":{cmdline}{test}}}\n",
         leak.pid
-    )
+    );
+    // Only names full of escaped characters grow past one atomic write: the test goes.
+    if line.len() > PIPE_BUF && !test.is_empty() {
+        return leak_line(&Leak {
+            test: None,
+            ..leak.clone()
+        });
+    }
+    line
 }
+
+/// The most a pipe write delivers in one piece (POSIX's minimum; Linux's value).
+const PIPE_BUF: usize = 4096;
 
 /// Writes one line per leak to the event pipe (RACEFREE_EVENT_FD), if there is one.
 fn report_leaks(leaks: &[Leak]) {
@@ -263,6 +331,7 @@ mod tests {
         let line = leak_line(&Leak {
             pid: 4242,
             cmdline: "sleep 1000.5 \"quoted\"".into(),
+            test: None,
         });
         assert_eq!(
             line,
@@ -271,6 +340,19 @@ mod tests {
         let v: serde_json::Value = serde_json::from_str(line.trim_end()).unwrap();
         assert_eq!(v["e"], "leak");
         assert_eq!(v["pid"], 4242);
+        let line = leak_line(&Leak {
+            pid: 7,
+            cmdline: "sleep 1".into(),
+            test: Some("t.py::test_a[\"x\"]".into()),
+        });
+        let v: serde_json::Value = serde_json::from_str(line.trim_end()).unwrap();
+        assert_eq!(v["test"], "t.py::test_a[\"x\"]");
+        let line = leak_line(&Leak {
+            pid: 7,
+            cmdline: "sleep 1".into(),
+            test: Some("\u{1}".repeat(CMDLINE_MAX)),
+        });
+        assert!(line.len() <= PIPE_BUF && !line.contains("test"), "{line}");
     }
 
     #[test]
