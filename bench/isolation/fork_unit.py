@@ -1,5 +1,5 @@
 """What namespace isolation adds to a unit forked from the fork server, in the server's own
-code (python/racefree_forkserver.py), without pytest's work: from the fork of the unit to
+code (python/racefree_forkserver.py, python/racefree_unitns.py), without pytest's work: from the fork of the unit to
 its reaping, for a child that exits at once, ROUNDS times each way, interleaved:
 
   plain     fork and exit (what `--isolate tmp` does per unit);
@@ -24,7 +24,8 @@ import sys
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "python"))
-import racefree_forkserver as server  # noqa: E402  (imports pytest, as the server does)
+import racefree_forkserver as forkserver  # noqa: E402  (imports pytest, as the server does)
+import racefree_unitns as server  # noqa: E402
 
 SPEC = {"private": ["/tmp", "/dev/shm", "/var/tmp"], "keep": [os.getcwd()]}
 
@@ -39,8 +40,8 @@ def unit(way, report_w, unblocked):
             flags = server._MS_NOSUID | server._MS_NODEV
             server._check(libc.mount(b"tmpfs", d.encode(), b"tmpfs", flags, b"mode=1777"), "tmpfs")
     elif way == "pidns":
-        server._private_mounts(SPEC)
-        server._run_under_own_init(report_w, unblocked)  # returns in pytest's process only
+        server.private_mounts(SPEC)
+        server.run_under_own_init(report_w, unblocked)  # returns in pytest's process only
     os._exit(0)
 
 
@@ -50,8 +51,8 @@ def once(way):
     report_r = report_w = unblocked = None
     if way == "pidns":
         report_r, report_w = os.pipe()
-        unblocked = signal.pthread_sigmask(signal.SIG_BLOCK, server._WAITED)
-        server._next_child_in_new_pid_namespace()
+        unblocked = signal.pthread_sigmask(signal.SIG_BLOCK, server.WAITED)
+        server.next_child_in_new_pid_namespace()
     pid = os.fork()
     if pid == 0:
         try:
@@ -59,10 +60,10 @@ def once(way):
         finally:
             os._exit(70)
     if way == "pidns":
-        server._next_child_in_own_pid_namespace()
+        server.next_child_in_own_pid_namespace()
         signal.pthread_sigmask(signal.SIG_SETMASK, unblocked)
         os.close(report_w)
-    fields = server._exit_fields(pid, report_r)
+    fields = forkserver._exit_fields(pid, report_r)
     os.waitpid(pid, 0)
     if report_r is not None:
         os.close(report_r)

@@ -20,6 +20,8 @@ use crate::error::{Error, Result};
 pub const PLUGIN_SOURCE: &str = include_str!("../../../python/racefree_pytest/__init__.py");
 /// The fork server's source (see `forkserver`), embedded beside the plugin.
 pub const FORKSERVER_SOURCE: &str = include_str!("../../../python/racefree_forkserver.py");
+/// A forked unit's namespaces and init, which the fork server imports.
+pub const UNITNS_SOURCE: &str = include_str!("../../../python/racefree_unitns.py");
 
 pub struct Session {
     pub root: PathBuf,
@@ -84,9 +86,13 @@ impl Session {
         let plugin = plugin_dir.join("__init__.py");
         std::fs::write(&plugin, PLUGIN_SOURCE)
             .map_err(io(format!("writing {}", plugin.display())))?;
-        let server = session.plugin_dir().join("racefree_forkserver.py");
-        std::fs::write(&server, FORKSERVER_SOURCE)
-            .map_err(io(format!("writing {}", server.display())))?;
+        for (name, source) in [
+            ("racefree_forkserver.py", FORKSERVER_SOURCE),
+            ("racefree_unitns.py", UNITNS_SOURCE),
+        ] {
+            let path = session.plugin_dir().join(name);
+            std::fs::write(&path, source).map_err(io(format!("writing {}", path.display())))?;
+        }
         Ok(session)
     }
 
