@@ -169,11 +169,12 @@ mod platform {
 
 pub use platform::{become_subreaper, unit_processes, zombie_children};
 
-/// Signals the processes that carry a unit's token (Linux; the caller signals the group)
-/// and returns them.
-pub fn signal_tagged(token: &str, signal: Signal) -> Vec<Found> {
+/// Signals the processes that carry a unit's token but are not in process group `group`,
+/// which the caller signals as a whole (Linux), and returns all of them. One signal per
+/// process: a second SIGTERM would cut short the traceback faulthandler writes on the first.
+pub fn signal_tagged(token: &str, signal: Signal, group: u32) -> Vec<Found> {
     let found = unit_processes(token, None);
-    for p in &found {
+    for p in found.iter().filter(|p| p.pgid != Some(group)) {
         kill(p.pid, signal);
     }
     found

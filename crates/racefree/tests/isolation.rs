@@ -777,3 +777,52 @@ fn walk(root: &Path) -> Vec<PathBuf> {
     }
     out
 }
+
+/// The command under `racefree __unit-init` gets a signal exactly once: racefree's own
+/// (sent by the parent to the unit's process group, which the command is in) is not passed
+/// on again by the outer supervisor or the init, and one sent to the outer process alone by
+/// anyone else is passed on. Twice would matter: a second SIGTERM cuts short the traceback
+/// faulthandler writes on the first, which is how a timeout shows where a test hung.
+#[test]
+fn the_command_gets_each_signal_once() {
+    use std::io::BufRead;
+    use std::os::unix::process::CommandExt;
+    if !namespaces_work(false) {
+        return;
+    }
+    // Exits with the number of SIGTERMs it got within half a second of the first.
+    let script = "import signal, sys, time\n\
+                  got = []\n\
+                  signal.signal(signal.SIGTERM, lambda *_: got.append(1))\n\
+                  print('ready', flush=True)\n\
+                  while not got:\n    time.sleep(0.01)\n\
+                  time.sleep(0.5)\n\
+                  sys.exit(len(got))\n";
+    for to_group in [true, false] {
+        let mut child = Command::new(racefree_bin())
+            .args(["__unit-init", "--"])
+            .arg(python())
+            .args(["-c", script])
+            .process_group(0)
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut ready = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut ready)
+            .unwrap();
+        assert_eq!(ready.trim(), "ready");
+        let pid = child.id().to_string();
+        if to_group {
+            // As racefree stops a unit.
+            let group = rustix::process::Pid::from_raw(child.id() as i32).unwrap();
+            rustix::process::kill_process_group(group, rustix::process::Signal::TERM).unwrap();
+        } else {
+            // Someone else, to the outer process alone.
+            let sent = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+            assert!(sent.success());
+        }
+        let status = child.wait().unwrap();
+        assert_eq!(status.code(), Some(1), "to the group: {to_group}");
+    }
+}

@@ -130,7 +130,7 @@ impl Running {
     /// Signals the unit's group and (Linux) every process carrying its token.
     pub(super) fn signal(&self, sig: unix::Sig) -> Vec<procs::Found> {
         self.handle.signal(sig);
-        procs::signal_tagged(&self.token, sig)
+        procs::signal_tagged(&self.token, sig, self.handle.pid)
     }
 
     /// SIGTERM now, SIGKILL after the grace period (see `on_tick`). Processes that had left

@@ -121,14 +121,18 @@ fn outer_is_gone(alive: &OwnedFd) -> bool {
 fn supervise(child: i32, blocked: &Blocked) -> Option<WaitStatus> {
     let child_pid = Pid::from_raw(child)?;
     loop {
-        let sig = blocked.wait().ok()?;
-        if sig == libc::SIGCHLD {
+        let caught = blocked.wait().ok()?;
+        if caught.signo == libc::SIGCHLD {
             if let Some(status) = reap(Some(child)) {
                 return Some(status);
             }
-        } else if FORWARDED.contains(&sig)
-            && let Some(sig) = Signal::from_named_raw(sig)
+        } else if FORWARDED.contains(&caught.signo)
+            && (caught.queued || caught.sender != 0)
+            && let Some(sig) = Signal::from_named_raw(caught.signo)
         {
+            // Passed on by the outer supervisor, or sent from inside the namespace. A plain
+            // signal from outside is racefree's to the unit's process group, which the child
+            // got too: once is enough (a second SIGTERM cuts faulthandler's dump short).
             let _ = rustix::process::kill_process(child_pid, sig);
         }
     }

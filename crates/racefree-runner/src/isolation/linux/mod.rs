@@ -81,18 +81,22 @@ fn outer(opts: &InitOptions) -> Result<i32, SetupError> {
     drop(alive_r);
     drop(report_w);
     let init = Pid::from_raw(pid).ok_or_else(|| step("fork")(io::Error::other("bad pid")))?;
+    let parent = rustix::process::getppid().map(|p| p.as_raw_nonzero().get());
     let status = loop {
-        let sig = blocked.wait().map_err(step("waiting for signals"))?;
-        if sig == libc::SIGCHLD {
+        let caught = blocked.wait().map_err(step("waiting for signals"))?;
+        if caught.signo == libc::SIGCHLD {
             match rustix::process::waitpid(Some(init), WaitOptions::NOHANG) {
                 Ok(Some((_, status))) => break status,
                 Ok(None) => continue,
                 Err(rustix::io::Errno::INTR) => continue,
                 Err(e) => return Err(step("waiting for the namespace's init")(e)),
             }
-        } else if let Some(sig) = Signal::from_named_raw(sig) {
-            // Whoever signalled the unit meant its command; init passes it on.
-            let _ = rustix::process::kill_process(init, sig);
+        } else if Some(caught.sender) != parent {
+            // Whoever signalled this process alone meant the unit's command: init passes it
+            // on. racefree (our parent) signals the unit's whole process group, which the
+            // command is in: passing that on would deliver it twice, and a second SIGTERM
+            // cuts short the traceback faulthandler writes on the first.
+            signals::pass_on(init.as_raw_nonzero().get(), caught.signo);
         }
     };
     drop(alive_w);

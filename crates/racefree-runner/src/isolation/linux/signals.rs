@@ -49,13 +49,23 @@ impl Blocked {
         Ok(Blocked { set })
     }
 
-    /// Waits for the next blocked signal and returns its number.
-    pub fn wait(&self) -> io::Result<i32> {
+    /// Waits for the next blocked signal.
+    pub fn wait(&self) -> io::Result<Caught> {
+        let mut info = MaybeUninit::<libc::siginfo_t>::zeroed();
         loop {
-            // SAFETY: `self.set` is initialised; a null siginfo pointer is allowed.
-            let sig = unsafe { libc::sigwaitinfo(&self.set, ptr::null_mut()) };
+            // SAFETY: `self.set` is initialised and `info` is valid for writes of a siginfo_t.
+            let sig = unsafe { libc::sigwaitinfo(&self.set, info.as_mut_ptr()) };
             if sig >= 0 {
-                return Ok(sig);
+                // SAFETY: sigwaitinfo filled `info` (it was zeroed before, in any case).
+                let info = unsafe { info.assume_init() };
+                // SAFETY: si_pid is meaningful for the signals blocked here (sent by kill or
+                // sigqueue, or SIGCHLD); for others it reads as the zeroed field's 0.
+                let sender = unsafe { info.si_pid() };
+                return Ok(Caught {
+                    signo: sig,
+                    sender,
+                    queued: info.si_code == libc::SI_QUEUE,
+                });
             }
             let err = io::Error::last_os_error();
             if err.kind() != io::ErrorKind::Interrupted {
@@ -63,6 +73,32 @@ impl Blocked {
             }
         }
     }
+}
+
+/// A signal taken by `Blocked::wait`.
+#[derive(Debug, Clone, Copy)]
+pub struct Caught {
+    pub signo: i32,
+    /// The sender's pid as this process sees it: 0 if the sender is outside our PID
+    /// namespace (racefree, or the outer supervisor, as PID 1 sees them).
+    pub sender: i32,
+    /// Sent with sigqueue: the outer supervisor passing on a signal meant for the command.
+    pub queued: bool,
+}
+
+/// Passes `sig` on to `pid` with sigqueue, so that an init can tell it from a signal sent to
+/// the whole process group (see `init::supervise`).
+pub fn pass_on(pid: i32, sig: i32) {
+    // SAFETY: sigqueue only sends a signal; the value is a plain integer union.
+    unsafe {
+        libc::sigqueue(
+            pid,
+            sig,
+            libc::sigval {
+                sival_ptr: ptr::null_mut(),
+            },
+        )
+    };
 }
 
 /// Makes the child `cmd` starts begin with no signal blocked, as if no supervisor stood
