@@ -34,11 +34,10 @@ Protocol: one JSON object per line, each way.
 End of file on the socket means racefree is done: the server exits.
 
 Namespace isolation (racefree's init started the server in the slot's namespaces and put
-RACEFREE_PRIVATE_MOUNTS in the unit's environment): the child is PID 1 of a PID namespace of
-its own, makes mount and IPC namespaces with private /tmp, /dev/shm, /var/tmp and a fresh
-/proc, and forks the process that runs pytest (PID 2), for which it is the init, as racefree's
-init is for a spawned unit: it reaps, forwards signals, reports what pytest left running as
-leaks and kills it. If a signal killed pytest, the server reports that signal.
+RACEFREE_PRIVATE_MOUNTS in the unit's environment): the child is PID 2 of a PID namespace of
+its own, whose PID 1 is an init that reports what pytest left running as leaks and kills it;
+the child makes mount and IPC namespaces with private /tmp, /dev/shm, /var/tmp and a fresh
+/proc. See racefree_unitns for who forks what.
 
 Why a fork is safe here: the server is single-threaded, holds no sockets but its own and has
 no children when it forks; it checks this after every preloaded module and refuses (naming the
@@ -66,8 +65,14 @@ import time
 # learns as preloadable whatever a unit imports beyond this.
 START_MODULES = frozenset(sys.modules)
 
-import pytest  # noqa: E402
 import racefree_unitns as unitns  # noqa: E402
+
+if __name__ == "__main__":
+    # Before pytest is imported: the init factory forks every unit's init, and a fork costs
+    # what the forking process has mapped.
+    unitns.start_factory()
+
+import pytest  # noqa: E402
 
 _FD_ENV = "RACEFREE_FORKSERVER_FD"
 _PRELOAD_ENV = "RACEFREE_FORKSERVER_PRELOAD"
@@ -188,7 +193,7 @@ def _native_threads():
 
 
 def _children():
-    """Pids of this process's children (Linux), else an empty list."""
+    """Pids of this process's children (Linux) but the init factory's, else an empty list."""
     found = []
     try:
         for task in os.listdir("/proc/self/task"):
@@ -196,7 +201,7 @@ def _children():
                 found.extend(handle.read().split())
     except OSError:
         pass
-    return found
+    return [pid for pid in found if int(pid) != unitns.factory_pid()]
 
 
 def _sockets(own_fd):
@@ -313,12 +318,13 @@ def _exit(code):
     os._exit(code)
 
 
-def _prepare_child(conn, request, fds, report_w, unblocked):
+def _prepare_child(conn, request, fds, namespace_error):
     """In the forked child: becomes the unit's process (its descriptors, environment,
-    private mounts, working directory, signal dispositions, random seed, ``sys.argv``). In
-    namespace mode (report_w is a pipe then) the child is the unit's init, which forks the
-    process that runs pytest: only that one returns."""
+    private mounts, working directory, signal dispositions, random seed, ``sys.argv``).
+    ``namespace_error`` says why the server could not give it the PID namespace it asked
+    for: the unit must not run with less isolation than asked for."""
     conn.sock.close()
+    unitns.in_unit_process()
     if len(fds) == 4:
         hello = fds.pop()
         os.write(hello, b"hello")
@@ -333,11 +339,11 @@ def _prepare_child(conn, request, fds, report_w, unblocked):
     os.environ.update(request.get("env") or {})
     os.environ["RACEFREE_EVENT_FD"] = str(events)
     mounts = os.environ.pop("RACEFREE_PRIVATE_MOUNTS", None)
-    if report_w is not None:
+    if mounts is not None:
+        if namespace_error:
+            raise OSError(namespace_error)
         unitns.private_mounts(json.loads(mounts))
-        # Returns only in the process that runs pytest, PID 2 of the new namespace.
-        unitns.run_under_own_init(report_w, unblocked)
-    unitns.drop_namespace_fds()
+        unitns.drop_capabilities()
     os.chdir(request["cwd"])
     _reset_signals()
     if "random" in sys.modules:
@@ -373,7 +379,7 @@ def _run_fresh(argv):
     return _pytest_main(list(argv))
 
 
-def _exit_fields(pid, report_r):
+def _exit_fields(pid):
     while True:
         try:
             info = os.waitid(os.P_PID, pid, os.WEXITED | os.WNOWAIT)
@@ -383,23 +389,13 @@ def _exit_fields(pid, report_r):
             continue
         if info.si_code != os.CLD_EXITED:
             return {"exited": pid, "signal": info.si_status}
-        if report_r is not None:
-            # The unit's init exited: it wrote before exiting, if it had anything to say.
-            os.set_blocking(report_r, False)
-            try:
-                reported = os.read(report_r, 1)
-            except BlockingIOError:
-                reported = b""
-            if reported and reported[0]:
-                return {"exited": pid, "signal": reported[0]}
         return {"exited": pid, "code": info.si_status}
 
 
 def _serve(conn):
-    """Forks a child per request. Returns ``(request, fds, report_w, unblocked)`` in each
-    child (the last two are None unless the child is to be the init of its unit's PID
-    namespace, see unitns.run_under_own_init); in the server, never returns: it exits when
-    racefree closes the socket."""
+    """Forks a child per request. Returns ``(request, fds, namespace_error)`` in each child
+    (see _prepare_child); in the server, never returns: it exits when racefree closes the
+    socket."""
     while True:
         request, fds = conn.recv()
         if request is None:
@@ -411,23 +407,26 @@ def _serve(conn):
             continue
         sys.stdout.flush()
         sys.stderr.flush()
-        # Namespace isolation: the child is PID 1 of a new PID namespace, born with the
-        # signals it takes as an init blocked, and tells on a pipe what killed pytest.
-        namespaced = "RACEFREE_PRIVATE_MOUNTS" in (request.get("env") or {})
-        report_r = report_w = unblocked = None
-        if namespaced:
-            report_r, report_w = os.pipe()
-            unblocked = signal.pthread_sigmask(signal.SIG_BLOCK, unitns.WAITED)
-            unitns.next_child_in_new_pid_namespace()
+        # Namespace isolation: the child is born in a new PID namespace, whose init
+        # sweeps up after it.
+        init = error = None
+        if "RACEFREE_PRIVATE_MOUNTS" in (request.get("env") or {}):
+            try:
+                init = unitns.new_unit_init()
+                init.enter()
+            except OSError as problem:
+                error = "namespace isolation: %s" % problem
+                if init is not None:
+                    init.close()
+                    init = None
         pid = os.fork()
         if pid == 0:
-            if report_r is not None:
-                os.close(report_r)
-            return request, fds, report_w, unblocked
-        if namespaced:
-            unitns.next_child_in_own_pid_namespace()
-            signal.pthread_sigmask(signal.SIG_SETMASK, unblocked)
-            os.close(report_w)
+            return request, fds, error
+        events = None
+        if init is not None:
+            init.leave()
+            # Kept until the init has swept: the leaks it finds go on the unit's event pipe.
+            events = os.dup(fds[2])
         for fd in fds:
             os.close(fd)
         try:
@@ -435,9 +434,10 @@ def _serve(conn):
         except OSError:
             pass  # the child did it first, or already exited
         conn.send({"pid": pid})
-        conn.send(_exit_fields(pid, report_r))
-        if report_r is not None:
-            os.close(report_r)
+        exited = _exit_fields(pid)
+        if init is not None:
+            _report_leaks(init, events)
+        conn.send(exited)
         reply, extra = conn.recv()
         for fd in extra:
             os.close(fd)
@@ -448,6 +448,18 @@ def _serve(conn):
         if reply is None:
             os._exit(0)
         conn.send({"reaped": pid})
+
+
+def _report_leaks(init, events):
+    """Has the unit's init sweep its namespace and writes what it found on the event pipe,
+    one line per write (each below PIPE_BUF: lines never interleave)."""
+    try:
+        for line in init.sweep():
+            os.write(events, line)
+    except OSError:
+        pass  # racefree stopped reading: nobody to tell
+    finally:
+        os.close(events)
 
 
 class _ForkPoint:
@@ -478,10 +490,10 @@ class _ForkPoint:
         if plugin is not None and hasattr(plugin, "prime_preloadable"):
             plugin.prime_preloadable(early_config)
         self.ready()
-        request, fds, report_w, unblocked = _serve(self.conn)
+        request, fds, namespace_error = _serve(self.conn)
         self.in_child = True
         try:
-            _prepare_child(self.conn, request, fds, report_w, unblocked)
+            _prepare_child(self.conn, request, fds, namespace_error)
             adopted = _adopt(early_config, parser, args, request, self.server_argv)
         except BaseException:  # noqa: BLE001 - the unit must still run, or say why not
             import traceback
@@ -546,7 +558,6 @@ def main():
     sys.modules.setdefault("racefree_forkserver", sys.modules[__name__])
     fd = int(os.environ.pop(_FD_ENV))
     os.set_inheritable(fd, False)
-    unitns.take_host_proc()
     sock = socket.socket(fileno=fd)
     conn = _Conn(sock)
     started = time.monotonic()

@@ -1,15 +1,33 @@
 """A forked unit's namespaces and init, for racefree's fork server (racefree_forkserver).
 
-In namespace mode the server forks each unit into a PID namespace of its own
-(``next_child_in_new_pid_namespace`` before the fork, ``next_child_in_own_pid_namespace``
-after). The forked child makes its mount and IPC namespaces and private mounts
-(``private_mounts``) and becomes the unit's init (``run_under_own_init``), which forks the
-process that runs pytest. racefree writes this file beside the server and the plugin.
+In namespace mode every unit runs in PID, mount and IPC namespaces of its own, with an init
+as PID 1 that, when the unit is over, reports what it left running as leaks and kills it, as
+racefree's init does for a spawned unit (crates/racefree-runner/src/isolation/linux).
+
+Who forks what, and why (the costs are page tables: forking the warm server, some 100 MB,
+costs 3-4 ms of CPU, forking a bare interpreter 0.5 ms):
+
+  server ──fork──> pytest's process (PID 2 of the unit's namespace)
+    │                 makes its own mount and IPC namespaces (``private_mounts``), drops
+    │                 its capabilities and runs the unit
+    └─ init factory: forked from the server before pytest is imported, so it stays small;
+         └──fork──> the unit's init (PID 1 of a new PID namespace), one per unit
+
+For each unit the server asks the factory for a new init (``new_unit_init``), enters the
+init's PID namespace for its next child (``UnitInit.enter``), forks pytest's process there
+and comes back (``UnitInit.leave``). pytest's process is the server's child, so the server
+still sees its exit status directly, and racefree signals it directly; what it leaves
+behind is reparented to the init. When it has exited the server asks the init to sweep
+(``UnitInit.sweep``): the init stops everything else in the namespace, lists it, kills it,
+hands the list back and exits, which ends the namespace.
+
+racefree writes this file beside the server and the plugin.
 """
 
 import json
 import os
 import signal
+import socket
 import sys
 
 _libc_handle = None
@@ -37,16 +55,16 @@ _CLONE_NEWIPC = 0x08000000
 _CLONE_NEWPID = 0x20000000
 _MS_NOSUID, _MS_NODEV, _MS_NOEXEC = 2, 4, 8
 _MS_BIND, _MS_REC, _MS_PRIVATE = 4096, 16384, 1 << 18
+_PR_SET_PDEATHSIG = 1
 
 
 def private_mounts(spec):
-    """Linux namespace isolation: puts this child (PID 1 of its own PID namespace, see
-    _serve) in mount and IPC namespaces of its own, gives it fresh tmpfs mounts on the
-    private directories (/tmp, /dev/shm, /var/tmp), binds back the kept paths under them
-    (racefree's session root, the project, the virtualenv) and mounts a fresh /proc, as
-    racefree's init does for a spawned unit. The server runs as root of the slot's user
-    namespace, so the child may do this. Any failure is fatal: a unit must not run with less
-    isolation than asked for."""
+    """In pytest's process, PID 2 of the unit's PID namespace: mount and IPC namespaces of
+    its own, fresh tmpfs mounts on the private directories (/tmp, /dev/shm, /var/tmp), the
+    kept paths under them bound back (racefree's session root, the project, the virtualenv)
+    and a fresh /proc, as racefree's init does for a spawned unit. The server runs as root
+    of the slot's user namespace, so its child may do this. Any failure is fatal: a unit
+    must not run with less isolation than asked for."""
     libc = _libc()
     o_path = getattr(os, "O_PATH", 0o10000000)
 
@@ -73,102 +91,15 @@ def private_mounts(spec):
         source = ("/proc/self/fd/%d" % fd).encode()
         _check(libc.mount(source, path.encode(), None, _MS_BIND | _MS_REC, None), "binding back " + path)
         os.close(fd)
-    # Last: binding back goes through the old /proc.
+    # Last: binding back goes through the old /proc. The new one shows the unit's PID
+    # namespace, in which this process lives.
     _check(
         libc.mount(b"proc", b"/proc", b"proc", _MS_NOSUID | _MS_NODEV | _MS_NOEXEC, None),
         "mounting a fresh /proc",
     )
 
 
-# The unit's init. In namespace mode the server forks each unit into a PID namespace of its
-# own: the forked child (the process racefree watches: its pid came with the hello, it leads
-# the unit's process group) is PID 1 there and forks the process that runs pytest, PID 2.
-# This mirrors racefree's init for spawned units (crates/racefree-runner/src/isolation/linux):
-# the same signals forwarded, the same leak lines; as PID 1 cannot die by the signal that
-# killed pytest, it tells the server on a pipe, and the server reports that signal.
-
-# Signals the init passes on to pytest.
-_FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT)
-WAITED = frozenset(_FORWARDED) | {signal.SIGCHLD}
-# Longest command line in a leak line: keeps each line one atomic pipe write.
-_CMDLINE_MAX = 1024
-_PIPE_BUF = 4096
-_HOST_PROC_ENV = "RACEFREE_HOST_PROC_FD"
-# The host's /proc (an O_PATH descriptor from racefree's init): leaks are named by the pid
-# racefree sees. Held by the server and the units' inits; never by pytest.
-_host_proc = None
-# The server's own PID namespace, to come back to after forking a unit into a new one.
-_own_pid_ns = None
-
-
-def take_host_proc():
-    global _host_proc
-    value = os.environ.pop(_HOST_PROC_ENV, None)
-    if value:
-        _host_proc = int(value)
-        # Forks keep it; nothing the server or a unit executes ever does.
-        os.set_inheritable(_host_proc, False)
-
-
-def drop_namespace_fds():
-    """In the process that runs pytest: tests get no handle on the host's /proc or on the
-    slot's PID namespace."""
-    global _host_proc, _own_pid_ns
-    for fd in (_host_proc, _own_pid_ns):
-        if fd is not None:
-            try:
-                os.close(fd)
-            except OSError:
-                pass
-    _host_proc = _own_pid_ns = None
-
-
-def next_child_in_new_pid_namespace():
-    """Makes the server's next child PID 1 of a new PID namespace (unshare(CLONE_NEWPID)
-    changes where children go, never the server itself)."""
-    global _own_pid_ns
-    if _own_pid_ns is None:
-        _own_pid_ns = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
-    _check(_libc().unshare(_CLONE_NEWPID), "unshare(CLONE_NEWPID)")
-
-
-def next_child_in_own_pid_namespace():
-    """Undoes next_child_in_new_pid_namespace once the child is forked: the kernel lets a
-    process unshare a PID namespace again only from its own."""
-    _check(_libc().setns(_own_pid_ns, _CLONE_NEWPID), "setns(CLONE_NEWPID) back")
-
-
-def run_under_own_init(report_w, unblocked):
-    """Called in the forked child, PID 1 of its namespace, after private_mounts, with
-    WAITED blocked since the fork. Forks the process that goes on to run the unit: only
-    that one returns, with `unblocked` as its signal mask. This process becomes the init and
-    exits when the unit is over."""
-    sys.stdout.flush()
-    sys.stderr.flush()
-    unit = os.fork()
-    if unit == 0:
-        os.close(report_w)
-        _drop_capabilities()
-        signal.pthread_sigmask(signal.SIG_SETMASK, unblocked)
-        return
-    try:
-        code = _init(unit, report_w)
-    except BaseException:  # noqa: BLE001 - the init must never return into the server
-        import traceback
-
-        traceback.print_exc()
-        code = 70
-    os._exit(code)
-
-
-def _kill(pid, sig):
-    try:
-        os.kill(pid, sig)
-    except OSError:
-        pass  # it has exited meanwhile
-
-
-def _drop_capabilities():
+def drop_capabilities():
     """pytest runs with what its uid has: no capabilities unless it is root. A server not run
     by root holds CAP_SYS_ADMIN in the slot's user namespace (racefree's init makes it
     ambient) only to make each unit's namespaces."""
@@ -184,74 +115,320 @@ def _drop_capabilities():
     _check(libc.capset(header, sets), "dropping capabilities")
 
 
-def _init(unit, report_w):
-    """PID 1 of the unit's namespace: reaps every process that ends up its child, forwards
-    signals to pytest, and when pytest ends reports each process still alive as a leak on
-    the event pipe and kills it. Returns pytest's exit status; if a signal killed pytest,
-    says which on `report_w` (for the server to report) and returns 128 + its number."""
-    status = None
-    while status is None:
-        # Blocked, not handled, and taken here: the kernel drops signals a namespace's init
-        # neither handles nor blocks, and none is lost between the fork and the wait.
-        sig = signal.sigwaitinfo(WAITED).si_signo
-        if sig == signal.SIGCHLD:
-            status = _reap(unit)
-        else:
-            _kill(unit, sig)
-    leaks = _stop_leftovers()
-    _report_leaks(leaks)
-    _kill_all()
-    if os.WIFSIGNALED(status):
-        sig = os.WTERMSIG(status)
-        os.write(report_w, bytes([sig]))
-        return 128 + sig
-    return os.WEXITSTATUS(status) if os.WIFEXITED(status) else 70
+def _die_with_parent(parent=None):
+    """SIGKILL when the parent exits, so that nothing outlives racefree: a factory dies with
+    its server, an init with its factory, and a namespace with its init. An init cannot check
+    that its parent was still there (getppid() is 0 for PID 1); it ends anyway when the
+    server closes its end of the init's socket."""
+    _check(_libc().prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0), "prctl(PR_SET_PDEATHSIG)")
+    if parent is not None and os.getppid() != parent:
+        os._exit(0)  # the parent was gone before the signal was armed
 
 
-def _reap(watched):
-    """Reaps every exited child without blocking; returns `watched`'s wait status if it was
-    one of them, else None."""
-    found = None
+def _close_all_but(keep):
+    keep = set(keep) | {0, 1, 2}
+    for name in os.listdir("/proc/self/fd"):
+        fd = int(name)
+        if fd not in keep:
+            try:
+                os.close(fd)
+            except OSError:
+                pass  # the descriptor of the listing itself
+
+
+# The server's side.
+
+_HOST_PROC_ENV = "RACEFREE_HOST_PROC_FD"
+# (pid, socket) of the init factory, once started.
+_factory = None
+# The server's own PID namespace, to come back to after forking a unit into an init's.
+_own_pid_ns = None
+# The init of the unit being forked or run, if any.
+_current = None
+
+
+def start_factory():
+    """Forks the init factory if this server is in namespace mode: racefree's init started
+    it and passed the host's /proc, named in RACEFREE_HOST_PROC_FD. Call it first thing,
+    before pytest is imported: every unit's init is a fork of the factory, and a fork costs
+    what the forked process has mapped."""
+    value = os.environ.pop(_HOST_PROC_ENV, None)
+    if value and _factory is None:
+        fork_factory(int(value))
+
+
+def fork_factory(host_proc):
+    """Forks the init factory, which takes `host_proc` (None: leaks are named by their pid
+    in the unit's namespace)."""
+    global _factory
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    server = os.getpid()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            ours.close()
+            _close_all_but({theirs.fileno(), host_proc})
+            _die_with_parent(server)
+            _factory_loop(theirs, host_proc)
+        finally:
+            os._exit(70)
+    theirs.close()
+    if host_proc is not None:
+        os.close(host_proc)
+    ours.set_inheritable(False)
+    _factory = (pid, ours)
+
+
+def factory_pid():
+    """The factory's pid: a child the server has on purpose (None without one)."""
+    return _factory[0] if _factory else None
+
+
+class UnitInit:
+    """The server's handle on one unit's init: PID 1 of the namespace the next child is
+    forked into between ``enter`` and ``leave``."""
+
+    def __init__(self, pid, ctl):
+        self.pid = pid
+        self.ctl = ctl
+        self.ns = None
+
+    def enter(self):
+        global _own_pid_ns
+        if _own_pid_ns is None:
+            _own_pid_ns = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
+        self.ns = os.open("/proc/%d/ns/pid" % self.pid, os.O_RDONLY | os.O_CLOEXEC)
+        _check(_libc().setns(self.ns, _CLONE_NEWPID), "setns(CLONE_NEWPID) into the unit's")
+
+    def leave(self):
+        """Back in the server, after the fork: its next child is born in its own namespace
+        again."""
+        os.close(self.ns)
+        self.ns = None
+        _check(_libc().setns(_own_pid_ns, _CLONE_NEWPID), "setns(CLONE_NEWPID) back")
+
+    def sweep(self):
+        """After pytest's process has exited: the init stops, lists, kills and reaps every
+        process left in the namespace, then exits. Returns the leak lines for the unit's
+        event pipe."""
+        try:
+            self.ctl.sendall(b"sweep")
+            chunks = []
+            while True:
+                data = self.ctl.recv(65536)
+                if not data:
+                    break
+                chunks.append(data)
+        finally:
+            self.close()
+        return [line + b"\n" for line in b"".join(chunks).splitlines() if line]
+
+    def close(self):
+        global _current
+        self.ctl.close()
+        if _current is self:
+            _current = None
+
+
+def new_unit_init():
+    """A new PID namespace with its init, from the factory."""
+    global _current
+    if _factory is None:
+        raise OSError("no init factory: the fork server was not started by racefree's init")
+    _pid, sock = _factory
+    sock.send(b"new")
+    message, fds, _flags, _addr = socket.recv_fds(sock, 4096, 1)
+    if not fds:
+        raise OSError(message.decode("utf-8", "replace") or "the init factory has exited")
+    _current = UnitInit(int(message), socket.socket(fileno=fds[0]))
+    return _current
+
+
+def in_unit_process():
+    """In pytest's process: no handle on the factory, an init or the server's namespace."""
+    global _factory, _own_pid_ns, _current
+    if _factory is not None:
+        _factory[1].close()
+    if _current is not None:
+        _current.ctl.close()
+        if _current.ns is not None:
+            os.close(_current.ns)
+    if _own_pid_ns is not None:
+        os.close(_own_pid_ns)
+    _factory = _own_pid_ns = _current = None
+
+
+# The factory: a small process that forks each unit's init into a new PID namespace.
+
+
+def _factory_loop(sock, host_proc):
+    """Keeps one init ready, so that a unit never waits for its fork: the next is made while
+    the unit runs."""
+    own = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
+    # Looked up once here rather than in every init, which would copy-on-write for it.
+    _libc().prctl
+    ready = _make_init(sock, own, host_proc)
     while True:
         try:
-            pid, status = os.waitpid(-1, os.WNOHANG)
-        except ChildProcessError:
-            return found
+            request = sock.recv(16)
+        except InterruptedError:
+            continue
+        if not request:
+            os._exit(0)
+        if isinstance(ready, str):
+            sock.send(ready.encode("utf-8"))
+        else:
+            pid, mine = ready
+            socket.send_fds(sock, [b"%d" % pid], [mine.fileno()])
+            mine.close()
+        _reap_exited()  # the inits of earlier units
+        ready = _make_init(sock, own, host_proc)
+
+
+def _make_init(sock, own, host_proc):
+    """Forks an init into a new PID namespace: (its pid, the factory's end of its socket),
+    or why not."""
+    mine = theirs = None
+    try:
+        mine, theirs = socket.socketpair()
+        _check(_libc().unshare(_CLONE_NEWPID), "unshare(CLONE_NEWPID)")
+        pid = os.fork()
         if pid == 0:
-            return found
-        if pid == watched:
-            found = status
+            try:
+                sock.close()
+                mine.close()
+                _die_with_parent()
+                _init(theirs, host_proc)
+            finally:
+                os._exit(70)
+        _check(_libc().setns(own, _CLONE_NEWPID), "setns(CLONE_NEWPID) back")
+        return pid, mine
+    except OSError as error:
+        if mine is not None:
+            mine.close()
+        return "making the unit's PID namespace: %s" % error
+    finally:
+        if theirs is not None:
+            theirs.close()
+
+
+def _reap_exited():
+    while True:
+        try:
+            pid, _status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+
+
+# The unit's init: PID 1 of the unit's namespace. It waits for the server's word that
+# pytest's process has exited; meanwhile everything orphaned in the namespace becomes its
+# child (zombies wait: they are not leaks). Then it stops what is left, names it (by the pid
+# racefree sees, which racefree reports but never signals), kills it and exits.
+
+# Longest command line in a leak line: keeps each line one atomic pipe write.
+_CMDLINE_MAX = 1024
+_PIPE_BUF = 4096
+# The host's /proc (an O_PATH descriptor from racefree's init): leaks are named by the pid
+# racefree sees. Held by the factory and the inits; never by the server or pytest.
+_host_proc = None
+
+
+def _init(ctl, host_proc):
+    global _host_proc
+    _host_proc = host_proc
+    while True:
+        try:
+            ctl.recv(16)  # "sweep", or end of file if the server is gone: sweep all the same
+            break
+        except InterruptedError:
+            continue
+    lines = b""
+    _reap_exited()
+    if _has_children():
+        # pytest's process has exited, so all it left running is ours, or our children's.
+        leaks = _stop_leftovers()
+        lines = b"".join(_leak_line(*leak) for leak in leaks)
+        _kill_all()
+    try:
+        if lines:
+            ctl.sendall(lines)
+        # The server reads to the end: give it now, not after this process's teardown.
+        ctl.shutdown(socket.SHUT_WR)
+    except OSError:
+        pass
+    os._exit(0)
+
+
+def _has_children():
+    """False if this process has no child, which after pytest's exit means the namespace has
+    nothing left but pytest's process, a zombie the server reaps: the common case, one read."""
+    try:
+        fd = os.open("/proc/thread-self/children", os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            return bool(os.read(fd, 64).strip())
+        finally:
+            os.close(fd)
+    except OSError:
+        return True  # no way to tell: look
+
+
+def _members():
+    """(pid in the mounted /proc, pid here) for every other process of this PID namespace.
+    /proc is the server's (the init never mounts its own: that would cost each unit a mount
+    namespace), which shows the slot's namespace, a parent of this one."""
+    try:
+        own = os.stat("/proc/self/ns/pid")
+        me = os.readlink("/proc/self")
+        names = os.listdir("/proc")
+    except OSError:
+        return []
+    found = []
+    for name in names:
+        if not name.isdigit() or name == me:
+            continue
+        try:
+            ns = os.stat("/proc/%s/ns/pid" % name)
+        except OSError:
+            continue  # gone meanwhile
+        if (ns.st_dev, ns.st_ino) != (own.st_dev, own.st_ino):
+            continue
+        status = _read_proc(name, "status") or b""
+        for line in status.splitlines():
+            if line.startswith(b"NSpid:"):
+                found.append((name, int(line.split()[-1])))
+                break
+    return found
 
 
 def _stop_leftovers():
     """Freezes everything else in the namespace (SIGSTOP: nothing can fork while we look)
     and lists what is alive as (pid racefree sees, command line, test). Zombies are gone,
     only not yet reaped: not leaks."""
-    _reap(None)
     try:
         # From a namespace's init, kill(-1) reaches every process of the namespace but itself.
         os.kill(-1, signal.SIGSTOP)
     except OSError:
-        return []  # ESRCH: nobody is left, the common case
+        return []  # ESRCH: nobody is left
     leaks = []
-    pids = sorted(int(name) for name in os.listdir("/proc") if name.isdigit() and name != "1")
-    for pid in pids:
-        if _is_zombie(pid):
+    for name, pid in sorted(_members(), key=lambda member: member[1]):
+        if _is_zombie(name):
             continue
-        leaks.append((_host_pid(pid), _cmdline(pid), _test_of(pid)))
+        leaks.append((_host_pid(pid), _cmdline(name), _test_of(name)))
     return leaks
 
 
-def _read_proc(pid, name):
+def _read_proc(name, what):
     try:
-        with open("/proc/%d/%s" % (pid, name), "rb") as handle:
+        with open("/proc/%s/%s" % (name, what), "rb") as handle:
             return handle.read()
     except OSError:
         return None
 
 
-def _is_zombie(pid):
-    stat = _read_proc(pid, "stat")
+def _is_zombie(name):
+    stat = _read_proc(name, "stat")
     if stat is None:
         return True  # already gone
     # The state follows the parenthesised command name, which may itself contain ") ".
@@ -259,8 +436,8 @@ def _is_zombie(pid):
     return rest[:1] in (b"", b"Z", b"X")
 
 
-def _cmdline(pid):
-    raw = _read_proc(pid, "cmdline") or b""
+def _cmdline(name):
+    raw = _read_proc(name, "cmdline") or b""
     line = " ".join(w.decode("utf-8", "replace") for w in raw.split(b"\0") if w)
     encoded = line.encode("utf-8")
     if len(encoded) > _CMDLINE_MAX:
@@ -268,20 +445,20 @@ def _cmdline(pid):
     return line
 
 
-def _test_of(pid):
+def _test_of(name):
     """The test that was running when the process (or its ancestor) started: the plugin
     keeps it in RACEFREE_TEST, which every process a test starts inherits."""
-    for item in (_read_proc(pid, "environ") or b"").split(b"\0"):
+    for item in (_read_proc(name, "environ") or b"").split(b"\0"):
         if item.startswith(b"RACEFREE_TEST="):
             return item[len(b"RACEFREE_TEST="):].decode("utf-8", "replace")[:_CMDLINE_MAX] or None
     return None
 
 
 def _host_pid(pid):
-    """The pid racefree sees for our `pid`: a pidfd's fdinfo lists the pid as seen from the
-    PID namespace of the /proc it is read through, and _host_proc is racefree's. Without it
-    (the server was not started by racefree's init) the pid as the unit sees it: racefree
-    only reports a leak's pid, it never signals it."""
+    """The pid racefree sees for `pid` (a pid in this namespace): a pidfd's fdinfo lists the
+    pid as seen from the PID namespace of the /proc it is read through, and _host_proc is
+    racefree's. Without it (the server was not started by racefree's init) the pid as the
+    unit sees it: racefree only reports a leak's pid, it never signals it."""
     if _host_proc is None:
         return pid
     try:
@@ -304,34 +481,28 @@ def _host_pid(pid):
     return pid
 
 
-def _report_leaks(leaks):
-    """One line per leak on the event pipe, each one write below PIPE_BUF so that lines
-    never interleave: {"e":"leak","pid":N,"cmdline":"...","test":"..."}."""
-    try:
-        fd = int(os.environ["RACEFREE_EVENT_FD"])
-    except (KeyError, ValueError):
-        return
-    for pid, cmdline, test in leaks:
-        message = {"e": "leak", "pid": pid, "cmdline": cmdline}
-        if test:
-            message["test"] = test
+def _leak_line(pid, cmdline, test):
+    """One event line, below PIPE_BUF so that the server writes it atomically:
+    {"e":"leak","pid":N,"cmdline":"...","test":"..."}."""
+    message = {"e": "leak", "pid": pid, "cmdline": cmdline}
+    if test:
+        message["test"] = test
+    line = (json.dumps(message, separators=(",", ":")) + "\n").encode("utf-8")
+    if len(line) > _PIPE_BUF:  # only a command line full of escaped characters
+        message.pop("test", None)
+        message["cmdline"] = cmdline[:200]
         line = (json.dumps(message, separators=(",", ":")) + "\n").encode("utf-8")
-        if len(line) > _PIPE_BUF:  # only a command line full of escaped characters
-            message.pop("test", None)
-            message["cmdline"] = cmdline[:200]
-            line = (json.dumps(message, separators=(",", ":")) + "\n").encode("utf-8")
-        try:
-            os.write(fd, line)
-        except OSError:
-            return
+    return line
 
 
 def _kill_all():
-    """SIGKILLs everything else in the namespace and reaps it all."""
+    """SIGKILLs everything else in the namespace and reaps what was orphaned to us: when
+    waitpid says there are no children left, everything is gone (a process killed while it
+    still had children hands them to us before we can reap it)."""
     try:
         os.kill(-1, signal.SIGKILL)
     except OSError:
-        pass
+        return
     while True:
         try:
             os.waitpid(-1, 0)
