@@ -73,6 +73,7 @@ if __name__ == "__main__":
     unitns.start_factory()
 
 import pytest  # noqa: E402
+import racefree_fixturescan as fixturescan  # noqa: E402
 
 _FD_ENV = "RACEFREE_FORKSERVER_FD"
 _PRELOAD_ENV = "RACEFREE_FORKSERVER_PRELOAD"
@@ -159,6 +160,14 @@ def _load_plugins():
     by hand would make every child warn that they cannot be rewritten)."""
     cwd = os.getcwd()
     empty = tempfile.mkdtemp(prefix="racefree-warm-")
+
+    class Learner:
+        """Every unit's session registers instances of the same classes (its Session,
+        TerminalReporter, ...) as plugins: their fixture scan is worked out here."""
+
+        def pytest_plugin_registered(self, plugin):
+            fixturescan.learn([plugin])
+
     try:
         os.chdir(empty)
         _silenced(
@@ -174,7 +183,8 @@ def _load_plugins():
                     "--rootdir",
                     empty,
                     empty,
-                ]
+                ],
+                plugins=[Learner()],
             )
         )
     finally:
@@ -489,6 +499,8 @@ class _ForkPoint:
         plugin = sys.modules.get("racefree_pytest")
         if plugin is not None and hasattr(plugin, "prime_preloadable"):
             plugin.prime_preloadable(early_config)
+        fixturescan.learn(early_config.pluginmanager.get_plugins())
+        fixturescan.install()
         self.ready()
         request, fds, namespace_error = _serve(self.conn)
         self.in_child = True

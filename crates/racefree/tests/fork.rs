@@ -180,3 +180,46 @@ fn a_preload_module_this_interpreter_lacks_is_skipped_not_fatal() {
     assert_all_passed(&ran, "missing preload modules");
     assert!(!ran.stderr.contains("fork server off"), "{}", ran.stderr);
 }
+
+#[test]
+fn a_plugins_fixtures_reach_every_forked_unit_through_the_servers_learned_scan() {
+    // The server works out once which attributes of each plugin pytest's fixture scan can
+    // act on (python/racefree_fixturescan.py); every unit must still see every fixture of a
+    // plugin module the server loaded: plain, renamed, autouse, and on a plugin instance.
+    let dir = fixture();
+    std::fs::write(
+        dir.path().join("pkg").join("fixtureplugin.py"),
+        "import functools\n\nimport pytest\n\n\n\
+         @pytest.fixture\ndef plain_fixture():\n    return \"plain\"\n\n\n\
+         @pytest.fixture(name=\"renamed\")\ndef _renamed_fixture():\n    return \"renamed\"\n\n\n\
+         @pytest.fixture(autouse=True)\ndef autoused(request):\n    request.node.autoused = True\n\n\n\
+         def helper(function):\n    @functools.wraps(function)\n    def wrapper(*args):\n        return function(*args)\n    return wrapper\n\n\n\
+         @pytest.fixture\n@helper\ndef decorated_fixture():\n    return \"decorated\"\n\n\n\
+         class Plugin:\n    @pytest.fixture\n    def method_fixture(self):\n        return \"method\"\n\n\n\
+         def pytest_configure(config):\n    config.pluginmanager.register(Plugin(), \"fixture-plugin-instance\")\n",
+    )
+    .unwrap();
+    let pyproject = dir.path().join("pyproject.toml");
+    let mut text = std::fs::read_to_string(&pyproject).unwrap();
+    text = text.replace(
+        "[tool.pytest.ini_options]\n",
+        "[tool.pytest.ini_options]\naddopts = \"-p pkg.fixtureplugin\"\npythonpath = [\".\"]\n",
+    );
+    std::fs::write(&pyproject, text).unwrap();
+    for name in ["one", "two"] {
+        std::fs::write(
+            dir.path().join("tests").join(format!("test_plugin_{name}.py")),
+            "import sys\n\n\n\
+             def test_every_plugin_fixture(plain_fixture, renamed, decorated_fixture, method_fixture, request):\n\
+             \x20   assert (plain_fixture, renamed, decorated_fixture, method_fixture) == (\"plain\", \"renamed\", \"decorated\", \"method\")\n\
+             \x20   assert request.node.autoused\n\
+             \x20   if \"racefree_forkserver\" in sys.modules:\n\
+             \x20       from _pytest import fixtures\n\n\
+             \x20       assert \"dir\" in vars(fixtures), \"the learned scan is not in use\"\n",
+        )
+        .unwrap();
+    }
+    let ran = racefree(dir.path(), true, false, &["--unit", "file"]);
+    assert_passed(&ran, "plugin fixtures", 7);
+    assert!(!ran.stderr.contains("fork server off"), "{}", ran.stderr);
+}
