@@ -799,9 +799,19 @@ fn the_command_gets_each_signal_once() {
                   time.sleep(0.5)\n\
                   sys.exit(len(got))\n";
     for to_group in [true, false] {
+        let python = python();
+        // The virtualenv may lie under /tmp (a clone there), which the namespace covers.
+        let venv = python
+            .parent()
+            .and_then(Path::parent)
+            .unwrap()
+            .to_path_buf();
         let mut child = Command::new(racefree_bin())
-            .args(["__unit-init", "--"])
-            .arg(python())
+            .arg("__unit-init")
+            .arg("--keep")
+            .arg(&venv)
+            .arg("--")
+            .arg(&python)
             .args(["-c", script])
             .process_group(0)
             .stdout(Stdio::piped())
