@@ -91,11 +91,14 @@ fn outer(opts: &InitOptions) -> Result<i32, SetupError> {
                 Err(rustix::io::Errno::INTR) => continue,
                 Err(e) => return Err(step("waiting for the namespace's init")(e)),
             }
-        } else if Some(caught.sender) != parent {
+        } else if caught.sender != 0 && Some(caught.sender) != parent {
             // Whoever signalled this process alone meant the unit's command: init passes it
             // on. racefree (our parent) signals the unit's whole process group, which the
             // command is in: passing that on would deliver it twice, and a second SIGTERM
-            // cuts short the traceback faulthandler writes on the first.
+            // cuts short the traceback faulthandler writes on the first. The kernel shares
+            // one siginfo among a group signal's receivers and zeroes its sender on the way
+            // past one in a child PID namespace (the command), so a group signal's sender
+            // may read as 0 here: never passed on either.
             signals::pass_on(init.as_raw_nonzero().get(), caught.signo);
         }
     };

@@ -80,7 +80,8 @@ impl Blocked {
 pub struct Caught {
     pub signo: i32,
     /// The sender's pid as this process sees it: 0 if the sender is outside our PID
-    /// namespace (racefree, or the outer supervisor, as PID 1 sees them).
+    /// namespace (racefree, or the outer supervisor, as PID 1 sees them), and possibly 0
+    /// for a process-group signal that also went to a member in a child namespace.
     pub sender: i32,
     /// Sent with sigqueue: the outer supervisor passing on a signal meant for the command.
     pub queued: bool,
