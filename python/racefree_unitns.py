@@ -324,7 +324,7 @@ def _reap_exited():
 
 # The unit's init: PID 1 of the unit's namespace. It waits for the server's word that
 # pytest's process has exited; meanwhile everything orphaned in the namespace becomes its
-# child (zombies wait: they are not leaks). Then it stops what is left, names it (by the pid
+# child, and it reaps each as it dies. Then it stops what is left, names it (by the pid
 # racefree sees, which racefree reports but never signals), kills it and exits.
 
 # Longest command line in a leak line: keeps each line one atomic pipe write.
@@ -338,12 +338,17 @@ _host_proc = None
 def _init(ctl, host_proc):
     global _host_proc
     _host_proc = host_proc
+    # Reap orphans as they die, as an init does: a test waiting for a daemon it stopped to
+    # be gone (kill(pid, 0) failing, /proc/<pid> vanishing) must not wait for the unit's end.
+    signal.signal(signal.SIGCHLD, lambda _sig, _frame: _reap_exited())
+    _reap_exited()
     while True:
         try:
             ctl.recv(16)  # "sweep", or end of file if the server is gone: sweep all the same
             break
         except InterruptedError:
             continue
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     lines = b""
     _reap_exited()
     if _has_children():

@@ -836,3 +836,35 @@ fn the_command_gets_each_signal_once() {
         assert_eq!(status.code(), Some(1), "to the group: {to_group}");
     }
 }
+
+/// In a unit's PID namespace an orphan that exits is reaped at once by the unit's init, as
+/// on any system, forked or spawned: a test that stops a daemon it started and waits for it
+/// to be gone must not wait until its unit ends.
+#[test]
+fn an_orphan_that_exits_is_reaped_at_once_in_a_unit_namespace() {
+    if !namespaces_work(false) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("pytest.ini"), "[pytest]\n").unwrap();
+    std::fs::write(
+        dir.path().join("test_orphan.py"),
+        "import os\nimport subprocess\nimport time\n\n\n\
+         def test_a_finished_orphan_is_gone():\n\
+         \x20   # The shell leaves `sleep` behind (an orphan, the init's child) and prints its pid.\n\
+         \x20   out = subprocess.run(['sh', '-c', 'sleep 0.2 >/dev/null 2>&1 & echo $!'], capture_output=True, text=True, check=True)\n\
+         \x20   pid = int(out.stdout)\n\
+         \x20   deadline = time.monotonic() + 10\n\
+         \x20   while os.path.exists('/proc/%d' % pid):\n\
+         \x20       assert time.monotonic() < deadline, 'the orphan was never reaped'\n\
+         \x20       time.sleep(0.02)\n",
+    )
+    .unwrap();
+    for extra in [&[][..], &["--no-fork"][..]] {
+        let out = run(racefree(dir.path())
+            .args(["-n", "1", "--isolate", "namespace", "--plain"])
+            .args(extra));
+        assert_eq!(out.code, 0, "{extra:?}: {}\n{}", out.stdout, out.stderr);
+        assert!(out.stdout.contains("1 passed"), "{extra:?}: {}", out.stdout);
+    }
+}
