@@ -115,13 +115,10 @@ def drop_capabilities():
     _check(libc.capset(header, sets), "dropping capabilities")
 
 
-def _die_with_parent(parent=None):
-    """SIGKILL when the parent exits, so that nothing outlives racefree: a factory dies with
-    its server, an init with its factory, and a namespace with its init. An init cannot check
-    that its parent was still there (getppid() is 0 for PID 1); it ends anyway when the
-    server closes its end of the init's socket."""
+def _die_with_parent(parent):
+    """SIGKILL when the parent (the server) exits, so that the factory never outlives it."""
     _check(_libc().prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0), "prctl(PR_SET_PDEATHSIG)")
-    if parent is not None and os.getppid() != parent:
+    if os.getppid() != parent:
         os._exit(0)  # the parent was gone before the signal was armed
 
 
@@ -265,8 +262,9 @@ def _factory_loop(sock, host_proc):
     """Keeps one init ready, so that a unit never waits for its fork: the next is made while
     the unit runs."""
     own = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
-    # Looked up once here rather than in every init, which would copy-on-write for it.
-    _libc().prctl
+    # Children that exit are reaped by the kernel, here and (inherited) in every init: the
+    # inits' orphans vanish as they die, as under any init, at no cost per process.
+    signal.signal(signal.SIGCHLD, signal.SIG_IGN)
     ready = _make_init(sock, own, host_proc)
     while True:
         try:
@@ -281,7 +279,6 @@ def _factory_loop(sock, host_proc):
             pid, mine = ready
             socket.send_fds(sock, [b"%d" % pid], [mine.fileno()])
             mine.close()
-        _reap_exited()  # the inits of earlier units
         ready = _make_init(sock, own, host_proc)
 
 
@@ -297,7 +294,6 @@ def _make_init(sock, own, host_proc):
             try:
                 sock.close()
                 mine.close()
-                _die_with_parent()
                 _init(theirs, host_proc)
             finally:
                 os._exit(70)
@@ -312,20 +308,10 @@ def _make_init(sock, own, host_proc):
             theirs.close()
 
 
-def _reap_exited():
-    while True:
-        try:
-            pid, _status = os.waitpid(-1, os.WNOHANG)
-        except ChildProcessError:
-            return
-        if pid == 0:
-            return
-
-
 # The unit's init: PID 1 of the unit's namespace. It waits for the server's word that
 # pytest's process has exited; meanwhile everything orphaned in the namespace becomes its
-# child, and it reaps each as it dies. Then it stops what is left, names it (by the pid
-# racefree sees, which racefree reports but never signals), kills it and exits.
+# child, reaped as it dies. Then it stops what is left, names it (by the pid racefree sees,
+# which racefree reports but never signals), kills it and exits.
 
 # Longest command line in a leak line: keeps each line one atomic pipe write.
 _CMDLINE_MAX = 1024
@@ -336,21 +322,20 @@ _host_proc = None
 
 
 def _init(ctl, host_proc):
+    """PID 1 of a unit's namespace. SIGCHLD is ignored (from the factory), so the kernel
+    reaps each orphan as it dies: a test waiting for a daemon it stopped to be gone
+    (kill(pid, 0) failing, /proc/<pid> vanishing) does not wait for the unit's end. No
+    parent-death signal is needed: the init ends when the other end of its socket closes,
+    held by the server (for the unit's init) or the factory (for the one kept ready)."""
     global _host_proc
     _host_proc = host_proc
-    # Reap orphans as they die, as an init does: a test waiting for a daemon it stopped to
-    # be gone (kill(pid, 0) failing, /proc/<pid> vanishing) must not wait for the unit's end.
-    signal.signal(signal.SIGCHLD, lambda _sig, _frame: _reap_exited())
-    _reap_exited()
     while True:
         try:
             ctl.recv(16)  # "sweep", or end of file if the server is gone: sweep all the same
             break
         except InterruptedError:
             continue
-    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     lines = b""
-    _reap_exited()
     if _has_children():
         # pytest's process has exited, so all it left running is ours, or our children's.
         leaks = _stop_leftovers()
@@ -501,9 +486,9 @@ def _leak_line(pid, cmdline, test):
 
 
 def _kill_all():
-    """SIGKILLs everything else in the namespace and reaps what was orphaned to us: when
-    waitpid says there are no children left, everything is gone (a process killed while it
-    still had children hands them to us before we can reap it)."""
+    """SIGKILLs everything else in the namespace and waits until it is gone: with SIGCHLD
+    ignored, waitpid fails (ECHILD) once every child has exited, and a process killed while
+    it still had children hands them to us before it exits."""
     try:
         os.kill(-1, signal.SIGKILL)
     except OSError:
