@@ -14,7 +14,10 @@ preload set), then ROUNDS times; medians are reported.
 PYTHONDONTWRITEBYTECODE is removed from the environment: with it, every process rewrites
 and compiles every test module it imports from source, which users rarely pay.
 
-    bench/.venv/bin/python bench/runner/overhead.py --racefree target/release/racefree [-N 50]
+    bench/.venv/bin/python bench/runner/overhead.py --racefree target/release/racefree [-N 50] [--no-spawn]
+
+It also runs the fork variant with `--isolate tmp`: the difference of the two slopes is what
+namespace isolation (the default where the kernel allows it) adds per unit, end to end.
 """
 
 import argparse
@@ -53,15 +56,17 @@ def median_wall(cmd, cwd, warm):
     return statistics.median(wall(cmd, cwd) for _ in range(ROUNDS))
 
 
-def measure(racefree, files):
-    """Median walls (serial pytest, racefree fork, racefree spawn) on a suite of `files`."""
+def measure(racefree, files, spawn_too):
+    """Median walls (serial pytest, racefree fork, racefree fork with --isolate tmp,
+    racefree spawn or None) on a suite of `files`."""
     with tempfile.TemporaryDirectory(prefix="racefree-overhead-") as root:
         make_suite(root, files)
         rf = [os.path.abspath(racefree), "run", "-n", "1", "--unit", "file", "-q", "--plain", "--python", PYTHON]
         serial = median_wall([PYTHON, "-m", "pytest", "-q", "-p", "no:cacheprovider"], root, 1)
         fork = median_wall(rf, root, 1)
-        spawn = median_wall(rf + ["--no-fork"], root, 1)
-    return serial, fork, spawn
+        fork_tmp = median_wall(rf + ["--isolate", "tmp"], root, 1)
+        spawn = median_wall(rf + ["--no-fork"], root, 1) if spawn_too else None
+    return serial, fork, fork_tmp, spawn
 
 
 def main():
@@ -69,21 +74,27 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--racefree", required=True)
     parser.add_argument("-N", "--files", type=int, default=50)
+    parser.add_argument("--no-spawn", action="store_true", help="skip the (slow) spawned variant")
     args = parser.parse_args()
     n = args.files
-    small = measure(args.racefree, n)
-    large = measure(args.racefree, 2 * n)
-    slope = [(b - a) / n for a, b in zip(small, large)]
+    small = measure(args.racefree, n, not args.no_spawn)
+    large = measure(args.racefree, 2 * n, not args.no_spawn)
+    slope = [(b - a) / n if a is not None else None for a, b in zip(small, large)]
     per_fork = (slope[1] - slope[0]) * 1000
-    per_spawn = (slope[2] - slope[0]) * 1000
+    per_fork_tmp = (slope[2] - slope[0]) * 1000
     print("%d and %d files x 1 trivial test, -n 1, median of %d runs (wall seconds):" % (n, 2 * n, ROUNDS))
     print("                               %6d files %6d files" % (n, 2 * n))
-    for label, a, b in zip(("serial pytest (one process)", "racefree, fork per file", "racefree, spawn per file"), small, large):
-        print("  %-28s %12.2f %12.2f" % (label, a, b))
+    labels = ("serial pytest (one process)", "racefree, fork per file", "  the same, --isolate tmp", "racefree, spawn per file")
+    for label, a, b in zip(labels, small, large):
+        if a is not None:
+            print("  %-28s %12.2f %12.2f" % (label, a, b))
     print("  per unit, beyond pytest's own per-test work:")
     print("    fork   %7.1f ms/unit   (fixed cost of a run: %.2f s)" % (per_fork, small[1] - small[0] - n * per_fork / 1000))
-    print("    spawn  %7.1f ms/unit   (fixed cost of a run: %.2f s)" % (per_spawn, small[2] - small[0] - n * per_spawn / 1000))
-    print("  fork / spawn per-unit overhead: %.2f" % (per_fork / per_spawn if per_spawn > 0 else float("nan")))
+    print("    fork, --isolate tmp %7.1f ms/unit: namespace isolation adds %.1f ms/unit" % (per_fork_tmp, per_fork - per_fork_tmp))
+    if slope[3] is not None:
+        per_spawn = (slope[3] - slope[0]) * 1000
+        print("    spawn  %7.1f ms/unit   (fixed cost of a run: %.2f s)" % (per_spawn, small[3] - small[0] - n * per_spawn / 1000))
+        print("  fork / spawn per-unit overhead: %.2f" % (per_fork / per_spawn if per_spawn > 0 else float("nan")))
 
 
 if __name__ == "__main__":
