@@ -63,6 +63,20 @@ fn junit_results(path: &Path) -> BTreeSet<(String, String, String)> {
         .collect()
 }
 
+/// The testsuite's tests, failures, errors and skipped attributes.
+fn junit_counts(path: &Path) -> Vec<String> {
+    let text = std::fs::read_to_string(path).unwrap();
+    let doc = roxmltree::Document::parse(&text).unwrap();
+    let suite = doc
+        .descendants()
+        .find(|n| n.has_tag_name("testsuite"))
+        .unwrap();
+    ["tests", "failures", "errors", "skipped"]
+        .iter()
+        .map(|a| format!("{a}={}", suite.attribute(*a).unwrap_or("?")))
+        .collect()
+}
+
 /// Every line of an --events log, parsed, after checking the version field.
 fn events(path: &Path) -> Vec<serde_json::Value> {
     std::fs::read_to_string(path)
@@ -129,8 +143,14 @@ fn same_results_as_serial_pytest() {
         );
         let ev = events(&d.join("rf.ndjson"));
         let tests = finished(&ev);
-        // Every testcase of pytest's report except the collection error is a finished test.
-        assert_eq!(tests.len(), expected.len() - 1);
+        // Every testcase of pytest's report is a finished test, except the collection error
+        // and the second testcase pytest writes for the test that fails in call and then
+        // errors in teardown.
+        assert_eq!(tests.len(), expected.len() - 2);
+        assert_eq!(
+            junit_counts(&d.join("rf.xml")),
+            junit_counts(&d.join("py.xml"))
+        );
         assert!(tests.contains(&(
             "tests/test_ids.py::test_odd_ids[a::b]".into(),
             "passed".into()
@@ -392,6 +412,7 @@ fn history_lf_and_history_command() {
             "tests/sub/test_more.py::test_error_in_call_raises",
             "tests/test_ids.py::test_numbers[2]",
             "tests/test_outcomes.py::test_fail",
+            "tests/test_outcomes.py::test_fail_then_teardown_error",
             "tests/test_outcomes.py::test_setup_error",
             // A failed teardown counts as a failure for --lf, as in pytest's cache provider.
             "tests/test_outcomes.py::test_teardown_error",
@@ -406,7 +427,7 @@ fn history_lf_and_history_command() {
         .unwrap();
     assert!(out.status.success());
     let failed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(failed.as_array().unwrap().len(), 6);
+    assert_eq!(failed.as_array().unwrap().len(), 7);
     let mut hist = Command::cargo_bin("racefree").unwrap();
     let out = hist
         .current_dir(d)

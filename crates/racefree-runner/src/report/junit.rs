@@ -40,6 +40,54 @@ pub struct Junit {
     /// Infrastructure retries: a suite property each, forensics in the suite's system-err
     /// (never retry silently, not even in the XML).
     infra: Vec<(String, String)>,
+    /// What pytest's testsuite counts beyond what the testcases say (see `pytest_counts`).
+    adjust: CountAdjustment,
+}
+
+/// pytest counts reports, not testcases: a teardown error beside a pass, skip or setup
+/// error is one more test and one more error (or skip) in the testsuite's attributes.
+#[derive(Debug, Default, Clone, Copy, PartialEq)]
+struct CountAdjustment {
+    tests: isize,
+    errors: usize,
+    skipped: usize,
+}
+
+impl CountAdjustment {
+    /// How the test's testcases undercount (or, for the double testcase, overcount) pytest's.
+    fn of(r: &TestResult) -> CountAdjustment {
+        let mut adjust = CountAdjustment::default();
+        if !r.teardown_error {
+            return adjust;
+        }
+        match r.outcome {
+            // Two testcases for pytest's failure + error, which it counts as one test.
+            Outcome::Failed => adjust.tests = -1,
+            Outcome::Passed | Outcome::Xpassed => adjust.tests = 1,
+            Outcome::Error => {
+                adjust.tests = 1;
+                adjust.errors = 1;
+            }
+            Outcome::Skipped | Outcome::Xfailed => {
+                adjust.tests = 1;
+                adjust.skipped = 1;
+            }
+            Outcome::Crashed | Outcome::NotRun => {}
+        }
+        adjust
+    }
+
+    fn add(&mut self, other: CountAdjustment) {
+        self.tests += other.tests;
+        self.errors += other.errors;
+        self.skipped += other.skipped;
+    }
+
+    fn apply(self, suite: &mut TestSuite) {
+        suite.tests = suite.tests.saturating_add_signed(self.tests);
+        suite.errors += self.errors;
+        suite.skipped += self.skipped;
+    }
 }
 
 impl Junit {
@@ -49,6 +97,7 @@ impl Junit {
             cases: Vec::new(),
             time: 0.0,
             infra: Vec::new(),
+            adjust: CountAdjustment::default(),
         }
     }
 
@@ -90,21 +139,56 @@ impl Junit {
         run
     }
 
-    fn status(r: &TestResult) -> TestCaseStatus {
+    /// The testcases one finished test becomes. One, except for a test that failed in call
+    /// and then errored in teardown: pytest closes the failed testcase and opens a second one
+    /// for the teardown error, since a JUnit testcase has one outcome.
+    fn cases(r: &TestResult) -> Vec<TestCase> {
         let mut status = Self::final_status(r);
         status.add_reruns(r.reruns.iter().map(Self::rerun));
-        status
+        let mut cases = vec![Self::case(&r.nodeid, status, r.duration)];
+        if r.teardown_error && r.outcome == Outcome::Failed {
+            cases.push(Self::case(&r.nodeid, Self::teardown_status(r), 0.0));
+        }
+        cases
+    }
+
+    fn teardown_status(r: &TestResult) -> TestCaseStatus {
+        let mut s = TestCaseStatus::non_success(NonSuccessKind::Error);
+        s.set_message(format!(
+            "failed on teardown with \"{}\"",
+            r.teardown_message
+        ));
+        s.set_description(r.teardown_longrepr.clone());
+        s
     }
 
     fn final_status(r: &TestResult) -> TestCaseStatus {
         match r.outcome {
-            Outcome::Passed | Outcome::Xpassed if r.teardown_error => {
+            // pytest's testcase holds an <error> beside the pass (which writes nothing), the
+            // skip or the setup error. A quick-junit testcase holds one status, so the error,
+            // which CI tools rank above the others, carries what the other said.
+            Outcome::Passed | Outcome::Xpassed if r.teardown_error => Self::teardown_status(r),
+            Outcome::Error if r.teardown_error => {
                 let mut s = TestCaseStatus::non_success(NonSuccessKind::Error);
-                s.set_message(format!(
-                    "failed on teardown with \"{}\"",
-                    r.teardown_message
+                let when = r.when.as_deref().unwrap_or("setup");
+                s.set_message(format!("failed on {when} with \"{}\"", r.message));
+                s.set_description(format!(
+                    "{}\n\nthen failed on teardown with \"{}\":\n{}",
+                    r.longrepr, r.teardown_message, r.teardown_longrepr
                 ));
-                s.set_description(r.teardown_longrepr.clone());
+                s
+            }
+            Outcome::Skipped | Outcome::Xfailed if r.teardown_error => {
+                let mut s = Self::teardown_status(r);
+                let what = if r.outcome == Outcome::Xfailed {
+                    "xfailed"
+                } else {
+                    "skipped"
+                };
+                s.set_description(format!(
+                    "{}\n\n({what} before the teardown: {})",
+                    r.teardown_longrepr, r.message
+                ));
                 s
             }
             Outcome::Passed | Outcome::Xpassed => TestCaseStatus::success(),
@@ -166,8 +250,8 @@ impl Reporter for Junit {
     fn on_event(&mut self, event: &Event) {
         match event {
             Event::TestFinished(r) => {
-                self.cases
-                    .push(Self::case(&r.nodeid, Self::status(r), r.duration))
+                self.cases.extend(Self::cases(r));
+                self.adjust.add(CountAdjustment::of(r));
             }
             Event::CollectError {
                 nodeid,
@@ -224,6 +308,7 @@ impl Reporter for Junit {
         let mut suite = TestSuite::new("pytest");
         suite.set_time(Duration::from_secs_f64(self.time.max(0.0)));
         suite.add_test_cases(std::mem::take(&mut self.cases));
+        self.adjust.apply(&mut suite);
         for (summary, _) in &self.infra {
             suite.add_property(("racefree.infra_retry", summary.as_str()));
         }
@@ -247,7 +332,60 @@ impl Reporter for Junit {
 
 #[cfg(test)]
 mod tests {
-    use super::classname_and_name;
+    use super::{CountAdjustment, Junit, TestResult, classname_and_name};
+    use crate::events::Outcome;
+
+    fn with_teardown_error(outcome: Outcome) -> TestResult {
+        TestResult {
+            nodeid: "t.py::test_x".into(),
+            file: "t.py".into(),
+            unit: 0,
+            slot: 0,
+            attempt: 1,
+            outcome,
+            teardown_error: true,
+            duration: 0.5,
+            message: "why".into(),
+            longrepr: "first".into(),
+            teardown_longrepr: "teardown traceback".into(),
+            teardown_message: "boom".into(),
+            when: Some("setup".into()),
+            head_line: String::new(),
+            sections: vec![],
+            failed_subtests: vec![],
+            flaky: false,
+            reruns: vec![],
+        }
+    }
+
+    #[test]
+    fn a_teardown_error_is_counted_as_pytest_counts_it() {
+        // (outcome, testcases written, tests, errors, skipped that pytest counts beyond them)
+        let table = [
+            (Outcome::Passed, 1, 1, 0, 0),
+            (Outcome::Xpassed, 1, 1, 0, 0),
+            (Outcome::Failed, 2, -1, 0, 0),
+            (Outcome::Error, 1, 1, 1, 0),
+            (Outcome::Skipped, 1, 1, 0, 1),
+            (Outcome::Xfailed, 1, 1, 0, 1),
+        ];
+        for (outcome, cases, tests, errors, skipped) in table {
+            let r = with_teardown_error(outcome);
+            assert_eq!(Junit::cases(&r).len(), cases, "{outcome:?}");
+            let want = CountAdjustment {
+                tests,
+                errors,
+                skipped,
+            };
+            assert_eq!(CountAdjustment::of(&r), want, "{outcome:?}");
+            let clean = TestResult {
+                teardown_error: false,
+                ..r
+            };
+            assert_eq!(Junit::cases(&clean).len(), 1, "{outcome:?}");
+            assert_eq!(CountAdjustment::of(&clean), CountAdjustment::default());
+        }
+    }
 
     #[test]
     fn mangles_like_pytest() {
