@@ -157,8 +157,12 @@ def _load_plugins():
     """Runs pytest once on an empty directory, without conftest files or the project's
     configuration, so that pytest, its own plugins and every installed plugin are imported
     through pytest's assertion rewriter exactly as a real run imports them (importing them
-    by hand would make every child warn that they cannot be rewritten)."""
-    cwd = os.getcwd()
+    by hand would make every child warn that they cannot be rewritten).
+
+    It runs in the units' working directory, not in the empty one: a module may keep the
+    directory it was imported in. Hypothesis does (``Path.cwd() / ".hypothesis"``, its
+    example database and Unicode tables); imported elsewhere, every forked unit would lose
+    the project's saved examples and rebuild the tables (seconds per unit)."""
     empty = tempfile.mkdtemp(prefix="racefree-warm-")
 
     class Learner:
@@ -169,7 +173,6 @@ def _load_plugins():
             fixturescan.learn([plugin])
 
     try:
-        os.chdir(empty)
         _silenced(
             lambda: pytest.main(
                 [
@@ -188,7 +191,6 @@ def _load_plugins():
             )
         )
     finally:
-        os.chdir(cwd)
         try:
             os.rmdir(empty)
         except OSError:

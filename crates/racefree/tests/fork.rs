@@ -20,15 +20,19 @@ fn fixture() -> tempfile::TempDir {
 
 /// `racefree run -n 1` (one slot: every file goes through the same server in turn).
 fn racefree(dir: &Path, expect_fork: bool, use_threaded: bool, extra: &[&str]) -> Ran {
-    run(Command::cargo_bin("racefree")
-        .unwrap()
-        .current_dir(dir)
+    run(&mut racefree_command(dir, expect_fork, use_threaded, extra))
+}
+
+fn racefree_command(dir: &Path, expect_fork: bool, use_threaded: bool, extra: &[&str]) -> Command {
+    let mut cmd = Command::cargo_bin("racefree").unwrap();
+    cmd.current_dir(dir)
         .args(["run", "-n", "1", "--plain", "--python"])
         .arg(python())
         .args(extra)
         .env_remove("VIRTUAL_ENV")
         .env("EXPECT_FORK", if expect_fork { "1" } else { "0" })
-        .env("USE_THREADED", if use_threaded { "1" } else { "0" }))
+        .env("USE_THREADED", if use_threaded { "1" } else { "0" });
+    cmd
 }
 
 fn assert_all_passed(ran: &Ran, what: &str) {
@@ -221,5 +225,44 @@ fn a_plugins_fixtures_reach_every_forked_unit_through_the_servers_learned_scan()
     }
     let ran = racefree(dir.path(), true, false, &["--unit", "file"]);
     assert_passed(&ran, "plugin fixtures", 7);
+    assert!(!ran.stderr.contains("fork server off"), "{}", ran.stderr);
+}
+
+#[test]
+fn installed_plugins_are_imported_in_the_units_working_directory() {
+    // The server imports every installed pytest plugin before it serves a unit, and a module
+    // may keep the directory it was imported in: hypothesis keeps its example database and
+    // Unicode tables under `Path.cwd() / ".hypothesis"`. A forked unit must see what a
+    // spawned one sees, or it loses the project's saved examples.
+    let dir = fixture();
+    let site = dir.path().join("site");
+    let info = site.join("cwdplug-1.0.dist-info");
+    std::fs::create_dir_all(&info).unwrap();
+    std::fs::write(
+        info.join("METADATA"),
+        "Metadata-Version: 2.1\nName: cwdplug\nVersion: 1.0\n",
+    )
+    .unwrap();
+    std::fs::write(
+        info.join("entry_points.txt"),
+        "[pytest11]\ncwdplug = cwdplug\n",
+    )
+    .unwrap();
+    std::fs::write(
+        site.join("cwdplug.py"),
+        "import os\n\nIMPORTED_IN = os.getcwd()\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("tests").join("test_import_cwd.py"),
+        "import os\n\nimport cwdplug\n\n\n\
+         def test_the_installed_plugin_was_imported_here():\n\
+         \x20   assert cwdplug.IMPORTED_IN == os.getcwd()\n",
+    )
+    .unwrap();
+    let ran = run(
+        racefree_command(dir.path(), true, false, &["--unit", "file"]).env("PYTHONPATH", &site),
+    );
+    assert_passed(&ran, "plugin imported in the units' directory", 6);
     assert!(!ran.stderr.contains("fork server off"), "{}", ran.stderr);
 }
