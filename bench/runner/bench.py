@@ -83,7 +83,9 @@ def lower_bound(events_path, workers):
 
 def bench(suite, racefree, workers, scratch):
     src = os.path.join(SUITES_DIR, suite)
-    work = os.path.join(scratch, suite)
+    # A suite may be named twice (several samples in one run): each gets its own copy.
+    work = tempfile.mkdtemp(prefix=suite + "-", dir=scratch)
+    os.rmdir(work)
     shutil.copytree(src, work, ignore=shutil.ignore_patterns("__pycache__", ".racefree", ".pytest_cache"))
     pytest = [PYTHON, "-m", "pytest", "-p", "no:cacheprovider", "-q"]
     rf = [racefree, "run", "--python", PYTHON, "-q", "--plain", "-n", str(workers)]
