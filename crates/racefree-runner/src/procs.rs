@@ -15,6 +15,33 @@ pub const TOKEN_ENV: &str = "RACEFREE_UNIT_TOKEN";
 /// test started can be traced back to it.
 pub const TEST_ENV: &str = "RACEFREE_TEST";
 
+/// What marks a unit's processes: the token in their environment, and when the unit's first
+/// process started. Every descendant is born no earlier than that, so a scan of /proc reads
+/// the environment of new processes only, not of every process on the machine (a
+/// scan after each unit must not cost more on a busy host).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnitTag {
+    pub token: String,
+    /// The unit process's start time in clock ticks since boot (/proc/<pid>/stat field 22),
+    /// when it could be read.
+    pub born: Option<u64>,
+}
+
+impl UnitTag {
+    /// The tag of a unit whose first process is `pid` (alive now).
+    pub fn new(token: String, pid: u32) -> UnitTag {
+        UnitTag {
+            token,
+            born: platform::start_tick(pid),
+        }
+    }
+
+    /// A tag that matches by token alone, whenever the process started.
+    pub fn token_only(token: String) -> UnitTag {
+        UnitTag { token, born: None }
+    }
+}
+
 /// A live process that belongs to a unit.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Found {
@@ -40,16 +67,21 @@ mod platform {
         std::fs::read(path).ok()
     }
 
-    /// (state, process group) from /proc/<pid>/stat; the command name may hold spaces and
-    /// parentheses, so fields are counted from the last ')'.
-    pub(super) fn stat(pid: u32) -> Option<(char, u32)> {
+    /// (state, process group, start time in ticks since boot) from /proc/<pid>/stat; the
+    /// command name may hold spaces and parentheses, so fields are counted from the last ')'.
+    pub(super) fn stat(pid: u32) -> Option<(char, u32, u64)> {
         let text = String::from_utf8(read(&format!("/proc/{pid}/stat"))?).ok()?;
         let rest = &text[text.rfind(')')? + 1..];
-        let mut fields = rest.split_whitespace();
-        let state = fields.next()?.chars().next()?;
-        let _ppid = fields.next()?;
-        let pgrp = fields.next()?.parse().ok()?;
-        Some((state, pgrp))
+        let fields: Vec<&str> = rest.split_whitespace().take(20).collect();
+        let state = fields.first()?.chars().next()?;
+        let pgrp = fields.get(2)?.parse().ok()?;
+        // Field 22 of the whole line, the 20th after the command name.
+        let start = fields.get(19)?.parse().ok()?;
+        Some((state, pgrp, start))
+    }
+
+    pub fn start_tick(pid: u32) -> Option<u64> {
+        stat(pid).map(|(_, _, start)| start)
     }
 
     fn environ_value(env: &[u8], key: &str) -> Option<String> {
@@ -70,7 +102,7 @@ mod platform {
         parts.join(" ")
     }
 
-    pub fn unit_processes(token: &str, pgid: Option<u32>) -> Vec<Found> {
+    pub fn unit_processes(tag: &UnitTag, pgid: Option<u32>) -> Vec<Found> {
         let me = std::process::id();
         let Ok(dir) = std::fs::read_dir("/proc") else {
             return Vec::new();
@@ -87,16 +119,20 @@ mod platform {
             if pid == me {
                 continue;
             }
-            let Some((state, pgrp)) = stat(pid) else {
+            let Some((state, pgrp, start)) = stat(pid) else {
                 continue;
             };
             // A zombie is already dead; it is reaped, not killed.
             if state == 'Z' || state == 'X' {
                 continue;
             }
+            // Older than the unit: neither its descendant nor in its group.
+            if tag.born.is_some_and(|born| start < born) {
+                continue;
+            }
             // Other users' environments are unreadable: they are not ours anyway.
             let env = read(&format!("/proc/{pid}/environ")).unwrap_or_default();
-            let tagged = environ_value(&env, TOKEN_ENV).as_deref() == Some(token);
+            let tagged = environ_value(&env, TOKEN_ENV).as_deref() == Some(tag.token.as_str());
             if tagged || Some(pgrp) == pgid {
                 out.push(Found {
                     pid,
@@ -125,7 +161,7 @@ mod platform {
                 .split_whitespace()
                 .filter_map(|p| p.parse::<u32>().ok())
             {
-                if !exclude.contains(&pid) && matches!(stat(pid), Some(('Z', _))) {
+                if !exclude.contains(&pid) && matches!(stat(pid), Some(('Z', _, _))) {
                     out.push(pid);
                 }
             }
@@ -143,7 +179,11 @@ mod platform {
     }
 
     /// Without /proc only the group is known: report it once if anything in it is alive.
-    pub fn unit_processes(_token: &str, pgid: Option<u32>) -> Vec<Found> {
+    pub fn start_tick(_pid: u32) -> Option<u64> {
+        None
+    }
+
+    pub fn unit_processes(_tag: &UnitTag, pgid: Option<u32>) -> Vec<Found> {
         let Some(pgid) = pgid else {
             return Vec::new();
         };
@@ -172,8 +212,8 @@ pub use platform::{become_subreaper, unit_processes, zombie_children};
 /// Signals the processes that carry a unit's token but are not in process group `group`,
 /// which the caller signals as a whole (Linux), and returns all of them. One signal per
 /// process: a second SIGTERM would cut short the traceback faulthandler writes on the first.
-pub fn signal_tagged(token: &str, signal: Signal, group: u32) -> Vec<Found> {
-    let found = unit_processes(token, None);
+pub fn signal_tagged(tag: &UnitTag, signal: Signal, group: u32) -> Vec<Found> {
+    let found = unit_processes(tag, None);
     for p in found.iter().filter(|p| p.pgid != Some(group)) {
         kill(p.pid, signal);
     }
@@ -206,8 +246,8 @@ pub fn reap(pid: u32, within: Duration) {
 
 /// Kills whatever a finished unit left behind and reaps what became ours. Returns what was
 /// found, for the leak report.
-pub fn kill_leftovers(token: &str, pgid: Option<u32>) -> Vec<Found> {
-    let found = unit_processes(token, pgid);
+pub fn kill_leftovers(tag: &UnitTag, pgid: Option<u32>) -> Vec<Found> {
+    let found = unit_processes(tag, pgid);
     if found.is_empty() {
         return found;
     }
@@ -242,10 +282,12 @@ mod tests {
             .spawn()
             .unwrap();
         let pid = child.id();
+        let tag = UnitTag::new(token.clone(), pid);
+        assert!(tag.born.is_some());
         // setsid may fork when it is a group leader; wait until a sleep carries the token.
         let start = Instant::now();
         let found = loop {
-            let f = unit_processes(&token, None);
+            let f = unit_processes(&tag, None);
             if f.iter().any(|p| p.cmdline.starts_with("sleep")) || start.elapsed().as_secs() > 10 {
                 break f;
             }
@@ -257,13 +299,19 @@ mod tests {
                 .any(|p| p.cmdline == "sleep 1000" && p.nodeid.as_deref() == Some("t.py::test_x")),
             "{found:?}"
         );
-        let killed = kill_leftovers(&token, None);
+        // A unit born after it cannot have started it: the scan skips it unread.
+        let later = UnitTag {
+            token: token.clone(),
+            born: tag.born.map(|b| b + 1_000_000),
+        };
+        assert!(unit_processes(&later, None).is_empty());
+        let killed = kill_leftovers(&tag, None);
         assert!(!killed.is_empty());
         let _ = child.wait();
-        assert!(unit_processes(&token, None).is_empty());
+        assert!(unit_processes(&UnitTag::token_only(token), None).is_empty());
         assert!(
             !std::path::Path::new(&format!("/proc/{pid}/cmdline")).exists() || {
-                matches!(platform::stat(pid), Some(('Z', _)) | None)
+                matches!(platform::stat(pid), Some(('Z', _, _)) | None)
             }
         );
     }

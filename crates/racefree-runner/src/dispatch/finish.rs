@@ -108,7 +108,7 @@ impl Dispatcher<'_> {
         st: &mut State,
     ) {
         let unit = r.job.id;
-        let leftovers = procs::kill_leftovers(&r.token, Some(r.handle.pid));
+        let leftovers = procs::kill_leftovers(&r.tag, Some(r.handle.pid));
         let escaped = r
             .escaped
             .iter()

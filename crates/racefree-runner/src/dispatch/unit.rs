@@ -75,7 +75,7 @@ pub(super) struct Running {
     pub(super) job: Job,
     pub(super) slot: usize,
     pub(super) handle: UnitHandle,
-    pub(super) token: String,
+    pub(super) tag: procs::UnitTag,
     pub(super) collected: Option<Vec<String>>,
     pub(super) phases: HashMap<String, Vec<PhaseReport>>,
     pub(super) failed_subtests: HashMap<String, Vec<PhaseReport>>,
@@ -103,11 +103,12 @@ pub(super) struct Running {
 
 impl Running {
     pub(super) fn new(job: Job, slot: usize, handle: UnitHandle, token: String) -> Running {
+        let tag = procs::UnitTag::new(token, handle.pid);
         Running {
             job,
             slot,
             handle,
-            token,
+            tag,
             collected: None,
             phases: HashMap::new(),
             failed_subtests: HashMap::new(),
@@ -130,7 +131,7 @@ impl Running {
     /// Signals the unit's group and (Linux) every process carrying its token.
     pub(super) fn signal(&self, sig: unix::Sig) -> Vec<procs::Found> {
         self.handle.signal(sig);
-        procs::signal_tagged(&self.token, sig, self.handle.pid)
+        procs::signal_tagged(&self.tag, sig, self.handle.pid)
     }
 
     /// SIGTERM now, SIGKILL after the grace period (see `on_tick`). Processes that had left
