@@ -287,11 +287,8 @@ def _set_death_signal():
     if not sys.platform.startswith("linux"):
         return
     try:
-        import ctypes
-
-        libc = ctypes.CDLL(None, use_errno=True)
         pr_set_pdeathsig = 1
-        libc.prctl(pr_set_pdeathsig, int(signal.SIGKILL), 0, 0, 0)
+        unitns._libc().prctl(pr_set_pdeathsig, int(signal.SIGKILL), 0, 0, 0)
     except (OSError, AttributeError):
         pass
 
@@ -587,6 +584,10 @@ def main():
         if why:
             conn.send({"ready": False, "reason": "configuring pytest: %s" % why, "module": None})
             os._exit(0)
+        if sys.platform.startswith("linux"):
+            # Every child calls into libc (its parent-death signal, its namespaces): load
+            # ctypes once here, not in each child (some milliseconds per unit otherwise).
+            unitns._libc()
         # Everything imported so far lives as long as the server: move it out of the
         # collector's sight, so a child's collections do not walk (and copy-on-write) it.
         gc.collect()

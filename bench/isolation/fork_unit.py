@@ -37,6 +37,9 @@ unitns.fork_factory(None)
 import racefree_forkserver as forkserver  # noqa: E402  (imports pytest, as the server does)
 
 SPEC = {"private": ["/tmp", "/dev/shm", "/var/tmp"], "keep": [os.getcwd()]}
+# As the server does before it forks (racefree_forkserver's ready()): libc, and ctypes with
+# it, are loaded once, so no way charges a child for importing ctypes.
+unitns._libc()
 
 
 def once(way):

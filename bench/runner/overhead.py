@@ -9,7 +9,7 @@ serial pytest's own slope taken off:
     per unit = ((racefree(2N) - racefree(N)) - (pytest(2N) - pytest(N))) / N
 and the fixed cost of a run (racefree's start, the servers' warm-up) is what is left at N.
 Each racefree variant runs once first to fill its history (and the fork server's learned
-preload set), then ROUNDS times; medians are reported.
+preload set), then ROUNDS times, the two fork variants taking turns; medians are reported.
 
 PYTHONDONTWRITEBYTECODE is removed from the environment: with it, every process rewrites
 and compiles every test module it imports from source, which users rarely pay.
@@ -18,7 +18,15 @@ and compiles every test module it imports from source, which users rarely pay.
 
 It also runs the fork variant with `--isolate tmp`: the difference of the two slopes is what
 namespace isolation (the default where the kernel allows it) adds per unit, end to end.
+
+Wall-clock slopes are noisy on a shared machine (a hiccup in one run moves them by tens of
+ms per unit), so each racefree variant is also measured from its own event log: the median
+time from one unit's start to the next on the slot is a whole cycle (fork or spawn, pytest's
+session, exit, racefree's bookkeeping), and the median over hundreds of cycles shrugs off
+the hiccups. Serial pytest's per-file time is taken off it in the same way as above.
 """
+
+import json
 
 import argparse
 import os
@@ -29,7 +37,7 @@ import tempfile
 import time
 
 PYTHON = sys.executable
-ROUNDS = 2
+ROUNDS = 3
 
 
 def make_suite(root, files):
@@ -56,16 +64,40 @@ def median_wall(cmd, cwd, warm):
     return statistics.median(wall(cmd, cwd) for _ in range(ROUNDS))
 
 
-def measure(racefree, files, spawn_too):
+def unit_cycles(events_path):
+    """Seconds from each unit's start to the next one's (one slot), from an event log."""
+    with open(events_path) as handle:
+        starts = sorted(json.loads(l)["t"] for l in handle if '"unit_started"' in l)
+    return [b - a for a, b in zip(starts, starts[1:])]
+
+
+def racefree_runs(variants, cwd):
+    """Runs the (cmd, cycles) variants in turn, ROUNDS times after one warm-up each, so that a
+    slow spell of the machine hits them alike; each run's unit cycles go to its `cycles`.
+    Returns the variants' median walls."""
+    for cmd, _ in variants:
+        wall(cmd, cwd)
+    walls = [[] for _ in variants]
+    for i in range(ROUNDS):
+        for k, (cmd, cycles) in enumerate(variants):
+            path = os.path.join(cwd, "events-%d-%d.ndjson" % (k, i))
+            walls[k].append(wall(cmd + ["--events", path], cwd))
+            cycles.extend(unit_cycles(path))
+    return [statistics.median(w) for w in walls]
+
+
+def measure(racefree, files, spawn_too, cycles):
     """Median walls (serial pytest, racefree fork, racefree fork with --isolate tmp,
-    racefree spawn or None) on a suite of `files`."""
+    racefree spawn or None) on a suite of `files`; the racefree variants' unit cycles are
+    added to cycles["fork"], cycles["fork_tmp"] and cycles["spawn"]."""
     with tempfile.TemporaryDirectory(prefix="racefree-overhead-") as root:
         make_suite(root, files)
         rf = [os.path.abspath(racefree), "run", "-n", "1", "--unit", "file", "-q", "--plain", "--python", PYTHON]
         serial = median_wall([PYTHON, "-m", "pytest", "-q", "-p", "no:cacheprovider"], root, 1)
-        fork = median_wall(rf, root, 1)
-        fork_tmp = median_wall(rf + ["--isolate", "tmp"], root, 1)
-        spawn = median_wall(rf + ["--no-fork"], root, 1) if spawn_too else None
+        fork, fork_tmp = racefree_runs(
+            [(rf, cycles["fork"]), (rf + ["--isolate", "tmp"], cycles["fork_tmp"])], root
+        )
+        spawn = racefree_runs([(rf + ["--no-fork"], cycles["spawn"])], root)[0] if spawn_too else None
     return serial, fork, fork_tmp, spawn
 
 
@@ -77,8 +109,9 @@ def main():
     parser.add_argument("--no-spawn", action="store_true", help="skip the (slow) spawned variant")
     args = parser.parse_args()
     n = args.files
-    small = measure(args.racefree, n, not args.no_spawn)
-    large = measure(args.racefree, 2 * n, not args.no_spawn)
+    cycles = {"fork": [], "fork_tmp": [], "spawn": []}
+    small = measure(args.racefree, n, not args.no_spawn, cycles)
+    large = measure(args.racefree, 2 * n, not args.no_spawn, cycles)
     slope = [(b - a) / n if a is not None else None for a, b in zip(small, large)]
     per_fork = (slope[1] - slope[0]) * 1000
     per_fork_tmp = (slope[2] - slope[0]) * 1000
@@ -95,6 +128,17 @@ def main():
         per_spawn = (slope[3] - slope[0]) * 1000
         print("    spawn  %7.1f ms/unit   (fixed cost of a run: %.2f s)" % (per_spawn, small[3] - small[0] - n * per_spawn / 1000))
         print("  fork / spawn per-unit overhead: %.2f" % (per_fork / per_spawn if per_spawn > 0 else float("nan")))
+    serial_per_file = slope[0] * 1000
+    print("  from the event logs: median unit cycle (start to next start), minus serial pytest's")
+    print("  %.1f ms per file:" % serial_per_file)
+    medians = {k: statistics.median(v) * 1000 for k, v in cycles.items() if v}
+    for key, label in (("fork", "fork"), ("fork_tmp", "fork, --isolate tmp"), ("spawn", "spawn")):
+        if key in medians:
+            print("    %-20s cycle %7.1f ms   overhead %7.1f ms/unit   (%d cycles)"
+                  % (label, medians[key], medians[key] - serial_per_file, len(cycles[key])))
+    print("    namespace isolation adds %.1f ms per forked unit" % (medians["fork"] - medians["fork_tmp"]))
+    if "spawn" in medians:
+        print("    fork / spawn overhead: %.2f" % ((medians["fork"] - serial_per_file) / (medians["spawn"] - serial_per_file)))
 
 
 if __name__ == "__main__":
