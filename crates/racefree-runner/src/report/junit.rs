@@ -40,7 +40,7 @@ pub struct Junit {
     /// Infrastructure retries: a suite property each, forensics in the suite's system-err
     /// (never retry silently, not even in the XML).
     infra: Vec<(String, String)>,
-    /// What pytest's testsuite counts beyond what the testcases say (see `pytest_counts`).
+    /// What pytest's testsuite counts beyond what the testcases say (see `CountAdjustment`).
     adjust: CountAdjustment,
 }
 
