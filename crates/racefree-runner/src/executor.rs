@@ -91,6 +91,10 @@ pub enum ExecMsg {
 #[derive(Debug, Clone)]
 pub struct UnitHandle {
     pub pid: u32,
+    /// The unit was forked into a PID namespace of its own, whose init has killed (and
+    /// reported on the event pipe) everything left in it by the time the server says the
+    /// unit exited: nothing of it can be elsewhere, so no scan of /proc is needed.
+    pub swept_by_init: bool,
     reaped: Arc<Mutex<bool>>,
 }
 
@@ -293,6 +297,8 @@ pub fn spawn(
     let reaped = Arc::new(Mutex::new(false));
     let handle = UnitHandle {
         pid,
+        swept_by_init: matches!(origin, Origin::Forked { .. })
+            && matches!(ctx.isolation, Isolation::Namespace { .. }),
         reaped: reaped.clone(),
     };
     let unit = spec.unit;

@@ -108,7 +108,11 @@ impl Dispatcher<'_> {
         st: &mut State,
     ) {
         let unit = r.job.id;
-        let leftovers = procs::kill_leftovers(&r.tag, Some(r.handle.pid));
+        let leftovers = if r.handle.swept_by_init {
+            Vec::new()
+        } else {
+            procs::kill_leftovers(&r.tag, Some(r.handle.pid))
+        };
         let escaped = r
             .escaped
             .iter()
