@@ -70,13 +70,16 @@ mod platform {
     /// (state, process group, start time in ticks since boot) from /proc/<pid>/stat; the
     /// command name may hold spaces and parentheses, so fields are counted from the last ')'.
     pub(super) fn stat(pid: u32) -> Option<(char, u32, u64)> {
-        let text = String::from_utf8(read(&format!("/proc/{pid}/stat"))?).ok()?;
+        parse_stat(&String::from_utf8(read(&format!("/proc/{pid}/stat"))?).ok()?)
+    }
+
+    pub(super) fn parse_stat(text: &str) -> Option<(char, u32, u64)> {
         let rest = &text[text.rfind(')')? + 1..];
-        let fields: Vec<&str> = rest.split_whitespace().take(20).collect();
-        let state = fields.first()?.chars().next()?;
-        let pgrp = fields.get(2)?.parse().ok()?;
-        // Field 22 of the whole line, the 20th after the command name.
-        let start = fields.get(19)?.parse().ok()?;
+        let mut fields = rest.split_whitespace();
+        let state = fields.next()?.chars().next()?;
+        // Fields 3 (state), 4 (ppid, skipped), 5 (pgrp), then 6 to 21 skipped, 22 (start).
+        let pgrp = fields.nth(1)?.parse().ok()?;
+        let start = fields.nth(16)?.parse().ok()?;
         Some((state, pgrp, start))
     }
 
@@ -267,6 +270,20 @@ pub fn kill_leftovers(tag: &UnitTag, pgid: Option<u32>) -> Vec<Found> {
 mod tests {
     use super::*;
     use std::process::Command;
+
+    #[test]
+    fn stat_fields_are_counted_from_the_last_parenthesis() {
+        let line = "4242 (a (b) c) S 1 4240 4240 0 -1 4194560 90 0 0 0 1 2 0 0 20 0 1 0 \
+                    777123 1000 100 18446744073709551615";
+        assert_eq!(platform::parse_stat(line), Some(('S', 4240, 777123)));
+        // Our own start time is before that of a child we start now.
+        let mine = platform::start_tick(std::process::id()).unwrap();
+        let mut child = Command::new("sleep").arg("5").spawn().unwrap();
+        let theirs = platform::start_tick(child.id()).unwrap();
+        let _ = child.kill();
+        let _ = child.wait();
+        assert!(mine <= theirs, "{mine} > {theirs}");
+    }
 
     /// A process that escapes the group with setsid is still found by its token, killed and
     /// reaped.
