@@ -168,16 +168,6 @@ impl Junit {
             // skip or the setup error. A quick-junit testcase holds one status, so the error,
             // which CI tools rank above the others, carries what the other said.
             Outcome::Passed | Outcome::Xpassed if r.teardown_error => Self::teardown_status(r),
-            Outcome::Error if r.teardown_error => {
-                let mut s = TestCaseStatus::non_success(NonSuccessKind::Error);
-                let when = r.when.as_deref().unwrap_or("setup");
-                s.set_message(format!("failed on {when} with \"{}\"", r.message));
-                s.set_description(format!(
-                    "{}\n\nthen failed on teardown with \"{}\":\n{}",
-                    r.longrepr, r.teardown_message, r.teardown_longrepr
-                ));
-                s
-            }
             Outcome::Skipped | Outcome::Xfailed if r.teardown_error => {
                 let mut s = Self::teardown_status(r);
                 let what = if r.outcome == Outcome::Xfailed {
@@ -215,7 +205,14 @@ impl Junit {
                 let mut s = TestCaseStatus::non_success(NonSuccessKind::Error);
                 let when = r.when.as_deref().unwrap_or("setup");
                 s.set_message(format!("failed on {when} with \"{}\"", r.message));
-                s.set_description(r.longrepr.clone());
+                if r.teardown_error {
+                    s.set_description(format!(
+                        "{}\n\nthen failed on teardown with \"{}\":\n{}",
+                        r.longrepr, r.teardown_message, r.teardown_longrepr
+                    ));
+                } else {
+                    s.set_description(r.longrepr.clone());
+                }
                 s
             }
             Outcome::Skipped if r.when.as_deref() == Some("collect") => {
