@@ -78,9 +78,12 @@ import racefree_fixturescan as fixturescan  # noqa: E402
 _FD_ENV = "RACEFREE_FORKSERVER_FD"
 _PRELOAD_ENV = "RACEFREE_FORKSERVER_PRELOAD"
 _ARGV_ENV = "RACEFREE_FORKSERVER_ARGV"
+# "conftest" keeps units forking at the conftest point (for comparisons; see _ForkPoint).
+_POINT_ENV = "RACEFREE_FORK_POINT"
 
-# In a child: "adopted" when it carried on from the server's configuration, "fresh" when it
-# had to configure pytest from scratch. Tests of racefree read it.
+# In a child: "session" when it carried on from the server's started session, "adopted"
+# when from the server's configuration at the conftest point, "fresh" when it had to
+# configure pytest from scratch. Tests of racefree read it.
 UNIT_CONFIG = None
 _MAX_LINE = 16 * 1024 * 1024
 
@@ -230,6 +233,15 @@ def _sockets(own_fd):
     except OSError:
         pass
     return count
+
+
+# (the control socket's descriptor, how many sockets the server held before warming up)
+_SOCKET_BASELINE = [None, 0]
+
+
+def _unsafe_now():
+    """Why forking now would be unsafe, or None (once main has taken the baseline)."""
+    return _unsafe(*_SOCKET_BASELINE)
 
 
 def _unsafe(own_fd, base_sockets):
@@ -473,34 +485,59 @@ def _report_leaks(init, events):
 
 class _ForkPoint:
     """A pytest plugin for the server's own ``pytest.main``: it stops that run where
-    everything that does not depend on the unit is done (pytest, its plugins and the
-    installed ones registered, the configuration file read, the command line's options
-    known) and before anything that does (conftest files, collection, the session), and
-    forks there for every unit. Each child adopts its unit's arguments and carries on from
-    that point exactly as ``pytest <its arguments>`` would, so it skips some 30 ms of
-    set-up per unit without sharing anything a unit could change: conftest files, fixtures
-    and test modules are all loaded in the child.
+    everything that does not depend on the unit is done, and forks there for every unit.
+    Each child adopts its unit's arguments and carries on from that point exactly as
+    ``pytest <its arguments>`` would.
 
-    The hook is public (``pytest_load_initial_conftests``), but what the child adjusts
-    (the parsed arguments, ``known_args_namespace``, ``invocation_params``) is how pytest
-    works inside. So the child checks that its arguments are the server's plus its own
-    files, and that pytest would choose the same rootdir and configuration file for them;
-    otherwise it runs the unit with a fresh ``pytest.main`` (the slow path, still a fork)."""
+    There are two such points, tried latest first:
 
-    def __init__(self, conn, server_argv, ready):
+    * **session** (``pytest_collection``): pytest is configured, the initial conftest files
+      are loaded, ``pytest_configure`` and ``pytest_sessionstart`` have run, the fixture
+      manager has scanned every plugin. A child only takes its basetemp and its files and
+      collects them: some 15 ms less per unit than the conftest point. The server took
+      everything a unit would otherwise set up, so it is used only when what ran is safe to
+      share: no plugin beyond pytest's own (and Hypothesis's, which keeps its set-up in
+      memory) has session set-up or tear-down hooks, which would run once per server but
+      tear down once per unit, and the server is still single-threaded, without children
+      or sockets. Each child starts pytest's output capture afresh and points its
+      faulthandler at its own stderr.
+    * **conftest** (``pytest_load_initial_conftests``): pytest, its plugins and the
+      installed ones registered, the configuration file read, the command line's options
+      known; conftest files, configure hooks and the session are each child's own.
+
+    The server forks a second server at the conftest point, which goes on to the session
+    point. If it gets there safely it serves and the first one only waits; otherwise it
+    says why and exits, and the first one serves from the conftest point.
+
+    The hooks are public, but what a child adjusts (the parsed arguments,
+    ``known_args_namespace``, ``invocation_params``, ``args``, the basetemp factory) is how
+    pytest works inside. So the child checks that its arguments are the server's plus its
+    own basetemp and files, and that pytest would choose the same rootdir and configuration
+    file for them; otherwise it runs the unit with a fresh ``pytest.main`` (the slow path,
+    still a fork)."""
+
+    def __init__(self, conn, server_argv, ready, try_session_point):
         self.conn = conn
         self.server_argv = server_argv
         self.ready = ready
+        self.try_session_point = try_session_point
+        # In the server that tries the session point: the pipe on which it tells the
+        # conftest-point server whether it serves.
+        self.verdict = None
         self.in_child = False
 
     @pytest.hookimpl(hookwrapper=True, tryfirst=True)
     def pytest_load_initial_conftests(self, early_config, parser, args):
-        plugin = sys.modules.get("racefree_pytest")
-        if plugin is not None and hasattr(plugin, "prime_preloadable"):
-            plugin.prime_preloadable(early_config)
+        _prime_plugin(early_config)
         fixturescan.learn(early_config.pluginmanager.get_plugins())
         fixturescan.install()
-        self.ready()
+        declined = None
+        if self.try_session_point:
+            declined = self._fork_session_server()
+            if declined is None:
+                yield  # the session-point server: on to the configure hooks
+                return
+        self.ready(point="conftest", declined=declined)
         request, fds, namespace_error = _serve(self.conn)
         self.in_child = True
         try:
@@ -516,6 +553,206 @@ class _ForkPoint:
         if not adopted:
             _exit(_run_fresh(request["argv"]))
         yield
+
+    @pytest.hookimpl(hookwrapper=True, tryfirst=True)
+    def pytest_collection(self, session):
+        if self.verdict is None:
+            yield  # a unit's own collection
+            return
+        config = session.config
+        why = _session_point_unsafe(config, self.server_argv)
+        if why is None:
+            capture = config.pluginmanager.getplugin("capturemanager")
+            if capture is not None:
+                # Each child captures into files of its own (see _take_unit).
+                capture.stop_global_capturing()
+            _prime_plugin(config)
+            self.ready(point="session")
+        _tell(self.verdict, "ok" if why is None else why)
+        self.verdict = None
+        if why is not None:
+            os._exit(0)
+        request, fds, namespace_error = _serve(self.conn)
+        self.in_child = True
+        try:
+            _prepare_child(self.conn, request, fds, namespace_error)
+            taken = _take_unit(session, request, self.server_argv)
+        except BaseException:  # noqa: BLE001
+            import traceback
+
+            traceback.print_exc()
+            _exit(70)
+        global UNIT_CONFIG
+        UNIT_CONFIG = "session" if taken else "fresh"
+        if not taken:
+            _forget_conftests(config)
+            _exit(_run_fresh(request["argv"]))
+        plugin = sys.modules.get("racefree_pytest")
+        if plugin is not None and hasattr(plugin, "begin_unit"):
+            plugin.begin_unit(session)
+        yield
+
+    def _fork_session_server(self):
+        """Forks the server that tries the session point. Returns None in it; here, once it
+        has answered, why it will not serve (or never returns, if it serves)."""
+        sys.stdout.flush()
+        sys.stderr.flush()
+        read_end, write_end = os.pipe()
+        parent = os.getpid()
+        pid = os.fork()
+        if pid == 0:
+            os.close(read_end)
+            _set_death_signal()
+            if os.getppid() != parent:
+                os._exit(0)
+            self.verdict = write_end
+            return None
+        os.close(write_end)
+        answer = _read_to_end(read_end)
+        if answer == b"ok":
+            # It serves. This server only waits for it (and keeps the init factory,
+            # whose life is tied to this process, alive), then exits with it.
+            self.conn.sock.close()
+            while True:
+                try:
+                    os.waitpid(pid, 0)
+                    break
+                except InterruptedError:
+                    continue
+                except ChildProcessError:
+                    break
+            os._exit(0)
+        _pid, status = os.waitpid(pid, 0)
+        if answer:
+            return answer.decode("utf-8", "replace")
+        return "it stopped before the session started (wait status %d)" % status
+
+
+def _prime_plugin(config):
+    """Has racefree's plugin judge now, once, the modules the server holds (see
+    ``racefree_pytest.prime_preloadable``)."""
+    plugin = sys.modules.get("racefree_pytest")
+    if plugin is not None and hasattr(plugin, "prime_preloadable"):
+        plugin.prime_preloadable(config)
+
+
+def _tell(fd, text):
+    try:
+        os.write(fd, text.encode("utf-8"))
+    finally:
+        os.close(fd)
+
+
+def _read_to_end(fd):
+    chunks = []
+    while True:
+        try:
+            data = os.read(fd, 4096)
+        except InterruptedError:
+            continue
+        if not data:
+            break
+        chunks.append(data)
+    os.close(fd)
+    return b"".join(chunks)
+
+
+# Plugins whose session hooks may run once per server: pytest's own, racefree's, and
+# Hypothesis's (its pytest_sessionstart only counts, in memory).
+_SHARED_SESSION_OK = ("_pytest", "pytest", "racefree_pytest", "_hypothesis_pytestplugin")
+_SESSION_HOOKS = ("pytest_sessionstart", "pytest_sessionfinish", "pytest_unconfigure")
+
+
+def _session_point_unsafe(config, server_argv):
+    """Why units must not be forked at the session point, or None."""
+    known = config.known_args_namespace
+    if getattr(known, "file_or_dir", None):
+        return "the run's pytest arguments name paths of their own"
+    if getattr(config.option, "pyargs", False):
+        return "--pyargs"
+    if getattr(config.option, "debug", None):
+        return "--debug writes one trace file per pytest process"
+    for hook in _SESSION_HOOKS:
+        for impl in getattr(config.pluginmanager.hook, hook).get_hookimpls():
+            plugin = impl.plugin
+            module = getattr(plugin, "__name__", None) or type(plugin).__module__
+            if module.split(".")[0] not in _SHARED_SESSION_OK:
+                return "plugin %s has %s, which must run in every unit" % (impl.plugin_name, hook)
+    why = _unsafe_now()
+    if why:
+        return "after configuring pytest and starting the session, %s" % why
+    return None
+
+
+def _take_unit(session, request, server_argv):
+    """Makes the server's started session the unit's: its arguments, basetemp, output
+    capture and faulthandler. True if the unit's arguments fit (else nothing is changed
+    that a fresh configuration would keep)."""
+    config = session.config
+    argv = list(request["argv"])
+    span = request.get("unit_args")
+    if not span or argv[: span[0]] + argv[span[1] :] != server_argv:
+        return False
+    own = argv[span[0] : span[1]]
+    if not own or not own[0].startswith("--basetemp="):
+        return False
+    basetemp, files = own[0][len("--basetemp=") :], own[1:]
+    if not files or any(f.startswith("-") for f in files):
+        return False
+    if os.path.abspath(os.getcwd()) != os.path.abspath(str(config.invocation_params.dir)):
+        return False
+    known = copy.copy(config.known_args_namespace)
+    known.file_or_dir = list(files)
+    known.basetemp = basetemp
+    if not _same_setup(config, known):
+        return False
+    from _pytest.config import Config
+    from _pytest.tmpdir import TempPathFactory
+
+    config.known_args_namespace = known
+    config.option.basetemp = basetemp
+    config.option.file_or_dir = list(files)
+    config.args = list(files)
+    config.args_source = Config.ArgsSource.ARGS
+    config.invocation_params = dataclasses.replace(config.invocation_params, args=tuple(argv))
+    # Renewed in place: pytest's legacy tmpdir factory wraps this very object.
+    factory = getattr(config, "_tmp_path_factory", None)
+    if factory is not None:
+        vars(factory).update(vars(TempPathFactory.from_config(config, _ispytest=True)))
+    _renew_output(config)
+    return True
+
+
+def _renew_output(config):
+    """The server's output capture and faulthandler wrote where the server writes: this
+    child's go where its unit writes (descriptors 1 and 2 by now)."""
+    try:
+        from _pytest.faulthandler import fault_handler_stderr_fd_key
+
+        stderr_copy = config.stash.get(fault_handler_stderr_fd_key, None)
+    except ImportError:
+        stderr_copy = None
+    if stderr_copy is not None:
+        os.dup2(2, stderr_copy, inheritable=False)
+    capture = config.pluginmanager.getplugin("capturemanager")
+    if capture is not None:
+        capture.start_global_capturing()
+        capture.suspend_global_capture()
+    reporter = config.pluginmanager.getplugin("terminalreporter")
+    if reporter is not None and hasattr(reporter, "_session_start"):
+        from _pytest import timing
+
+        reporter._session_start = timing.Instant()
+
+
+def _forget_conftests(config):
+    """Before a fresh ``pytest.main`` in a child of the session-point server: conftest
+    modules are imported again, as a process of its own would import them."""
+    for plugin in config.pluginmanager.get_plugins():
+        path = getattr(plugin, "__file__", None) or ""
+        name = getattr(plugin, "__name__", None)
+        if name and os.path.basename(path) == "conftest.py" and sys.modules.get(name) is plugin:
+            del sys.modules[name]
 
 
 def _adopt(config, parser, args, request, server_argv):
@@ -573,13 +810,14 @@ def main():
     conn = _Conn(sock)
     started = time.monotonic()
     base_sockets = _sockets(fd)
+    _SOCKET_BASELINE[:] = [fd, base_sockets]
     count, problem, module = _warm_up(fd, base_sockets)
     if problem:
         conn.send({"ready": False, "reason": problem, "module": module})
         return
     server_argv = json.loads(os.environ.pop(_ARGV_ENV))
 
-    def ready():
+    def ready(**point):
         why = _unsafe(fd, base_sockets)
         if why:
             conn.send({"ready": False, "reason": "configuring pytest: %s" % why, "module": None})
@@ -592,12 +830,20 @@ def main():
         # collector's sight, so a child's collections do not walk (and copy-on-write) it.
         gc.collect()
         gc.freeze()
-        conn.send({"ready": True, "modules": count, "secs": time.monotonic() - started})
+        message = {"ready": True, "modules": count, "secs": time.monotonic() - started}
+        message.update({k: v for k, v in point.items() if v is not None})
+        conn.send(message)
 
-    point = _ForkPoint(conn, server_argv, ready)
+    try_session_point = os.environ.pop(_POINT_ENV, "session") != "conftest"
+    point = _ForkPoint(conn, server_argv, ready, try_session_point)
     code = _pytest_main(list(server_argv), plugins=[point])
     if point.in_child:
         _exit(code)
+    if point.verdict is not None:
+        # The session-point server: pytest ended before the session started (a conftest
+        # file failed to import, say). The conftest-point server serves instead.
+        _tell(point.verdict, "pytest stopped (exit status %d) before the session started" % code)
+        os._exit(0)
     # pytest ended before it would load conftest files (a usage error, say): spawned
     # processes will show the user why.
     conn.send(

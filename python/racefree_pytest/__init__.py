@@ -491,10 +491,28 @@ def pytest_configure(config):
         "markers",
         "timeout(seconds): racefree fails the test after this many seconds (0: no limit)",
     )
-    fd_text = os.environ.pop(_EVENT_FD_ENV, None)
     config.pluginmanager.register(_fixtures_module(), "racefree_fixtures")
+    _start_unit(config)
+
+
+def _start_unit(config):
+    """Connects this process to racefree as a unit, if it is one (``RACEFREE_EVENT_FD`` set):
+    registers and returns the plugin that streams its events."""
+    fd_text = os.environ.pop(_EVENT_FD_ENV, None)
     if fd_text is None:
-        return
+        return None
     channel = _Channel(int(fd_text))
     channel.send("hello", pid=os.getpid(), pytest=pytest.__version__)
-    config.pluginmanager.register(_RacefreePlugin(config, channel, _load_unit()), "racefree_events")
+    plugin = _RacefreePlugin(config, channel, _load_unit())
+    config.pluginmanager.register(plugin, "racefree_events")
+    return plugin
+
+
+def begin_unit(session):
+    """For a fork server that forks its units after the session has started (past
+    ``pytest_configure`` and ``pytest_sessionstart``): connects the child to racefree, once
+    it has taken its unit's arguments, as ``pytest_configure`` and ``pytest_sessionstart``
+    would have in a process of its own."""
+    plugin = _start_unit(session.config)
+    if plugin is not None:
+        plugin.pytest_sessionstart(session)

@@ -58,6 +58,12 @@ enum Reply {
         modules: u64,
         #[serde(default)]
         secs: f64,
+        /// Where units fork: "session" or "conftest" (python/racefree_forkserver.py).
+        #[serde(default)]
+        point: Option<String>,
+        /// Why the session point was declined, when it was.
+        #[serde(default)]
+        declined: Option<String>,
     },
     Pid {
         pid: u32,
@@ -84,6 +90,36 @@ enum Reply {
 pub struct Refusal {
     pub reason: String,
     pub module: Option<String>,
+}
+
+/// A server that is ready to fork.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Readiness {
+    /// How many modules it preloaded.
+    pub modules: u64,
+    /// How long its warm-up took, in seconds.
+    pub secs: f64,
+    /// Where in pytest's start-up its units begin ("session" or "conftest").
+    pub point: Option<String>,
+    /// Why it does not fork at the later point, if it could not.
+    pub declined: Option<String>,
+}
+
+impl Readiness {
+    /// One line for `-v`: where units fork and, if not at the session start, why.
+    fn describe(&self, slot: usize) -> String {
+        let point = self.point.as_deref().unwrap_or("conftest");
+        let why = self
+            .declined
+            .as_deref()
+            .map(|d| format!("; not at the session start: {d}"))
+            .unwrap_or_default();
+        format!(
+            "racefree: fork server of slot {slot} ready in {:.2}s ({} module(s) preloaded, \
+             units fork at the {point} point{why})",
+            self.secs, self.modules
+        )
+    }
 }
 
 /// One running fork server.
@@ -128,9 +164,8 @@ impl ForkServer {
             .map_err(|e| io::Error::other(format!("unreadable fork server message {line:?}: {e}")))
     }
 
-    /// Waits until the server has warmed up; Ok: how many modules it preloaded, in how many
-    /// seconds. Err: why it will not fork.
-    pub fn wait_ready(&mut self) -> Result<(u64, f64), Refusal> {
+    /// Waits until the server has warmed up. Err: why it will not fork.
+    pub fn wait_ready(&mut self) -> Result<Readiness, Refusal> {
         let refusal = |reason: String| Refusal {
             reason,
             module: None,
@@ -145,8 +180,15 @@ impl ForkServer {
                 ready: true,
                 modules,
                 secs,
+                point,
+                declined,
                 ..
-            } => Ok((modules, secs)),
+            } => Ok(Readiness {
+                modules,
+                secs,
+                point,
+                declined,
+            }),
             Reply::Ready { reason, module, .. } => Err(Refusal { reason, module }),
             other => Err(refusal(format!("unexpected first message {other:?}"))),
         }
@@ -356,12 +398,9 @@ impl ForkPool {
                     })
                     .and_then(|mut server| server.wait_ready().map(|ready| (server, ready)));
                 match result {
-                    Ok((server, (modules, secs))) => {
+                    Ok((server, readiness)) => {
                         if verbose {
-                            eprintln!(
-                                "racefree: fork server of slot {slot} ready in {secs:.2}s \
-                                 ({modules} module(s) preloaded)"
-                            );
+                            eprintln!("{}", readiness.describe(slot));
                         }
                         pool.set(slot, SlotState::Idle(server))
                     }
