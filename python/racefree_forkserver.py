@@ -413,10 +413,11 @@ def _exit_fields(pid):
         return {"exited": pid, "code": info.si_status}
 
 
-def _serve(conn):
-    """Forks a child per request. Returns ``(request, fds, namespace_error)`` in each child
-    (see _prepare_child); in the server, never returns: it exits when racefree closes the
-    socket."""
+def _serve(conn, judge=None):
+    """Forks a child per request. Returns ``(request, fds, namespace_error, judgement)`` in
+    each child (see _prepare_child; ``judgement`` is what ``judge(request)`` said in the
+    server, before the fork, where it is cheap and can be remembered for the next child);
+    in the server, never returns: it exits when racefree closes the socket."""
     while True:
         request, fds = conn.recv()
         if request is None:
@@ -426,6 +427,7 @@ def _serve(conn):
                 os.close(fd)
             conn.send({"error": "expected a run request with three or four descriptors"})
             continue
+        judgement = judge(request) if judge is not None else None
         sys.stdout.flush()
         sys.stderr.flush()
         # Namespace isolation: the child is born in a new PID namespace, whose init
@@ -442,7 +444,7 @@ def _serve(conn):
                     init = None
         pid = os.fork()
         if pid == 0:
-            return request, fds, error
+            return request, fds, error, judgement
         events = None
         if init is not None:
             init.leave()
@@ -538,7 +540,7 @@ class _ForkPoint:
                 yield  # the session-point server: on to the configure hooks
                 return
         self.ready(point="conftest", declined=declined)
-        request, fds, namespace_error = _serve(self.conn)
+        request, fds, namespace_error, _ = _serve(self.conn)
         self.in_child = True
         try:
             _prepare_child(self.conn, request, fds, namespace_error)
@@ -572,11 +574,16 @@ class _ForkPoint:
         self.verdict = None
         if why is not None:
             os._exit(0)
-        request, fds, namespace_error = _serve(self.conn)
+        fits = {}
+        request, fds, namespace_error, own = _serve(
+            self.conn, lambda request: _unit_fits(config, request, self.server_argv, fits)
+        )
         self.in_child = True
         try:
             _prepare_child(self.conn, request, fds, namespace_error)
-            taken = _take_unit(session, request, self.server_argv)
+            taken = own is not None
+            if taken:
+                _take_unit(session, request, *own)
         except BaseException:  # noqa: BLE001
             import traceback
 
@@ -684,28 +691,40 @@ def _session_point_unsafe(config, server_argv):
     return None
 
 
-def _take_unit(session, request, server_argv):
-    """Makes the server's started session the unit's: its arguments, basetemp, output
-    capture and faulthandler. True if the unit's arguments fit (else nothing is changed
-    that a fresh configuration would keep)."""
-    config = session.config
+def _unit_fits(config, request, server_argv, fits):
+    """In the session-point server, before forking: ``(basetemp, files)`` if the unit's
+    arguments are the server's plus its own basetemp and files, and pytest would choose the
+    server's rootdir and configuration file for those files; else None. ``fits`` remembers
+    the answer per set of directories (reading configuration files costs milliseconds)."""
     argv = list(request["argv"])
     span = request.get("unit_args")
     if not span or argv[: span[0]] + argv[span[1] :] != server_argv:
-        return False
+        return None
     own = argv[span[0] : span[1]]
     if not own or not own[0].startswith("--basetemp="):
-        return False
+        return None
     basetemp, files = own[0][len("--basetemp=") :], own[1:]
     if not files or any(f.startswith("-") for f in files):
-        return False
-    if os.path.abspath(os.getcwd()) != os.path.abspath(str(config.invocation_params.dir)):
-        return False
+        return None
+    base = str(config.invocation_params.dir)
+    if os.path.abspath(request["cwd"]) != os.path.abspath(base):
+        return None
+    dirs = frozenset(os.path.dirname(os.path.join(base, f.split("::", 1)[0])) for f in files)
+    if dirs not in fits:
+        known = copy.copy(config.known_args_namespace)
+        known.file_or_dir = list(files)
+        fits[dirs] = _same_setup(config, known)
+    return (basetemp, list(files)) if fits[dirs] else None
+
+
+def _take_unit(session, request, basetemp, files):
+    """Makes the server's started session the unit's (its arguments fit: _unit_fits):
+    its arguments, basetemp, output capture and faulthandler."""
+    config = session.config
+    argv = list(request["argv"])
     known = copy.copy(config.known_args_namespace)
     known.file_or_dir = list(files)
     known.basetemp = basetemp
-    if not _same_setup(config, known):
-        return False
     from _pytest.config import Config
     from _pytest.tmpdir import TempPathFactory
 
@@ -720,7 +739,6 @@ def _take_unit(session, request, server_argv):
     if factory is not None:
         vars(factory).update(vars(TempPathFactory.from_config(config, _ispytest=True)))
     _renew_output(config)
-    return True
 
 
 def _renew_output(config):
@@ -822,6 +840,9 @@ def main():
         if why:
             conn.send({"ready": False, "reason": "configuring pytest: %s" % why, "module": None})
             os._exit(0)
+        # Every unit's sys.modules["__main__"] (see _prepare_child): imported once here.
+        import pytest.__main__  # noqa: F401
+
         if sys.platform.startswith("linux"):
             # Every child calls into libc (its parent-death signal, its namespaces): load
             # ctypes once here, not in each child (some milliseconds per unit otherwise).

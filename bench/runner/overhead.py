@@ -38,6 +38,7 @@ import time
 
 PYTHON = sys.executable
 ROUNDS = 3
+SERIAL_ROUNDS = 7
 
 
 def make_suite(root, files):
@@ -49,9 +50,11 @@ def make_suite(root, files):
             handle.write("def test_one():\n    assert True\n")
 
 
-def wall(cmd, cwd):
+def wall(cmd, cwd, env=None):
     start = time.perf_counter()
-    proc = subprocess.run(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.run(
+        cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
     took = time.perf_counter() - start
     if proc.returncode != 0:
         sys.exit("%s exited %d:\n%s" % (" ".join(cmd), proc.returncode, proc.stdout[-3000:]))
@@ -72,33 +75,47 @@ def unit_cycles(events_path):
 
 
 def racefree_runs(variants, cwd):
-    """Runs the (cmd, cycles) variants in turn, ROUNDS times after one warm-up each, so that a
-    slow spell of the machine hits them alike; each run's unit cycles go to its `cycles`.
-    Returns the variants' median walls."""
-    for cmd, _ in variants:
-        wall(cmd, cwd)
+    """Runs the (cmd, cycles, env) variants in turn, ROUNDS times after one warm-up each, so
+    that a slow spell of the machine hits them alike; each run's unit cycles go to its
+    `cycles`. Returns the variants' median walls."""
+    for cmd, _, env in variants:
+        wall(cmd, cwd, env)
     walls = [[] for _ in variants]
     for i in range(ROUNDS):
-        for k, (cmd, cycles) in enumerate(variants):
+        for k, (cmd, cycles, env) in enumerate(variants):
             path = os.path.join(cwd, "events-%d-%d.ndjson" % (k, i))
-            walls[k].append(wall(cmd + ["--events", path], cwd))
+            walls[k].append(wall(cmd + ["--events", path], cwd, env))
             cycles.extend(unit_cycles(path))
     return [statistics.median(w) for w in walls]
 
 
 def measure(racefree, files, spawn_too, cycles):
     """Median walls (serial pytest, racefree fork, racefree fork with --isolate tmp,
-    racefree spawn or None) on a suite of `files`; the racefree variants' unit cycles are
-    added to cycles["fork"], cycles["fork_tmp"] and cycles["spawn"]."""
+    racefree fork at the conftest point, racefree spawn or None) on a suite of `files`; the
+    racefree variants' unit cycles are added to cycles["fork"], cycles["fork_tmp"],
+    cycles["fork_conftest"] and cycles["spawn"]."""
     with tempfile.TemporaryDirectory(prefix="racefree-overhead-") as root:
         make_suite(root, files)
         rf = [os.path.abspath(racefree), "run", "-n", "1", "--unit", "file", "-q", "--plain", "--python", PYTHON]
-        serial = median_wall([PYTHON, "-m", "pytest", "-q", "-p", "no:cacheprovider"], root, 1)
-        fork, fork_tmp = racefree_runs(
-            [(rf, cycles["fork"]), (rf + ["--isolate", "tmp"], cycles["fork_tmp"])], root
+        # The fastest of several: serial pytest's per-file slope is taken off every figure
+        # below, and a median of three still swung it by +-10 ms per file.
+        serial_cmd = [PYTHON, "-m", "pytest", "-q", "-p", "no:cacheprovider"]
+        wall(serial_cmd, root)
+        serial = min(wall(serial_cmd, root) for _ in range(SERIAL_ROUNDS))
+        # Units forked where the server used to fork them, before conftest files load.
+        conftest_point = dict(os.environ, RACEFREE_FORK_POINT="conftest")
+        fork, fork_tmp, fork_conftest = racefree_runs(
+            [
+                (rf, cycles["fork"], None),
+                (rf + ["--isolate", "tmp"], cycles["fork_tmp"], None),
+                (rf, cycles["fork_conftest"], conftest_point),
+            ],
+            root,
         )
-        spawn = racefree_runs([(rf + ["--no-fork"], cycles["spawn"])], root)[0] if spawn_too else None
-    return serial, fork, fork_tmp, spawn
+        spawn = None
+        if spawn_too:
+            spawn = racefree_runs([(rf + ["--no-fork"], cycles["spawn"], None)], root)[0]
+    return serial, fork, fork_tmp, fork_conftest, spawn
 
 
 def main():
@@ -109,7 +126,7 @@ def main():
     parser.add_argument("--no-spawn", action="store_true", help="skip the (slow) spawned variant")
     args = parser.parse_args()
     n = args.files
-    cycles = {"fork": [], "fork_tmp": [], "spawn": []}
+    cycles = {"fork": [], "fork_tmp": [], "fork_conftest": [], "spawn": []}
     small = measure(args.racefree, n, not args.no_spawn, cycles)
     large = measure(args.racefree, 2 * n, not args.no_spawn, cycles)
     slope = [(b - a) / n if a is not None else None for a, b in zip(small, large)]
@@ -117,22 +134,35 @@ def main():
     per_fork_tmp = (slope[2] - slope[0]) * 1000
     print("%d and %d files x 1 trivial test, -n 1, median of %d runs (wall seconds):" % (n, 2 * n, ROUNDS))
     print("                               %6d files %6d files" % (n, 2 * n))
-    labels = ("serial pytest (one process)", "racefree, fork per file", "  the same, --isolate tmp", "racefree, spawn per file")
+    labels = (
+        "serial pytest (one process)",
+        "racefree, fork per file",
+        "  the same, --isolate tmp",
+        "  forked at conftest point",
+        "racefree, spawn per file",
+    )
     for label, a, b in zip(labels, small, large):
         if a is not None:
             print("  %-28s %12.2f %12.2f" % (label, a, b))
     print("  per unit, beyond pytest's own per-test work:")
     print("    fork   %7.1f ms/unit   (fixed cost of a run: %.2f s)" % (per_fork, small[1] - small[0] - n * per_fork / 1000))
     print("    fork, --isolate tmp %7.1f ms/unit: namespace isolation adds %.1f ms/unit" % (per_fork_tmp, per_fork - per_fork_tmp))
-    if slope[3] is not None:
-        per_spawn = (slope[3] - slope[0]) * 1000
-        print("    spawn  %7.1f ms/unit   (fixed cost of a run: %.2f s)" % (per_spawn, small[3] - small[0] - n * per_spawn / 1000))
+    per_conftest = (slope[3] - slope[0]) * 1000
+    print("    fork at the conftest point %7.1f ms/unit" % per_conftest)
+    if slope[4] is not None:
+        per_spawn = (slope[4] - slope[0]) * 1000
+        print("    spawn  %7.1f ms/unit   (fixed cost of a run: %.2f s)" % (per_spawn, small[4] - small[0] - n * per_spawn / 1000))
         print("  fork / spawn per-unit overhead: %.2f" % (per_fork / per_spawn if per_spawn > 0 else float("nan")))
     serial_per_file = slope[0] * 1000
     print("  from the event logs: median unit cycle (start to next start), minus serial pytest's")
     print("  %.1f ms per file:" % serial_per_file)
     medians = {k: statistics.median(v) * 1000 for k, v in cycles.items() if v}
-    for key, label in (("fork", "fork"), ("fork_tmp", "fork, --isolate tmp"), ("spawn", "spawn")):
+    for key, label in (
+        ("fork", "fork"),
+        ("fork_tmp", "fork, --isolate tmp"),
+        ("fork_conftest", "fork, conftest point"),
+        ("spawn", "spawn"),
+    ):
         if key in medians:
             print("    %-20s cycle %7.1f ms   overhead %7.1f ms/unit   (%d cycles)"
                   % (label, medians[key], medians[key] - serial_per_file, len(cycles[key])))

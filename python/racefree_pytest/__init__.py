@@ -115,6 +115,11 @@ class _Channel:
         fields["e"] = kind
         self.pending.append(json.dumps(fields, ensure_ascii=False))
 
+    def send_encoded(self, kind, field, encoded):
+        """Sends a message whose one field is already JSON."""
+        self.pending.append('{"e": %s, %s: %s}' % (json.dumps(kind), json.dumps(field), encoded))
+        self.flush()
+
     def flush(self):
         if not self.pending:
             return
@@ -130,6 +135,46 @@ class _Channel:
                 # racefree went away (it kills units it cancels); nothing more to say.
                 return
             view = view[written:]
+
+
+class _Asleep:
+    """The channel of a plugin registered in a fork server, before a unit wakes it: there
+    is nobody to tell yet."""
+
+    def send(self, kind, **fields):
+        pass
+
+    def queue(self, kind, **fields):
+        pass
+
+    def send_encoded(self, kind, field, encoded):
+        pass
+
+    def flush(self):
+        pass
+
+
+def _list_wanted_entries_only(plugin):
+    """pytest's directory collectors list every entry of each directory on the way to the
+    unit's files and ask the ignore hook about each, which ``pytest_ignore_collect`` answers
+    first for entries the unit does not want: still some 40 microseconds an entry, or 40 ms
+    per unit in a directory of a thousand files. Their listing leaves those entries out
+    instead, with the same result. (If a pytest lacks the listing function, nothing
+    changes.)"""
+    for module_name in ("_pytest.main", "_pytest.python"):
+        module = sys.modules.get(module_name)
+        listing = getattr(module, "scandir", None)
+        if listing is None or getattr(listing, "racefree_filtered", False):
+            continue
+
+        def scandir(path, *args, _listing=listing, **kwargs):
+            entries = _listing(path, *args, **kwargs)
+            if plugin.wanted is None:
+                return entries
+            return [entry for entry in entries if plugin.wanted_path(entry.path)]
+
+        scandir.racefree_filtered = True
+        module.scandir = scandir
 
 
 def _text(value):
@@ -211,15 +256,20 @@ class _IgnoredFile(pytest.File):
 class _RacefreePlugin:
     def __init__(self, config, channel, unit):
         self.config = config
-        self.channel = channel
-        self.selection = {f: frozenset(ids) for f, ids in (unit.get("select") or {}).items()}
-        self.exclusion = {f: frozenset(ids) for f, ids in (unit.get("exclude") or {}).items()}
-        self.walked = unit.get("walked") or {}
         self.deselected = 0
         self.warnings = 0
         self.timeouts = {}
         self.fault_file = None
-        self.wanted = _wanted_paths(config)
+        self.wake(channel, unit)
+        _list_wanted_entries_only(self)
+
+    def wake(self, channel, unit):
+        """Takes the unit this process runs (its arguments must be in ``config.args``)."""
+        self.channel = channel
+        self.selection = {f: frozenset(ids) for f, ids in (unit.get("select") or {}).items()}
+        self.exclusion = {f: frozenset(ids) for f, ids in (unit.get("exclude") or {}).items()}
+        self.walked = unit.get("walked") or {}
+        self.wanted = _wanted_paths(self.config)
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_ignore_collect(self, collection_path, config):
@@ -228,13 +278,16 @@ class _RacefreePlugin:
         ignore it and builds a collector for it, only to keep the ones on the command line:
         per unit, work in proportion to the size of its directory. Entries that are not
         one of the unit's paths, inside one, or on the way to one, are skipped at once."""
-        if self.wanted is None:
+        if self.wanted is None or self.wanted_path(str(collection_path)):
             return None
-        path = str(collection_path)
+        return True
+
+    def wanted_path(self, path):
+        """True if ``path`` is one of the unit's paths, inside one, or on the way to one."""
         for wanted in self.wanted:
             if path == wanted or wanted.startswith(path + os.sep) or path.startswith(wanted + os.sep):
-                return None
-        return True
+                return True
+        return False
 
     def pytest_sessionstart(self, session):
         # After every plugin's pytest_configure, so pytest's own faulthandler plugin (which
@@ -377,7 +430,7 @@ class _RacefreePlugin:
     def pytest_sessionfinish(self, session, exitstatus):
         if os.environ.get(_LEARN_ENV):
             try:
-                self.channel.send("imports", modules=_preloadable(self.config))
+                self.channel.send_encoded("imports", "modules", _preloadable_json(self.config))
             except Exception:  # noqa: BLE001 - learning is an optimisation, never a failure
                 pass
         self.channel.send("done", exitstatus=int(exitstatus), warnings=self.warnings)
@@ -400,11 +453,15 @@ def _importable_name(name, module):
     return any(stem == os.path.join(base, relative) for base in _BASELINE_PATH)
 
 
-# Verdicts of ``_preloadable`` on the modules a fork server holds, judged once in the server
-# (racefree_forkserver calls ``prime_preloadable`` where it forks) instead of again in every
-# unit: several milliseconds per unit otherwise. name -> (module object, preloadable?).
-_JUDGED = {}
-_JUDGED_PATTERNS = []
+# What a fork server's children start from, set by ``prime_preloadable`` in the server
+# (racefree_forkserver calls it where it forks): every module the server holds (name ->
+# module object), and the names of those a server may preload, already JSON-encoded. A
+# child then judges only the modules it imported itself. Going over the server's modules
+# in every child would cost milliseconds, most of it copying the pages their objects live
+# on (touching an object writes its reference count).
+_PRIMED = {}
+_PRIMED_JSON = [""]
+_PRIMED_PATTERNS = []
 
 
 def _file_patterns(config):
@@ -439,27 +496,41 @@ def prime_preloadable(config):
     """Judges every module imported so far, for the units a fork server will fork."""
     patterns = _file_patterns(config)
     rewriter = _rewriter_type()
-    _JUDGED.clear()
+    _PRIMED.clear()
+    keep = []
     for name, module in list(sys.modules.items()):
-        _JUDGED[name] = (module, _judge(name, module, patterns, rewriter))
-    _JUDGED_PATTERNS[:] = patterns
+        _PRIMED[name] = module
+        if _judge(name, module, patterns, rewriter):
+            keep.append(name)
+    _PRIMED_JSON[0] = json.dumps(sorted(keep), ensure_ascii=False)[1:-1]
+    _PRIMED_PATTERNS[:] = patterns
 
 
-def _preloadable(config):
-    """Modules imported since start-up that a fork server may import ahead of time."""
+def _preloadable_json(config):
+    """The JSON list of modules imported since start-up that a fork server may import
+    ahead of time."""
     patterns = _file_patterns(config)
-    judged = _JUDGED if patterns == _JUDGED_PATTERNS else {}
     rewriter = _rewriter_type()
+    if not _PRIMED or patterns != _PRIMED_PATTERNS:
+        names = [n for n, m in list(sys.modules.items()) if _judge(n, m, patterns, rewriter)]
+        return json.dumps(sorted(names), ensure_ascii=False)
+    # sys.modules keeps insertion order: what this process imported since the fork comes
+    # after everything the server held (a module it removed and imported again too).
+    new = []
+    for name in _imported_since_fork():
+        if _judge(name, sys.modules.get(name), patterns, rewriter):
+            new.append(name)
+    parts = [p for p in (_PRIMED_JSON[0], json.dumps(sorted(new), ensure_ascii=False)[1:-1]) if p]
+    return "[" + ",".join(parts) + "]"
+
+
+def _imported_since_fork():
+    """Names in sys.modules after the last one the server held unchanged, newest first."""
     names = []
-    for name, module in list(sys.modules.items()):
-        known = judged.get(name)
-        if known is not None and known[0] is module:
-            keep = known[1]
-        else:
-            keep = _judge(name, module, patterns, rewriter)
-        if keep:
-            names.append(name)
-    names.sort()
+    for name in reversed(sys.modules):
+        if _PRIMED.get(name) is sys.modules.get(name):
+            break
+        names.append(name)
     return names
 
 
@@ -492,20 +563,28 @@ def pytest_configure(config):
         "timeout(seconds): racefree fails the test after this many seconds (0: no limit)",
     )
     config.pluginmanager.register(_fixtures_module(), "racefree_fixtures")
-    _start_unit(config)
+    channel = _connect()
+    if channel is not None:
+        config.pluginmanager.register(_RacefreePlugin(config, channel, _load_unit()), _PLUGIN)
+    elif "racefree_forkserver" in sys.modules:
+        # A fork server: its units may be forked after this (see begin_unit). The plugin is
+        # registered now, asleep, so that no unit pays for registering it (pluggy's checks,
+        # the fixture manager's scan): some milliseconds each.
+        config.pluginmanager.register(_RacefreePlugin(config, _Asleep(), {}), _PLUGIN)
 
 
-def _start_unit(config):
-    """Connects this process to racefree as a unit, if it is one (``RACEFREE_EVENT_FD`` set):
-    registers and returns the plugin that streams its events."""
+_PLUGIN = "racefree_events"
+
+
+def _connect():
+    """The channel to racefree if this process is a unit (``RACEFREE_EVENT_FD`` set), after
+    saying hello on it; else None."""
     fd_text = os.environ.pop(_EVENT_FD_ENV, None)
     if fd_text is None:
         return None
     channel = _Channel(int(fd_text))
     channel.send("hello", pid=os.getpid(), pytest=pytest.__version__)
-    plugin = _RacefreePlugin(config, channel, _load_unit())
-    config.pluginmanager.register(plugin, "racefree_events")
-    return plugin
+    return channel
 
 
 def begin_unit(session):
@@ -513,6 +592,15 @@ def begin_unit(session):
     ``pytest_configure`` and ``pytest_sessionstart``): connects the child to racefree, once
     it has taken its unit's arguments, as ``pytest_configure`` and ``pytest_sessionstart``
     would have in a process of its own."""
-    plugin = _start_unit(session.config)
-    if plugin is not None:
-        plugin.pytest_sessionstart(session)
+    config = session.config
+    channel = _connect()
+    if channel is None:
+        return
+    unit = _load_unit()
+    plugin = config.pluginmanager.get_plugin(_PLUGIN)
+    if plugin is None:
+        plugin = _RacefreePlugin(config, channel, unit)
+        config.pluginmanager.register(plugin, _PLUGIN)
+    else:
+        plugin.wake(channel, unit)
+    plugin.pytest_sessionstart(session)

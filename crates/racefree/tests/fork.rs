@@ -266,3 +266,129 @@ fn installed_plugins_are_imported_in_the_units_working_directory() {
     assert_passed(&ran, "plugin imported in the units' directory", 6);
     assert!(!ran.stderr.contains("fork server off"), "{}", ran.stderr);
 }
+
+/// The `-v` line in which slot 0's server says where its units fork.
+fn ready_line(ran: &Ran) -> String {
+    ran.stderr
+        .lines()
+        .find(|l| l.contains("fork server of slot 0 ready"))
+        .unwrap_or_else(|| panic!("no ready line with -v:\n{}", ran.stderr))
+        .to_string()
+}
+
+#[test]
+fn units_fork_once_the_session_has_started_and_each_gets_its_own_basetemp_and_output() {
+    // Units fork after pytest_configure and pytest_sessionstart ran in the server; each must
+    // still get its own --basetemp, its own captured output and its own stderr.
+    let dir = fixture();
+    let tests = dir.path().join("tests");
+    for name in ["one", "two", "three"] {
+        std::fs::write(
+            tests.join(format!("test_session_{name}.py")),
+            format!(
+                "import os\nimport sys\n\n\n\
+                 def test_records_its_basetemp(tmp_path_factory, tmp_path):\n\
+                 \x20   base = str(tmp_path_factory.getbasetemp())\n\
+                 \x20   assert str(tmp_path).startswith(base)\n\
+                 \x20   assert tmp_path.name in os.listdir(base)\n\
+                 \x20   assert all(n.startswith(\"test_records\") for n in os.listdir(base))\n\
+                 \x20   with open(os.path.join(os.environ[\"RECORD_DIR\"], \"{name}\"), \"w\") as f:\n\
+                 \x20       f.write(base)\n\n\n\
+                 def test_output_is_its_own():\n\
+                 \x20   print(\"stdout of {name}\")\n\
+                 \x20   sys.stderr.write(\"stderr of {name}\\n\")\n\
+                 \x20   assert False, \"fails on purpose in {name}\"\n"
+            ),
+        )
+        .unwrap();
+    }
+    // In the project (bound into a namespaced unit); /tmp would be the unit's own.
+    let record = dir.path().join("records");
+    std::fs::create_dir_all(&record).unwrap();
+    let ran = run(racefree_command(
+        dir.path(),
+        true,
+        false,
+        &[
+            "-v",
+            "--unit",
+            "file",
+            "tests/test_session_one.py",
+            "tests/test_session_two.py",
+            "tests/test_session_three.py",
+        ],
+    )
+    .env("RECORD_DIR", &record));
+    assert_eq!(ran.code, 1, "{}\n{}", ran.stdout, ran.stderr);
+    assert!(ran.stdout.contains("3 failed, 3 passed"), "{}", ran.stdout);
+    assert!(
+        ready_line(&ran).contains("units fork at the session point"),
+        "{}",
+        ran.stderr
+    );
+    let mut bases: Vec<String> = ["one", "two", "three"]
+        .iter()
+        .map(|n| std::fs::read_to_string(record.join(n)).unwrap())
+        .collect();
+    bases.sort();
+    bases.dedup();
+    assert_eq!(bases.len(), 3, "one basetemp per unit: {bases:?}");
+    for name in ["one", "two", "three"] {
+        // Each failure shows its own captured output, and nobody else's.
+        let section = ran
+            .stdout
+            .split("_ test_output_is_its_own _")
+            .find(|s| s.contains(&format!("fails on purpose in {name}")))
+            .unwrap_or_else(|| panic!("no failure section for {name}:\n{}", ran.stdout));
+        let section = section.split("short test summary").next().unwrap();
+        assert!(section.contains(&format!("stdout of {name}")), "{section}");
+        assert!(section.contains(&format!("stderr of {name}")), "{section}");
+        for other in ["one", "two", "three"].iter().filter(|o| **o != name) {
+            assert!(
+                !section.contains(&format!("stdout of {other}")),
+                "{section}"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_plugin_with_session_hooks_makes_units_fork_before_conftest_files_load() {
+    // A conftest that sets something up in pytest_sessionstart and takes it down in
+    // pytest_sessionfinish expects both once per pytest process. Forked after the session
+    // started, every unit would run the tear-down of a set-up made once in the server, and
+    // the second unit would find it gone. racefree forks such units before conftest files
+    // load (the conftest point), and says why with -v.
+    let dir = fixture();
+    std::fs::write(
+        dir.path().join("tests").join("conftest.py"),
+        "import os\n\n\
+         MARKER = os.path.join(os.path.dirname(__file__), \"session-marker\")\n\n\n\
+         def pytest_sessionstart(session):\n\
+         \x20   open(MARKER, \"w\").close()\n\n\n\
+         def pytest_sessionfinish(session, exitstatus):\n\
+         \x20   os.remove(MARKER)\n",
+    )
+    .unwrap();
+    for name in ["one", "two", "three"] {
+        std::fs::write(
+            dir.path()
+                .join("tests")
+                .join(format!("test_marker_{name}.py")),
+            "import os\n\nimport conftest\n\n\n\
+             def test_the_session_set_up_is_there():\n\
+             \x20   assert os.path.exists(conftest.MARKER)\n",
+        )
+        .unwrap();
+    }
+    let ran = run(
+        racefree_command(dir.path(), true, false, &["-v", "--unit", "file"])
+            .env("EXPECT_FORK_POINT", "adopted"),
+    );
+    assert_passed(&ran, "session hooks in a conftest", 8);
+    let ready = ready_line(&ran);
+    assert!(
+        ready.contains("units fork at the conftest point") && ready.contains("pytest_sessionstart"),
+        "the line says where and why: {ready}"
+    );
+}
