@@ -8,6 +8,8 @@ interpreter per file). What one more unit costs is the slope between the two siz
 serial pytest's own slope taken off:
     per unit = ((racefree(2N) - racefree(N)) - (pytest(2N) - pytest(N))) / N
 and the fixed cost of a run (racefree's start, the servers' warm-up) is what is left at N.
+Serial pytest's slope comes from its own session clock ("in S s"), the fastest of several
+runs: its wall clock includes an interpreter start-up whose noise swamps a few ms per file.
 Each racefree variant runs once first to fill its history (and the fork server's learned
 preload set), then ROUNDS times, the two fork variants taking turns; medians are reported.
 
@@ -30,6 +32,7 @@ import json
 
 import argparse
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -59,6 +62,16 @@ def wall(cmd, cwd, env=None):
     if proc.returncode != 0:
         sys.exit("%s exited %d:\n%s" % (" ".join(cmd), proc.returncode, proc.stdout[-3000:]))
     return took
+
+
+def session_secs(cmd, cwd):
+    """pytest's own session time ("N passed in S s"): without the interpreter's start-up,
+    whose noise (+-100 ms here) would swamp a per-file slope of a few ms."""
+    proc = subprocess.run(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    found = re.findall(r" in ([0-9.]+)s", proc.stdout)
+    if proc.returncode != 0 or not found:
+        sys.exit("%s exited %d:\n%s" % (" ".join(cmd), proc.returncode, proc.stdout[-3000:]))
+    return float(found[-1])
 
 
 def median_wall(cmd, cwd, warm):
@@ -102,6 +115,7 @@ def measure(racefree, files, spawn_too, cycles):
         serial_cmd = [PYTHON, "-m", "pytest", "-q", "-p", "no:cacheprovider"]
         wall(serial_cmd, root)
         serial = min(wall(serial_cmd, root) for _ in range(SERIAL_ROUNDS))
+        session = min(session_secs(serial_cmd, root) for _ in range(SERIAL_ROUNDS))
         # Units forked where the server used to fork them, before conftest files load.
         conftest_point = dict(os.environ, RACEFREE_FORK_POINT="conftest")
         fork, fork_tmp, fork_conftest = racefree_runs(
@@ -115,7 +129,7 @@ def measure(racefree, files, spawn_too, cycles):
         spawn = None
         if spawn_too:
             spawn = racefree_runs([(rf + ["--no-fork"], cycles["spawn"], None)], root)[0]
-    return serial, fork, fork_tmp, fork_conftest, spawn
+    return serial, fork, fork_tmp, fork_conftest, spawn, session
 
 
 def main():
@@ -129,7 +143,9 @@ def main():
     cycles = {"fork": [], "fork_tmp": [], "fork_conftest": [], "spawn": []}
     small = measure(args.racefree, n, not args.no_spawn, cycles)
     large = measure(args.racefree, 2 * n, not args.no_spawn, cycles)
-    slope = [(b - a) / n if a is not None else None for a, b in zip(small, large)]
+    slope = [(b - a) / n if a is not None else None for a, b in zip(small[:5], large[:5])]
+    # What one more file costs serial pytest itself, from its own session clock.
+    slope[0] = (large[5] - small[5]) / n
     per_fork = (slope[1] - slope[0]) * 1000
     per_fork_tmp = (slope[2] - slope[0]) * 1000
     print("%d and %d files x 1 trivial test, -n 1, median of %d runs (wall seconds):" % (n, 2 * n, ROUNDS))
@@ -141,7 +157,7 @@ def main():
         "  forked at conftest point",
         "racefree, spawn per file",
     )
-    for label, a, b in zip(labels, small, large):
+    for label, a, b in zip(labels, small[:5], large[:5]):
         if a is not None:
             print("  %-28s %12.2f %12.2f" % (label, a, b))
     print("  per unit, beyond pytest's own per-test work:")
