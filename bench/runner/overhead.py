@@ -16,7 +16,10 @@ preload set), then ROUNDS times, the two fork variants taking turns; medians are
 PYTHONDONTWRITEBYTECODE is removed from the environment: with it, every process rewrites
 and compiles every test module it imports from source, which users rarely pay.
 
-    bench/.venv/bin/python bench/runner/overhead.py --racefree target/release/racefree [-N 50] [--no-spawn]
+    bench/.venv/bin/python bench/runner/overhead.py --racefree target/release/racefree [-N 50] [-n 1] [--no-spawn]
+
+With `-n 2` (or as many as the machine has cores) every core is busy, as in a real run; the
+wall-clock slopes then mean less, but the unit cycles (per slot) still hold.
 
 It also runs the fork variant with `--isolate tmp`: the difference of the two slopes is what
 namespace isolation (the default where the kernel allows it) adds per unit, end to end.
@@ -42,6 +45,8 @@ import time
 PYTHON = sys.executable
 ROUNDS = 3
 SERIAL_ROUNDS = 7
+# -n: with 1 (the default) one unit runs at a time; with as many as cores, all are busy.
+WORKERS = [1]
 
 
 def make_suite(root, files):
@@ -81,10 +86,19 @@ def median_wall(cmd, cwd, warm):
 
 
 def unit_cycles(events_path):
-    """Seconds from each unit's start to the next one's (one slot), from an event log."""
+    """Seconds from each unit's start to the next one's on the same slot, from an event
+    log."""
+    by_slot = {}
     with open(events_path) as handle:
-        starts = sorted(json.loads(l)["t"] for l in handle if '"unit_started"' in l)
-    return [b - a for a, b in zip(starts, starts[1:])]
+        for line in handle:
+            if '"unit_started"' in line:
+                event = json.loads(line)
+                by_slot.setdefault(event["slot"], []).append(event["t"])
+    cycles = []
+    for starts in by_slot.values():
+        starts.sort()
+        cycles.extend(b - a for a, b in zip(starts, starts[1:]))
+    return cycles
 
 
 def racefree_runs(variants, cwd):
@@ -109,7 +123,7 @@ def measure(racefree, files, spawn_too, cycles):
     cycles["fork_conftest"] and cycles["spawn"]."""
     with tempfile.TemporaryDirectory(prefix="racefree-overhead-") as root:
         make_suite(root, files)
-        rf = [os.path.abspath(racefree), "run", "-n", "1", "--unit", "file", "-q", "--plain", "--python", PYTHON]
+        rf = [os.path.abspath(racefree), "run", "-n", str(WORKERS[0]), "--unit", "file", "-q", "--plain", "--python", PYTHON]
         # The fastest of several: serial pytest's per-file slope is taken off every figure
         # below, and a median of three still swung it by +-10 ms per file.
         serial_cmd = [PYTHON, "-m", "pytest", "-q", "-p", "no:cacheprovider"]
@@ -138,7 +152,10 @@ def main():
     parser.add_argument("--racefree", required=True)
     parser.add_argument("-N", "--files", type=int, default=50)
     parser.add_argument("--no-spawn", action="store_true", help="skip the (slow) spawned variant")
+    parser.add_argument("-n", "--workers", type=int, default=1,
+                        help="worker slots (the wall-clock slopes assume 1; the cycles hold for any)")
     args = parser.parse_args()
+    WORKERS[0] = args.workers
     n = args.files
     cycles = {"fork": [], "fork_tmp": [], "fork_conftest": [], "spawn": []}
     small = measure(args.racefree, n, not args.no_spawn, cycles)
@@ -148,7 +165,7 @@ def main():
     slope[0] = (large[5] - small[5]) / n
     per_fork = (slope[1] - slope[0]) * 1000
     per_fork_tmp = (slope[2] - slope[0]) * 1000
-    print("%d and %d files x 1 trivial test, -n 1, median of %d runs (wall seconds):" % (n, 2 * n, ROUNDS))
+    print("%d and %d files x 1 trivial test, -n %d, median of %d runs (wall seconds):" % (n, 2 * n, args.workers, ROUNDS))
     print("                               %6d files %6d files" % (n, 2 * n))
     labels = (
         "serial pytest (one process)",
