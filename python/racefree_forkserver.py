@@ -7,11 +7,13 @@ server warms up (imports pytest and every installed plugin by running pytest onc
 directory, then imports the modules listed in the JSON file named by
 ``RACEFREE_FORKSERVER_PRELOAD``) and checks that the warm-up left it safe to fork. Then it
 starts pytest itself with the arguments every unit shares (a JSON list in
-``RACEFREE_FORKSERVER_ARGV``) and stops it just before pytest would load conftest files (see
-``_ForkPoint``): from there it forks one child per unit, and each child carries on as
-``python -m pytest <the unit's arguments>`` would from that point. pytest's own set-up
-(registering some 40 plugins, reading the configuration file, building the option parser)
-is paid once per slot instead of once per unit.
+``RACEFREE_FORKSERVER_ARGV``) and the run's paths (``RACEFREE_FORKSERVER_ANCHORS``), and
+stops it once the session has started, or if that is not safe, just before pytest would
+load conftest files (see ``_ForkPoint``): from there it forks one child per unit, and each
+child carries on as ``python -m pytest <the unit's arguments>`` would from that point.
+pytest's own set-up (registering some 40 plugins, reading the configuration file, building
+the option parser, and at the later point the initial conftest files, the configure hooks
+and the fixture scan) is paid once per slot instead of once per unit.
 
 Protocol: one JSON object per line, each way.
   server -> racefree  {"ready": true, "modules": N, "secs": S}
@@ -78,6 +80,10 @@ import racefree_fixturescan as fixturescan  # noqa: E402
 _FD_ENV = "RACEFREE_FORKSERVER_FD"
 _PRELOAD_ENV = "RACEFREE_FORKSERVER_PRELOAD"
 _ARGV_ENV = "RACEFREE_FORKSERVER_ARGV"
+# The paths and node ids the run was given (a JSON list; empty: pytest's default): the server
+# passes them to its own pytest.main, so the initial conftest files it loads are those plain
+# `pytest <the same arguments>` loads. Units replace them with their own files.
+_ANCHORS_ENV = "RACEFREE_FORKSERVER_ANCHORS"
 # "conftest" keeps units forking at the conftest point (for comparisons; see _ForkPoint).
 _POINT_ENV = "RACEFREE_FORK_POINT"
 
@@ -518,9 +524,10 @@ class _ForkPoint:
     file for them; otherwise it runs the unit with a fresh ``pytest.main`` (the slow path,
     still a fork)."""
 
-    def __init__(self, conn, server_argv, ready, try_session_point):
+    def __init__(self, conn, server_argv, anchors, ready, try_session_point):
         self.conn = conn
         self.server_argv = server_argv
+        self.anchors = anchors
         self.ready = ready
         self.try_session_point = try_session_point
         # In the server that tries the session point: the pipe on which it tells the
@@ -544,7 +551,7 @@ class _ForkPoint:
         self.in_child = True
         try:
             _prepare_child(self.conn, request, fds, namespace_error)
-            adopted = _adopt(early_config, parser, args, request, self.server_argv)
+            adopted = _adopt(early_config, parser, args, request, self.server_argv, self.anchors)
         except BaseException:  # noqa: BLE001 - the unit must still run, or say why not
             import traceback
 
@@ -562,7 +569,7 @@ class _ForkPoint:
             yield  # a unit's own collection
             return
         config = session.config
-        why = _session_point_unsafe(config, self.server_argv)
+        why = _session_point_unsafe(config, self.anchors)
         if why is None:
             capture = config.pluginmanager.getplugin("capturemanager")
             if capture is not None:
@@ -632,7 +639,9 @@ class _ForkPoint:
         _pid, status = os.waitpid(pid, 0)
         if answer:
             return answer.decode("utf-8", "replace")
-        return "it stopped before the session started (wait status %d)" % status
+        code = os.waitstatus_to_exitcode(status)
+        how = "exit status %d" % code if code >= 0 else "signal %d" % -code
+        return "it ended (%s) before the session started" % how
 
 
 def _prime_plugin(config):
@@ -670,10 +679,10 @@ _SHARED_SESSION_OK = ("_pytest", "pytest", "racefree_pytest", "_hypothesis_pytes
 _SESSION_HOOKS = ("pytest_sessionstart", "pytest_sessionfinish", "pytest_unconfigure")
 
 
-def _session_point_unsafe(config, server_argv):
+def _session_point_unsafe(config, anchors):
     """Why units must not be forked at the session point, or None."""
     known = config.known_args_namespace
-    if getattr(known, "file_or_dir", None):
+    if list(getattr(known, "file_or_dir", None) or []) != anchors:
         return "the run's pytest arguments name paths of their own"
     if getattr(config.option, "pyargs", False):
         return "--pyargs"
@@ -773,16 +782,18 @@ def _forget_conftests(config):
             del sys.modules[name]
 
 
-def _adopt(config, parser, args, request, server_argv):
+def _adopt(config, parser, args, request, server_argv, anchors):
     """Makes the server's half-built configuration the unit's: True if it fits."""
     argv = list(request["argv"])
     span = request.get("unit_args")
     if not span or argv[: span[0]] + argv[span[1] :] != server_argv:
         return False
-    # ``args`` is the server's argument list with what pytest put in front of it (addopts
-    # from the environment and the configuration file), changed in place from here on.
-    kept = len(args) - len(server_argv)
-    if kept < 0 or args[kept:] != server_argv:
+    # ``args`` is the server's argument list (its own and the run's paths) with what pytest
+    # put in front of it (addopts from the environment and the configuration file), changed
+    # in place from here on.
+    own = server_argv + anchors
+    kept = len(args) - len(own)
+    if kept < 0 or args[kept:] != own:
         return False
     if os.path.abspath(os.getcwd()) != os.path.abspath(str(config.invocation_params.dir)):
         return False
@@ -834,6 +845,7 @@ def main():
         conn.send({"ready": False, "reason": problem, "module": module})
         return
     server_argv = json.loads(os.environ.pop(_ARGV_ENV))
+    anchors = json.loads(os.environ.pop(_ANCHORS_ENV, "[]"))
 
     def ready(**point):
         why = _unsafe(fd, base_sockets)
@@ -856,8 +868,8 @@ def main():
         conn.send(message)
 
     try_session_point = os.environ.pop(_POINT_ENV, "session") != "conftest"
-    point = _ForkPoint(conn, server_argv, ready, try_session_point)
-    code = _pytest_main(list(server_argv), plugins=[point])
+    point = _ForkPoint(conn, server_argv, anchors, ready, try_session_point)
+    code = _pytest_main(server_argv + anchors, plugins=[point])
     if point.in_child:
         _exit(code)
     if point.verdict is not None:

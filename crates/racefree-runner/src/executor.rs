@@ -38,6 +38,9 @@ pub struct ExecContext {
     pub run_id: String,
     /// Arguments for every pytest process (`-k`, `-m`, then the passthrough after `--`).
     pub pytest_args: Vec<String>,
+    /// The paths and node ids the run was given (none: pytest's own default). A fork server
+    /// loads the conftest files plain `pytest` would load first for them.
+    pub anchors: Vec<String>,
     /// The slots' fork servers, when units are forked rather than spawned.
     pub fork: Option<Arc<ForkPool>>,
     /// Directories the interpreter needs (see `python::PythonInfo::paths`).
@@ -263,6 +266,8 @@ pub fn fork_server_command(
         .collect();
     let argv = serde_json::to_string(&argv).map_err(io::Error::other)?;
     env.push(("RACEFREE_FORKSERVER_ARGV".into(), argv.into()));
+    let anchors = serde_json::to_string(&ctx.anchors).map_err(io::Error::other)?;
+    env.push(("RACEFREE_FORKSERVER_ANCHORS".into(), anchors.into()));
     Ok(python_command(
         ctx,
         session,

@@ -327,6 +327,7 @@ pub fn run(req: RunRequest) -> Result<u8> {
         workers,
         run_id: session.run_id.clone(),
         pytest_args: child_args,
+        anchors: req.args.clone(),
         fork: None,
         python_paths,
         isolation: isolation.isolation,

@@ -482,7 +482,13 @@ fn faults_retries_report_flaky_tests_loudly() {
 #[test]
 fn faults_exit_4_before_any_test_is_retried_visibly() {
     let s = Suite::new();
-    let out = run(s.racefree().arg("tests/infra/test_infra.py"));
+    // The conftest kills the first process that imports it. Forked at the session point,
+    // that is the fork server, which then serves from the conftest point; this test is
+    // about a unit dying so, so its units start from the conftest point.
+    let out = run(s
+        .racefree()
+        .env("RACEFREE_FORK_POINT", "conftest")
+        .arg("tests/infra/test_infra.py"));
     assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
     let ev = s.events();
     assert_eq!(
@@ -733,9 +739,39 @@ fn faults_second_ctrl_c_kills_at_once() {
 }
 
 #[test]
+fn faults_a_fork_server_that_dies_loading_conftest_files_falls_back_visibly() {
+    // The same conftest, forked at the session point (the default): it kills the fork
+    // server that loads it first, and that server's parent serves from the conftest point
+    // instead, saying why with -v. The test still runs, once.
+    let s = Suite::new();
+    let out = run(s
+        .racefree()
+        .args(["-v", "-n", "1", "tests/infra/test_infra.py"]));
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    assert!(
+        out.stderr.contains("units fork at the conftest point")
+            && out.stderr.contains("exit status 4"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(
+        outcomes(&s.events()),
+        expect(&[(
+            "tests/infra/test_infra.py::test_runs_after_infra_retry",
+            "passed"
+        )])
+    );
+}
+
+#[test]
 fn faults_a_resumption_that_dies_before_collecting_loses_nothing() {
     let s = Suite::new();
-    let out = run(s.racefree().arg("tests/poisoned/test_poison.py"));
+    // The resumption dies importing the conftest, which a unit forked at the session point
+    // never does: the server imported it before the first test poisoned it.
+    let out = run(s
+        .racefree()
+        .env("RACEFREE_FORK_POINT", "conftest")
+        .arg("tests/poisoned/test_poison.py"));
     assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
     let ev = s.events();
     assert_eq!(

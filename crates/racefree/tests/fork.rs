@@ -392,3 +392,47 @@ fn a_plugin_with_session_hooks_makes_units_fork_before_conftest_files_load() {
         "the line says where and why: {ready}"
     );
 }
+
+#[test]
+fn the_servers_first_conftest_files_are_those_of_the_paths_the_run_was_given() {
+    // `pytest tests/sub` loads tests/sub/conftest.py before the session starts, and pytest
+    // allows `pytest_plugins` only in such a conftest. The fork server must load the same
+    // ones for `racefree run tests/sub`, at either fork point.
+    let dir = fixture();
+    std::fs::write(
+        dir.path().join("pkg").join("subplugin.py"),
+        "import pytest\n\n\n@pytest.fixture\ndef from_sub_plugin():\n    return \"sub\"\n",
+    )
+    .unwrap();
+    let sub = dir.path().join("tests").join("sub");
+    std::fs::create_dir_all(&sub).unwrap();
+    std::fs::write(
+        sub.join("conftest.py"),
+        "pytest_plugins = [\"pkg.subplugin\"]\n",
+    )
+    .unwrap();
+    std::fs::write(
+        sub.join("test_sub.py"),
+        "import sys\n\n\n\
+         def test_uses_the_plugin(from_sub_plugin):\n\
+         \x20   assert from_sub_plugin == \"sub\"\n\n\n\
+         def test_forked_where_expected():\n\
+         \x20   import os\n\
+         \x20   server = sys.modules[\"racefree_forkserver\"]\n\
+         \x20   assert server.UNIT_CONFIG == os.environ[\"EXPECT_FORK_POINT\"]\n",
+    )
+    .unwrap();
+    for (point, expect) in [("session", "session"), ("conftest", "adopted")] {
+        let ran = run(
+            racefree_command(dir.path(), true, false, &["-v", "tests/sub"])
+                .env("RACEFREE_FORK_POINT", point)
+                .env("EXPECT_FORK_POINT", expect),
+        );
+        assert_passed(&ran, point, 2);
+        assert!(
+            ready_line(&ran).contains(&format!("units fork at the {point} point")),
+            "{}",
+            ran.stderr
+        );
+    }
+}
