@@ -24,15 +24,16 @@ interpreter that has pytest, so the forked process has the server's size:
 """
 
 import os
-import statistics
 import sys
-import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "python"))
 import racefree_unitns as unitns  # noqa: E402
 
-# As the server does: the factory is forked before pytest is imported.
+# As the server does: the factory is forked first, before anything else is imported.
 unitns.fork_factory(None)
+
+import statistics  # noqa: E402
+import time  # noqa: E402
 
 import racefree_forkserver as forkserver  # noqa: E402  (imports pytest, as the server does)
 
