@@ -154,6 +154,11 @@ class _Asleep:
         pass
 
 
+# The plugin of the latest pytest configuration in this process (a fork server's child that
+# configures pytest afresh has two): the one whose unit the directory listings serve.
+_LATEST = [None]
+
+
 def _list_wanted_entries_only(plugin):
     """pytest's directory collectors list every entry of each directory on the way to the
     unit's files and ask the ignore hook about each, which ``pytest_ignore_collect`` answers
@@ -161,6 +166,7 @@ def _list_wanted_entries_only(plugin):
     per unit in a directory of a thousand files. Their listing leaves those entries out
     instead, with the same result. (If a pytest lacks the listing function, nothing
     changes.)"""
+    _LATEST[0] = plugin
     for module_name in ("_pytest.main", "_pytest.python"):
         module = sys.modules.get(module_name)
         listing = getattr(module, "scandir", None)
@@ -169,9 +175,10 @@ def _list_wanted_entries_only(plugin):
 
         def scandir(path, *args, _listing=listing, **kwargs):
             entries = _listing(path, *args, **kwargs)
-            if plugin.wanted is None:
+            latest = _LATEST[0]
+            if latest is None or latest.wanted is None:
                 return entries
-            return [entry for entry in entries if plugin.wanted_path(entry.path)]
+            return [entry for entry in entries if latest.wanted_path(entry.path)]
 
         scandir.racefree_filtered = True
         module.scandir = scandir
