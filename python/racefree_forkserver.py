@@ -690,6 +690,9 @@ def _session_point_unsafe(config, anchors):
         return "--pyargs"
     if getattr(config.option, "debug", None):
         return "--debug writes one trace file per pytest process"
+    missing = _missing_internals(config)
+    if missing:
+        return "this pytest has no %s, which a unit adjusts there" % missing
     for hook in _SESSION_HOOKS:
         for impl in getattr(config.pluginmanager.hook, hook).get_hookimpls():
             plugin = impl.plugin
@@ -726,6 +729,26 @@ def _unit_fits(config, request, server_argv, fits):
         known.file_or_dir = list(files)
         fits[dirs] = _same_setup(config, known)
     return (basetemp, list(files)) if fits[dirs] else None
+
+
+def _missing_internals(config):
+    """The first of pytest's internals that _take_unit adjusts which this pytest lacks (an
+    older or newer one may), or None."""
+    try:
+        from _pytest.config import Config
+        from _pytest.tmpdir import TempPathFactory
+    except ImportError as error:
+        return str(error.name)
+    if not hasattr(Config, "ArgsSource"):
+        return "Config.ArgsSource"
+    factory = getattr(config, "_tmp_path_factory", None)
+    if not isinstance(factory, TempPathFactory) or not hasattr(factory, "__dict__"):
+        return "config._tmp_path_factory as _take_unit renews it"
+    capture = config.pluginmanager.getplugin("capturemanager")
+    for method in ("stop_global_capturing", "start_global_capturing", "suspend_global_capture"):
+        if capture is not None and not hasattr(capture, method):
+            return "CaptureManager.%s" % method
+    return None
 
 
 def _take_unit(session, request, basetemp, files):
