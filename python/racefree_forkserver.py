@@ -539,7 +539,6 @@ class _ForkPoint:
 
     @pytest.hookimpl(hookwrapper=True, tryfirst=True)
     def pytest_load_initial_conftests(self, early_config, parser, args):
-        _prime_plugin(early_config)
         fixturescan.learn(early_config.pluginmanager.get_plugins())
         fixturescan.install()
         declined = None
@@ -548,6 +547,8 @@ class _ForkPoint:
             if declined is None:
                 yield  # the session-point server: on to the configure hooks
                 return
+        # Here, not before the fork: the session-point server judges its own modules.
+        _prime_plugin(early_config)
         self.ready(point="conftest", declined=declined)
         request, fds, namespace_error, _ = _serve(self.conn)
         self.in_child = True
