@@ -93,6 +93,8 @@ _POINT_ENV = "RACEFREE_FORK_POINT"
 # when from the server's configuration at the conftest point, "fresh" when it had to
 # configure pytest from scratch. Tests of racefree read it.
 UNIT_CONFIG = None
+# In a child: True if it was forked ahead of its request (see _Spare). Tests read it.
+FORKED_AHEAD = False
 _MAX_LINE = 16 * 1024 * 1024
 
 
@@ -376,27 +378,29 @@ def _exit_fields(pid):
         return {"exited": pid, "code": info.si_status}
 
 
-def _serve(conn, judge=None):
-    """Forks a child per request. Returns ``(request, fds, namespace_error, judgement)`` in
-    each child (see _prepare_child; ``judgement`` is what ``judge(request)`` said in the
-    server, before the fork, where it is cheap and can be remembered for the next child);
-    in the server, never returns: it exits when racefree closes the socket."""
-    while True:
-        request, fds = conn.recv()
-        if request is None:
-            os._exit(0)
-        if request.get("op") != "run" or len(fds) not in (3, 4):
-            for fd in fds:
-                os.close(fd)
-            conn.send({"error": "expected a run request with three or four descriptors"})
-            continue
-        judgement = judge(request) if judge is not None else None
-        sys.stdout.flush()
-        sys.stderr.flush()
-        # Namespace isolation: the child is born in a new PID namespace, whose init
-        # sweeps up after it.
+class _Spare:
+    """The process of the next unit, forked ahead of its request: it waits on its end of a
+    socket pair for the request and the unit's descriptors and only then becomes the unit's
+    process (see _serve). The server forks it while the previous unit runs, so that the
+    fork (page tables: milliseconds for a server of some 40 MB) and, in namespace mode,
+    the new PID namespace are not on the path from one unit to the next."""
+
+    def __init__(self, pid, sock, init, namespaced):
+        self.pid = pid
+        self.sock = sock
+        self.init = init
+        self.namespaced = namespaced
+
+    @staticmethod
+    def fork(conn, namespaced, inherited, ahead):
+        """Forks a spare, in a new PID namespace with its init if ``namespaced``. Returns
+        ``(spare, None)`` in the server; in the spare, once handed its request, ``(None,
+        (request, fds, namespace_error, judgement))``. ``inherited``: descriptors of the
+        server's the spare must not keep; ``ahead``: forked before its request came."""
+        # Namespace isolation: the child is born in a new PID namespace, whose init sweeps
+        # up after it.
         init = error = None
-        if "RACEFREE_PRIVATE_MOUNTS" in (request.get("env") or {}):
+        if namespaced:
             try:
                 init = unitns.new_unit_init()
                 init.enter()
@@ -405,14 +409,112 @@ def _serve(conn, judge=None):
                 if init is not None:
                     init.close()
                     init = None
-        pid = os.fork()
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        try:
+            pid = os.fork()
+        except OSError:
+            ours.close()
+            theirs.close()
+            if init is not None:
+                init.leave()
+                init.close()
+            raise
         if pid == 0:
-            return request, fds, error, judgement
-        events = None
+            ours.close()
+            conn.sock.close()
+            for fd in inherited:
+                os.close(fd)
+            return None, _Spare._await(theirs, error, ahead)
+        theirs.close()
         if init is not None:
             init.leave()
-            # Kept until the init has swept: the leaks it finds go on the unit's event pipe.
-            events = os.dup(fds[2])
+        return _Spare(pid, ours, init, namespaced), None
+
+    @staticmethod
+    def _await(sock, error, ahead):
+        """In the spare: waits for its request; exits if the server gives it up."""
+        _set_death_signal()
+        # Until it is a unit: a Ctrl-C meant for racefree's process group is not its business
+        # (_prepare_child restores the handler).
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        message, fds = _Conn(sock).recv()
+        sock.close()
+        if message is None:
+            os._exit(0)
+        global FORKED_AHEAD
+        FORKED_AHEAD = ahead
+        return message["request"], fds, error, message.get("judgement")
+
+    def hand(self, request, fds, judgement):
+        """Gives the spare its unit: False if it is gone (then discard it)."""
+        data = (json.dumps({"request": request, "judgement": judgement}) + "\n").encode("utf-8")
+        try:
+            # The descriptors travel with the first byte, as _Conn.recv expects.
+            socket.send_fds(self.sock, [data[:1]], fds)
+            self.sock.sendall(data[1:])
+        except OSError:
+            return False
+        self.sock.close()
+        return True
+
+    def discard(self):
+        """Ends a spare that will not be used (the run is over, or it is gone)."""
+        self.sock.close()
+        try:
+            os.kill(self.pid, signal.SIGKILL)
+        except OSError:
+            pass
+        try:
+            os.waitpid(self.pid, 0)
+        except ChildProcessError:
+            pass
+        if self.init is not None:
+            self.init.close()
+
+
+def _serve(conn, judge=None):
+    """Runs each request in a child of its own. Returns ``(request, fds, namespace_error,
+    judgement)`` in each child (see _prepare_child; ``judgement`` is what ``judge(request)``
+    said in the server, where it is cheap and can be remembered for the next child); in the
+    server, never returns: it exits when racefree closes the socket.
+
+    The child of each request but the first was forked ahead, while the previous unit ran
+    (see _Spare); every unit of a run has the same isolation, so the spare's is right (a
+    spare that does not fit is discarded)."""
+    spare = None
+    while True:
+        request, fds = conn.recv()
+        if request is None:
+            if spare is not None:
+                spare.discard()
+            os._exit(0)
+        if request.get("op") != "run" or len(fds) not in (3, 4):
+            for fd in fds:
+                os.close(fd)
+            conn.send({"error": "expected a run request with three or four descriptors"})
+            continue
+        judgement = judge(request) if judge is not None else None
+        namespaced = "RACEFREE_PRIVATE_MOUNTS" in (request.get("env") or {})
+        if spare is not None and spare.namespaced != namespaced:
+            spare.discard()
+            spare = None
+        while True:
+            if spare is None:
+                # The request's descriptors go to the spare with the request: the copies
+                # it would inherit here are not its to keep.
+                spare, child = _Spare.fork(conn, namespaced, fds, ahead=False)
+                if child is not None:
+                    return child
+            if spare.hand(request, fds, judgement):
+                break
+            spare.discard()
+            spare = None
+        unit, spare = spare, None
+        pid = unit.pid
+        # Kept until the init has swept: the leaks it finds go on the unit's event pipe.
+        events = os.dup(fds[2]) if unit.init is not None else None
         for fd in fds:
             os.close(fd)
         try:
@@ -420,9 +522,16 @@ def _serve(conn, judge=None):
         except OSError:
             pass  # the child did it first, or already exited
         conn.send({"pid": pid})
+        try:
+            keep_out = () if events is None else (events,)
+            spare, child = _Spare.fork(conn, namespaced, keep_out, ahead=True)
+        except OSError:
+            spare, child = None, None  # forked on request instead
+        if child is not None:
+            return child
         exited = _exit_fields(pid)
-        if init is not None:
-            _report_leaks(init, events)
+        if unit.init is not None:
+            _report_leaks(unit.init, events)
         conn.send(exited)
         reply, extra = conn.recv()
         for fd in extra:
@@ -432,6 +541,8 @@ def _serve(conn, judge=None):
         except ChildProcessError:
             pass
         if reply is None:
+            if spare is not None:
+                spare.discard()
             os._exit(0)
         conn.send({"reaped": pid})
 

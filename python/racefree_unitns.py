@@ -140,8 +140,9 @@ _HOST_PROC_ENV = "RACEFREE_HOST_PROC_FD"
 _factory = None
 # The server's own PID namespace, to come back to after forking a unit into an init's.
 _own_pid_ns = None
-# The init of the unit being forked or run, if any.
-_current = None
+# Every unit init the server holds (the running unit's, and the one of the process forked
+# ahead for the next unit), each closed once swept or given up.
+_live = []
 
 
 def start_factory():
@@ -221,15 +222,13 @@ class UnitInit:
         return [line + b"\n" for line in b"".join(chunks).splitlines() if line]
 
     def close(self):
-        global _current
         self.ctl.close()
-        if _current is self:
-            _current = None
+        if self in _live:
+            _live.remove(self)
 
 
 def new_unit_init():
     """A new PID namespace with its init, from the factory."""
-    global _current
     if _factory is None:
         raise OSError("no init factory: the fork server was not started by racefree's init")
     _pid, sock = _factory
@@ -237,22 +236,24 @@ def new_unit_init():
     message, fds, _flags, _addr = socket.recv_fds(sock, 4096, 1)
     if not fds:
         raise OSError(message.decode("utf-8", "replace") or "the init factory has exited")
-    _current = UnitInit(int(message), socket.socket(fileno=fds[0]))
-    return _current
+    init = UnitInit(int(message), socket.socket(fileno=fds[0]))
+    _live.append(init)
+    return init
 
 
 def in_unit_process():
     """In pytest's process: no handle on the factory, an init or the server's namespace."""
-    global _factory, _own_pid_ns, _current
+    global _factory, _own_pid_ns
     if _factory is not None:
         _factory[1].close()
-    if _current is not None:
-        _current.ctl.close()
-        if _current.ns is not None:
-            os.close(_current.ns)
+    for init in _live:
+        init.ctl.close()
+        if init.ns is not None:
+            os.close(init.ns)
+    del _live[:]
     if _own_pid_ns is not None:
         os.close(_own_pid_ns)
-    _factory = _own_pid_ns = _current = None
+    _factory = _own_pid_ns = None
 
 
 # The factory: a small process that forks each unit's init into a new PID namespace.

@@ -436,3 +436,105 @@ fn the_servers_first_conftest_files_are_those_of_the_paths_the_run_was_given() {
         );
     }
 }
+
+#[test]
+fn units_forked_ahead_hold_no_descriptor_of_another_unit() {
+    // The server forks each unit's process while the previous unit runs. That process must
+    // not keep the previous unit's pipes (racefree would wait for their end) nor its init's
+    // socket: every unit holds the same kinds of descriptors, and no pipe of another's.
+    let dir = fixture();
+    let tests = dir.path().join("tests");
+    let names = ["a", "b", "c", "d"];
+    for name in names {
+        std::fs::write(
+            tests.join(format!("test_fds_{name}.py")),
+            format!(
+                "import os\nimport sys\n\n\n\
+                 def test_records_its_descriptors():\n\
+                 \x20   server = sys.modules[\"racefree_forkserver\"]\n\
+                 \x20   fds = []\n\
+                 \x20   for fd in sorted(os.listdir(\"/proc/self/fd\"), key=int):\n\
+                 \x20       try:\n\
+                 \x20           fds.append(fd + \" \" + os.readlink(\"/proc/self/fd/\" + fd))\n\
+                 \x20       except OSError:\n\
+                 \x20           pass\n\
+                 \x20   with open(os.path.join(os.environ[\"RECORD_DIR\"], \"{name}\"), \"w\") as f:\n\
+                 \x20       f.write(str(server.FORKED_AHEAD) + \"\\n\" + \"\\n\".join(fds))\n"
+            ),
+        )
+        .unwrap();
+    }
+    for isolate in ["auto", "tmp"] {
+        let record = dir.path().join(format!("records-{isolate}"));
+        std::fs::create_dir_all(&record).unwrap();
+        let mut args = vec!["--isolate", isolate, "--unit", "file"];
+        let files: Vec<String> = names
+            .iter()
+            .map(|n| format!("tests/test_fds_{n}.py"))
+            .collect();
+        args.extend(files.iter().map(String::as_str));
+        let ran = run(racefree_command(dir.path(), true, false, &args).env("RECORD_DIR", &record));
+        assert_passed(&ran, isolate, names.len());
+        let records: Vec<(bool, Vec<String>)> = names
+            .iter()
+            .map(|n| {
+                let text = std::fs::read_to_string(record.join(n)).unwrap();
+                let mut lines = text.lines();
+                let ahead = lines.next() == Some("True");
+                (ahead, lines.map(str::to_owned).collect())
+            })
+            .collect();
+        let ahead = records.iter().filter(|(ahead, _)| *ahead).count();
+        assert_eq!(
+            ahead,
+            names.len() - 1,
+            "{isolate}: all but the first unit are forked ahead"
+        );
+        // What each descriptor is, without its number, inode or file name.
+        let kinds = |fds: &[String]| -> Vec<String> {
+            let mut kinds: Vec<String> = fds
+                .iter()
+                .map(|l| {
+                    let target = l.split_once(' ').unwrap().1;
+                    match target.split_once(':') {
+                        Some((kind, _)) => kind.to_owned(),
+                        None => target
+                            .rsplit_once('/')
+                            .map_or(target, |(d, _)| d)
+                            .to_owned(),
+                    }
+                })
+                .collect();
+            kinds.sort();
+            kinds
+        };
+        for (_, fds) in &records[1..] {
+            assert_eq!(kinds(fds), kinds(&records[0].1), "{isolate}: {records:?}");
+        }
+        let pipes = |fds: &[String]| -> std::collections::BTreeSet<String> {
+            fds.iter()
+                .filter_map(|l| l.split_once(' ').map(|(_, t)| t.to_owned()))
+                .filter(|t| t.starts_with("pipe:"))
+                .collect()
+        };
+        // The server's own pipes reach every unit; a unit's pipes reach no other unit.
+        let everyones = records
+            .iter()
+            .map(|(_, fds)| pipes(fds))
+            .reduce(|a, b| a.intersection(&b).cloned().collect())
+            .unwrap();
+        for (i, (_, fds)) in records.iter().enumerate() {
+            for (j, (_, other)) in records.iter().enumerate().skip(i + 1) {
+                let shared: Vec<_> = pipes(fds)
+                    .intersection(&pipes(other))
+                    .filter(|p| !everyones.contains(*p))
+                    .cloned()
+                    .collect();
+                assert!(
+                    shared.is_empty(),
+                    "{isolate}: units {i} and {j} share {shared:?}: {records:?}"
+                );
+            }
+        }
+    }
+}
