@@ -116,27 +116,6 @@ def learn(plugins):
             pass
 
 
-def learn_classes(modules):
-    """Works out the names to scan for instances of every class defined in `modules`:
-    plugin modules whose classes a session registers as plugins later (pytest's Session,
-    TerminalReporter, FixtureManager, ...). Call it in the server, before forking."""
-    for module in modules:
-        try:
-            classes = [
-                v
-                for v in vars(module).values()
-                if isinstance(v, type) and v.__module__ == module.__name__
-            ]
-        except Exception:  # noqa: BLE001
-            continue
-        for cls in classes:
-            try:
-                if cls not in _classes and cls.__dir__ is object.__dir__:
-                    _classes[cls] = _class_names(cls)
-            except Exception:  # noqa: BLE001 - leave that class to pytest's own scan
-                pass
-
-
 def _scan_names(*args):
     if len(args) == 1:
         holder = args[0]

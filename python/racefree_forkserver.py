@@ -3,13 +3,13 @@ of a fork instead of an interpreter start-up.
 
 racefree starts it as ``python -m racefree_forkserver`` with the slot's environment and
 one end of a Unix stream socket whose descriptor number is in ``RACEFREE_FORKSERVER_FD``. The
-server starts pytest itself with the arguments every unit shares (a JSON list in
-``RACEFREE_FORKSERVER_ARGV``) and the run's paths (``RACEFREE_FORKSERVER_ANCHORS``). Just
-before pytest would load conftest files, with pytest's plugins and the installed ones
-imported through the assertion rewriter as in any pytest process, it imports the modules
-listed in the JSON file named by ``RACEFREE_FORKSERVER_PRELOAD`` and checks that it is still
-safe to fork. It stops pytest once the session has started, or if that is not safe, right
-there, before conftest files (see ``_ForkPoint``): from there it forks one child per unit, and each
+server warms up (imports pytest and every installed plugin by running pytest once on an empty
+directory, then imports the modules listed in the JSON file named by
+``RACEFREE_FORKSERVER_PRELOAD``) and checks that the warm-up left it safe to fork. Then it
+starts pytest itself with the arguments every unit shares (a JSON list in
+``RACEFREE_FORKSERVER_ARGV``) and the run's paths (``RACEFREE_FORKSERVER_ANCHORS``), and
+stops it once the session has started, or if that is not safe, just before pytest would
+load conftest files (see ``_ForkPoint``): from there it forks one child per unit, and each
 child carries on as ``python -m pytest <the unit's arguments>`` would from that point.
 pytest's own set-up (registering some 40 plugins, reading the configuration file, building
 the option parser, and at the later point the initial conftest files, the configure hooks
@@ -68,9 +68,9 @@ import os  # noqa: E402
 import signal  # noqa: E402
 import socket  # noqa: E402
 import sys  # noqa: E402
+import tempfile  # noqa: E402
 import threading  # noqa: E402
 import time  # noqa: E402
-import types  # noqa: E402
 
 # Taken before pytest and the project are imported: what a bare interpreter and this server
 # hold. The plugin learns as preloadable whatever a unit imports beyond this.
@@ -147,7 +147,7 @@ class _Conn:
 
 
 def _silenced(function):
-    """Runs ``function`` with descriptors 1 and 2 on /dev/null: a preloaded module's output is
+    """Runs ``function`` with descriptors 1 and 2 on /dev/null: the warm-up's output is
     nobody's business."""
     sys.stdout.flush()
     sys.stderr.flush()
@@ -164,6 +164,50 @@ def _silenced(function):
         os.dup2(saved[1], 2)
         for fd in (null,) + saved:
             os.close(fd)
+
+
+def _load_plugins():
+    """Runs pytest once on an empty directory, without conftest files or the project's
+    configuration, so that pytest, its own plugins and every installed plugin are imported
+    through pytest's assertion rewriter exactly as a real run imports them (importing them
+    by hand would make every child warn that they cannot be rewritten).
+
+    It runs in the units' working directory, not in the empty one: a module may keep the
+    directory it was imported in. Hypothesis does (``Path.cwd() / ".hypothesis"``, its
+    example database and Unicode tables); imported elsewhere, every forked unit would lose
+    the project's saved examples and rebuild the tables (seconds per unit)."""
+    empty = tempfile.mkdtemp(prefix="racefree-warm-")
+
+    class Learner:
+        """Every unit's session registers instances of the same classes (its Session,
+        TerminalReporter, ...) as plugins: their fixture scan is worked out here."""
+
+        def pytest_plugin_registered(self, plugin):
+            fixturescan.learn([plugin])
+
+    try:
+        _silenced(
+            lambda: pytest.main(
+                [
+                    "--collect-only",
+                    "-q",
+                    "--noconftest",
+                    "-p",
+                    "no:cacheprovider",
+                    "-c",
+                    os.devnull,
+                    "--rootdir",
+                    empty,
+                    empty,
+                ],
+                plugins=[Learner()],
+            )
+        )
+    finally:
+        try:
+            os.rmdir(empty)
+        except OSError:
+            pass
 
 
 def _native_threads():
@@ -221,13 +265,14 @@ def _unsafe(own_fd, base_sockets):
     return None
 
 
-def _preload():
-    """Imports the modules units imported in earlier runs (the JSON list in the file named by
-    ``RACEFREE_FORKSERVER_PRELOAD``). Called at the conftest point, so pytest's own plugins,
-    the installed ones and the assertion rewriter are in place, as in any pytest process.
-    Returns (module count, reason, module): reason is None when forking is still safe, else
-    why not, and module the preloaded module to blame."""
-    why = _unsafe_now()
+def _warm_up(own_fd, base_sockets):
+    """Imports what units will need. Returns (module count, reason, module): reason is None
+    when forking is safe, else why not, and module the preloaded module to blame."""
+    try:
+        _load_plugins()
+    except BaseException as error:  # noqa: BLE001 - any failure means: do not fork
+        return 0, "starting pytest failed: %r" % (error,), None
+    why = _unsafe(own_fd, base_sockets)
     if why:
         return 0, "loading pytest's plugins: %s" % why, None
     names = []
@@ -252,7 +297,7 @@ def _preload():
         except BaseException as error:  # noqa: BLE001
             reason = "preloading module %s failed: %s: %s" % (name, type(error).__name__, error)
             return count, reason, name
-        why = _unsafe_now()
+        why = _unsafe(own_fd, base_sockets)
         if why:
             return count, "preloading module %s: %s" % (name, why), name
         count += 1
@@ -592,11 +637,10 @@ class _ForkPoint:
     file for them; otherwise it runs the unit with a fresh ``pytest.main`` (the slow path,
     still a fork)."""
 
-    def __init__(self, conn, server_argv, anchors, preload, ready, try_session_point):
+    def __init__(self, conn, server_argv, anchors, ready, try_session_point):
         self.conn = conn
         self.server_argv = server_argv
         self.anchors = anchors
-        self.preload = preload
         self.ready = ready
         self.try_session_point = try_session_point
         # In the server that tries the session point: the pipe on which it tells the
@@ -606,12 +650,7 @@ class _ForkPoint:
 
     @pytest.hookimpl(hookwrapper=True, tryfirst=True)
     def pytest_load_initial_conftests(self, early_config, parser, args):
-        self.preload()
-        plugins = early_config.pluginmanager.get_plugins()
-        fixturescan.learn(plugins)
-        # A unit's session registers instances of these modules' classes (its Session,
-        # TerminalReporter, ...) as plugins too.
-        fixturescan.learn_classes(p for p in plugins if isinstance(p, types.ModuleType))
+        fixturescan.learn(early_config.pluginmanager.get_plugins())
         fixturescan.install()
         declined = None
         if self.try_session_point:
@@ -938,17 +977,12 @@ def main():
     started = time.monotonic()
     base_sockets = _sockets(fd)
     _SOCKET_BASELINE[:] = [fd, base_sockets]
+    count, problem, module = _warm_up(fd, base_sockets)
+    if problem:
+        conn.send({"ready": False, "reason": problem, "module": module})
+        return
     server_argv = json.loads(os.environ.pop(_ARGV_ENV))
     anchors = json.loads(os.environ.pop(_ANCHORS_ENV, "[]"))
-
-    preloaded = [0]
-
-    def preload():
-        count, problem, module = _preload()
-        if problem:
-            conn.send({"ready": False, "reason": problem, "module": module})
-            os._exit(0)
-        preloaded[0] = count
 
     def ready(**point):
         why = _unsafe(fd, base_sockets)
@@ -966,12 +1000,12 @@ def main():
         # collector's sight, so a child's collections do not walk (and copy-on-write) it.
         gc.collect()
         gc.freeze()
-        message = {"ready": True, "modules": preloaded[0], "secs": time.monotonic() - started}
+        message = {"ready": True, "modules": count, "secs": time.monotonic() - started}
         message.update({k: v for k, v in point.items() if v is not None})
         conn.send(message)
 
     try_session_point = os.environ.pop(_POINT_ENV, "session") != "conftest"
-    point = _ForkPoint(conn, server_argv, anchors, preload, ready, try_session_point)
+    point = _ForkPoint(conn, server_argv, anchors, ready, try_session_point)
     code = _pytest_main(server_argv + anchors, plugins=[point])
     if point.in_child:
         _exit(code)

@@ -486,7 +486,7 @@ def _rewriter_type():
 def _judge(name, module, patterns, rewriter):
     """True if a fork server may import ``module`` ahead of time: never test modules,
     conftest files or anything pytest rewrote (plugins are loaded by the server's own
-    pytest configuration)."""
+    warm-up)."""
     if name in _BASELINE_MODULES or module is None or name.startswith("racefree_pytest"):
         return False
     if name in ("__main__", "__mp_main__") or not isinstance(module, types.ModuleType):
