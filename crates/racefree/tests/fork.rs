@@ -538,3 +538,49 @@ fn units_forked_ahead_hold_no_descriptor_of_another_unit() {
         }
     }
 }
+
+#[test]
+fn what_a_plugin_imports_late_in_a_session_is_imported_once_per_server_not_per_unit() {
+    // Hypothesis's plugin imports hypothesis (some 150 ms) in its terminal summary. Units
+    // fork once the session has started, so the server's warm-up session runs such hooks
+    // before any unit: a first run, with nothing learned yet, must not pay them per unit.
+    let dir = fixture();
+    let site = dir.path().join("site");
+    let info = site.join("lateplug-1.0.dist-info");
+    std::fs::create_dir_all(&info).unwrap();
+    std::fs::write(
+        info.join("METADATA"),
+        "Metadata-Version: 2.1\nName: lateplug\nVersion: 1.0\n",
+    )
+    .unwrap();
+    std::fs::write(
+        info.join("entry_points.txt"),
+        "[pytest11]\nlateplug = lateplug\n",
+    )
+    .unwrap();
+    std::fs::write(
+        site.join("lateplug.py"),
+        "def pytest_terminal_summary(terminalreporter):\n\
+         \x20   import lateheavy  # noqa: F401\n",
+    )
+    .unwrap();
+    let record = dir.path().join("imports");
+    std::fs::write(
+        site.join("lateheavy.py"),
+        format!(
+            "import os\n\nwith open({:?}, \"a\") as f:\n\x20   f.write(\"%d\\n\" % os.getpid())\n",
+            record.display().to_string()
+        ),
+    )
+    .unwrap();
+    let ran = run(
+        racefree_command(dir.path(), true, false, &["--unit", "file"]).env("PYTHONPATH", &site),
+    );
+    assert_all_passed(&ran, "a plugin that imports late");
+    let imports = std::fs::read_to_string(&record).unwrap();
+    assert_eq!(
+        imports.lines().count(),
+        1,
+        "imported by the server only, not by each of 5 units: {imports}"
+    );
+}
