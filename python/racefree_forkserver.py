@@ -65,6 +65,7 @@ import importlib  # noqa: E402
 import inspect  # noqa: E402
 import json  # noqa: E402
 import os  # noqa: E402
+import select  # noqa: E402
 import signal  # noqa: E402
 import socket  # noqa: E402
 import sys  # noqa: E402
@@ -95,7 +96,11 @@ _POINT_ENV = "RACEFREE_FORK_POINT"
 UNIT_CONFIG = None
 # In a child: True if it was forked ahead of its request (see _Spare). Tests read it.
 FORKED_AHEAD = False
+# In a unit's process: (descriptor, pid) of the socket on which it tells the server its exit
+# status just before it exits (see _exit), or None.
+_EXIT_NOTICE = None
 _MAX_LINE = 16 * 1024 * 1024
+_MAX_FD = 1 << 20
 
 
 class _Conn:
@@ -346,6 +351,19 @@ def _exit(code):
             stream.flush()
         except BaseException:  # noqa: BLE001
             pass
+    code &= 0xFF
+    if _EXIT_NOTICE is not None and _EXIT_NOTICE[1] == os.getpid():
+        # Nothing of this process runs any more: its descriptors close now, so racefree
+        # sees its pipes end, and the server hears the status now, not after the kernel
+        # has torn down the address space (milliseconds for a fork of a large server).
+        # Only the unit's own process tells: a process a test forked may end here too.
+        fd = _EXIT_NOTICE[0]
+        os.closerange(0, fd)
+        os.closerange(fd + 1, _MAX_FD)
+        try:
+            os.write(fd, b"%d" % code)
+        except OSError:
+            pass
     os._exit(code)
 
 
@@ -485,11 +503,12 @@ class _Spare:
         # (_prepare_child restores the handler).
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         message, fds = _Conn(sock).recv()
-        sock.close()
         if message is None:
             os._exit(0)
-        global FORKED_AHEAD
+        global FORKED_AHEAD, _EXIT_NOTICE
         FORKED_AHEAD = ahead
+        # The same socket carries the exit notice back (see _exit).
+        _EXIT_NOTICE = (sock.detach(), os.getpid())
         return message["request"], fds, error, message.get("judgement")
 
     def hand(self, request, fds, judgement):
@@ -501,8 +520,42 @@ class _Spare:
             self.sock.sendall(data[1:])
         except OSError:
             return False
-        self.sock.close()
+        self.sock.shutdown(socket.SHUT_WR)
         return True
+
+    def wait_exit(self):
+        """Once handed its unit: ``(exited message, early)``. ``early``: the process said its
+        status just before exiting and may still be in the kernel's teardown (its zombie
+        comes soon; reap it without blocking)."""
+        pidfd = None
+        if hasattr(os, "pidfd_open"):
+            try:
+                pidfd = os.pidfd_open(self.pid)
+            except OSError:
+                pidfd = None
+        try:
+            if pidfd is None:
+                return _exit_fields(self.pid), False
+            poller = select.poll()
+            poller.register(self.sock.fileno(), select.POLLIN)
+            poller.register(pidfd, select.POLLIN)
+            while True:
+                try:
+                    ready = [fd for fd, _ in poller.poll()]
+                except InterruptedError:
+                    continue
+                if self.sock.fileno() in ready:
+                    data = self.sock.recv(16)
+                    if data.isdigit():
+                        return {"exited": self.pid, "code": int(data)}, True
+                    # Its end closed without a word (a signal, or an exit elsewhere).
+                    poller.unregister(self.sock.fileno())
+                if pidfd in ready:
+                    return _exit_fields(self.pid), False
+        finally:
+            if pidfd is not None:
+                os.close(pidfd)
+            self.sock.close()
 
     def discard(self):
         """Ends a spare that will not be used (the run is over, or it is gone)."""
@@ -529,7 +582,9 @@ def _serve(conn, judge=None):
     (see _Spare); every unit of a run has the same isolation, so the spare's is right (a
     spare that does not fit is discarded)."""
     spare = None
+    unreaped = []
     while True:
+        _reap(unreaped, block=False)
         request, fds = conn.recv()
         if request is None:
             if spare is not None:
@@ -574,29 +629,40 @@ def _serve(conn, judge=None):
             spare, child = None, None  # forked on request instead
         if child is not None:
             return child
-        exited = _exit_fields(pid)
+        exited, early = unit.wait_exit()
         if unit.init is not None:
-            _report_leaks(unit.init, events)
+            _report_leaks(unit.init, events, exiting=early)
         conn.send(exited)
         reply, extra = conn.recv()
         for fd in extra:
             os.close(fd)
-        try:
-            os.waitpid(pid, 0)
-        except ChildProcessError:
-            pass
         if reply is None:
             if spare is not None:
                 spare.discard()
             os._exit(0)
+        # Its zombie kept its pid from reuse while racefree might signal it; racefree has
+        # let go. One that said its status early may still be tearing down: reaped later.
+        unreaped.append(pid)
+        _reap(unreaped, block=not early)
         conn.send({"reaped": pid})
 
 
-def _report_leaks(init, events):
+def _reap(pids, block):
+    """Reaps the units in ``pids`` that have exited (every one, if ``block``)."""
+    for pid in list(pids):
+        try:
+            done, _status = os.waitpid(pid, 0 if block else os.WNOHANG)
+        except ChildProcessError:
+            done = pid
+        if done:
+            pids.remove(pid)
+
+
+def _report_leaks(init, events, exiting):
     """Has the unit's init sweep its namespace and writes what it found on the event pipe,
     one line per write (each below PIPE_BUF: lines never interleave)."""
     try:
-        for line in init.sweep():
+        for line in init.sweep(exiting):
             os.write(events, line)
     except OSError:
         pass  # racefree stopped reading: nobody to tell

@@ -205,12 +205,13 @@ class UnitInit:
         self.ns = None
         _check(_libc().setns(_own_pid_ns, _CLONE_NEWPID), "setns(CLONE_NEWPID) back")
 
-    def sweep(self):
+    def sweep(self, exiting=False):
         """After pytest's process has exited: the init stops, lists, kills and reaps every
-        process left in the namespace, then exits. Returns the leak lines for the unit's
-        event pipe."""
+        process left in the namespace, then exits. ``exiting``: pytest's process has said
+        its status but may still be in the kernel's teardown, so what it started may not be
+        the init's children yet. Returns the leak lines for the unit's event pipe."""
         try:
-            self.ctl.sendall(b"sweep")
+            self.ctl.sendall(b"sweep-exiting" if exiting else b"sweep")
             chunks = []
             while True:
                 data = self.ctl.recv(65536)
@@ -314,6 +315,8 @@ def _make_init(sock, own, host_proc):
 # child, reaped as it dies. Then it stops what is left, names it (by the pid racefree sees,
 # which racefree reports but never signals), kills it and exits.
 
+# pytest's process, as the unit's namespace numbers it (the init is 1).
+_UNIT_PID = 2
 # Longest command line in a leak line: keeps each line one atomic pipe write.
 _CMDLINE_MAX = 1024
 _PIPE_BUF = 4096
@@ -332,13 +335,15 @@ def _init(ctl, host_proc):
     _host_proc = host_proc
     while True:
         try:
-            ctl.recv(16)  # "sweep", or end of file if the server is gone: sweep all the same
+            # "sweep", or end of file if the server is gone: sweep all the same.
+            word = ctl.recv(16)
             break
         except InterruptedError:
             continue
     lines = b""
-    if _has_children():
-        # pytest's process has exited, so all it left running is ours, or our children's.
+    # pytest's process has exited, so all it left running is ours, or our children's. If it
+    # is still exiting, what it started is still its children: look at every process.
+    if word == b"sweep-exiting" or _has_children():
         leaks = _stop_leftovers()
         lines = b"".join(_leak_line(*leak) for leak in leaks)
         _kill_all()
@@ -404,7 +409,10 @@ def _stop_leftovers():
         return []  # ESRCH: nobody is left
     leaks = []
     for name, pid in sorted(_members(), key=lambda member: member[1]):
-        if _is_zombie(name):
+        # PID 2 is pytest's process, the first the server forked into this namespace: by
+        # now a zombie, or (when it told the server its status before exiting) still in
+        # the kernel's teardown. Either way it is not left behind.
+        if pid == _UNIT_PID or _is_zombie(name):
             continue
         leaks.append((_host_pid(pid), _cmdline(name), _test_of(name)))
     return leaks

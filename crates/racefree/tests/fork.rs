@@ -584,3 +584,33 @@ fn what_a_plugin_imports_late_in_a_session_is_imported_once_per_server_not_per_u
         "imported by the server only, not by each of 5 units: {imports}"
     );
 }
+
+#[test]
+fn only_the_units_own_process_reports_its_exit_early() {
+    // A unit's process tells the server its exit status just before it exits; a process a
+    // test forked shares that code and the socket, and ending the same way must not speak
+    // for the unit.
+    let dir = fixture();
+    std::fs::write(
+        dir.path().join("tests").join("test_forks.py"),
+        "import os\nimport sys\nimport time\n\n\n\
+         def test_forks_a_child_that_ends_like_a_unit():\n\
+         \x20   if os.fork() == 0:\n\
+         \x20       sys.modules[\"racefree_forkserver\"]._exit(3)\n\
+         \x20   time.sleep(0.5)\n",
+    )
+    .unwrap();
+    let ran = run(&mut racefree_command(
+        dir.path(),
+        true,
+        false,
+        &["tests/test_forks.py"],
+    ));
+    assert_passed(&ran, "a test that forks", 1);
+    assert!(
+        !ran.stdout.contains("exit"),
+        "{}\n{}",
+        ran.stdout,
+        ran.stderr
+    );
+}
