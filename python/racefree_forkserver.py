@@ -458,8 +458,9 @@ class _Spare:
     def fork(conn, namespaced, inherited, ahead):
         """Forks a spare, in a new PID namespace with its init if ``namespaced``. Returns
         ``(spare, None)`` in the server; in the spare, once handed its request, ``(None,
-        (request, fds, namespace_error, judgement))``. ``inherited``: descriptors of the
-        server's the spare must not keep; ``ahead``: forked before its request came."""
+        (request, fds, namespace_error, judgement))``. ``inherited``: descriptors and
+        sockets of the server's the spare must not keep (closed as what they are: a socket
+        object left to the collector would warn); ``ahead``: forked before its request came."""
         # Namespace isolation: the child is born in a new PID namespace, whose init sweeps
         # up after it.
         init = error = None
@@ -487,8 +488,11 @@ class _Spare:
         if pid == 0:
             ours.close()
             conn.sock.close()
-            for fd in inherited:
-                os.close(fd)
+            for held in inherited:
+                if isinstance(held, int):
+                    os.close(held)
+                else:
+                    held.close()
             return None, _Spare._await(theirs, error, ahead)
         theirs.close()
         if init is not None:
@@ -623,7 +627,8 @@ def _serve(conn, judge=None):
             pass  # the child did it first, or already exited
         conn.send({"pid": pid})
         try:
-            keep_out = () if events is None else (events,)
+            # The running unit's socket and event pipe are not the next one's.
+            keep_out = (unit.sock,) if events is None else (unit.sock, events)
             spare, child = _Spare.fork(conn, namespaced, keep_out, ahead=True)
         except OSError:
             spare, child = None, None  # forked on request instead

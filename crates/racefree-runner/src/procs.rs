@@ -250,7 +250,12 @@ pub fn reap(pid: u32, within: Duration) {
 /// Kills whatever a finished unit left behind and reaps what became ours. Returns what was
 /// found, for the leak report.
 pub fn kill_leftovers(tag: &UnitTag, pgid: Option<u32>) -> Vec<Found> {
-    let found = unit_processes(tag, pgid);
+    // The unit's own process (the group's leader) is not its leftover: it has exited, or, a
+    // forked unit that told its status just before exiting, is still being torn down.
+    let found: Vec<Found> = unit_processes(tag, pgid)
+        .into_iter()
+        .filter(|p| Some(p.pid) != pgid)
+        .collect();
     if found.is_empty() {
         return found;
     }

@@ -614,3 +614,32 @@ fn only_the_units_own_process_reports_its_exit_early() {
         ran.stderr
     );
 }
+
+#[test]
+fn a_unit_inherits_no_socket_object_of_the_server() {
+    // The server forks each unit's process while the previous unit runs, holding sockets of
+    // its own (the running unit's, its init's). A unit that inherited one as a Python object
+    // would find it unclosed when the collector frees it: with warnings as errors (as many
+    // projects configure pytest), a ResourceWarning fails whatever test is running then.
+    let dir = fixture();
+    let tests = dir.path().join("tests");
+    let names = ["a", "b", "c", "d"];
+    for name in names {
+        std::fs::write(
+            tests.join(format!("test_collects_{name}.py")),
+            "import gc\n\n\ndef test_collects_garbage():\n    gc.collect()\n",
+        )
+        .unwrap();
+    }
+    for isolate in ["auto", "tmp"] {
+        let mut args = vec!["--isolate", isolate, "--unit", "file"];
+        let files: Vec<String> = names
+            .iter()
+            .map(|n| format!("tests/test_collects_{n}.py"))
+            .collect();
+        args.extend(files.iter().map(String::as_str));
+        args.extend(["--", "-W", "error"]);
+        let ran = run(&mut racefree_command(dir.path(), true, false, &args));
+        assert_passed(&ran, isolate, names.len());
+    }
+}
