@@ -28,12 +28,18 @@ Protocol: one JSON object per line, each way.
                       hello first thing, so that the kernel tells racefree the child's pid as
                       racefree sees it (the server may run in a PID namespace of its own)
   server -> racefree  {"pid": P}                       the child runs
-                      {"exited": P, "code": C}         it exited (or "signal": S); the zombie
+                      {"exited": P, "code": C}         it exited (or "signal": S), or said
+                                                       its status and is exiting; the zombie
                                                        is kept, so its pid cannot be reused
                                                        while racefree may still signal it
   racefree -> server  {"op": "reap"}                   racefree forgot the pid; reap it
-  server -> racefree  {"reaped": P}                    done: the server reads nothing ahead
+  server -> racefree  {"reaped": P}                    done (a child still exiting is reaped
+                                                       later): the server reads nothing ahead
 End of file on the socket means racefree is done: the server exits.
+
+The child of each request but the first was forked ahead, while the previous unit ran, and
+waited for its request (see _Spare); a unit's process says its exit status just before it
+exits (see _exit), so the kernel's teardown of its address space is nobody's wait.
 
 Namespace isolation (racefree's init started the server in the slot's namespaces and put
 RACEFREE_PRIVATE_MOUNTS in the unit's environment): the child is PID 2 of a PID namespace of
