@@ -236,23 +236,7 @@ fn installed_plugins_are_imported_in_the_units_working_directory() {
     // spawned one sees, or it loses the project's saved examples.
     let dir = fixture();
     let site = dir.path().join("site");
-    let info = site.join("cwdplug-1.0.dist-info");
-    std::fs::create_dir_all(&info).unwrap();
-    std::fs::write(
-        info.join("METADATA"),
-        "Metadata-Version: 2.1\nName: cwdplug\nVersion: 1.0\n",
-    )
-    .unwrap();
-    std::fs::write(
-        info.join("entry_points.txt"),
-        "[pytest11]\ncwdplug = cwdplug\n",
-    )
-    .unwrap();
-    std::fs::write(
-        site.join("cwdplug.py"),
-        "import os\n\nIMPORTED_IN = os.getcwd()\n",
-    )
-    .unwrap();
+    install_plugin(&site, "cwdplug", "import os\n\nIMPORTED_IN = os.getcwd()\n");
     std::fs::write(
         dir.path().join("tests").join("test_import_cwd.py"),
         "import os\n\nimport cwdplug\n\n\n\
@@ -268,6 +252,42 @@ fn installed_plugins_are_imported_in_the_units_working_directory() {
 }
 
 /// The `-v` line in which slot 0's server says where its units fork.
+/// Installs `name` as a pytest plugin (a `pytest11` entry point) in `site`, a directory the
+/// test puts on `PYTHONPATH`, with `source` as its module.
+fn install_plugin(site: &Path, name: &str, source: &str) {
+    let info = site.join(format!("{name}-1.0.dist-info"));
+    std::fs::create_dir_all(&info).unwrap();
+    std::fs::write(
+        info.join("METADATA"),
+        format!("Metadata-Version: 2.1\nName: {name}\nVersion: 1.0\n"),
+    )
+    .unwrap();
+    std::fs::write(
+        info.join("entry_points.txt"),
+        format!("[pytest11]\n{name} = {name}\n"),
+    )
+    .unwrap();
+    std::fs::write(site.join(format!("{name}.py")), source).unwrap();
+}
+
+/// Writes `tests/test_<stem>_<name>.py` for each of `names`, with `source(name)` in it;
+/// returns their paths relative to `dir`.
+fn write_test_files(
+    dir: &Path,
+    stem: &str,
+    names: &[&str],
+    source: impl Fn(&str) -> String,
+) -> Vec<String> {
+    names
+        .iter()
+        .map(|name| {
+            let rel = format!("tests/test_{stem}_{name}.py");
+            std::fs::write(dir.join(&rel), source(name)).unwrap();
+            rel
+        })
+        .collect()
+}
+
 fn ready_line(ran: &Ran) -> String {
     ran.stderr
         .lines()
@@ -443,13 +463,10 @@ fn units_forked_ahead_hold_no_descriptor_of_another_unit() {
     // not keep the previous unit's pipes (racefree would wait for their end) nor its init's
     // socket: every unit holds the same kinds of descriptors, and no pipe of another's.
     let dir = fixture();
-    let tests = dir.path().join("tests");
     let names = ["a", "b", "c", "d"];
-    for name in names {
-        std::fs::write(
-            tests.join(format!("test_fds_{name}.py")),
-            format!(
-                "import os\nimport sys\n\n\n\
+    let files = write_test_files(dir.path(), "fds", &names, |name| {
+        format!(
+            "import os\nimport sys\n\n\n\
                  def test_records_its_descriptors():\n\
                  \x20   server = sys.modules[\"racefree_forkserver\"]\n\
                  \x20   fds = []\n\
@@ -460,18 +477,12 @@ fn units_forked_ahead_hold_no_descriptor_of_another_unit() {
                  \x20           pass\n\
                  \x20   with open(os.path.join(os.environ[\"RECORD_DIR\"], \"{name}\"), \"w\") as f:\n\
                  \x20       f.write(str(server.FORKED_AHEAD) + \"\\n\" + \"\\n\".join(fds))\n"
-            ),
         )
-        .unwrap();
-    }
+    });
     for isolate in ["auto", "tmp"] {
         let record = dir.path().join(format!("records-{isolate}"));
         std::fs::create_dir_all(&record).unwrap();
         let mut args = vec!["--isolate", isolate, "--unit", "file"];
-        let files: Vec<String> = names
-            .iter()
-            .map(|n| format!("tests/test_fds_{n}.py"))
-            .collect();
         args.extend(files.iter().map(String::as_str));
         let ran = run(racefree_command(dir.path(), true, false, &args).env("RECORD_DIR", &record));
         assert_passed(&ran, isolate, names.len());
@@ -546,24 +557,12 @@ fn what_a_plugin_imports_late_in_a_session_is_imported_once_per_server_not_per_u
     // before any unit: a first run, with nothing learned yet, must not pay them per unit.
     let dir = fixture();
     let site = dir.path().join("site");
-    let info = site.join("lateplug-1.0.dist-info");
-    std::fs::create_dir_all(&info).unwrap();
-    std::fs::write(
-        info.join("METADATA"),
-        "Metadata-Version: 2.1\nName: lateplug\nVersion: 1.0\n",
-    )
-    .unwrap();
-    std::fs::write(
-        info.join("entry_points.txt"),
-        "[pytest11]\nlateplug = lateplug\n",
-    )
-    .unwrap();
-    std::fs::write(
-        site.join("lateplug.py"),
+    install_plugin(
+        &site,
+        "lateplug",
         "def pytest_terminal_summary(terminalreporter):\n\
          \x20   import lateheavy  # noqa: F401\n",
-    )
-    .unwrap();
+    );
     let record = dir.path().join("imports");
     std::fs::write(
         site.join("lateheavy.py"),
@@ -622,21 +621,12 @@ fn a_unit_inherits_no_socket_object_of_the_server() {
     // would find it unclosed when the collector frees it: with warnings as errors (as many
     // projects configure pytest), a ResourceWarning fails whatever test is running then.
     let dir = fixture();
-    let tests = dir.path().join("tests");
     let names = ["a", "b", "c", "d"];
-    for name in names {
-        std::fs::write(
-            tests.join(format!("test_collects_{name}.py")),
-            "import gc\n\n\ndef test_collects_garbage():\n    gc.collect()\n",
-        )
-        .unwrap();
-    }
+    let files = write_test_files(dir.path(), "collects", &names, |_| {
+        "import gc\n\n\ndef test_collects_garbage():\n    gc.collect()\n".to_owned()
+    });
     for isolate in ["auto", "tmp"] {
         let mut args = vec!["--isolate", isolate, "--unit", "file"];
-        let files: Vec<String> = names
-            .iter()
-            .map(|n| format!("tests/test_collects_{n}.py"))
-            .collect();
         args.extend(files.iter().map(String::as_str));
         args.extend(["--", "-W", "error"]);
         let ran = run(&mut racefree_command(dir.path(), true, false, &args));
