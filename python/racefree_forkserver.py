@@ -363,30 +363,12 @@ def _exit(code):
         # has torn down the address space (milliseconds for a fork of a large server).
         # Only the unit's own process tells: a process a test forked may end here too.
         fd = _EXIT_NOTICE[0]
-        _close_all_but(fd)
+        unitns.close_all_but({fd})
         try:
             os.write(fd, b"%d" % code)
         except OSError:
             pass
     os._exit(code)
-
-
-def _close_all_but(keep):
-    """Closes every descriptor but ``keep``: those /proc lists (a few dozen), or where there
-    is no /proc, every number up to the limit."""
-    try:
-        fds = [int(name) for name in os.listdir("/proc/self/fd")]
-    except OSError:
-        limit = min(os.sysconf("SC_OPEN_MAX"), 1 << 16)
-        os.closerange(0, keep)
-        os.closerange(keep + 1, limit)
-        return
-    for fd in fds:
-        if fd != keep:
-            try:
-                os.close(fd)
-            except OSError:
-                pass  # the listing's own descriptor, closed already
 
 
 def _prepare_child(conn, request, fds, namespace_error):

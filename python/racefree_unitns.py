@@ -122,15 +122,20 @@ def _die_with_parent(parent):
         os._exit(0)  # the parent was gone before the signal was armed
 
 
-def _close_all_but(keep):
-    keep = set(keep) | {0, 1, 2}
-    for name in os.listdir("/proc/self/fd"):
-        fd = int(name)
+def close_all_but(keep):
+    """Closes every descriptor not in ``keep``: those /proc lists (a few dozen), or where
+    there is no /proc, every number up to the limit (a bound on ``closerange``: where the
+    kernel has no ``close_range`` it is one call per number)."""
+    try:
+        fds = [int(name) for name in os.listdir("/proc/self/fd")]
+    except OSError:
+        fds = range(min(os.sysconf("SC_OPEN_MAX"), 1 << 16))
+    for fd in fds:
         if fd not in keep:
             try:
                 os.close(fd)
             except OSError:
-                pass  # the descriptor of the listing itself
+                pass  # the descriptor of the listing itself, or not open
 
 
 # The server's side.
@@ -165,7 +170,7 @@ def fork_factory(host_proc):
     if pid == 0:
         try:
             ours.close()
-            _close_all_but({theirs.fileno(), host_proc})
+            close_all_but({0, 1, 2, theirs.fileno(), host_proc})
             _die_with_parent(server)
             _factory_loop(theirs, host_proc)
         finally:
