@@ -515,8 +515,12 @@ class _Spare:
             os._exit(0)
         global FORKED_AHEAD, _EXIT_NOTICE
         FORKED_AHEAD = ahead
-        # The same socket carries the exit notice back (see _exit).
-        _EXIT_NOTICE = (sock.detach(), os.getpid())
+        if hasattr(os, "pidfd_open"):
+            # The same socket carries the exit notice back (see _exit). Without pidfds
+            # (macOS) the server waits for the exit itself (see wait_exit).
+            _EXIT_NOTICE = (sock.detach(), os.getpid())
+        else:
+            sock.close()
         return message["request"], fds, error, message.get("judgement")
 
     def hand(self, request, fds, judgement):
