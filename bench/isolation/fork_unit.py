@@ -19,8 +19,8 @@ rounds, each block's busy time charged to its way; run it on an otherwise idle m
 Run as root, or inside `racefree __unit-init` (which is how the server runs), with an
 interpreter that has pytest, so the forked process has the server's size:
 
-    sudo .venv/bin/python bench/isolation/fork_unit.py [ROUNDS=200]
-    target/release/racefree __unit-init -- .venv/bin/python bench/isolation/fork_unit.py 200
+    sudo .venv/bin/python bench/isolation/fork_unit.py [ROUNDS=200]   # RACEFREE=<binary>
+    target/release/racefree __unit-init --fork-server -- .venv/bin/python bench/isolation/fork_unit.py 200
 """
 
 import os
@@ -29,8 +29,16 @@ import sys
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "python"))
 import racefree_unitns as unitns  # noqa: E402
 
-# As the server does: the factory is forked first, before anything else is imported.
-unitns.fork_factory(None)
+# As the server does: the factory is started first, before anything else is imported.
+# Inside `racefree __unit-init --fork-server` racefree's init names its executable; run as
+# root without it, give the binary in RACEFREE (default: the release build).
+if "RACEFREE_INIT_FACTORY_EXE_FD" in os.environ:
+    unitns.start_factory()
+else:
+    _here = os.path.dirname(os.path.abspath(__file__))
+    unitns.fork_factory(
+        None, os.environ.get("RACEFREE", os.path.join(_here, "..", "..", "target", "release", "racefree"))
+    )
 
 import statistics  # noqa: E402
 import time  # noqa: E402

@@ -43,6 +43,9 @@ enum Command {
     /// Internal: run one unit's command in fresh namespaces under racefree's init.
     #[command(name = racefree_runner::isolation::INIT_SUBCOMMAND, hide = true)]
     UnitInit(commands::unit_init::UnitInitArgs),
+    /// Internal: make a namespaced fork server's unit inits.
+    #[command(name = racefree_runner::isolation::FACTORY_SUBCOMMAND, hide = true)]
+    InitFactory(commands::init_factory::InitFactoryArgs),
 }
 
 fn main() -> ExitCode {
@@ -69,6 +72,7 @@ fn main() -> ExitCode {
         Command::Plan(args) => commands::plan::run(args),
         Command::Durations(args) => commands::durations::run(args),
         Command::UnitInit(args) => commands::unit_init::run(args),
+        Command::InitFactory(args) => commands::init_factory::run(args),
     };
     match result {
         Ok(code) => code,

@@ -26,6 +26,8 @@ mod linux;
 
 /// The hidden CLI subcommand that runs a command inside fresh namespaces.
 pub const INIT_SUBCOMMAND: &str = "__unit-init";
+/// The hidden subcommand a namespaced fork server starts to make its units' inits.
+pub const FACTORY_SUBCOMMAND: &str = "__init-factory";
 
 /// Set (to anything but `0` or empty) to make the namespace probe fail, so the fallback of
 /// `--isolate auto` can be tested on machines where namespaces work.
@@ -285,6 +287,19 @@ pub fn unit_init(opts: &InitOptions) -> i32 {
 pub fn unit_init(_opts: &InitOptions) -> i32 {
     eprintln!("racefree: namespace isolation is Linux-only; use --isolate tmp");
     SETUP_FAILED
+}
+
+/// Runs the fork server's init factory (`racefree __init-factory`, started by the server
+/// with the descriptors named): until the server closes `socket`, it answers each request
+/// with a new PID namespace's init. Must be called while the process is single-threaded.
+#[cfg(target_os = "linux")]
+pub fn init_factory(socket: i32, host_proc: Option<i32>, parent: i32) -> Result<(), String> {
+    linux::init_factory(socket, host_proc, parent)
+}
+
+#[cfg(not(target_os = "linux"))]
+pub fn init_factory(_socket: i32, _host_proc: Option<i32>, _parent: i32) -> Result<(), String> {
+    Err("namespace isolation is Linux-only".to_string())
 }
 
 #[cfg(test)]

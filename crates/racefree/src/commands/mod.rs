@@ -5,6 +5,7 @@ pub mod audit;
 pub mod clean;
 pub mod durations;
 pub mod history;
+pub mod init_factory;
 pub mod lock;
 pub mod plan;
 pub mod run;

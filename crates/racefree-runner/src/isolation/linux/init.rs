@@ -43,19 +43,27 @@ pub fn run(opts: &InitOptions, alive: OwnedFd, report: OwnedFd, blocked: &Blocke
     };
     let mut cmd = Command::new(program);
     cmd.args(args);
-    // A fork server's descriptor on the host's /proc is kept open in the command: one
-    // without FD_CLOEXEC (dup makes one).
-    let _host_proc = if opts.fork_server {
+    // A fork server gets two descriptors, kept open across exec (without FD_CLOEXEC: dup
+    // and a plain open make such): the host's /proc, and this very executable, which it
+    // starts as its init factory. The executable is opened through /proc/self/exe, which
+    // reaches it even where the private tmpfs now covers its path.
+    let _inherited = if opts.fork_server {
         let prepared = keep_admin_across_exec()
             .map_err(|e| format!("keeping CAP_SYS_ADMIN for the fork server: {e}"))
             .and_then(|()| {
                 rustix::io::dup(&old_proc)
                     .map_err(|e| format!("duplicating /proc's descriptor: {e}"))
+            })
+            .and_then(|proc| {
+                rustix::fs::open("/proc/self/exe", OFlags::RDONLY, Mode::empty())
+                    .map(|exe| (proc, exe))
+                    .map_err(|e| format!("opening racefree's executable: {e}"))
             });
         match prepared {
-            Ok(fd) => {
-                cmd.env("RACEFREE_HOST_PROC_FD", fd.as_raw_fd().to_string());
-                Some(fd)
+            Ok((proc, exe)) => {
+                cmd.env("RACEFREE_HOST_PROC_FD", proc.as_raw_fd().to_string());
+                cmd.env("RACEFREE_INIT_FACTORY_EXE_FD", exe.as_raw_fd().to_string());
+                Some((proc, exe))
             }
             Err(e) => {
                 eprintln!("racefree: namespace isolation: {e}");
@@ -193,7 +201,7 @@ fn stop_leftovers(old_proc: &OwnedFd) -> Vec<Leak> {
 }
 
 /// The RACEFREE_TEST value in the process's environment, cut like a command line.
-fn test_of(pid: i32) -> Option<String> {
+pub(super) fn test_of(pid: i32) -> Option<String> {
     let env = std::fs::read(format!("/proc/{pid}/environ")).ok()?;
     let value = env
         .split(|&b| b == 0)
@@ -203,7 +211,7 @@ fn test_of(pid: i32) -> Option<String> {
     (!test.is_empty()).then_some(test)
 }
 
-fn is_zombie(pid: i32) -> bool {
+pub(super) fn is_zombie(pid: i32) -> bool {
     let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
         return true; // already gone
     };
@@ -213,7 +221,7 @@ fn is_zombie(pid: i32) -> bool {
         .is_none_or(|state| state == 'Z' || state == 'X')
 }
 
-fn cmdline(pid: i32) -> String {
+pub(super) fn cmdline(pid: i32) -> String {
     let raw = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
     let words: Vec<String> = raw
         .split(|&b| b == 0)
@@ -233,7 +241,7 @@ fn cmdline(pid: i32) -> String {
 
 /// The pid the host sees for our `pid`: a pidfd's fdinfo lists the pid as seen from the PID
 /// namespace of the /proc it is read through, and the old /proc is the host's.
-fn host_pid(old_proc: &OwnedFd, pid: i32) -> Option<i32> {
+pub(super) fn host_pid(old_proc: &OwnedFd, pid: i32) -> Option<i32> {
     let pidfd = rustix::process::pidfd_open(Pid::from_raw(pid)?, PidfdFlags::empty()).ok()?;
     let path = format!("self/fdinfo/{}", pidfd.as_raw_fd());
     let fd = rustix::fs::openat(
@@ -314,7 +322,7 @@ impl Write for FdWriter<'_> {
 }
 
 /// SIGKILLs everything else in the namespace and reaps it all.
-fn kill_all() {
+pub(super) fn kill_all() {
     // SAFETY: kill(-1, SIGKILL) passes no pointers; from PID 1 it reaches the namespace only.
     unsafe { libc::kill(-1, libc::SIGKILL) };
     loop {

@@ -13,6 +13,7 @@
 //! SIGKILLed). So killing the unit's process group, or racefree itself, kills the whole unit,
 //! daemons included.
 
+mod factory;
 mod init;
 mod mounts;
 mod signals;
@@ -40,6 +41,8 @@ fn step<E: Into<io::Error>>(step: impl Into<String>) -> impl FnOnce(E) -> SetupE
         source: e.into(),
     }
 }
+
+pub use factory::run as init_factory;
 
 pub fn unit_init(opts: &InitOptions) -> i32 {
     match outer(opts) {
