@@ -85,6 +85,7 @@ START_MODULES = frozenset(sys.modules)
 
 import pytest  # noqa: E402
 import racefree_fixturescan as fixturescan  # noqa: E402
+import racefree_hotpages as hotpages  # noqa: E402
 
 _FD_ENV = "RACEFREE_FORKSERVER_FD"
 _PRELOAD_ENV = "RACEFREE_FORKSERVER_PRELOAD"
@@ -105,6 +106,12 @@ FORKED_AHEAD = False
 # In a unit's process: (descriptor, pid) of the socket on which it tells the server its exit
 # status just before it exits (see _exit), or None.
 _EXIT_NOTICE = None
+# In a unit's process: True if it lists the pages it copied from the server when it ends
+# (see racefree_hotpages).
+_LEARN_PAGES = False
+# Which units of a server learn pages: the first few, then one in so many.
+_LEARNING_UNITS = 3
+_LEARN_EVERY = 50
 _MAX_LINE = 16 * 1024 * 1024
 
 
@@ -363,9 +370,14 @@ def _exit(code):
         # has torn down the address space (milliseconds for a fork of a large server).
         # Only the unit's own process tells: a process a test forked may end here too.
         fd = _EXIT_NOTICE[0]
+        notice = b"exit %d\n" % code
+        if _LEARN_PAGES:
+            pages = hotpages.learn()
+            notice = b"pages %d\n" % len(pages) + pages + notice
         unitns.close_all_but({fd})
         try:
-            os.write(fd, b"%d" % code)
+            while notice:
+                notice = notice[os.write(fd, notice):]
         except OSError:
             pass
     os._exit(code)
@@ -510,11 +522,15 @@ class _Spare:
         # Until it is a unit: a Ctrl-C meant for racefree's process group is not its business
         # (_prepare_child restores the handler).
         signal.signal(signal.SIGINT, signal.SIG_IGN)
+        if ahead and sys.platform.startswith("linux"):
+            # While the previous unit runs: the pages units copy, copied now.
+            hotpages.copy_ahead(unitns._libc())
         message, fds = _Conn(sock).recv()
         if message is None:
             os._exit(0)
-        global FORKED_AHEAD, _EXIT_NOTICE
+        global FORKED_AHEAD, _EXIT_NOTICE, _LEARN_PAGES
         FORKED_AHEAD = ahead
+        _LEARN_PAGES = bool(message.get("learn"))
         if hasattr(os, "pidfd_open"):
             # The same socket carries the exit notice back (see _exit). Without pidfds
             # (macOS) the server waits for the exit itself (see wait_exit).
@@ -523,9 +539,11 @@ class _Spare:
             sock.close()
         return message["request"], fds, error, message.get("judgement")
 
-    def hand(self, request, fds, judgement):
-        """Gives the spare its unit: False if it is gone (then discard it)."""
-        data = (json.dumps({"request": request, "judgement": judgement}) + "\n").encode("utf-8")
+    def hand(self, request, fds, judgement, learn):
+        """Gives the spare its unit (``learn``: it lists the pages it copied when it ends):
+        False if it is gone (then discard it)."""
+        message = {"request": request, "judgement": judgement, "learn": learn}
+        data = (json.dumps(message) + "\n").encode("utf-8")
         try:
             # The descriptors travel with the first byte, as _Conn.recv expects.
             socket.send_fds(self.sock, [data[:1]], fds)
@@ -551,16 +569,23 @@ class _Spare:
             poller = select.poll()
             poller.register(self.sock.fileno(), select.POLLIN)
             poller.register(pidfd, select.POLLIN)
+            notice = b""
             while True:
                 try:
                     ready = [fd for fd, _ in poller.poll()]
                 except InterruptedError:
                     continue
                 if self.sock.fileno() in ready:
-                    data = self.sock.recv(16)
-                    if data.isdigit():
-                        return {"exited": self.pid, "code": int(data)}, True
-                    # Its end closed without a word (a signal, or an exit elsewhere).
+                    data = self.sock.recv(1 << 16)
+                    if data:
+                        notice += data
+                        code, pages = _parse_exit_notice(notice)
+                        if code is not None:
+                            if pages:
+                                hotpages.remember(pages)
+                            return {"exited": self.pid, "code": code}, True
+                        continue
+                    # Its end closed without a (whole) word: a signal, or an exit elsewhere.
                     poller.unregister(self.sock.fileno())
                 if pidfd in ready:
                     return _exit_fields(self.pid), False
@@ -584,6 +609,29 @@ class _Spare:
             self.init.close()
 
 
+def _parse_exit_notice(notice):
+    """``(code, pages)`` from a unit's whole exit notice (see _exit): ``[pages N\\n<N
+    bytes>]exit CODE\\n``; ``(None, None)`` while it is incomplete."""
+    pages = b""
+    if notice.startswith(b"pages "):
+        header, newline, rest = notice.partition(b"\n")
+        if not newline:
+            return None, None
+        try:
+            size = int(header[len(b"pages "):])
+        except ValueError:
+            return None, None
+        if len(rest) < size:
+            return None, None
+        pages, notice = rest[:size], rest[size:]
+    if not (notice.startswith(b"exit ") and notice.endswith(b"\n")):
+        return None, None
+    try:
+        return int(notice[len(b"exit "):-1]), pages
+    except ValueError:
+        return None, None
+
+
 def _serve(conn, judge=None):
     """Runs each request in a child of its own. Returns ``(request, fds, namespace_error,
     judgement)`` in each child (see _prepare_child; ``judgement`` is what ``judge(request)``
@@ -595,6 +643,7 @@ def _serve(conn, judge=None):
     spare that does not fit is discarded)."""
     spare = None
     unreaped = []
+    units = 0
     while True:
         _reap(unreaped, block=False)
         request, fds = conn.recv()
@@ -612,6 +661,8 @@ def _serve(conn, judge=None):
         if spare is not None and spare.namespaced != namespaced:
             spare.discard()
             spare = None
+        units += 1
+        learn = units <= _LEARNING_UNITS or units % _LEARN_EVERY == 0
         while True:
             if spare is None:
                 # The request's descriptors go to the spare with the request: the copies
@@ -619,7 +670,7 @@ def _serve(conn, judge=None):
                 spare, child = _Spare.fork(conn, namespaced, fds, ahead=False)
                 if child is not None:
                     return child
-            if spare.hand(request, fds, judgement):
+            if spare.hand(request, fds, judgement, learn):
                 break
             spare.discard()
             spare = None

@@ -22,6 +22,8 @@ pub const PLUGIN_SOURCE: &str = include_str!("../../../python/racefree_pytest/__
 pub const FORKSERVER_SOURCE: &str = include_str!("../../../python/racefree_forkserver.py");
 /// A forked unit's namespaces and init, which the fork server imports.
 pub const UNITNS_SOURCE: &str = include_str!("../../../python/racefree_unitns.py");
+/// The pages a forked unit copies, learned and copied ahead, which the fork server imports.
+pub const HOTPAGES_SOURCE: &str = include_str!("../../../python/racefree_hotpages.py");
 /// The fork server's once-per-server fixture scan of the plugins, which it imports.
 pub const FIXTURESCAN_SOURCE: &str = include_str!("../../../python/racefree_fixturescan.py");
 
@@ -92,6 +94,7 @@ impl Session {
             ("racefree_forkserver.py", FORKSERVER_SOURCE),
             ("racefree_unitns.py", UNITNS_SOURCE),
             ("racefree_fixturescan.py", FIXTURESCAN_SOURCE),
+            ("racefree_hotpages.py", HOTPAGES_SOURCE),
         ] {
             let path = session.plugin_dir().join(name);
             std::fs::write(&path, source).map_err(io(format!("writing {}", path.display())))?;

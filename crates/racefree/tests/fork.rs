@@ -633,3 +633,63 @@ fn a_unit_inherits_no_socket_object_of_the_server() {
         assert_passed(&ran, isolate, names.len());
     }
 }
+
+#[cfg(target_os = "linux")]
+#[test]
+fn units_forked_ahead_copy_the_pages_earlier_units_copied() {
+    // The first units of a server list the pages they copied from it; each process forked
+    // ahead afterwards copies those pages before its request comes (racefree_hotpages). At
+    // its test, a unit forked after the learning holds every learned page as its own copy,
+    // even those it would only have copied later (its exit path) or never.
+    let dir = fixture();
+    let names = ["a", "b", "c", "d", "e", "f", "g", "h"];
+    let files = write_test_files(dir.path(), "pages", &names, |name| {
+        format!(
+            "import os\nimport sys\n\n\n\
+             def test_records_its_copied_pages():\n\
+             \x20   runs = sys.modules[\"racefree_hotpages\"].learned_runs()\n\
+             \x20   page = os.sysconf(\"SC_PAGE_SIZE\")\n\
+             \x20   learned = held = 0\n\
+             \x20   fd = os.open(\"/proc/self/pagemap\", os.O_RDONLY)\n\
+             \x20   for address, count in runs:\n\
+             \x20       data = os.pread(fd, count * 8, address // page * 8)\n\
+             \x20       for entry in memoryview(data).cast(\"Q\"):\n\
+             \x20           learned += 1\n\
+             \x20           held += (entry >> 63) & (entry >> 56) & 1\n\
+             \x20   os.close(fd)\n\
+             \x20   with open(os.path.join(os.environ[\"RECORD_DIR\"], \"{name}\"), \"w\") as f:\n\
+             \x20       f.write(\"%d %d\" % (learned, held))\n"
+        )
+    });
+    let record = dir.path().join("records");
+    std::fs::create_dir_all(&record).unwrap();
+    let mut args = vec!["--isolate", "tmp", "--unit", "file"];
+    args.extend(files.iter().map(String::as_str));
+    let ran = run(racefree_command(dir.path(), true, false, &args).env("RECORD_DIR", &record));
+    assert_passed(&ran, "copied pages", names.len());
+    let counts: Vec<(usize, usize)> = names
+        .iter()
+        .map(|n| {
+            let text = std::fs::read_to_string(record.join(n)).unwrap();
+            let (learned, held) = text.split_once(' ').unwrap();
+            (learned.parse().unwrap(), held.parse().unwrap())
+        })
+        .collect();
+    // Units run in history's order, not by name: look at them as a set.
+    let with_pages: Vec<&(usize, usize)> = counts.iter().filter(|(l, _)| *l > 0).collect();
+    assert!(
+        with_pages.len() >= names.len() - 3,
+        "units forked after the first ones learned should copy pages ahead: {counts:?}"
+    );
+    assert!(
+        counts.iter().any(|(l, _)| *l == 0),
+        "the first unit has nothing learned yet: {counts:?}"
+    );
+    for (learned, held) in with_pages {
+        assert!(
+            *learned > 100 && *held * 100 >= *learned * 98,
+            "a unit forked ahead holds (nearly) every learned page: {held} of {learned} \
+             ({counts:?})"
+        );
+    }
+}
