@@ -523,8 +523,11 @@ class _Spare:
         # (_prepare_child restores the handler).
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         if ahead and sys.platform.startswith("linux"):
-            # While the previous unit runs: the pages units copy, copied now.
-            hotpages.copy_ahead(unitns._libc())
+            # While the previous unit runs: the pages units copy, copied now, but never
+            # at the cost of starting late.
+            poller = select.poll()
+            poller.register(sock.fileno(), select.POLLIN)
+            hotpages.copy_ahead(unitns._libc(), lambda: bool(poller.poll(0)))
         message, fds = _Conn(sock).recv()
         if message is None:
             os._exit(0)

@@ -28,6 +28,8 @@ _EXCLUSIVE = 1 << 56
 # Never copy ahead more than this many pages (64 MiB of 4 KiB pages): past it, a suite whose
 # units differ that much gains little and each spare would hold more than it uses.
 MAX_PAGES = 16384
+# Pages copied between two looks at whether the unit has come (some 0.5 ms of copying).
+_BATCH = 128
 # Pages between two runs of learned pages that are copied too, to save a system call.
 _GAP = 1
 
@@ -141,10 +143,12 @@ def learned_runs():
     return list(_runs)
 
 
-def copy_ahead(libc):
-    """In a process forked ahead of its unit: copies the learned pages now. A run that is
-    not mapped any more (the server freed an arena) is skipped; on a kernel without
-    MADV_POPULATE_WRITE the first run fails and nothing more is tried."""
+def copy_ahead(libc, interrupted=None):
+    """In a process forked ahead of its unit: copies the learned pages now, until
+    ``interrupted()`` (asked between batches) says its unit has come: from then on the rest
+    is copied on demand, as without this. A run that is not mapped any more (the server
+    freed an arena) is skipped; on a kernel without MADV_POPULATE_WRITE the first run fails
+    and nothing more is tried."""
     global _unsupported
     if _unsupported or not _runs:
         return
@@ -152,9 +156,15 @@ def copy_ahead(libc):
 
     madvise = libc.madvise
     madvise.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
+    copied = 0
     for address, count in _runs:
         # ENOMEM (not mapped) or EFAULT (not writable any more): that run is skipped.
         if madvise(address, count * _PAGE, _MADV_POPULATE_WRITE) != 0:
             if ctypes.get_errno() == 22:  # EINVAL: the kernel does not know the advice
                 _unsupported = True
+                return
+        copied += count
+        if copied >= _BATCH:
+            copied = 0
+            if interrupted is not None and interrupted():
                 return

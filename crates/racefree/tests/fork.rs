@@ -640,13 +640,16 @@ fn units_forked_ahead_copy_the_pages_earlier_units_copied() {
     // The first units of a server list the pages they copied from it; each process forked
     // ahead afterwards copies those pages before its request comes (racefree_hotpages). At
     // its test, a unit forked after the learning holds every learned page as its own copy,
-    // even those it would only have copied later (its exit path) or never.
+    // even those it would only have copied later (its exit path) or never. Each test takes
+    // a while, so that the process forked meanwhile finishes copying before its request
+    // comes (it stops copying when its request comes).
     let dir = fixture();
     let names = ["a", "b", "c", "d", "e", "f", "g", "h"];
     let files = write_test_files(dir.path(), "pages", &names, |name| {
         format!(
-            "import os\nimport sys\n\n\n\
+            "import os\nimport sys\nimport time\n\n\n\
              def test_records_its_copied_pages():\n\
+             \x20   time.sleep(0.3)\n\
              \x20   runs = sys.modules[\"racefree_hotpages\"].learned_runs()\n\
              \x20   page = os.sysconf(\"SC_PAGE_SIZE\")\n\
              \x20   learned = held = 0\n\
