@@ -57,10 +57,8 @@ next file's process.
 import racefree_unitns as unitns
 
 if __name__ == "__main__":
-    # First of all, while this process is small: the init factory forks every unit's init,
-    # and a fork costs what the forking process has mapped and what its at-fork handlers do
-    # (``random`` reseeds, ``threading`` resets its state). Forked after the imports below,
-    # each init cost some 1.5 ms more.
+    # First of all, while this process is small: starting the init factory (racefree's own
+    # executable) forks this process once before the exec, which costs what it has mapped.
     unitns.start_factory()
 
 import atexit  # noqa: E402
@@ -370,11 +368,16 @@ def _exit(code):
         # has torn down the address space (milliseconds for a fork of a large server).
         # Only the unit's own process tells: a process a test forked may end here too.
         fd = _EXIT_NOTICE[0]
+        unitns.close_all_but({fd})
         notice = b"exit %d\n" % code
         if _LEARN_PAGES:
-            pages = hotpages.learn()
+            # After the descriptors are closed: racefree is not kept waiting for the end of
+            # the unit's pipes while this process reads its page map.
+            try:
+                pages = hotpages.learn()
+            except BaseException:  # noqa: BLE001 - nothing may stop this process's exit
+                pages = b""
             notice = b"pages %d\n" % len(pages) + pages + notice
-        unitns.close_all_but({fd})
         try:
             while notice:
                 notice = notice[os.write(fd, notice):]
@@ -568,6 +571,8 @@ class _Spare:
                 pidfd = None
         try:
             if pidfd is None:
+                # Not listening: a unit writing its notice must not block on a full socket.
+                self.sock.close()
                 return _exit_fields(self.pid), False
             poller = select.poll()
             poller.register(self.sock.fileno(), select.POLLIN)
@@ -585,7 +590,7 @@ class _Spare:
                         code, pages = _parse_exit_notice(notice)
                         if code is not None:
                             if pages:
-                                hotpages.remember(pages)
+                                hotpages.remember(pages, unitns._libc())
                             return {"exited": self.pid, "code": code}, True
                         continue
                     # Its end closed without a (whole) word: a signal, or an exit elsewhere.

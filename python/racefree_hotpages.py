@@ -12,7 +12,9 @@ union, and every process it forks ahead of a unit (see racefree_forkserver's _Sp
 those pages in a few system calls while it waits for its request (``copy_ahead``:
 ``madvise(MADV_POPULATE_WRITE)``, Linux 5.14 and later), typically while the previous unit
 still runs. The copies hold the server's bytes as they were at the fork, so nothing a unit
-can see changes; the copying only moves, and batches, work the unit would have done.
+can see changes; the copying only moves, and batches, work the unit would have done. (A page
+of a private file mapping the server never wrote, a library's data say, is copied from the
+file as it is then, as the unit's first write would have done a little later.)
 
 racefree writes this file beside the server and the plugin.
 """
@@ -28,14 +30,14 @@ _EXCLUSIVE = 1 << 56
 # Never copy ahead more than this many pages (64 MiB of 4 KiB pages): past it, a suite whose
 # units differ that much gains little and each spare would hold more than it uses.
 MAX_PAGES = 16384
-# Pages copied between two looks at whether the unit has come (some 0.5 ms of copying).
+# Most pages copied by one system call, and between two looks at whether the unit has come
+# (some 0.5 ms of copying).
 _BATCH = 128
-# Pages between two runs of learned pages that are copied too, to save a system call.
-_GAP = 1
 
 # (start address, pages) runs the server has learned; inherited by every process it forks.
 _runs = []
-_unsupported = False
+# None until the server has asked the kernel whether it knows MADV_POPULATE_WRITE.
+_unsupported = None
 
 
 def _private_writable():
@@ -87,11 +89,13 @@ def learn():
     return b"".join(struct.pack("=QQ", address, pages) for address, pages in runs)
 
 
-def remember(data):
+def remember(data, libc):
     """In the server: adds the runs a unit learned (bytes from ``learn``) to those copied
-    ahead, up to MAX_PAGES in all."""
-    global _runs
-    if len(data) % 16:
+    ahead, up to MAX_PAGES in all. Nothing, where the kernel cannot copy ahead."""
+    global _runs, _unsupported
+    if _unsupported is None:
+        _unsupported = not _can_copy_ahead(libc)
+    if _unsupported or len(data) % 16:
         return
     pages = set()
     for address, count in _runs:
@@ -102,9 +106,9 @@ def remember(data):
         pages.update(range(address, address + min(count, MAX_PAGES) * _PAGE, _PAGE))
     runs = []
     for address in _present_here(sorted(pages))[:MAX_PAGES]:
-        if runs and address - (runs[-1][0] + runs[-1][1] * _PAGE) <= _GAP * _PAGE:
-            last_address, last_count = runs[-1]
-            runs[-1] = (last_address, (address - last_address) // _PAGE + 1)
+        # Only pages that touch are joined: a gap may be a guard page or another mapping.
+        if runs and address == runs[-1][0] + runs[-1][1] * _PAGE and runs[-1][1] < _BATCH:
+            runs[-1] = (runs[-1][0], runs[-1][1] + 1)
         else:
             runs.append((address, 1))
     _runs = runs
@@ -138,6 +142,31 @@ def _present_here(addresses):
     return present
 
 
+def _madvise(libc):
+    import ctypes
+
+    madvise = libc.madvise
+    madvise.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
+    return madvise
+
+
+def _can_copy_ahead(libc):
+    """Whether this kernel knows MADV_POPULATE_WRITE (Linux 5.14): asked on a page of our
+    own, since EINVAL on a learned run may also mean the run is not writable any more."""
+    import ctypes
+    import mmap
+
+    page = mmap.mmap(-1, _PAGE)
+    try:
+        view = ctypes.c_char.from_buffer(page)
+        try:
+            return _madvise(libc)(ctypes.addressof(view), _PAGE, _MADV_POPULATE_WRITE) == 0
+        finally:
+            del view
+    finally:
+        page.close()
+
+
 def learned_runs():
     """The (address, pages) runs copied ahead: what this process inherited from the server."""
     return list(_runs)
@@ -146,23 +175,15 @@ def learned_runs():
 def copy_ahead(libc, interrupted=None):
     """In a process forked ahead of its unit: copies the learned pages now, until
     ``interrupted()`` (asked between batches) says its unit has come: from then on the rest
-    is copied on demand, as without this. A run that is not mapped any more (the server
-    freed an arena) is skipped; on a kernel without MADV_POPULATE_WRITE the first run fails
-    and nothing more is tried."""
-    global _unsupported
-    if _unsupported or not _runs:
+    is copied on demand, as without this. A run that is not mapped or not writable any more
+    (the server freed an arena) fails and is skipped. The server learns nothing where the
+    kernel cannot do this (see ``remember``)."""
+    if not _runs:
         return
-    import ctypes
-
-    madvise = libc.madvise
-    madvise.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
+    madvise = _madvise(libc)
     copied = 0
     for address, count in _runs:
-        # ENOMEM (not mapped) or EFAULT (not writable any more): that run is skipped.
-        if madvise(address, count * _PAGE, _MADV_POPULATE_WRITE) != 0:
-            if ctypes.get_errno() == 22:  # EINVAL: the kernel does not know the advice
-                _unsupported = True
-                return
+        madvise(address, count * _PAGE, _MADV_POPULATE_WRITE)
         copied += count
         if copied >= _BATCH:
             copied = 0

@@ -174,6 +174,10 @@ def fork_factory(host_proc, exe):
             for fd in (theirs.fileno(), host_proc):
                 if fd is not None:
                     os.set_inheritable(fd, True)
+            if isinstance(exe, int):
+                # fexecve needs it open until the exec, not after: the factory and its
+                # inits must not hold racefree's executable.
+                os.set_inheritable(exe, False)
             os.execve(exe, argv, os.environ)
         except BaseException as error:  # noqa: BLE001 - the child must never return
             try:

@@ -643,6 +643,22 @@ fn units_forked_ahead_copy_the_pages_earlier_units_copied() {
     // even those it would only have copied later (its exit path) or never. Each test takes
     // a while, so that the process forked meanwhile finishes copying before its request
     // comes (it stops copying when its request comes).
+    let probe = Command::new(python())
+        .args([
+            "-c",
+            "import ctypes, mmap\n\
+             page = mmap.mmap(-1, 4096)\n\
+             view = ctypes.c_char.from_buffer(page)\n\
+             libc = ctypes.CDLL(None)\n\
+             libc.madvise.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)\n\
+             raise SystemExit(libc.madvise(ctypes.addressof(view), 4096, 23) != 0)\n",
+        ])
+        .status()
+        .unwrap();
+    if !probe.success() {
+        eprintln!("skipped: this kernel has no MADV_POPULATE_WRITE (Linux 5.14)");
+        return;
+    }
     let dir = fixture();
     let names = ["a", "b", "c", "d", "e", "f", "g", "h"];
     let files = write_test_files(dir.path(), "pages", &names, |name| {

@@ -270,7 +270,8 @@ pub struct InitOptions {
     /// The command is a fork server, which gives each unit it forks PID, mount and IPC
     /// namespaces and an init of its own: it gets a descriptor on the host's /proc (opened
     /// with O_PATH before the fresh one covers it; its number in `RACEFREE_HOST_PROC_FD`) to
-    /// name leaked processes by the pid racefree sees, and keeps CAP_SYS_ADMIN in the user
+    /// name leaked processes by the pid racefree sees, one on racefree's executable (in
+    /// `RACEFREE_INIT_FACTORY_EXE_FD`) to start its init factory, and keeps CAP_SYS_ADMIN in the user
     /// namespace across exec (an ambient capability), which a uid other than root loses.
     pub fork_server: bool,
 }

@@ -21,7 +21,8 @@ pub struct UnitInitArgs {
     pub keep: Vec<PathBuf>,
 
     /// The command is a fork server, which makes each unit's namespaces itself: it gets the
-    /// host's /proc (a descriptor named in RACEFREE_HOST_PROC_FD) and keeps CAP_SYS_ADMIN.
+    /// host's /proc and racefree's executable (descriptors named in RACEFREE_HOST_PROC_FD and
+    /// RACEFREE_INIT_FACTORY_EXE_FD, for its init factory) and keeps CAP_SYS_ADMIN.
     #[arg(long)]
     pub fork_server: bool,
 

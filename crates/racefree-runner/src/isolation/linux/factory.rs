@@ -73,6 +73,9 @@ pub fn run(socket: i32, host_proc: Option<i32>, parent: i32) -> Result<(), Strin
         if let Err(e) = sent {
             return Err(format!("answering the server: {e}"));
         }
+        // Our end of the init just handed over goes before the next fork: the next init
+        // must not hold it, or the server closing its end would not end that init.
+        drop(std::mem::replace(&mut ready, Err(String::new())));
         ready = make_init(&socket, &own, host_proc.as_ref());
     }
 }
