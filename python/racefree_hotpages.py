@@ -8,7 +8,8 @@ a virtual machine, most of a unit's own cost. They are much the same pages every
 So a unit's process, now and then, lists the pages it holds privately when it ends
 (``learn``: /proc/self/pagemap's "exclusively mapped" bit, for the private writable
 mappings it shares with the server) and hands the list to the server. The server keeps the
-union, and every process it forks ahead of a unit (see racefree_forkserver's _Spare) copies
+pages most of those units copied (a page only one unit in three needed is not worth
+copying for every unit: the copy costs what the fault would), and every process it forks ahead of a unit (see racefree_forkserver's _Spare) copies
 those pages in a few system calls while it waits for its request (``copy_ahead``:
 ``madvise(MADV_POPULATE_WRITE)``, Linux 5.14 and later), typically while the previous unit
 still runs. The copies hold the server's bytes as they were at the fork, so nothing a unit
@@ -36,6 +37,9 @@ _BATCH = 128
 
 # (start address, pages) runs the server has learned; inherited by every process it forks.
 _runs = []
+# In the server: how many units have listed their pages, and how many of them listed each.
+_listings = 0
+_listed = {}
 # None until the server has asked the kernel whether it knows MADV_POPULATE_WRITE.
 _unsupported = None
 
@@ -90,22 +94,21 @@ def learn():
 
 
 def remember(data, libc):
-    """In the server: adds the runs a unit learned (bytes from ``learn``) to those copied
-    ahead, up to MAX_PAGES in all. Nothing, where the kernel cannot copy ahead."""
-    global _runs, _unsupported
+    """In the server: counts the pages a unit listed (bytes from ``learn``); those more than
+    half of the listing units copied are copied ahead from now on, up to MAX_PAGES. Nothing,
+    where the kernel cannot copy ahead."""
+    global _runs, _unsupported, _listings
     if _unsupported is None:
         _unsupported = not _can_copy_ahead(libc)
     if _unsupported or len(data) % 16:
         return
-    pages = set()
-    for address, count in _runs:
-        pages.update(range(address, address + count * _PAGE, _PAGE))
+    _listings += 1
     for address, count in struct.iter_unpack("=QQ", data):
-        if len(pages) >= MAX_PAGES:
-            break
-        pages.update(range(address, address + min(count, MAX_PAGES) * _PAGE, _PAGE))
+        for page in range(address, address + min(count, MAX_PAGES) * _PAGE, _PAGE):
+            _listed[page] = _listed.get(page, 0) + 1
+    pages = sorted(page for page, seen in _listed.items() if seen * 2 > _listings)
     runs = []
-    for address in _present_here(sorted(pages))[:MAX_PAGES]:
+    for address in _present_here(pages)[:MAX_PAGES]:
         # Only pages that touch are joined: a gap may be a guard page or another mapping.
         if runs and address == runs[-1][0] + runs[-1][1] * _PAGE and runs[-1][1] < _BATCH:
             runs[-1] = (runs[-1][0], runs[-1][1] + 1)
