@@ -868,3 +868,51 @@ fn an_orphan_that_exits_is_reaped_at_once_in_a_unit_namespace() {
         assert!(out.stdout.contains("1 passed"), "{extra:?}: {}", out.stdout);
     }
 }
+
+#[test]
+fn a_forked_units_init_holds_no_socket_but_its_own() {
+    // The init factory (racefree __init-factory) forks each unit's init while it still
+    // holds its end of the socket of the init it handed out before: the new init must not
+    // keep that one, or a discarded init would live until the next init ended. Each unit
+    // looks at its init (PID 1 of its namespace) and counts its sockets.
+    if !namespaces_work(false) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("pyproject.toml"),
+        "[tool.pytest.ini_options]\ntestpaths = [\"tests\"]\n",
+    )
+    .unwrap();
+    std::fs::create_dir(dir.path().join("tests")).unwrap();
+    let record = dir.path().join("records");
+    std::fs::create_dir(&record).unwrap();
+    let names = ["a", "b", "c", "d"];
+    for name in names {
+        std::fs::write(
+            dir.path().join(format!("tests/test_{name}.py")),
+            format!(
+                "import os\n\n\n\
+                 def test_records_its_inits_descriptors():\n\
+                 \x20   assert os.getpid() == 2\n\
+                 \x20   targets = [os.readlink(\"/proc/1/fd/\" + fd) for fd in os.listdir(\"/proc/1/fd\")]\n\
+                 \x20   with open(os.path.join(os.environ[\"RECORD_DIR\"], \"{name}\"), \"w\") as f:\n\
+                 \x20       f.write(\"\\n\".join(targets))\n"
+            ),
+        )
+        .unwrap();
+    }
+    let out = run(racefree(dir.path())
+        .args(["-n", "1", "--isolate", "namespace", "--unit", "file", "-q"])
+        .env("RECORD_DIR", &record));
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    assert!(out.stdout.contains("4 passed"), "{}", out.stdout);
+    for name in names {
+        let targets = std::fs::read_to_string(record.join(name)).unwrap();
+        let sockets = targets.lines().filter(|t| t.starts_with("socket:")).count();
+        assert_eq!(
+            sockets, 1,
+            "unit {name}'s init should hold only its own socket:\n{targets}"
+        );
+    }
+}
