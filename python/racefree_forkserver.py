@@ -560,9 +560,10 @@ class _Spare:
         return True
 
     def wait_exit(self):
-        """Once handed its unit: ``(exited message, early)``. ``early``: the process said its
-        status just before exiting and may still be in the kernel's teardown (its zombie
-        comes soon; reap it without blocking)."""
+        """Once handed its unit: ``(exited message, early, pages)``. ``early``: the process
+        said its status just before exiting and may still be in the kernel's teardown (its
+        zombie comes soon; reap it without blocking). ``pages``: the pages it listed, if it
+        was asked to (see racefree_hotpages), else empty."""
         pidfd = None
         if hasattr(os, "pidfd_open"):
             try:
@@ -573,7 +574,7 @@ class _Spare:
             if pidfd is None:
                 # Not listening: a unit writing its notice must not block on a full socket.
                 self.sock.close()
-                return _exit_fields(self.pid), False
+                return _exit_fields(self.pid), False, b""
             poller = select.poll()
             poller.register(self.sock.fileno(), select.POLLIN)
             poller.register(pidfd, select.POLLIN)
@@ -589,14 +590,12 @@ class _Spare:
                         notice += data
                         code, pages = _parse_exit_notice(notice)
                         if code is not None:
-                            if pages:
-                                hotpages.remember(pages, unitns._libc())
-                            return {"exited": self.pid, "code": code}, True
+                            return {"exited": self.pid, "code": code}, True, pages
                         continue
                     # Its end closed without a (whole) word: a signal, or an exit elsewhere.
                     poller.unregister(self.sock.fileno())
                 if pidfd in ready:
-                    return _exit_fields(self.pid), False
+                    return _exit_fields(self.pid), False, b""
         finally:
             if pidfd is not None:
                 os.close(pidfd)
@@ -701,7 +700,7 @@ def _serve(conn, judge=None):
             spare, child = None, None  # forked on request instead
         if child is not None:
             return child
-        exited, early = unit.wait_exit()
+        exited, early, pages = unit.wait_exit()
         if unit.init is not None:
             _report_leaks(unit.init, events, exiting=early)
         conn.send(exited)
@@ -717,6 +716,9 @@ def _serve(conn, judge=None):
         unreaped.append(pid)
         _reap(unreaped, block=not early)
         conn.send({"reaped": pid})
+        if pages:
+            # Off the path between units: racefree has its answer and prepares the next.
+            hotpages.remember(pages, unitns._libc())
 
 
 def _reap(pids, block):
