@@ -67,11 +67,17 @@ pub fn check_pytest(python: &Path) -> Result<PythonInfo> {
     })
 }
 
-/// Only where `python` lives (see `PythonInfo::paths`): an interpreter start-up without
-/// importing pytest, for fork servers that must start before `check_pytest` is done.
+/// Where `python` lives (see `PythonInfo::paths`), and that it can find pytest, without
+/// importing it: fork servers import pytest themselves as they warm up, and a second
+/// interpreter importing it beside them would only take their CPU. A pytest that is found but
+/// fails to import makes the servers refuse; the spawned units then show pytest's own error.
 pub fn interpreter_paths(python: &Path) -> Result<Vec<PathBuf>> {
-    let script =
-        format!("import json, os, sys\nsys.stdout.write(json.dumps({{'paths': {PATHS_EXPR}}}))");
+    let script = format!(
+        "import importlib.util, json, os, sys\n\
+         if importlib.util.find_spec('pytest') is None:\n    \
+             sys.exit(\"ModuleNotFoundError: No module named 'pytest'\")\n\
+         sys.stdout.write(json.dumps({{'paths': {PATHS_EXPR}}}))"
+    );
     Ok(ask(python, &script)?.paths)
 }
 

@@ -159,8 +159,9 @@ pub fn run(req: RunRequest) -> Result<u8> {
         return Ok(crate::error::exit::OK);
     }
     let python = crate::python::resolve(req.python.as_deref().or(rf.python.as_deref()), cwd)?;
-    // Importing pytest takes an interpreter start-up: overlap it with planning.
-    let mut pytest_check = Some({
+    // Importing pytest takes an interpreter start-up: overlap it with planning. Fork servers
+    // import pytest themselves; for them `interpreter_paths` only looks for it (below).
+    let mut pytest_check = (!fork).then(|| {
         let python = python.clone();
         std::thread::spawn(move || crate::python::check_pytest(&python))
     });
@@ -276,7 +277,7 @@ pub fn run(req: RunRequest) -> Result<u8> {
     let python_paths = match python_info {
         Some(info) => info.paths,
         // Fork servers import pytest themselves: start them as soon as racefree knows what
-        // their namespaces must keep, and let the check finish meanwhile.
+        // their namespaces must keep.
         None if fork => crate::python::interpreter_paths(&python)?,
         None => join_check(pytest_check.take())?.paths,
     };
