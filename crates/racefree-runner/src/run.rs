@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::io::IsTerminal;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
 use std::time::{Duration, Instant};
@@ -138,22 +138,24 @@ pub fn run(req: RunRequest) -> Result<u8> {
     let junit_xml = req
         .junit_xml
         .clone()
-        .or(rf.junit_xml.map(|p| pytest_cfg.rootdir.join(p)));
+        .or(rf.junit_xml.as_ref().map(|p| pytest_cfg.rootdir.join(p)));
     let events_path = req
         .events
         .clone()
-        .or(rf.events.map(|p| pytest_cfg.rootdir.join(p)));
+        .or(rf.events.as_ref().map(|p| pytest_cfg.rootdir.join(p)));
     let durations = req.durations.or(rf.durations);
     let mut pytest_flags = pytest_cfg.addopts()?;
     pytest_flags.extend(req.pytest_args.iter().cloned());
-    let mut files = discovery::discover(
-        &pytest_cfg,
-        cwd,
-        &req.args,
-        DiscoverOptions::from_pytest_args(cwd, &pytest_flags),
-    )?;
+    let discover = || {
+        discovery::discover(
+            &pytest_cfg,
+            cwd,
+            &req.args,
+            DiscoverOptions::from_pytest_args(cwd, &pytest_flags),
+        )
+    };
     if req.list_files {
-        for f in &files {
+        for f in &discover()? {
             println!("{}\t{}", f.estimate, f.rel);
         }
         return Ok(crate::error::exit::OK);
@@ -177,6 +179,24 @@ pub fn run(req: RunRequest) -> Result<u8> {
             }
         }
     };
+    // Fork servers take the longest to get ready (an interpreter start-up, pytest, the
+    // preloaded modules): start them first, since they need neither discovery nor the plan.
+    let params = LaunchParams {
+        req: &req,
+        rf: &rf,
+        rootdir: &pytest_cfg.rootdir,
+        pytest_flags: &pytest_flags,
+        python: &python,
+        workers,
+        history: history.as_ref(),
+    };
+    let launched = if fork {
+        let paths = crate::python::interpreter_paths(&python)?;
+        Some(launch(&params, paths, true)?)
+    } else {
+        None
+    };
+    let mut files = discover()?;
     let predictions = match &history {
         Some(h) => h.predictions()?,
         None => Predictions::default(),
@@ -274,89 +294,18 @@ pub fn run(req: RunRequest) -> Result<u8> {
     );
     let predicted_total: f64 = units.iter().map(|u| u.predicted).sum();
 
-    let python_paths = match python_info {
-        Some(info) => info.paths,
-        // Fork servers import pytest themselves: start them as soon as racefree knows what
-        // their namespaces must keep.
-        None if fork => crate::python::interpreter_paths(&python)?,
-        None => join_check(pytest_check.take())?.paths,
+    let launched = match launched {
+        Some(launched) => launched,
+        None => {
+            let paths = match python_info {
+                Some(info) => info.paths,
+                // No pytest there: say so before any unit starts.
+                None => join_check(pytest_check.take())?.paths,
+            };
+            launch(&params, paths, false)?
+        }
     };
-    let isolation = crate::isolation::resolve(
-        req.isolate.or(rf.isolate).unwrap_or_default(),
-        req.private_network || rf.private_network.unwrap_or(false),
-        req.init_program.as_deref(),
-    )?;
-    if isolation.fallback || req.verbosity > 0 {
-        eprintln!("{}", isolation.note);
-    }
-    let session = Session::create()?;
-    let _cleanup = SessionCleanup(&session);
-    // Remove what dead runs left behind (judged by their liveness locks, never by age).
-    match crate::session::sweep(&crate::session::base_dir(), Some(&session.run_id), false) {
-        Ok(swept) if !swept.dead.is_empty() => eprintln!(
-            "racefree: removed {} session director{} of dead runs under {}",
-            swept.dead.len(),
-            if swept.dead.len() == 1 { "y" } else { "ies" },
-            crate::session::base_dir().display()
-        ),
-        Ok(_) => {}
-        Err(e) => eprintln!("racefree: warning: could not clean up after dead runs: {e}"),
-    }
-    let mut child_args = Vec::new();
-    if let Some(k) = &req.keyword {
-        child_args.extend(["-k".to_string(), k.clone()]);
-    }
-    if let Some(m) = &req.markexpr {
-        child_args.extend(["-m".to_string(), m.clone()]);
-    }
-    // pytest counts subtests differently at each verbosity: mirror racefree's in the children.
-    let flag = if req.verbosity < 0 { "-q" } else { "-v" };
-    child_args.extend(std::iter::repeat_n(
-        flag.to_string(),
-        req.verbosity.unsigned_abs() as usize,
-    ));
-    child_args.extend(req.pytest_args.iter().cloned());
-    if asks_for_xdist(&pytest_flags) {
-        // racefree is the parallel runner: a suite whose addopts say `-n auto` must not make
-        // every unit start its own xdist workers. Later options win in pytest's parser.
-        child_args.extend(["-n".to_string(), "0".to_string()]);
-    }
-    let mut ctx = ExecContext {
-        python: python.clone(),
-        invocation_dir: cwd.clone(),
-        rootdir: pytest_cfg.rootdir.clone(),
-        workers,
-        run_id: session.run_id.clone(),
-        pytest_args: child_args,
-        anchors: req.args.clone(),
-        fork: None,
-        python_paths,
-        isolation: isolation.isolation,
-    };
-    if fork {
-        let mut preload = match &history {
-            Some(h) => h.preload_modules()?,
-            None => Vec::new(),
-        };
-        preload.extend(rf.preload.iter().flatten().cloned());
-        let preload_file = session.root.join("preload.json");
-        let json = serde_json::to_vec(&preload).map_err(|e| {
-            crate::error::Error::io("encoding the preload list", std::io::Error::other(e))
-        })?;
-        std::fs::write(&preload_file, json).map_err(|e| {
-            crate::error::Error::io(format!("writing {}", preload_file.display()), e)
-        })?;
-        let pool = crate::forkserver::ForkPool::start(
-            workers,
-            |slot| crate::executor::fork_server_command(&ctx, &session, slot),
-            &preload_file,
-            &session.root,
-            req.verbosity > 0,
-        );
-        ctx.fork = Some(pool);
-    }
-    // No pytest there: say so before any unit starts (the pool's servers die with it).
-    join_check(pytest_check.take())?;
+    let (session, ctx) = (&launched.session, &launched.ctx);
 
     let mut reporters: Vec<Box<dyn Reporter>> = Vec::new();
     let tty = std::io::stderr().is_terminal() && req.progress == ProgressMode::Auto;
@@ -409,8 +358,8 @@ pub fn run(req: RunRequest) -> Result<u8> {
         predicted_secs: predicted_total,
     });
     let mut dispatcher = Dispatcher {
-        ctx: &ctx,
-        session: &session,
+        ctx,
+        session,
         files: &files,
         maxfail,
         bus: &mut bus,
@@ -467,6 +416,119 @@ fn learn_preload(
     }
 }
 
+/// What `launch` needs to know of the run.
+struct LaunchParams<'a> {
+    req: &'a RunRequest,
+    rf: &'a config::RacefreeConfig,
+    rootdir: &'a Path,
+    /// addopts, then the arguments after `--`.
+    pytest_flags: &'a [String],
+    python: &'a Path,
+    workers: usize,
+    history: Option<&'a History>,
+}
+
+/// Where a run's units start: its session directory and the context every unit gets, with
+/// the slots' fork servers started when units are forked. Dropping it stops the servers,
+/// then removes the session directory, however the run ends.
+struct Launch {
+    ctx: ExecContext,
+    session: Session,
+}
+
+impl Drop for Launch {
+    fn drop(&mut self) {
+        // The servers live in the session directory: they go first.
+        self.ctx.fork = None;
+        if let Err(e) = self.session.remove() {
+            eprintln!("racefree: warning: {e}");
+        }
+    }
+}
+
+/// Resolves the isolation, creates the session directory (sweeping those of dead runs) and,
+/// if `fork`, starts the fork servers; `python_paths` are the interpreter's directories
+/// (see `python::PythonInfo::paths`).
+fn launch(p: &LaunchParams, python_paths: Vec<PathBuf>, fork: bool) -> Result<Launch> {
+    let req = p.req;
+    let isolation = crate::isolation::resolve(
+        req.isolate.or(p.rf.isolate).unwrap_or_default(),
+        req.private_network || p.rf.private_network.unwrap_or(false),
+        req.init_program.as_deref(),
+    )?;
+    if isolation.fallback || req.verbosity > 0 {
+        eprintln!("{}", isolation.note);
+    }
+    let session = Session::create()?;
+    // Remove what dead runs left behind (judged by their liveness locks, never by age).
+    match crate::session::sweep(&crate::session::base_dir(), Some(&session.run_id), false) {
+        Ok(swept) if !swept.dead.is_empty() => eprintln!(
+            "racefree: removed {} session director{} of dead runs under {}",
+            swept.dead.len(),
+            if swept.dead.len() == 1 { "y" } else { "ies" },
+            crate::session::base_dir().display()
+        ),
+        Ok(_) => {}
+        Err(e) => eprintln!("racefree: warning: could not clean up after dead runs: {e}"),
+    }
+    let mut child_args = Vec::new();
+    if let Some(k) = &req.keyword {
+        child_args.extend(["-k".to_string(), k.clone()]);
+    }
+    if let Some(m) = &req.markexpr {
+        child_args.extend(["-m".to_string(), m.clone()]);
+    }
+    // pytest counts subtests differently at each verbosity: mirror racefree's in the children.
+    let flag = if req.verbosity < 0 { "-q" } else { "-v" };
+    child_args.extend(std::iter::repeat_n(
+        flag.to_string(),
+        req.verbosity.unsigned_abs() as usize,
+    ));
+    child_args.extend(req.pytest_args.iter().cloned());
+    if asks_for_xdist(p.pytest_flags) {
+        // racefree is the parallel runner: a suite whose addopts say `-n auto` must not make
+        // every unit start its own xdist workers. Later options win in pytest's parser.
+        child_args.extend(["-n".to_string(), "0".to_string()]);
+    }
+    let ctx = ExecContext {
+        python: p.python.to_path_buf(),
+        invocation_dir: req.invocation_dir.clone(),
+        rootdir: p.rootdir.to_path_buf(),
+        workers: p.workers,
+        run_id: session.run_id.clone(),
+        pytest_args: child_args,
+        anchors: req.args.clone(),
+        fork: None,
+        python_paths,
+        isolation: isolation.isolation,
+    };
+    // From here on, an error removes the session directory.
+    let mut launched = Launch { ctx, session };
+    if fork {
+        let mut preload = match p.history {
+            Some(h) => h.preload_modules()?,
+            None => Vec::new(),
+        };
+        preload.extend(p.rf.preload.iter().flatten().cloned());
+        let preload_file = launched.session.root.join("preload.json");
+        let json = serde_json::to_vec(&preload).map_err(|e| {
+            crate::error::Error::io("encoding the preload list", std::io::Error::other(e))
+        })?;
+        std::fs::write(&preload_file, json).map_err(|e| {
+            crate::error::Error::io(format!("writing {}", preload_file.display()), e)
+        })?;
+        let pool = crate::forkserver::ForkPool::start(
+            p.workers,
+            |slot| crate::executor::fork_server_command(&launched.ctx, &launched.session, slot),
+            &preload_file,
+            &launched.session.root,
+            req.verbosity > 0,
+        );
+        launched.ctx.fork = Some(pool);
+    }
+    Ok(launched)
+}
+
 type PytestCheck = std::thread::JoinHandle<Result<crate::python::PythonInfo>>;
 
 fn join_check(check: Option<PytestCheck>) -> Result<crate::python::PythonInfo> {
@@ -478,17 +540,6 @@ fn join_check(check: Option<PytestCheck>) -> Result<crate::python::PythonInfo> {
             )
         })?,
         None => Ok(crate::python::PythonInfo::default()),
-    }
-}
-
-/// Removes the session directory however the run ends.
-struct SessionCleanup<'a>(&'a Session);
-
-impl Drop for SessionCleanup<'_> {
-    fn drop(&mut self) {
-        if let Err(e) = self.0.remove() {
-            eprintln!("racefree: warning: {e}");
-        }
     }
 }
 
