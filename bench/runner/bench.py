@@ -93,6 +93,25 @@ def lower_bound(events_path, spawn_events_path, workers):
     return max(total / workers, longest) + startup, total, longest, startup
 
 
+def serial_bound(junit_path, events_path, startup, workers):
+    """The same bound with serial pytest's own test times (its JUnit XML), not racefree's:
+    max(test time / W, longest file) + the same start-up. Each test case goes to the file
+    racefree ran it from (JUnit's classname starts with the file's dotted module path)."""
+    modules = set()
+    with open(events_path) as handle:
+        for line in handle:
+            e = json.loads(line)
+            if e["event"] == "test_finished":
+                modules.add(e["file"][: -len(".py")].replace("/", "."))
+    per_file = defaultdict(float)
+    for case in ET.parse(junit_path).getroot().iter("testcase"):
+        classname = case.get("classname", "")
+        owner = max((m for m in modules if classname == m or classname.startswith(m + ".")), key=len, default=classname)
+        per_file[owner] += float(case.get("time") or 0.0)
+    total = sum(per_file.values())
+    return max(total / workers, max(per_file.values() or [0.0])) + startup, total
+
+
 def bench(suite, racefree, workers, scratch):
     src = os.path.join(SUITES_DIR, suite)
     # A suite may be named twice (several samples in one run): each gets its own copy.
@@ -131,6 +150,9 @@ def bench(suite, racefree, workers, scratch):
     row["lb"], row["test_time"], row["longest"], row["startup"] = lower_bound(
         os.path.join(work, "hist.ndjson"), os.path.join(work, "spawn.ndjson"), workers
     )
+    row["lb_serial"], row["serial_test_time"] = serial_bound(
+        os.path.join(work, "serial.xml"), os.path.join(work, "hist.ndjson"), row["startup"], workers
+    )
     # As the bound was computed before (up to session 4): with the forked units' start-up.
     forked = startups(os.path.join(work, "hist.ndjson"))
     row["lb_forked"] = row["lb"] - row["startup"] + (min(forked) if forked else 0.0)
@@ -160,19 +182,21 @@ def main():
     print(f"\nW = {w}; wall seconds; ratios < 1 favour racefree; same = per-test results equal serial pytest's")
     head = (
         f"{'suite':<16}{'tests':>7}{'serial':>8}{'xdist':>8}{'rf cold':>9}{'rf hist':>9}"
-        f"{'spawn':>8}{'hist/xd':>8}{'hist/LB':>8}{'LB':>7}{'/LBf':>6}{'disc x':>8}{'RSS MB':>8}  same  exit codes (pytest xdist cold hist)"
+        f"{'spawn':>8}{'hist/xd':>8}{'hist/LB':>8}{'LB':>7}{'/LBf':>6}{'/LBs':>6}{'disc x':>8}{'RSS MB':>8}  same  exit codes (pytest xdist cold hist)"
     )
     print(head)
     for r in rows:
         print(
             f"{r['suite']:<16}{r['tests']:>7}{r['serial']:>8.2f}{r['xdist']:>8.2f}{r['rf_cold']:>9.2f}"
-            f"{r['rf_hist']:>9.2f}{r['rf_spawn']:>8.2f}{r['rf_hist'] / r['xdist']:>8.2f}{r['rf_hist'] / r['lb']:>8.2f}{r['lb']:>7.2f}{r['rf_hist'] / r['lb_forked']:>6.2f}"
+            f"{r['rf_hist']:>9.2f}{r['rf_spawn']:>8.2f}{r['rf_hist'] / r['xdist']:>8.2f}{r['rf_hist'] / r['lb']:>8.2f}{r['lb']:>7.2f}{r['rf_hist'] / r['lb_forked']:>6.2f}{r['rf_hist'] / r['lb_serial']:>6.2f}"
             f"{r['collect'] / r['discover']:>8.1f}{r['rss_mb']:>8.1f}  {'yes' if r['diffs'] == [0, 0] else 'NO ' + str(r['diffs'])}"
             f"  {r['codes']}"
         )
     print("rf cold / rf hist: fork server on (the default), without and with history; spawn: --no-fork, with history;")
     print("LB = max(test time / W, longest file) + one interpreter start-up (the spawn run's shortest),")
     print("from racefree's measurements; /LBf = rf hist over the same bound with a forked unit's start-up;")
+    print("/LBs = rf hist over the same bound with serial pytest's test times (its JUnit XML) instead of racefree's;")
+    print("test time, racefree / serial: " + ", ".join(f"{r['suite']} {r['test_time']:.2f} / {r['serial_test_time']:.2f}" for r in rows))
     print("disc x = `pytest --collect-only` time / `racefree run --list-files` time.")
 
 
