@@ -16,7 +16,8 @@ the option parser, and at the later point the initial conftest files, the config
 and the fixture scan) is paid once per slot instead of once per unit.
 
 Protocol: one JSON object per line, each way.
-  server -> racefree  {"ready": true, "modules": N, "secs": S}
+  server -> racefree  {"pytest": "VERSION"}               it imported pytest
+                      {"ready": true, "modules": N, "secs": S}
                       {"ready": false, "reason": "...", "module": "name" or null}
                                                           (then the server exits; racefree
                                                            spawns fresh interpreters instead)
@@ -1114,6 +1115,9 @@ def main():
     os.set_inheritable(fd, False)
     sock = socket.socket(fileno=fd)
     conn = _Conn(sock)
+    # First word: pytest imported (racefree looks for it without importing it, and asks
+    # a fresh interpreter why only if no server gets this far).
+    conn.send({"pytest": pytest.__version__})
     started = time.monotonic()
     base_sockets = _sockets(fd)
     _SOCKET_BASELINE[:] = [fd, base_sockets]

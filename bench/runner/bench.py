@@ -102,11 +102,15 @@ def serial_bound(junit_path, events_path, startup, workers):
         for line in handle:
             e = json.loads(line)
             if e["event"] == "test_finished":
-                modules.add(e["file"][: -len(".py")].replace("/", "."))
+                modules.add(e["file"].removesuffix(".py").replace("/", "."))
     per_file = defaultdict(float)
     for case in ET.parse(junit_path).getroot().iter("testcase"):
-        classname = case.get("classname", "")
-        owner = max((m for m in modules if classname == m or classname.startswith(m + ".")), key=len, default=classname)
+        # The longest dotted prefix of the classname that is one of racefree's files.
+        parts = case.get("classname", "").split(".")
+        owner = next(
+            (p for p in (".".join(parts[:n]) for n in range(len(parts), 0, -1)) if p in modules),
+            case.get("classname", ""),
+        )
         per_file[owner] += float(case.get("time") or 0.0)
     total = sum(per_file.values())
     return max(total / workers, max(per_file.values() or [0.0])) + startup, total

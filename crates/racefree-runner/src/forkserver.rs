@@ -48,6 +48,11 @@ pub struct Invocation {
 #[derive(Debug, Deserialize)]
 #[serde(untagged)]
 enum Reply {
+    /// The server's first word: it imported pytest (this version).
+    Imported {
+        #[allow(dead_code)]
+        pytest: String,
+    },
     Ready {
         ready: bool,
         #[serde(default)]
@@ -164,7 +169,22 @@ impl ForkServer {
             .map_err(|e| io::Error::other(format!("unreadable fork server message {line:?}: {e}")))
     }
 
-    /// Waits until the server has warmed up. Err: why it will not fork.
+    /// Waits until the server has imported pytest (its first word). Err: why it did not.
+    pub fn wait_pytest(&mut self) -> Result<(), Refusal> {
+        let refusal = |reason: String| Refusal {
+            reason,
+            module: None,
+        };
+        self.stream
+            .set_read_timeout(Some(READY_TIMEOUT))
+            .map_err(|e| refusal(e.to_string()))?;
+        match self.read_reply().map_err(|e| refusal(e.to_string()))? {
+            Reply::Imported { .. } => Ok(()),
+            other => Err(refusal(format!("unexpected first message {other:?}"))),
+        }
+    }
+
+    /// Then waits until the server has warmed up. Err: why it will not fork.
     pub fn wait_ready(&mut self) -> Result<Readiness, Refusal> {
         let refusal = |reason: String| Refusal {
             reason,
@@ -190,7 +210,7 @@ impl ForkServer {
                 declined,
             }),
             Reply::Ready { reason, module, .. } => Err(Refusal { reason, module }),
-            other => Err(refusal(format!("unexpected first message {other:?}"))),
+            other => Err(refusal(format!("unexpected message {other:?}"))),
         }
     }
 
@@ -355,6 +375,9 @@ pub struct ForkPool {
     slots: Vec<Slot>,
     announced: AtomicBool,
     refusal: Mutex<Option<Refusal>>,
+    /// How many servers imported pytest, and how many failed before they could.
+    pytest: Mutex<(usize, usize)>,
+    pytest_known: Condvar,
 }
 
 impl std::fmt::Debug for ForkPool {
@@ -384,6 +407,8 @@ impl ForkPool {
                 .collect(),
             announced: AtomicBool::new(false),
             refusal: Mutex::new(None),
+            pytest: Mutex::new((0, 0)),
+            pytest_known: Condvar::new(),
         });
         for slot in 0..workers {
             let log = log_dir.join(format!("forkserver-{slot}.log"));
@@ -391,23 +416,30 @@ impl ForkPool {
             let shared = pool.clone();
             let warm = move || {
                 let pool = shared;
-                let result = started
-                    .map_err(|e| Refusal {
-                        reason: format!("it could not start: {e}"),
-                        module: None,
-                    })
-                    .and_then(|mut server| server.wait_ready().map(|ready| (server, ready)));
-                match result {
-                    Ok((server, readiness)) => {
+                let off = |refusal: Refusal| {
+                    pool.refuse(refusal, &log);
+                    pool.set(slot, SlotState::Off);
+                };
+                let mut server = match started {
+                    Ok(server) => server,
+                    Err(e) => {
+                        pool.tell_pytest(false);
+                        return off(Refusal {
+                            reason: format!("it could not start: {e}"),
+                            module: None,
+                        });
+                    }
+                };
+                let imported = server.wait_pytest();
+                pool.tell_pytest(imported.is_ok());
+                match imported.and_then(|()| server.wait_ready()) {
+                    Ok(readiness) => {
                         if verbose {
                             eprintln!("{}", readiness.describe(slot));
                         }
                         pool.set(slot, SlotState::Idle(server))
                     }
-                    Err(refusal) => {
-                        pool.refuse(refusal, &log);
-                        pool.set(slot, SlotState::Off);
-                    }
+                    Err(refusal) => off(refusal),
                 }
             };
             if std::thread::Builder::new()
@@ -415,6 +447,7 @@ impl ForkPool {
                 .spawn(warm)
                 .is_err()
             {
+                pool.tell_pytest(false);
                 pool.set(slot, SlotState::Off);
             }
         }
@@ -447,6 +480,37 @@ impl ForkPool {
             && r.is_none()
         {
             *r = Some(refusal);
+        }
+    }
+
+    /// Each server says once whether it imported pytest.
+    fn tell_pytest(&self, imported: bool) {
+        if let Ok(mut counts) = self.pytest.lock() {
+            if imported {
+                counts.0 += 1;
+            } else {
+                counts.1 += 1;
+            }
+        }
+        self.pytest_known.notify_all();
+    }
+
+    /// Waits until a server has imported pytest (true; the first few hundred milliseconds
+    /// of its warm-up) or every one has failed before it could (false).
+    pub fn imported_pytest(&self) -> bool {
+        let Ok(mut counts) = self.pytest.lock() else {
+            return false;
+        };
+        loop {
+            match *counts {
+                (imported, _) if imported > 0 => return true,
+                (_, failed) if failed >= self.slots.len() => return false,
+                _ => {}
+            }
+            counts = match self.pytest_known.wait(counts) {
+                Ok(c) => c,
+                Err(_) => return false,
+            };
         }
     }
 

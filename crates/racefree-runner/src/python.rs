@@ -1,4 +1,5 @@
-//! Choosing the Python interpreter and checking that pytest imports there.
+//! Choosing the Python interpreter, and checking that pytest imports there (or, for fork
+//! servers, which import it themselves, only that it is there).
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -69,8 +70,8 @@ pub fn check_pytest(python: &Path) -> Result<PythonInfo> {
 
 /// Where `python` lives (see `PythonInfo::paths`), and that it can find pytest, without
 /// importing it: fork servers import pytest themselves as they warm up, and a second
-/// interpreter importing it beside them would only take their CPU. A pytest that is found but
-/// fails to import makes the servers refuse; the spawned units then show pytest's own error.
+/// interpreter importing it beside them would only take their CPU. If a pytest that is found
+/// fails to import, no server says it imported it, and `check_pytest` then tells why.
 pub fn interpreter_paths(python: &Path) -> Result<Vec<PathBuf>> {
     let script = format!(
         "import importlib.util, json, os, sys\n\

@@ -160,43 +160,29 @@ pub fn run(req: RunRequest) -> Result<u8> {
         }
         return Ok(crate::error::exit::OK);
     }
-    let python = crate::python::resolve(req.python.as_deref().or(rf.python.as_deref()), cwd)?;
-    // Importing pytest takes an interpreter start-up: overlap it with planning. Fork servers
-    // import pytest themselves; for them `interpreter_paths` only looks for it (below).
-    let mut pytest_check = (!fork).then(|| {
-        let python = python.clone();
-        std::thread::spawn(move || crate::python::check_pytest(&python))
-    });
-
-    let history = if req.no_history {
-        None
-    } else {
-        match History::open(&pytest_cfg.rootdir) {
-            Ok(h) => Some(h),
-            Err(e) => {
-                eprintln!("racefree: warning: running without history: {e}");
-                None
-            }
-        }
-    };
     // Fork servers take the longest to get ready (an interpreter start-up, pytest, the
-    // preloaded modules): start them first, since they need neither discovery nor the plan.
-    let params = LaunchParams {
-        req: &req,
-        rf: &rf,
-        rootdir: &pytest_cfg.rootdir,
-        pytest_flags: &pytest_flags,
-        python: &python,
-        workers,
-        history: history.as_ref(),
-    };
-    let launched = if fork {
-        let paths = crate::python::interpreter_paths(&python)?;
-        Some(launch(&params, paths, true)?)
-    } else {
-        None
-    };
-    let mut files = discover()?;
+    // preloaded modules) and need neither discovery nor the plan: they start while discovery
+    // runs. Discovery's errors (a path that does not exist, say) still come first, and alone.
+    let (mut files, early) = std::thread::scope(|scope| {
+        let discovering = scope.spawn(discover);
+        let early = start_early(&req, &rf, &pytest_cfg, &pytest_flags, workers, fork);
+        let files = discovering.join().map_err(|_| {
+            crate::error::Error::io(
+                "discovering test files",
+                std::io::Error::other("it panicked"),
+            )
+        })??;
+        Ok::<_, crate::error::Error>((files, early?))
+    })?;
+    let Early {
+        python,
+        mut pytest_check,
+        history,
+        launched,
+    } = early;
+    if let Some(launched) = &launched {
+        launched.print_notes();
+    }
     let predictions = match &history {
         Some(h) => h.predictions()?,
         None => Predictions::default(),
@@ -302,10 +288,28 @@ pub fn run(req: RunRequest) -> Result<u8> {
                 // No pytest there: say so before any unit starts.
                 None => join_check(pytest_check.take())?.paths,
             };
-            launch(&params, paths, false)?
+            let params = LaunchParams {
+                req: &req,
+                rf: &rf,
+                rootdir: &pytest_cfg.rootdir,
+                pytest_flags: &pytest_flags,
+                python: &python,
+                workers,
+                history: history.as_ref(),
+            };
+            let launched = launch(&params, paths, false)?;
+            launched.print_notes();
+            launched
         }
     };
     let (session, ctx) = (&launched.session, &launched.ctx);
+    // Fork servers: racefree only looked for pytest (see `interpreter_paths`). If no server
+    // could import it, a fresh interpreter says why, as in spawn mode.
+    if let Some(pool) = &ctx.fork
+        && !pool.imported_pytest()
+    {
+        crate::python::check_pytest(&python)?;
+    }
 
     let mut reporters: Vec<Box<dyn Reporter>> = Vec::new();
     let tty = std::io::stderr().is_terminal() && req.progress == ProgressMode::Auto;
@@ -395,7 +399,7 @@ const FORK_BY_DEFAULT: bool = cfg!(target_os = "linux");
 
 /// Teaches history what the fork servers should preload next time, and what not.
 fn learn_preload(
-    rootdir: &std::path::Path,
+    rootdir: &Path,
     no_history: bool,
     imports: &std::collections::BTreeSet<String>,
     pool: &crate::forkserver::ForkPool,
@@ -416,6 +420,69 @@ fn learn_preload(
     }
 }
 
+/// What a run sets up before it knows its files.
+struct Early {
+    python: PathBuf,
+    /// Spawned units only: `python -c "import pytest"`, running.
+    pytest_check: Option<PytestCheck>,
+    history: Option<History>,
+    /// With fork servers: their launch, started.
+    launched: Option<Launch>,
+}
+
+/// The interpreter, the pytest check or the fork servers, and history: what needs no files.
+fn start_early(
+    req: &RunRequest,
+    rf: &config::RacefreeConfig,
+    pytest_cfg: &config::PytestConfig,
+    pytest_flags: &[String],
+    workers: usize,
+    fork: bool,
+) -> Result<Early> {
+    let python = crate::python::resolve(
+        req.python.as_deref().or(rf.python.as_deref()),
+        &req.invocation_dir,
+    )?;
+    // Importing pytest takes an interpreter start-up: overlap it with discovery and planning.
+    // Fork servers import pytest themselves; for them `interpreter_paths` only looks for it.
+    let pytest_check = (!fork).then(|| {
+        let python = python.clone();
+        std::thread::spawn(move || crate::python::check_pytest(&python))
+    });
+    let history = if req.no_history {
+        None
+    } else {
+        match History::open(&pytest_cfg.rootdir) {
+            Ok(h) => Some(h),
+            Err(e) => {
+                eprintln!("racefree: warning: running without history: {e}");
+                None
+            }
+        }
+    };
+    let launched = if fork {
+        let params = LaunchParams {
+            req,
+            rf,
+            rootdir: &pytest_cfg.rootdir,
+            pytest_flags,
+            python: &python,
+            workers,
+            history: history.as_ref(),
+        };
+        let paths = crate::python::interpreter_paths(&python)?;
+        Some(launch(&params, paths, true)?)
+    } else {
+        None
+    };
+    Ok(Early {
+        python,
+        pytest_check,
+        history,
+        launched,
+    })
+}
+
 /// What `launch` needs to know of the run.
 struct LaunchParams<'a> {
     req: &'a RunRequest,
@@ -429,16 +496,29 @@ struct LaunchParams<'a> {
 }
 
 /// Where a run's units start: its session directory and the context every unit gets, with
-/// the slots' fork servers started when units are forked. Dropping it stops the servers,
-/// then removes the session directory, however the run ends.
+/// the slots' fork servers started when units are forked. Dropping it lets go of the servers
+/// (those still warming up end with racefree, by their parent-death signal), then removes the
+/// session directory, however the run ends; what a server still warming up writes there
+/// meanwhile is left to the next run's sweep, which sees this run dead.
 struct Launch {
     ctx: ExecContext,
     session: Session,
+    /// Lines for stderr (the isolation chosen, dead runs swept), said once the run's files
+    /// are known to be there.
+    notes: Vec<String>,
+}
+
+impl Launch {
+    fn print_notes(&self) {
+        for note in &self.notes {
+            eprintln!("{note}");
+        }
+    }
 }
 
 impl Drop for Launch {
     fn drop(&mut self) {
-        // The servers live in the session directory: they go first.
+        // The servers work in the session directory: they go first.
         self.ctx.fork = None;
         if let Err(e) = self.session.remove() {
             eprintln!("racefree: warning: {e}");
@@ -456,20 +536,23 @@ fn launch(p: &LaunchParams, python_paths: Vec<PathBuf>, fork: bool) -> Result<La
         req.private_network || p.rf.private_network.unwrap_or(false),
         req.init_program.as_deref(),
     )?;
+    let mut notes = Vec::new();
     if isolation.fallback || req.verbosity > 0 {
-        eprintln!("{}", isolation.note);
+        notes.push(isolation.note.clone());
     }
     let session = Session::create()?;
     // Remove what dead runs left behind (judged by their liveness locks, never by age).
     match crate::session::sweep(&crate::session::base_dir(), Some(&session.run_id), false) {
-        Ok(swept) if !swept.dead.is_empty() => eprintln!(
+        Ok(swept) if !swept.dead.is_empty() => notes.push(format!(
             "racefree: removed {} session director{} of dead runs under {}",
             swept.dead.len(),
             if swept.dead.len() == 1 { "y" } else { "ies" },
             crate::session::base_dir().display()
-        ),
+        )),
         Ok(_) => {}
-        Err(e) => eprintln!("racefree: warning: could not clean up after dead runs: {e}"),
+        Err(e) => notes.push(format!(
+            "racefree: warning: could not clean up after dead runs: {e}"
+        )),
     }
     let mut child_args = Vec::new();
     if let Some(k) = &req.keyword {
@@ -503,7 +586,11 @@ fn launch(p: &LaunchParams, python_paths: Vec<PathBuf>, fork: bool) -> Result<La
         isolation: isolation.isolation,
     };
     // From here on, an error removes the session directory.
-    let mut launched = Launch { ctx, session };
+    let mut launched = Launch {
+        ctx,
+        session,
+        notes,
+    };
     if fork {
         let mut preload = match p.history {
             Some(h) => h.preload_modules()?,

@@ -445,6 +445,17 @@ fn clear_errors_for_bad_input() {
     let rf = run(racefree(d).arg("tests/no_such_file.py"));
     assert_eq!(rf.code, 4);
     assert!(rf.stderr.contains("no_such_file.py"), "{}", rf.stderr);
+    // The fork servers start while discovery runs; a path that is not there is still the
+    // first and only thing said (-v would name the isolation once the files are found).
+    let rf = run(racefree(d).args(["-v", "tests/no_such_file.py"]));
+    assert_eq!(rf.code, 4);
+    let said: Vec<&str> = rf.stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert!(
+        said.first().is_some_and(|l| l.contains("no_such_file.py"))
+            && !rf.stderr.contains("isolation"),
+        "{}",
+        rf.stderr
+    );
     // An interpreter that cannot import pytest (-S: no site-packages).
     let fake = d.join("nopytest");
     std::fs::write(
@@ -465,6 +476,37 @@ fn clear_errors_for_bad_input() {
         "{}",
         rf.stderr
     );
+    // A pytest that is there but breaks on import. Fork servers only look for pytest before
+    // they start; when none of them imports it, the run must still stop with the reason.
+    let broken = d.join("broken");
+    std::fs::create_dir_all(broken.join("pytest")).unwrap();
+    std::fs::write(
+        broken.join("pytest/__init__.py"),
+        "raise ImportError('this pytest is broken')\n",
+    )
+    .unwrap();
+    std::fs::write(
+        &fake,
+        format!(
+            "#!/bin/sh\nPYTHONPATH={} exec {} \"$@\"\n",
+            broken.display(),
+            python().display()
+        ),
+    )
+    .unwrap();
+    for mode in [None, Some("--no-fork")] {
+        let mut cmd = Command::cargo_bin("racefree").unwrap();
+        cmd.current_dir(d).args(["run", "--python"]).arg(&fake);
+        cmd.args(mode);
+        let rf = run(&mut cmd);
+        assert_eq!(rf.code, 4, "{mode:?}: {}{}", rf.stdout, rf.stderr);
+        assert!(
+            rf.stderr.contains("pytest cannot be imported")
+                && rf.stderr.contains("this pytest is broken"),
+            "{mode:?}: {}",
+            rf.stderr
+        );
+    }
     // Bad option values and bad config.
     let rf = run(racefree(d).args(["-n", "zero"]));
     assert_eq!(
