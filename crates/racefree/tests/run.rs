@@ -796,3 +796,30 @@ fn a_long_file_is_split_over_the_slots() {
     );
     std::fs::write(d.join(big), good).unwrap();
 }
+
+/// A pytest process that ends with pytest's own "tests failed" or "all passed" status before
+/// its session finished (here a conftest file that ends the process as it is loaded) ran
+/// nothing of its files: the run must say so, not report the other files' results alone.
+#[test]
+fn a_process_that_ends_before_its_session_finishes_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(d.join("pytest.ini"), "[pytest]\n").unwrap();
+    std::fs::write(d.join("test_fine.py"), "def test_fine():\n    pass\n").unwrap();
+    std::fs::create_dir(d.join("sub")).unwrap();
+    std::fs::write(d.join("sub/conftest.py"), "import os\nos._exit(0)\n").unwrap();
+    std::fs::write(d.join("sub/test_lost.py"), "def test_lost():\n    pass\n").unwrap();
+    for mode in [None, Some("--no-fork")] {
+        let mut cmd = racefree(d);
+        cmd.args(["--no-history", "--unit", "file"]).args(mode);
+        let rf = run(&mut cmd);
+        assert_eq!(rf.code, 2, "{mode:?}: {}{}", rf.stdout, rf.stderr);
+        assert!(
+            rf.stdout.contains("before collecting any test")
+                || rf.stderr.contains("before collecting any test"),
+            "{mode:?}: {}{}",
+            rf.stdout,
+            rf.stderr
+        );
+    }
+}
