@@ -30,7 +30,8 @@ use crate::unix;
 const FD_ENV: &str = "RACEFREE_FORKSERVER_FD";
 /// Environment variable naming the JSON list of modules to preload.
 const PRELOAD_ENV: &str = "RACEFREE_FORKSERVER_PRELOAD";
-/// How long a server may take to warm up before its slot gives up on it.
+/// How long a server may take to import pytest, and then to warm up, before its slot gives
+/// up on it.
 const READY_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// What a forked unit runs: `python -m pytest <args>` with this environment, in `cwd`.
@@ -375,6 +376,8 @@ pub struct ForkPool {
     slots: Vec<Slot>,
     announced: AtomicBool,
     refusal: Mutex<Option<Refusal>>,
+    /// The announcement `refuse` was asked to hold.
+    held: Mutex<Option<String>>,
     /// How many servers imported pytest, and how many failed before they could.
     pytest: Mutex<(usize, usize)>,
     pytest_known: Condvar,
@@ -407,6 +410,7 @@ impl ForkPool {
                 .collect(),
             announced: AtomicBool::new(false),
             refusal: Mutex::new(None),
+            held: Mutex::new(None),
             pytest: Mutex::new((0, 0)),
             pytest_known: Condvar::new(),
         });
@@ -416,22 +420,26 @@ impl ForkPool {
             let shared = pool.clone();
             let warm = move || {
                 let pool = shared;
-                let off = |refusal: Refusal| {
-                    pool.refuse(refusal, &log);
+                let off = |refusal: Refusal, hold: bool| {
+                    pool.refuse(refusal, &log, hold);
                     pool.set(slot, SlotState::Off);
                 };
                 let mut server = match started {
                     Ok(server) => server,
                     Err(e) => {
                         pool.tell_pytest(false);
-                        return off(Refusal {
-                            reason: format!("it could not start: {e}"),
-                            module: None,
-                        });
+                        return off(
+                            Refusal {
+                                reason: format!("it could not start: {e}"),
+                                module: None,
+                            },
+                            true,
+                        );
                     }
                 };
                 let imported = server.wait_pytest();
                 pool.tell_pytest(imported.is_ok());
+                let hold = imported.is_err();
                 match imported.and_then(|()| server.wait_ready()) {
                     Ok(readiness) => {
                         if verbose {
@@ -439,7 +447,7 @@ impl ForkPool {
                         }
                         pool.set(slot, SlotState::Idle(server))
                     }
-                    Err(refusal) => off(refusal),
+                    Err(refusal) => off(refusal, hold),
                 }
             };
             if std::thread::Builder::new()
@@ -462,8 +470,10 @@ impl ForkPool {
         s.changed.notify_all();
     }
 
-    /// Says once per run why units start without the fork server.
-    fn refuse(&self, refusal: Refusal, log: &Path) {
+    /// Says once per run why units start without the fork server; `hold`: not yet (the
+    /// server failed before it imported pytest, and the run may stop for that: see
+    /// `say_held`).
+    fn refuse(&self, refusal: Refusal, log: &Path, hold: bool) {
         if !self.announced.swap(true, Ordering::SeqCst) {
             let tail = std::fs::read_to_string(log)
                 .ok()
@@ -471,15 +481,27 @@ impl ForkPool {
                 .filter(|l| !l.trim().is_empty())
                 .map(|l| format!(" ({l})"))
                 .unwrap_or_default();
-            eprintln!(
+            let line = format!(
                 "racefree: fork server off: {}{tail}; starting a fresh interpreter per unit",
                 refusal.reason
             );
+            match self.held.lock() {
+                Ok(mut held) if hold => *held = Some(line),
+                _ => eprintln!("{line}"),
+            }
         }
         if let Ok(mut r) = self.refusal.lock()
             && r.is_none()
         {
             *r = Some(refusal);
+        }
+    }
+
+    /// Says why a server that failed before importing pytest is off, once the run goes on
+    /// (pytest imports in a fresh interpreter).
+    pub fn say_held(&self) {
+        if let Some(line) = self.held.lock().ok().and_then(|mut h| h.take()) {
+            eprintln!("{line}");
         }
     }
 
@@ -497,7 +519,7 @@ impl ForkPool {
 
     /// Waits until a server has imported pytest (true; the first few hundred milliseconds
     /// of its warm-up) or every one has failed before it could (false).
-    pub fn imported_pytest(&self) -> bool {
+    pub fn wait_for_pytest_import(&self) -> bool {
         let Ok(mut counts) = self.pytest.lock() else {
             return false;
         };

@@ -165,6 +165,8 @@ pub fn run(req: RunRequest) -> Result<u8> {
     // runs. Discovery's errors (a path that does not exist, say) still come first, and alone.
     let (mut files, early) = std::thread::scope(|scope| {
         let discovering = scope.spawn(discover);
+        // On this thread, not the scoped one: a server's parent-death signal (Linux) comes
+        // when the thread that started it ends.
         let early = start_early(&req, &rf, &pytest_cfg, &pytest_flags, workers, fork);
         let files = discovering.join().map_err(|_| {
             crate::error::Error::io(
@@ -180,9 +182,6 @@ pub fn run(req: RunRequest) -> Result<u8> {
         history,
         launched,
     } = early;
-    if let Some(launched) = &launched {
-        launched.print_notes();
-    }
     let predictions = match &history {
         Some(h) => h.predictions()?,
         None => Predictions::default(),
@@ -303,12 +302,14 @@ pub fn run(req: RunRequest) -> Result<u8> {
         }
     };
     let (session, ctx) = (&launched.session, &launched.ctx);
-    // Fork servers: racefree only looked for pytest (see `interpreter_paths`). If no server
-    // could import it, a fresh interpreter says why, as in spawn mode.
-    if let Some(pool) = &ctx.fork
-        && !pool.imported_pytest()
-    {
-        crate::python::check_pytest(&python)?;
+    if let Some(pool) = &ctx.fork {
+        // Fork servers: racefree only looked for pytest (see `interpreter_paths`). If no
+        // server could import it, a fresh interpreter says why, as in spawn mode.
+        if !pool.wait_for_pytest_import() {
+            crate::python::check_pytest(&python)?;
+        }
+        launched.print_notes();
+        pool.say_held();
     }
 
     let mut reporters: Vec<Box<dyn Reporter>> = Vec::new();
@@ -497,7 +498,8 @@ struct LaunchParams<'a> {
 
 /// Where a run's units start: its session directory and the context every unit gets, with
 /// the slots' fork servers started when units are forked. Dropping it lets go of the servers
-/// (those still warming up end with racefree, by their parent-death signal), then removes the
+/// (on Linux those still warming up end with racefree, by their parent-death signal; on macOS,
+/// where forking is opt-in, they finish warming up and then exit), then removes the
 /// session directory, however the run ends; what a server still warming up writes there
 /// meanwhile is left to the next run's sweep, which sees this run dead.
 struct Launch {

@@ -229,27 +229,23 @@ impl Dispatcher<'_> {
         if !rec.resume.is_empty() {
             self.resume(&r.job, rec.resume, st);
         }
-        // pytest ends a unit with 0, 1 or 5 when it ran what it collected, and the plugin has
-        // said how the session ended; anything else (usage error, internal error, interrupted,
-        // a signal) must surface even when some tests were collected and reported. So must
-        // those codes from a process that never got that far: one that ended before pytest
-        // ran (a pytest that breaks on import) or that a test's `os._exit` ended between
-        // tests, or the tests of its files would be missing without a word.
-        let session_ended = r.pytest_exitstatus.is_some() || rec.culprit.is_some();
-        let normal_exit = matches!(exit.code, Some(0) | Some(1) | Some(5)) && session_ended;
+        // pytest ends a unit with 0, 1 or 5 when it ran what it collected; anything else
+        // (usage error, internal error, interrupted, a signal) must surface even when some
+        // tests were collected and reported. So must 1 from a process that collected nothing
+        // and never said how its session ended: Python failed before pytest could (a pytest
+        // that breaks on import, a conftest file that exits), and the tests of its files,
+        // which racefree never saw collected, would be missing without a word.
+        let died_early =
+            exit.code == Some(1) && r.collected.is_none() && r.pytest_exitstatus.is_none();
+        let normal_exit = matches!(exit.code, Some(0) | Some(1) | Some(5)) && !died_early;
         // A signal while a test ran is that test's crash (or timeout), already reported.
         let attributed = (exit.signal.is_some() || r.timed_out.is_some()) && rec.culprit.is_some();
         let error = if !r.cancelled && !normal_exit && !attributed {
             st.unit_error_codes.push(exit.code);
             let mut text = match &r.collected {
                 None => format!("the pytest process ended ({exit}) before collecting any test"),
-                Some(ids) if session_ended => format!(
-                    "the pytest process ended ({exit}) after collecting {} test(s)",
-                    ids.len()
-                ),
                 Some(ids) => format!(
-                    "the pytest process ended ({exit}) after collecting {} test(s), before \
-                     its session finished",
+                    "the pytest process ended ({exit}) after collecting {} test(s)",
                     ids.len()
                 ),
             };
