@@ -98,6 +98,16 @@ pub struct Refusal {
     pub module: Option<String>,
 }
 
+impl Refusal {
+    /// A refusal no module is to blame for.
+    fn plain(reason: String) -> Refusal {
+        Refusal {
+            reason,
+            module: None,
+        }
+    }
+}
+
 /// A server that is ready to fork.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Readiness {
@@ -170,33 +180,30 @@ impl ForkServer {
             .map_err(|e| io::Error::other(format!("unreadable fork server message {line:?}: {e}")))
     }
 
+    /// The server's next word during its warm-up, within `READY_TIMEOUT`.
+    fn read_warm_up_reply(&mut self) -> Result<Reply, Refusal> {
+        let reply = self
+            .stream
+            .set_read_timeout(Some(READY_TIMEOUT))
+            .and_then(|()| self.read_reply())
+            .map_err(|e| Refusal::plain(e.to_string()));
+        let _ = self.stream.set_read_timeout(None);
+        reply
+    }
+
     /// Waits until the server has imported pytest (its first word). Err: why it did not.
     pub fn wait_pytest(&mut self) -> Result<(), Refusal> {
-        let refusal = |reason: String| Refusal {
-            reason,
-            module: None,
-        };
-        self.stream
-            .set_read_timeout(Some(READY_TIMEOUT))
-            .map_err(|e| refusal(e.to_string()))?;
-        match self.read_reply().map_err(|e| refusal(e.to_string()))? {
+        match self.read_warm_up_reply()? {
             Reply::Imported { .. } => Ok(()),
-            other => Err(refusal(format!("unexpected first message {other:?}"))),
+            other => Err(Refusal::plain(format!(
+                "unexpected first message {other:?}"
+            ))),
         }
     }
 
     /// Then waits until the server has warmed up. Err: why it will not fork.
     pub fn wait_ready(&mut self) -> Result<Readiness, Refusal> {
-        let refusal = |reason: String| Refusal {
-            reason,
-            module: None,
-        };
-        self.stream
-            .set_read_timeout(Some(READY_TIMEOUT))
-            .map_err(|e| refusal(e.to_string()))?;
-        let reply = self.read_reply().map_err(|e| refusal(e.to_string()))?;
-        let _ = self.stream.set_read_timeout(None);
-        match reply {
+        match self.read_warm_up_reply()? {
             Reply::Ready {
                 ready: true,
                 modules,
@@ -211,7 +218,7 @@ impl ForkServer {
                 declined,
             }),
             Reply::Ready { reason, module, .. } => Err(Refusal { reason, module }),
-            other => Err(refusal(format!("unexpected message {other:?}"))),
+            other => Err(Refusal::plain(format!("unexpected message {other:?}"))),
         }
     }
 
@@ -428,13 +435,7 @@ impl ForkPool {
                     Ok(server) => server,
                     Err(e) => {
                         pool.tell_pytest(false);
-                        return off(
-                            Refusal {
-                                reason: format!("it could not start: {e}"),
-                                module: None,
-                            },
-                            true,
-                        );
+                        return off(Refusal::plain(format!("it could not start: {e}")), true);
                     }
                 };
                 let imported = server.wait_pytest();

@@ -160,6 +160,13 @@ pub fn run(req: RunRequest) -> Result<u8> {
         }
         return Ok(crate::error::exit::OK);
     }
+    let run_params = RunParams {
+        req: &req,
+        rf: &rf,
+        rootdir: &pytest_cfg.rootdir,
+        pytest_flags: &pytest_flags,
+        workers,
+    };
     // Fork servers take the longest to get ready (an interpreter start-up, pytest, the
     // preloaded modules) and need neither discovery nor the plan: they start while discovery
     // runs. Discovery's errors (a path that does not exist, say) still come first, and alone.
@@ -167,7 +174,7 @@ pub fn run(req: RunRequest) -> Result<u8> {
         let discovering = scope.spawn(discover);
         // On this thread, not the scoped one: a server's parent-death signal (Linux) comes
         // when the thread that started it ends.
-        let early = start_early(&req, &rf, &pytest_cfg, &pytest_flags, workers, fork);
+        let early = start_early(&run_params, fork);
         let files = discovering.join().map_err(|_| {
             crate::error::Error::io(
                 "discovering test files",
@@ -287,16 +294,7 @@ pub fn run(req: RunRequest) -> Result<u8> {
                 // No pytest there: say so before any unit starts.
                 None => join_check(pytest_check.take())?.paths,
             };
-            let params = LaunchParams {
-                req: &req,
-                rf: &rf,
-                rootdir: &pytest_cfg.rootdir,
-                pytest_flags: &pytest_flags,
-                python: &python,
-                workers,
-                history: history.as_ref(),
-            };
-            let launched = launch(&params, paths, false)?;
+            let launched = launch(&run_params, &python, history.as_ref(), paths, false)?;
             launched.print_notes();
             launched
         }
@@ -432,14 +430,8 @@ struct Early {
 }
 
 /// The interpreter, the pytest check or the fork servers, and history: what needs no files.
-fn start_early(
-    req: &RunRequest,
-    rf: &config::RacefreeConfig,
-    pytest_cfg: &config::PytestConfig,
-    pytest_flags: &[String],
-    workers: usize,
-    fork: bool,
-) -> Result<Early> {
+fn start_early(p: &RunParams, fork: bool) -> Result<Early> {
+    let (req, rf) = (p.req, p.rf);
     let python = crate::python::resolve(
         req.python.as_deref().or(rf.python.as_deref()),
         &req.invocation_dir,
@@ -453,7 +445,7 @@ fn start_early(
     let history = if req.no_history {
         None
     } else {
-        match History::open(&pytest_cfg.rootdir) {
+        match History::open(p.rootdir) {
             Ok(h) => Some(h),
             Err(e) => {
                 eprintln!("racefree: warning: running without history: {e}");
@@ -462,17 +454,8 @@ fn start_early(
         }
     };
     let launched = if fork {
-        let params = LaunchParams {
-            req,
-            rf,
-            rootdir: &pytest_cfg.rootdir,
-            pytest_flags,
-            python: &python,
-            workers,
-            history: history.as_ref(),
-        };
         let paths = crate::python::interpreter_paths(&python)?;
-        Some(launch(&params, paths, true)?)
+        Some(launch(p, &python, history.as_ref(), paths, true)?)
     } else {
         None
     };
@@ -484,16 +467,14 @@ fn start_early(
     })
 }
 
-/// What `launch` needs to know of the run.
-struct LaunchParams<'a> {
+/// What the run was asked, resolved as far as starting it needs.
+struct RunParams<'a> {
     req: &'a RunRequest,
     rf: &'a config::RacefreeConfig,
     rootdir: &'a Path,
     /// addopts, then the arguments after `--`.
     pytest_flags: &'a [String],
-    python: &'a Path,
     workers: usize,
-    history: Option<&'a History>,
 }
 
 /// Where a run's units start: its session directory and the context every unit gets, with
@@ -529,9 +510,15 @@ impl Drop for Launch {
 }
 
 /// Resolves the isolation, creates the session directory (sweeping those of dead runs) and,
-/// if `fork`, starts the fork servers; `python_paths` are the interpreter's directories
-/// (see `python::PythonInfo::paths`).
-fn launch(p: &LaunchParams, python_paths: Vec<PathBuf>, fork: bool) -> Result<Launch> {
+/// if `fork`, starts the fork servers (preloading what `history` learned); `python_paths`
+/// are the interpreter's directories (see `python::PythonInfo::paths`).
+fn launch(
+    p: &RunParams,
+    python: &Path,
+    history: Option<&History>,
+    python_paths: Vec<PathBuf>,
+    fork: bool,
+) -> Result<Launch> {
     let req = p.req;
     let isolation = crate::isolation::resolve(
         req.isolate.or(p.rf.isolate).unwrap_or_default(),
@@ -576,7 +563,7 @@ fn launch(p: &LaunchParams, python_paths: Vec<PathBuf>, fork: bool) -> Result<La
         child_args.extend(["-n".to_string(), "0".to_string()]);
     }
     let ctx = ExecContext {
-        python: p.python.to_path_buf(),
+        python: python.to_path_buf(),
         invocation_dir: req.invocation_dir.clone(),
         rootdir: p.rootdir.to_path_buf(),
         workers: p.workers,
@@ -594,7 +581,7 @@ fn launch(p: &LaunchParams, python_paths: Vec<PathBuf>, fork: bool) -> Result<La
         notes,
     };
     if fork {
-        let mut preload = match p.history {
+        let mut preload = match history {
             Some(h) => h.preload_modules()?,
             None => Vec::new(),
         };
