@@ -8,6 +8,7 @@ import argparse
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -202,6 +203,24 @@ def main():
     print("/LBs = rf hist over the same bound with serial pytest's test times (its JUnit XML) instead of racefree's;")
     print("test time, racefree / serial: " + ", ".join(f"{r['suite']} {r['test_time']:.2f} / {r['serial_test_time']:.2f}" for r in rows))
     print("disc x = `pytest --collect-only` time / `racefree run --list-files` time.")
+    print_spread(rows)
+
+
+def print_spread(rows):
+    """For a suite sampled more than once (named again on the command line): each ratio's
+    median and range, since one sample on a shared machine says little."""
+    by_suite = defaultdict(list)
+    for r in rows:
+        by_suite[r["suite"]].append(r)
+    ratios = (("hist/xd", "xdist"), ("hist/LB", "lb"), ("/LBs", "lb_serial"))
+    for suite, samples in by_suite.items():
+        if len(samples) < 2:
+            continue
+        parts = []
+        for label, key in ratios:
+            values = sorted(r["rf_hist"] / r[key] for r in samples)
+            parts.append(f"{label} median {statistics.median(values):.2f} ({values[0]:.2f} to {values[-1]:.2f})")
+        print(f"{suite}, {len(samples)} samples: " + "; ".join(parts))
 
 
 if __name__ == "__main__":
