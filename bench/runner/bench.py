@@ -76,34 +76,39 @@ def startups(events_path):
     return found
 
 
-def lower_bound(events_path, spawn_events_path, workers):
-    """max(serial test time / W, longest file) + one interpreter start-up, from racefree's own
-    events: test times from the run with history, the start-up from the run that spawns an
-    interpreter per unit (a forked unit's start is not an interpreter's start-up: the fork
-    server paid that once, and it is part of the run's wall time)."""
+def test_times(events_path):
+    """Seconds of test time per file (rootdir-relative), from racefree's events."""
     per_file = defaultdict(float)
     with open(events_path) as handle:
         for line in handle:
             e = json.loads(line)
             if e["event"] == "test_finished":
                 per_file[e["file"]] += e["duration"]
-    total = sum(per_file.values())
-    longest = max(per_file.values() or [0.0])
+    return per_file
+
+
+def bound(per_file, workers, startup):
+    """max(test time / W, longest file) + start-up."""
+    return max(sum(per_file.values()) / workers, max(per_file.values() or [0.0])) + startup
+
+
+def lower_bound(per_file, spawn_events_path, workers):
+    """max(serial test time / W, longest file) + one interpreter start-up, from racefree's own
+    events: test times from the run with history (``per_file``), the start-up from the run
+    that spawns an interpreter per unit (a forked unit's start is not an interpreter's
+    start-up: the fork server paid that once, and it is part of the run's wall time)."""
     spawned = startups(spawn_events_path)
     startup = min(spawned) if spawned else 0.0
-    return max(total / workers, longest) + startup, total, longest, startup
+    total = sum(per_file.values())
+    longest = max(per_file.values() or [0.0])
+    return bound(per_file, workers, startup), total, longest, startup
 
 
-def serial_bound(junit_path, events_path, startup, workers):
-    """The same bound with serial pytest's own test times (its JUnit XML), not racefree's:
-    max(test time / W, longest file) + the same start-up. Each test case goes to the file
-    racefree ran it from (JUnit's classname starts with the file's dotted module path)."""
-    modules = set()
-    with open(events_path) as handle:
-        for line in handle:
-            e = json.loads(line)
-            if e["event"] == "test_finished":
-                modules.add(e["file"].removesuffix(".py").replace("/", "."))
+def serial_bound(junit_path, files, startup, workers):
+    """The same bound with serial pytest's own test times (its JUnit XML), not racefree's.
+    Each test case goes to the one of racefree's ``files`` it ran from (JUnit's classname
+    starts with the file's dotted module path)."""
+    modules = {f.removesuffix(".py").replace("/", ".") for f in files}
     per_file = defaultdict(float)
     for case in ET.parse(junit_path).getroot().iter("testcase"):
         # The longest dotted prefix of the classname that is one of racefree's files.
@@ -113,8 +118,7 @@ def serial_bound(junit_path, events_path, startup, workers):
             case.get("classname", ""),
         )
         per_file[owner] += float(case.get("time") or 0.0)
-    total = sum(per_file.values())
-    return max(total / workers, max(per_file.values() or [0.0])) + startup, total
+    return bound(per_file, workers, startup), sum(per_file.values())
 
 
 def bench(suite, racefree, workers, scratch):
@@ -152,11 +156,12 @@ def bench(suite, racefree, workers, scratch):
         for k in sorted(diff)[:5]:
             print(f"  {suite} {name}: {k}: pytest {expected.get(k)} racefree {actual.get(k)}", file=sys.stderr)
     row["diffs"] = same
+    per_file = test_times(os.path.join(work, "hist.ndjson"))
     row["lb"], row["test_time"], row["longest"], row["startup"] = lower_bound(
-        os.path.join(work, "hist.ndjson"), os.path.join(work, "spawn.ndjson"), workers
+        per_file, os.path.join(work, "spawn.ndjson"), workers
     )
     row["lb_serial"], row["serial_test_time"] = serial_bound(
-        os.path.join(work, "serial.xml"), os.path.join(work, "hist.ndjson"), row["startup"], workers
+        os.path.join(work, "serial.xml"), per_file, row["startup"], workers
     )
     # As the bound was computed before (up to session 4): with the forked units' start-up.
     forked = startups(os.path.join(work, "hist.ndjson"))

@@ -385,9 +385,15 @@ pub struct ForkPool {
     refusal: Mutex<Option<Refusal>>,
     /// The announcement `refuse` was asked to hold.
     held: Mutex<Option<String>>,
-    /// How many servers imported pytest, and how many failed before they could.
-    pytest: Mutex<(usize, usize)>,
+    pytest: Mutex<PytestImports>,
     pytest_known: Condvar,
+}
+
+/// How many servers imported pytest, and how many failed before they could.
+#[derive(Default)]
+struct PytestImports {
+    imported: usize,
+    failed: usize,
 }
 
 impl std::fmt::Debug for ForkPool {
@@ -418,7 +424,7 @@ impl ForkPool {
             announced: AtomicBool::new(false),
             refusal: Mutex::new(None),
             held: Mutex::new(None),
-            pytest: Mutex::new((0, 0)),
+            pytest: Mutex::new(PytestImports::default()),
             pytest_known: Condvar::new(),
         });
         for slot in 0..workers {
@@ -510,9 +516,9 @@ impl ForkPool {
     fn tell_pytest(&self, imported: bool) {
         if let Ok(mut counts) = self.pytest.lock() {
             if imported {
-                counts.0 += 1;
+                counts.imported += 1;
             } else {
-                counts.1 += 1;
+                counts.failed += 1;
             }
         }
         self.pytest_known.notify_all();
@@ -525,10 +531,11 @@ impl ForkPool {
             return false;
         };
         loop {
-            match *counts {
-                (imported, _) if imported > 0 => return true,
-                (_, failed) if failed >= self.slots.len() => return false,
-                _ => {}
+            if counts.imported > 0 {
+                return true;
+            }
+            if counts.failed >= self.slots.len() {
+                return false;
             }
             counts = match self.pytest_known.wait(counts) {
                 Ok(c) => c,
