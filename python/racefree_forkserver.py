@@ -77,6 +77,7 @@ import sys  # noqa: E402
 import tempfile  # noqa: E402
 import threading  # noqa: E402
 import time  # noqa: E402
+import types  # noqa: E402
 
 # Taken before pytest and the project are imported: what a bare interpreter and this server
 # hold. The plugin learns as preloadable whatever a unit imports beyond this.
@@ -831,6 +832,7 @@ class _ForkPoint:
                 # Each child captures into files of its own (see _take_unit).
                 capture.stop_global_capturing()
             _prime_plugin(config)
+            _prime_hypothesis(config)
             self.ready(point="session")
         _tell(self.verdict, "ok" if why is None else why)
         self.verdict = None
@@ -905,6 +907,54 @@ def _prime_plugin(config):
     plugin = sys.modules.get("racefree_pytest")
     if plugin is not None and hasattr(plugin, "prime_preloadable"):
         plugin.prime_preloadable(config)
+
+
+def _prime_hypothesis(config):
+    """Hypothesis's pytest plugin, in the first collection that has a Hypothesis test, has
+    every module imported so far scanned for constants to try (``_get_local_constants``);
+    later calls scan only modules new since. Each unit would scan every module the server
+    holds again: on attrs' suite some 40 ms per file with a Hypothesis test, where a serial
+    pytest pays it once. Scanned here once, a unit scans only what it imported itself, and
+    ends with the same constants a process of its own would have.
+
+    Only when the project's own modules held here (conftest files, preloaded helpers) use
+    Hypothesis: otherwise no unit is likely to, and the scan would only delay the first
+    unit. The scan is an optimisation: if it fails, Hypothesis's state is put back as it
+    was and each unit scans for itself, as without it."""
+    providers = sys.modules.get("hypothesis.internal.conjecture.providers")
+    scan = getattr(providers, "_get_local_constants", None)
+    seen = getattr(providers, "_seen_modules", None)
+    if scan is None or not isinstance(seen, set) or not _project_uses_hypothesis(config):
+        return
+    saved = (set(seen), getattr(providers, "_sys_modules_len", None))
+    try:
+        scan()
+    except Exception:  # noqa: BLE001 - see above: leave it to the units
+        seen.clear()
+        seen.update(saved[0])
+        providers._sys_modules_len = saved[1]
+
+
+def _project_uses_hypothesis(config):
+    """True if a module from the rootdir (not from an environment inside it, nor Hypothesis
+    itself) refers to Hypothesis or to a function or class of it."""
+    root = str(config.rootpath) + os.sep
+    for name, module in list(sys.modules.items()):
+        path = getattr(module, "__file__", None) or ""
+        if not path.startswith(root) or os.sep + "site-packages" + os.sep in path:
+            continue
+        if name == "hypothesis" or name.startswith("hypothesis."):
+            continue
+        for value in list(vars(module).values()):
+            if isinstance(value, types.ModuleType):
+                owner = value.__name__
+            elif isinstance(value, (types.FunctionType, type)):
+                owner = getattr(value, "__module__", None) or ""
+            else:
+                continue
+            if owner == "hypothesis" or owner.startswith("hypothesis."):
+                return True
+    return False
 
 
 def _tell(fd, text):

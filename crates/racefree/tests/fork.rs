@@ -584,6 +584,90 @@ fn what_a_plugin_imports_late_in_a_session_is_imported_once_per_server_not_per_u
     );
 }
 
+/// A stand-in for Hypothesis's constant scan (`_get_local_constants`): each call looks only
+/// at modules it has not seen, and records its pid and how many modules that was.
+fn install_fake_hypothesis(site: &Path, record: &Path) {
+    let conjecture = site.join("hypothesis").join("internal").join("conjecture");
+    std::fs::create_dir_all(&conjecture).unwrap();
+    std::fs::write(
+        site.join("hypothesis").join("__init__.py"),
+        "from hypothesis.internal.conjecture import providers  # noqa: F401\n",
+    )
+    .unwrap();
+    std::fs::write(
+        site.join("hypothesis").join("internal").join("__init__.py"),
+        "",
+    )
+    .unwrap();
+    std::fs::write(conjecture.join("__init__.py"), "").unwrap();
+    std::fs::write(
+        conjecture.join("providers.py"),
+        format!(
+            "import os\nimport sys\n\n_seen_modules = set()\n_sys_modules_len = None\n\n\n\
+             def _get_local_constants():\n\
+             \x20   global _sys_modules_len\n\
+             \x20   new = [m for m in list(sys.modules.values()) if id(m) not in _seen_modules]\n\
+             \x20   _seen_modules.update(id(m) for m in new)\n\
+             \x20   _sys_modules_len = len(sys.modules)\n\
+             \x20   with open({:?}, \"a\") as f:\n\
+             \x20       f.write(\"%d %d\\n\" % (os.getpid(), len(new)))\n",
+            record.display().to_string()
+        ),
+    )
+    .unwrap();
+}
+
+#[test]
+fn hypothesis_scans_the_servers_modules_for_constants_once_not_in_every_unit() {
+    // Hypothesis's plugin scans every module imported so far for constants in the first
+    // collection with a Hypothesis test, then only new ones. When the project uses it,
+    // the server scans what it holds, and each unit only what it imported itself.
+    let dir = fixture();
+    let site = dir.path().join("site");
+    let record = dir.path().join("scans");
+    install_fake_hypothesis(&site, &record);
+    let conftest = dir.path().join("tests").join("conftest.py");
+    std::fs::write(
+        &conftest,
+        "import hypothesis\n\n\n\
+         def pytest_collection_modifyitems(items):\n\
+         \x20   hypothesis.providers._get_local_constants()\n",
+    )
+    .unwrap();
+    let ran = run(
+        racefree_command(dir.path(), true, false, &["--unit", "file"]).env("PYTHONPATH", &site),
+    );
+    assert_all_passed(&ran, "a project using Hypothesis");
+    let scans = std::fs::read_to_string(&record).unwrap();
+    let counts: Vec<usize> = scans
+        .lines()
+        .map(|line| line.split(' ').nth(1).unwrap().parse().unwrap())
+        .collect();
+    // The server's scan (pytest and its plugins: hundreds of modules), then one per unit.
+    assert_eq!(counts.len(), 5, "{scans}");
+    assert!(counts[0] > 100, "the server scanned what it holds: {scans}");
+    assert!(
+        counts[1..].iter().all(|&n| n < 20),
+        "each unit scanned only the modules it imported: {scans}"
+    );
+
+    // A project whose own modules do not use Hypothesis: no scan ahead of the units.
+    std::fs::remove_file(&record).unwrap();
+    std::fs::write(
+        &conftest,
+        "def pytest_collection_modifyitems(items):\n\
+         \x20   import hypothesis\n\n\
+         \x20   hypothesis.providers._get_local_constants()\n",
+    )
+    .unwrap();
+    let ran = run(
+        racefree_command(dir.path(), true, false, &["--unit", "file"]).env("PYTHONPATH", &site),
+    );
+    assert_all_passed(&ran, "a project not using Hypothesis at its top");
+    let scans = std::fs::read_to_string(&record).unwrap();
+    assert_eq!(scans.lines().count(), 4, "one scan per unit: {scans}");
+}
+
 #[test]
 fn only_the_units_own_process_reports_its_exit_early() {
     // A unit's process tells the server its exit status just before it exits; a process a
