@@ -913,22 +913,29 @@ def _prime_hypothesis(config):
     """Hypothesis's pytest plugin, in the first collection that has a Hypothesis test, has
     every module imported so far scanned for constants to try (``_get_local_constants``);
     later calls scan only modules new since. Each unit would scan every module the server
-    holds again: on attrs' suite some 40 ms per file with a Hypothesis test, where a serial
-    pytest pays it once. Scanned here once, a unit scans only what it imported itself, and
-    ends with the same constants a process of its own would have.
+    holds again: on attrs' suite 40 to 80 ms per file with a Hypothesis test, where a serial
+    pytest pays it once. Scanned here once, a unit scans only what it imported itself and
+    finds the same constants it would have found scanning everything.
 
     Only when the project's own modules held here (conftest files, preloaded helpers) use
-    Hypothesis: otherwise no unit is likely to, and the scan would only delay the first
-    unit. The scan is an optimisation: if it fails, Hypothesis's state is put back as it
-    was and each unit scans for itself, as without it."""
+    Hypothesis: a project that imports it only in test files is not recognised, and its
+    units scan for themselves, as before. The scan is an optimisation: if anything fails,
+    Hypothesis's state is put back as it was and each unit scans for itself."""
     providers = sys.modules.get("hypothesis.internal.conjecture.providers")
-    scan = getattr(providers, "_get_local_constants", None)
-    seen = getattr(providers, "_seen_modules", None)
-    if scan is None or not isinstance(seen, set) or not _project_uses_hypothesis(config):
+    if type(providers) is not types.ModuleType:
         return
-    saved = (set(seen), getattr(providers, "_sys_modules_len", None))
+    scan = providers.__dict__.get("_get_local_constants")
+    seen = providers.__dict__.get("_seen_modules")
+    if not callable(scan) or type(seen) is not set:
+        return
+    saved = (set(seen), providers.__dict__.get("_sys_modules_len"))
     try:
+        if not _project_uses_hypothesis(config):
+            return
         scan()
+        # A unit's first scan then walks sys.modules whatever its length, as a fresh
+        # process's does (it only looks up each module in the set of seen ones).
+        providers._sys_modules_len = None
     except Exception:  # noqa: BLE001 - see above: leave it to the units
         seen.clear()
         seen.update(saved[0])
@@ -937,22 +944,31 @@ def _prime_hypothesis(config):
 
 def _project_uses_hypothesis(config):
     """True if a module from the rootdir (not from an environment inside it, nor Hypothesis
-    itself) refers to Hypothesis or to a function or class of it."""
+    itself) refers to Hypothesis or to a function or class of it. Reads only the modules'
+    and values' own dictionaries and types: a lazy module or proxy in there must not be
+    woken by the question."""
     root = str(config.rootpath) + os.sep
     for name, module in list(sys.modules.items()):
-        path = getattr(module, "__file__", None) or ""
-        if not path.startswith(root) or os.sep + "site-packages" + os.sep in path:
+        if type(module) is not types.ModuleType:
+            continue
+        path = module.__dict__.get("__file__")
+        if not isinstance(path, str) or not path.startswith(root):
+            continue
+        if os.sep + "site-packages" + os.sep in path:
             continue
         if name == "hypothesis" or name.startswith("hypothesis."):
             continue
-        for value in list(vars(module).values()):
-            if isinstance(value, types.ModuleType):
-                owner = value.__name__
-            elif isinstance(value, (types.FunctionType, type)):
-                owner = getattr(value, "__module__", None) or ""
+        for value in list(module.__dict__.values()):
+            kind = type(value)
+            if issubclass(kind, types.ModuleType):
+                owner = value.__dict__.get("__name__")
+            elif kind is types.FunctionType:
+                owner = value.__module__
+            elif issubclass(kind, type):
+                owner = value.__dict__.get("__module__")
             else:
                 continue
-            if owner == "hypothesis" or owner.startswith("hypothesis."):
+            if isinstance(owner, str) and (owner == "hypothesis" or owner.startswith("hypothesis.")):
                 return True
     return False
 

@@ -651,8 +651,23 @@ fn hypothesis_scans_the_servers_modules_for_constants_once_not_in_every_unit() {
         "each unit scanned only the modules it imported: {scans}"
     );
 
-    // A project whose own modules do not use Hypothesis: no scan ahead of the units.
+    // A project whose own modules do not use Hypothesis: no scan ahead of the units, though
+    // the server holds Hypothesis (preloaded: units import it only from the server).
     std::fs::remove_file(&record).unwrap();
+    let pyproject = dir.path().join("pyproject.toml");
+    let mut config = std::fs::read_to_string(&pyproject).unwrap();
+    config.push_str("\n[tool.racefree]\npreload = [\"hypothesis\"]\n");
+    std::fs::write(&pyproject, config).unwrap();
+    let imported = dir.path().join("imported");
+    std::fs::write(
+        site.join("hypothesis").join("__init__.py"),
+        format!(
+            "import os\n\nfrom hypothesis.internal.conjecture import providers  # noqa: F401\n\n\
+             with open({:?}, \"a\") as f:\n\x20   f.write(\"%d\\n\" % os.getpid())\n",
+            imported.display().to_string()
+        ),
+    )
+    .unwrap();
     std::fs::write(
         &conftest,
         "def pytest_collection_modifyitems(items):\n\
@@ -664,6 +679,12 @@ fn hypothesis_scans_the_servers_modules_for_constants_once_not_in_every_unit() {
         racefree_command(dir.path(), true, false, &["--unit", "file"]).env("PYTHONPATH", &site),
     );
     assert_all_passed(&ran, "a project not using Hypothesis at its top");
+    let imports = std::fs::read_to_string(&imported).unwrap();
+    assert_eq!(
+        imports.lines().count(),
+        1,
+        "imported by the server: {imports}"
+    );
     let scans = std::fs::read_to_string(&record).unwrap();
     assert_eq!(scans.lines().count(), 4, "one scan per unit: {scans}");
 }
