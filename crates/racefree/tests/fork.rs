@@ -244,9 +244,7 @@ fn installed_plugins_are_imported_in_the_units_working_directory() {
          \x20   assert cwdplug.IMPORTED_IN == os.getcwd()\n",
     )
     .unwrap();
-    let ran = run(
-        racefree_command(dir.path(), true, false, &["--unit", "file"]).env("PYTHONPATH", &site),
-    );
+    let ran = run_file_units_with(dir.path(), &site);
     assert_passed(&ran, "plugin imported in the units' directory", 6);
     assert!(!ran.stderr.contains("fork server off"), "{}", ran.stderr);
 }
@@ -550,6 +548,19 @@ fn units_forked_ahead_hold_no_descriptor_of_another_unit() {
     }
 }
 
+/// `racefree run -n 1 --unit file` with `site` on `PYTHONPATH`.
+fn run_file_units_with(dir: &Path, site: &Path) -> Ran {
+    run(racefree_command(dir, true, false, &["--unit", "file"]).env("PYTHONPATH", site))
+}
+
+/// Python source (after `import os`) that appends the importing process's pid to `record`.
+fn records_its_pid(record: &Path) -> String {
+    format!(
+        "with open({:?}, \"a\") as f:\n\x20   f.write(\"%d\\n\" % os.getpid())\n",
+        record.display().to_string()
+    )
+}
+
 #[test]
 fn what_a_plugin_imports_late_in_a_session_is_imported_once_per_server_not_per_unit() {
     // Hypothesis's plugin imports hypothesis (some 150 ms) in its terminal summary. Units
@@ -566,15 +577,10 @@ fn what_a_plugin_imports_late_in_a_session_is_imported_once_per_server_not_per_u
     let record = dir.path().join("imports");
     std::fs::write(
         site.join("lateheavy.py"),
-        format!(
-            "import os\n\nwith open({:?}, \"a\") as f:\n\x20   f.write(\"%d\\n\" % os.getpid())\n",
-            record.display().to_string()
-        ),
+        format!("import os\n\n{}", records_its_pid(&record)),
     )
     .unwrap();
-    let ran = run(
-        racefree_command(dir.path(), true, false, &["--unit", "file"]).env("PYTHONPATH", &site),
-    );
+    let ran = run_file_units_with(dir.path(), &site);
     assert_all_passed(&ran, "a plugin that imports late");
     let imports = std::fs::read_to_string(&record).unwrap();
     assert_eq!(
@@ -634,9 +640,7 @@ fn hypothesis_scans_the_servers_modules_for_constants_once_not_in_every_unit() {
          \x20   hypothesis.providers._get_local_constants()\n",
     )
     .unwrap();
-    let ran = run(
-        racefree_command(dir.path(), true, false, &["--unit", "file"]).env("PYTHONPATH", &site),
-    );
+    let ran = run_file_units_with(dir.path(), &site);
     assert_all_passed(&ran, "a project using Hypothesis");
     let scans = std::fs::read_to_string(&record).unwrap();
     let counts: Vec<usize> = scans
@@ -662,9 +666,8 @@ fn hypothesis_scans_the_servers_modules_for_constants_once_not_in_every_unit() {
     std::fs::write(
         site.join("hypothesis").join("__init__.py"),
         format!(
-            "import os\n\nfrom hypothesis.internal.conjecture import providers  # noqa: F401\n\n\
-             with open({:?}, \"a\") as f:\n\x20   f.write(\"%d\\n\" % os.getpid())\n",
-            imported.display().to_string()
+            "import os\n\nfrom hypothesis.internal.conjecture import providers  # noqa: F401\n\n{}",
+            records_its_pid(&imported)
         ),
     )
     .unwrap();
@@ -675,9 +678,7 @@ fn hypothesis_scans_the_servers_modules_for_constants_once_not_in_every_unit() {
          \x20   hypothesis.providers._get_local_constants()\n",
     )
     .unwrap();
-    let ran = run(
-        racefree_command(dir.path(), true, false, &["--unit", "file"]).env("PYTHONPATH", &site),
-    );
+    let ran = run_file_units_with(dir.path(), &site);
     assert_all_passed(&ran, "a project not using Hypothesis at its top");
     let imports = std::fs::read_to_string(&imported).unwrap();
     assert_eq!(
