@@ -956,21 +956,29 @@ def _project_uses_hypothesis(config):
             continue
         if os.sep + "site-packages" + os.sep in path:
             continue
-        if name == "hypothesis" or name.startswith("hypothesis."):
+        if _in_hypothesis(name):
             continue
         for value in list(module.__dict__.values()):
             kind = type(value)
-            if issubclass(kind, types.ModuleType):
+            if kind is types.ModuleType:
                 owner = value.__dict__.get("__name__")
             elif kind is types.FunctionType:
                 owner = value.__module__
             elif issubclass(kind, type):
-                owner = value.__dict__.get("__module__")
+                # type's own descriptor: a metaclass's __getattribute__ is not asked.
+                owner = _TYPE_MODULE.__get__(value, kind)
             else:
                 continue
-            if isinstance(owner, str) and (owner == "hypothesis" or owner.startswith("hypothesis.")):
+            if isinstance(owner, str) and _in_hypothesis(owner):
                 return True
     return False
+
+
+_TYPE_MODULE = type.__dict__["__module__"]
+
+
+def _in_hypothesis(name):
+    return name == "hypothesis" or name.startswith("hypothesis.")
 
 
 def _tell(fd, text):
