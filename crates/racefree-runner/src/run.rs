@@ -294,7 +294,7 @@ pub fn run(req: RunRequest) -> Result<u8> {
                 // No pytest there: say so before any unit starts.
                 None => join_check(pytest_check.take())?.paths,
             };
-            let launched = launch(&run_params, &python, history.as_ref(), paths, false)?;
+            let launched = launch(&run_params, &python, history.as_ref(), || Ok(paths), false)?;
             launched.print_notes();
             launched
         }
@@ -331,9 +331,10 @@ pub fn run(req: RunRequest) -> Result<u8> {
         reporters.push(Box::new(Junit::new(&crate::config::absolute(cwd, path))));
     }
     if let Some(path) = &events_path {
-        reporters.push(Box::new(NdjsonLog::create(&crate::config::absolute(
-            cwd, path,
-        ))?));
+        reporters.push(Box::new(NdjsonLog::create(
+            &crate::config::absolute(cwd, path),
+            started,
+        )?));
     }
     if let Some(h) = history {
         reporters.push(Box::new(
@@ -437,10 +438,15 @@ fn start_early(p: &RunParams, fork: bool) -> Result<Early> {
         &req.invocation_dir,
     )?;
     // Importing pytest takes an interpreter start-up: overlap it with discovery and planning.
-    // Fork servers import pytest themselves; for them `interpreter_paths` only looks for it.
+    // Fork servers import pytest themselves; for them `interpreter_paths` only looks for it,
+    // and that interpreter's start-up overlaps opening history and probing the isolation.
     let pytest_check = (!fork).then(|| {
         let python = python.clone();
         std::thread::spawn(move || crate::python::check_pytest(&python))
+    });
+    let paths_probe = fork.then(|| {
+        let python = python.clone();
+        std::thread::spawn(move || crate::python::interpreter_paths(&python))
     });
     let history = if req.no_history {
         None
@@ -453,11 +459,15 @@ fn start_early(p: &RunParams, fork: bool) -> Result<Early> {
             }
         }
     };
-    let launched = if fork {
-        let paths = crate::python::interpreter_paths(&python)?;
-        Some(launch(p, &python, history.as_ref(), paths, true)?)
-    } else {
-        None
+    let launched = match paths_probe {
+        Some(probe) => Some(launch(
+            p,
+            &python,
+            history.as_ref(),
+            || join_probe(probe),
+            true,
+        )?),
+        None => None,
     };
     Ok(Early {
         python,
@@ -511,12 +521,13 @@ impl Drop for Launch {
 
 /// Resolves the isolation, creates the session directory (sweeping those of dead runs) and,
 /// if `fork`, starts the fork servers (preloading what `history` learned); `python_paths`
-/// are the interpreter's directories (see `python::PythonInfo::paths`).
+/// gives the interpreter's directories (see `python::PythonInfo::paths`), asked for once the
+/// isolation is resolved, so that a probe still running meanwhile overlaps that.
 fn launch(
     p: &RunParams,
     python: &Path,
     history: Option<&History>,
-    python_paths: Vec<PathBuf>,
+    python_paths: impl FnOnce() -> Result<Vec<PathBuf>>,
     fork: bool,
 ) -> Result<Launch> {
     let req = p.req;
@@ -525,6 +536,8 @@ fn launch(
         req.private_network || p.rf.private_network.unwrap_or(false),
         req.init_program.as_deref(),
     )?;
+    // Before the session directory exists: an interpreter without pytest leaves nothing.
+    let python_paths = python_paths()?;
     let mut notes = Vec::new();
     if isolation.fallback || req.verbosity > 0 {
         notes.push(isolation.note.clone());
@@ -606,6 +619,16 @@ fn launch(
 }
 
 type PytestCheck = std::thread::JoinHandle<Result<crate::python::PythonInfo>>;
+
+/// The answer of `interpreter_paths`, run on a thread of its own.
+fn join_probe(probe: std::thread::JoinHandle<Result<Vec<PathBuf>>>) -> Result<Vec<PathBuf>> {
+    probe.join().map_err(|_| {
+        crate::error::Error::io(
+            "asking the interpreter where it lives",
+            std::io::Error::other("the probe panicked"),
+        )
+    })?
+}
 
 fn join_check(check: Option<PytestCheck>) -> Result<crate::python::PythonInfo> {
     match check {

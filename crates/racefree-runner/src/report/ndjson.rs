@@ -17,7 +17,8 @@ pub const VERSION: u32 = 1;
 #[derive(Serialize)]
 struct Line<'a> {
     v: u32,
-    /// Seconds since the log was opened (at the start of the run), monotonic.
+    /// Seconds since racefree started the run (the origin of `run_finished`'s `duration`),
+    /// monotonic.
     t: f64,
     #[serde(flatten)]
     event: &'a Event,
@@ -31,7 +32,10 @@ pub struct NdjsonLog {
 }
 
 impl NdjsonLog {
-    pub fn create(path: &Path) -> Result<NdjsonLog> {
+    /// Opens the log at `path`; every line's `t` counts from `run_started_at`, the instant
+    /// the run began (not the later moment the log is opened, once the fork servers have
+    /// started and discovery is done), so `t` and `run_finished`'s `duration` agree.
+    pub fn create(path: &Path, run_started_at: Instant) -> Result<NdjsonLog> {
         let ctx = || format!("--events {}", path.display());
         // Like --junit-xml (and pytest's): a missing directory is created.
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
@@ -42,7 +46,7 @@ impl NdjsonLog {
             path: path.to_path_buf(),
             out: BufWriter::new(file),
             error: None,
-            start: Instant::now(),
+            start: run_started_at,
         })
     }
 }
