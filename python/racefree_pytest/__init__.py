@@ -89,6 +89,13 @@ def _marker_timeout(item):
         return None
 
 
+# One encoder for every message (json.dumps with options builds a new one per call: a few
+# microseconds of every test's messages). Not ASCII-only: a node id may hold a lone surrogate
+# (an undecodable file name), which as an escape racefree's JSON parser would reject; raw, the
+# UTF-8 encoding in _Channel.flush replaces it.
+_encode = json.JSONEncoder(ensure_ascii=False).encode
+
+
 class _Channel:
     """Writes whole lines to racefree's pipe; blocking writes are fine because racefree
     drains the pipe continuously from its own thread."""
@@ -113,7 +120,7 @@ class _Channel:
         """Holds this message until the next ``send`` or ``flush``: one write per test
         instead of one per message, since every write wakes racefree."""
         fields["e"] = kind
-        self.pending.append(json.dumps(fields, ensure_ascii=False))
+        self.pending.append(_encode(fields))
 
     def send_encoded(self, kind, field, encoded):
         """Sends a message whose one field is already JSON."""
@@ -215,6 +222,48 @@ def _skip_reason(report):
     return ""
 
 
+def _quiet_phase(report):
+    """A setup or teardown that passed, not of an expected failure."""
+    return report.when != "call" and report.passed and not hasattr(report, "wasxfail")
+
+
+def _decisive(report):
+    """True if racefree derives the test's outcome from this report (events.rs,
+    ``derive_outcome``): a call that passed, failed or skipped, or any phase that failed or
+    skipped."""
+    if report.when == "call":
+        return report.outcome in ("passed", "failed", "skipped")
+    return report.outcome in ("failed", "skipped")
+
+
+def _report_fields(report, subtest, category, word):
+    """The message racefree reads a phase report from."""
+    fields = {
+        "id": report.nodeid,
+        "when": report.when,
+        "outcome": report.outcome,
+        "category": category,
+        "word": _text(word),
+        "subtest": subtest,
+        "longrepr": "",
+        "message": "",
+        "head_line": _text(getattr(report, "head_line", "") or ""),
+        "sections": [],
+    }
+    if hasattr(report, "wasxfail"):
+        fields["wasxfail"] = _text(report.wasxfail)
+    if report.failed:
+        fields["longrepr"] = _text(report.longreprtext)
+        fields["message"] = _crash_message(report)
+        # Captured output is only worth its bytes when it will be shown: on failure.
+        fields["sections"] = [[_text(t), _text(c)] for (t, c) in report.sections]
+    elif report.skipped:
+        fields["skip_reason"] = _skip_reason(report)
+        if not subtest:
+            fields["longrepr"] = _text(getattr(report, "longreprtext", ""))
+    return fields
+
+
 def _matches(nodeid, wanted):
     """True if ``nodeid`` is in the set ``wanted`` or extends one of its ids with ``::`` or
     ``[`` (as pytest's node-id arguments select). Looks up each such prefix of the id rather
@@ -267,6 +316,10 @@ class _RacefreePlugin:
         self.warnings = 0
         self.timeouts = {}
         self.fault_file = None
+        # The current test's passed setup report, not sent yet (see pytest_runtest_logreport),
+        # and whether one of its reports decided its outcome.
+        self.held = None
+        self.decided = False
         self.wake(channel, unit)
         _list_wanted_entries_only(self)
 
@@ -379,6 +432,8 @@ class _RacefreePlugin:
         )
 
     def pytest_runtest_logstart(self, nodeid, location):
+        self.held = None
+        self.decided = False
         os.environ[_TEST_ENV] = nodeid
         limit = self.timeouts.pop(nodeid, None)
         if limit is None:
@@ -388,46 +443,54 @@ class _RacefreePlugin:
 
     @pytest.hookimpl(trylast=True)
     def pytest_runtest_logreport(self, report):
-        # pytest's own category for this report ("passed", "failed", "subtests passed", ""
-        # for reports it does not count...), exactly as its terminal summary counts it. The
-        # hook may also adjust the report (a test with failed subtests becomes failed), so
-        # it runs before the report is read.
-        status = self.config.hook.pytest_report_teststatus(report=report, config=self.config)
-        category, word = "", ""
-        if status:
-            category = _text(status[0])
-            word = status[2][0] if isinstance(status[2], tuple) else _text(status[2])
         subtest = type(report).__name__ == "SubtestReport"
-        fields = {
-            "id": report.nodeid,
-            "when": report.when,
-            "outcome": report.outcome,
-            "category": category,
-            "word": _text(word),
-            "subtest": subtest,
-            "longrepr": "",
-            "message": "",
-            "head_line": _text(getattr(report, "head_line", "") or ""),
-            "sections": [],
-        }
-        if hasattr(report, "wasxfail"):
-            fields["wasxfail"] = _text(report.wasxfail)
-        if report.failed:
-            fields["longrepr"] = _text(report.longreprtext)
-            fields["message"] = _crash_message(report)
-            # Captured output is only worth its bytes when it will be shown: on failure.
-            fields["sections"] = [[_text(t), _text(c)] for (t, c) in report.sections]
-        elif report.skipped:
-            fields["skip_reason"] = _skip_reason(report)
-            if not subtest:
-                fields["longrepr"] = _text(getattr(report, "longreprtext", ""))
+        if not subtest and _quiet_phase(report):
+            # A passed setup or teardown decides nothing when another phase of the test
+            # does (racefree derives the outcome as pytest's terminal does), so it is not
+            # sent then: two messages of every passing test's five. The setup is held
+            # until it is known whether it is needed.
+            if report.when == "setup":
+                self.held = report
+                return
+            if self.decided:
+                return
+        category, word = "", ""
+        if subtest or (report.when == "call" and not self._terminal_asked(report)):
+            # pytest's own category for this report ("subtests passed", "failed", "" for
+            # reports it does not count...), exactly as its terminal summary counts it:
+            # racefree counts and names subtests by it. The hook may also adjust a call
+            # report (a test with failed subtests becomes failed), so it runs before the
+            # report is read, unless the terminal reporter (which runs before this trylast
+            # hook) has asked already. Every other report's category goes unused: asking
+            # for it cost each test some 30 microseconds.
+            status = self.config.hook.pytest_report_teststatus(report=report, config=self.config)
+            if status:
+                category = _text(status[0])
+                word = status[2][0] if isinstance(status[2], tuple) else _text(status[2])
+        if not subtest and _decisive(report):
+            self.decided = True
+            self.held = None
+        self._release_held()
+        fields = _report_fields(report, subtest, category, word)
         if report.failed:
             # A failure is news now: if the process dies next, racefree still has it.
             self.channel.send("report", **fields)
         else:
             self.channel.queue("report", **fields)
 
+    def _release_held(self):
+        """Queues the held setup report: no phase of its test has decided yet."""
+        if self.held is not None:
+            self.channel.queue("report", **_report_fields(self.held, False, "", ""))
+            self.held = None
+
+    def _terminal_asked(self, report):
+        """True if pytest's terminal reporter (or a plugin standing in for it under its
+        name) has just asked ``pytest_report_teststatus`` about ``report``."""
+        return self.config.pluginmanager.get_plugin("terminalreporter") is not None
+
     def pytest_runtest_logfinish(self, nodeid, location):
+        self._release_held()
         self.channel.send("finish", id=nodeid)
 
     def pytest_warning_recorded(self, warning_message, when, nodeid, location):

@@ -556,6 +556,41 @@ fn subtests_are_counted_as_pytest_counts_them() {
     }
 }
 
+/// The plugin does not send a passed setup or teardown when the test's call decides its
+/// outcome; a test with no call (pytest's `--setup-only`) must still be reported from its
+/// setup and teardown, not taken for one that never finished.
+#[test]
+fn tests_without_a_call_phase_are_reported_as_pytest_reports_them() {
+    let dir = fixture("outcomes");
+    let d = dir.path();
+    let py = run(pytest(d).args([
+        "--continue-on-collection-errors",
+        "--setup-only",
+        "--junit-xml",
+        "py.xml",
+    ]));
+    assert_eq!(py.code, 1, "{}{}", py.stdout, py.stderr);
+    let rf = run(racefree(d)
+        .args(["-n", "2", "--junit-xml", "rf.xml", "--events", "rf.ndjson"])
+        .args(["--", "--setup-only"]));
+    assert_eq!(rf.code, 2, "{}{}", rf.stdout, rf.stderr);
+    let expected = junit_results(&d.join("py.xml"));
+    assert!(
+        expected
+            .iter()
+            .filter(|(_, _, kind)| kind == "passed")
+            .count()
+            > 10,
+        "{expected:?}"
+    );
+    assert_eq!(junit_results(&d.join("rf.xml")), expected);
+    let tests = finished(&events(&d.join("rf.ndjson")));
+    assert!(
+        tests.iter().all(|(_, outcome)| outcome != "crashed"),
+        "{tests:?}"
+    );
+}
+
 #[test]
 fn xdist_in_addopts_does_not_start_workers_inside_units() {
     let dir = fixture("xdist_addopts");
