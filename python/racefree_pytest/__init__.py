@@ -317,9 +317,12 @@ class _RacefreePlugin:
         self.timeouts = {}
         self.fault_file = None
         # The current test's passed setup report, not sent yet (see pytest_runtest_logreport),
-        # and whether one of its reports decided its outcome.
+        # and the node id of the test one of whose reports decided its outcome.
         self.held = None
-        self.decided = False
+        self.decided = None
+        # Whether pytest's own terminal reporter asks pytest_report_teststatus about every
+        # report (None: not looked up yet).
+        self.terminal_asks = None
         self.wake(channel, unit)
         _list_wanted_entries_only(self)
 
@@ -432,8 +435,8 @@ class _RacefreePlugin:
         )
 
     def pytest_runtest_logstart(self, nodeid, location):
-        self.held = None
-        self.decided = False
+        self._release_held()
+        self.decided = None
         os.environ[_TEST_ENV] = nodeid
         limit = self.timeouts.pop(nodeid, None)
         if limit is None:
@@ -450,12 +453,13 @@ class _RacefreePlugin:
             # sent then: two messages of every passing test's five. The setup is held
             # until it is known whether it is needed.
             if report.when == "setup":
+                self._release_held()
                 self.held = report
                 return
-            if self.decided:
+            if self.decided == report.nodeid:
                 return
         category, word = "", ""
-        if subtest or (report.when == "call" and not self._terminal_asked(report)):
+        if subtest or (report.when == "call" and not self._terminal_asks()):
             # pytest's own category for this report ("subtests passed", "failed", "" for
             # reports it does not count...), exactly as its terminal summary counts it:
             # racefree counts and names subtests by it. The hook may also adjust a call
@@ -468,8 +472,9 @@ class _RacefreePlugin:
                 category = _text(status[0])
                 word = status[2][0] if isinstance(status[2], tuple) else _text(status[2])
         if not subtest and _decisive(report):
-            self.decided = True
-            self.held = None
+            self.decided = report.nodeid
+            if self.held is not None and self.held.nodeid == report.nodeid:
+                self.held = None
         self._release_held()
         fields = _report_fields(report, subtest, category, word)
         if report.failed:
@@ -484,10 +489,21 @@ class _RacefreePlugin:
             self.channel.queue("report", **_report_fields(self.held, False, "", ""))
             self.held = None
 
-    def _terminal_asked(self, report):
-        """True if pytest's terminal reporter (or a plugin standing in for it under its
-        name) has just asked ``pytest_report_teststatus`` about ``report``."""
-        return self.config.pluginmanager.get_plugin("terminalreporter") is not None
+    def _terminal_asks(self):
+        """True if pytest's own terminal reporter is registered (as "terminalreporter"),
+        which asks ``pytest_report_teststatus`` about each report before this trylast hook
+        runs. A plugin standing in for it under that name (pytest-sugar, say) may not ask
+        the hook, and then the hook's adjustments would never be made."""
+        if self.terminal_asks is None:
+            try:
+                from _pytest.terminal import TerminalReporter
+
+                reporter = self.config.pluginmanager.get_plugin("terminalreporter")
+                asks = getattr(type(reporter), "pytest_runtest_logreport", None)
+                self.terminal_asks = asks is TerminalReporter.pytest_runtest_logreport
+            except (ImportError, AttributeError):
+                self.terminal_asks = False
+        return self.terminal_asks
 
     def pytest_runtest_logfinish(self, nodeid, location):
         self._release_held()

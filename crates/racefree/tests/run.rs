@@ -591,6 +591,38 @@ fn tests_without_a_call_phase_are_reported_as_pytest_reports_them() {
     );
 }
 
+/// pytest turns a passing test with failed subtests into a failure when its terminal reporter
+/// asks `pytest_report_teststatus`; a plugin standing in for that reporter under its name
+/// (pytest-sugar does) may never ask, and then racefree's plugin must.
+#[test]
+fn failed_subtests_fail_their_test_under_a_stand_in_terminal_reporter() {
+    let dir = fixture("subtests");
+    let d = dir.path();
+    std::fs::write(
+        d.join("conftest.py"),
+        "import pytest\n\n\n\
+         class StandIn:\n    \
+             def pytest_runtest_logreport(self, report):\n        \
+                 pass\n\n\n\
+         @pytest.hookimpl(trylast=True)\n\
+         def pytest_configure(config):\n    \
+             reporter = config.pluginmanager.get_plugin('terminalreporter')\n    \
+             if reporter is not None:\n        \
+                 config.pluginmanager.unregister(reporter)\n    \
+             config.pluginmanager.register(StandIn(), 'terminalreporter')\n",
+    )
+    .unwrap();
+    let py = run(&mut pytest(d));
+    assert_eq!(py.code, 1, "{}{}", py.stdout, py.stderr);
+    let rf = run(racefree(d).args(["-n", "1", "--no-history", "--events", "rf.ndjson"]));
+    assert_eq!(rf.code, py.code, "{}{}", rf.stdout, rf.stderr);
+    let tests = finished(&events(&d.join("rf.ndjson")));
+    assert!(
+        tests.contains(&("test_sub.py::test_a".into(), "failed".into())),
+        "{tests:?}"
+    );
+}
+
 #[test]
 fn xdist_in_addopts_does_not_start_workers_inside_units() {
     let dir = fixture("xdist_addopts");
