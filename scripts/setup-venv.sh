@@ -14,3 +14,10 @@ if ! cmp -s "$req" "$stamp" 2>/dev/null; then
   .venv/bin/python -m pip install --quiet --disable-pip-version-check -r "$req"
   cp "$req" "$stamp"
 fi
+plugins=python/requirements-plugins.txt
+plugins_stamp=.venv/plugins/.racefree-requirements
+if ! cmp -s "$plugins" "$plugins_stamp" 2>/dev/null; then
+  rm -rf .venv/plugins
+  .venv/bin/python -m pip install --quiet --disable-pip-version-check --no-deps --target .venv/plugins -r "$plugins"
+  cp "$plugins" "$plugins_stamp"
+fi

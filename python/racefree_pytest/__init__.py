@@ -222,6 +222,11 @@ def _skip_reason(report):
     return ""
 
 
+# The outcome pytest-rerunfailures gives a failed attempt it runs again (racefree keeps it
+# as a failed attempt of the test).
+_RERUN = "rerun"
+
+
 def _quiet_phase(report):
     """A setup or teardown that passed, not of an expected failure."""
     return report.when != "call" and report.passed and not hasattr(report, "wasxfail")
@@ -252,7 +257,7 @@ def _report_fields(report, subtest, category, word):
     }
     if hasattr(report, "wasxfail"):
         fields["wasxfail"] = _text(report.wasxfail)
-    if report.failed:
+    if report.failed or report.outcome == _RERUN:
         fields["longrepr"] = _text(report.longreprtext)
         fields["message"] = _crash_message(report)
         # Captured output is only worth its bytes when it will be shown: on failure.
@@ -477,7 +482,7 @@ class _RacefreePlugin:
                 self.held = None
         self._release_held()
         fields = _report_fields(report, subtest, category, word)
-        if report.failed:
+        if report.failed or report.outcome == _RERUN:
             # A failure is news now: if the process dies next, racefree still has it.
             self.channel.send("report", **fields)
         else:

@@ -197,6 +197,10 @@ impl From<&TestResult> for Rerun {
     }
 }
 
+/// The outcome pytest-rerunfailures gives the report of an attempt it runs again: a failure
+/// of that attempt (in its call, or an error in setup or teardown).
+pub const RERUN: &str = "rerun";
+
 /// Derives a test's outcome from its phase reports the way pytest's terminal counts them.
 pub fn derive_outcome(phases: &[PhaseReport]) -> (Outcome, bool, Option<&PhaseReport>) {
     let mut outcome: Option<(Outcome, Option<&PhaseReport>)> = None;
@@ -206,7 +210,8 @@ pub fn derive_outcome(phases: &[PhaseReport]) -> (Outcome, bool, Option<&PhaseRe
         let this = match (phase.when.as_str(), phase.outcome.as_str()) {
             ("call", "passed") if xfail => Some(Outcome::Xpassed),
             ("call", "passed") => Some(Outcome::Passed),
-            ("call", "failed") => Some(Outcome::Failed),
+            ("call", "failed" | RERUN) => Some(Outcome::Failed),
+            (_, RERUN) => Some(Outcome::Error),
             (_, "skipped") if xfail => Some(Outcome::Xfailed),
             (_, "skipped") => Some(Outcome::Skipped),
             (_, "failed") => Some(Outcome::Error),
@@ -597,6 +602,13 @@ mod tests {
                 false,
             ),
             (vec![], Outcome::Crashed, false),
+            // An attempt pytest-rerunfailures runs again: a failure of that attempt.
+            (
+                vec![phase("setup", "passed", false), phase("call", RERUN, false)],
+                Outcome::Failed,
+                false,
+            ),
+            (vec![phase("setup", RERUN, false)], Outcome::Error, false),
         ];
         for (phases, want, td) in cases {
             let (got, got_td, _) = derive_outcome(&phases);

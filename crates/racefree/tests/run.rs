@@ -623,6 +623,111 @@ fn failed_subtests_fail_their_test_under_a_stand_in_terminal_reporter() {
     );
 }
 
+/// The directory scripts/setup-venv.sh installs python/requirements-plugins.txt into, beside
+/// the test interpreter's site-packages.
+fn plugins_dir() -> PathBuf {
+    let dir = python()
+        .parent()
+        .and_then(Path::parent)
+        .unwrap()
+        .join("plugins");
+    assert!(
+        dir.join("pytest_rerunfailures.py").exists(),
+        "{} lacks pytest-rerunfailures: run scripts/setup-venv.sh",
+        dir.display()
+    );
+    dir
+}
+
+/// pytest-rerunfailures runs a failed test again in the same process and marks the failed
+/// attempt's report "rerun": racefree keeps that attempt as a failed one (as its own retries
+/// do) and takes the test's result from its last attempt, never a crash.
+#[test]
+fn reruns_by_pytest_rerunfailures_are_attempts_not_crashes() {
+    let dir = fixture("reruns");
+    let d = dir.path();
+    let py = run(pytest(d)
+        .args(["--reruns", "1", "--junit-xml", "py.xml"])
+        .env("PYTHONPATH", plugins_dir())
+        .env("RERUN_MARK", "pytest"));
+    assert_eq!(py.code, 1, "{}{}", py.stdout, py.stderr);
+    assert!(py.stdout.contains("2 rerun"), "{}", py.stdout);
+    let rf = run(racefree(d)
+        .args(["-n", "2", "--junit-xml", "rf.xml", "--events", "rf.ndjson"])
+        .args(["--", "--reruns", "1"])
+        .env("PYTHONPATH", plugins_dir())
+        .env("RERUN_MARK", "racefree"));
+    assert_eq!(rf.code, py.code, "{}{}", rf.stdout, rf.stderr);
+    // One testcase per test, with its last attempt's result (and the earlier attempts inside
+    // it, as Surefire writes them). pytest's own report has those three too, and for the test
+    // that fails every time also a "passed" testcase for its rerun attempt.
+    let finals: BTreeSet<(String, String, String)> = [
+        ("test_always_fails", "failure"),
+        ("test_fails_once", "passed"),
+        ("test_passes", "passed"),
+    ]
+    .iter()
+    .map(|(name, kind)| {
+        (
+            "tests.test_reruns".into(),
+            name.to_string(),
+            kind.to_string(),
+        )
+    })
+    .collect();
+    assert_eq!(junit_results(&d.join("rf.xml")), finals);
+    assert!(junit_results(&d.join("py.xml")).is_superset(&finals));
+    let ev = events(&d.join("rf.ndjson"));
+    let retried: Vec<(&str, u64, &str)> = ev
+        .iter()
+        .filter(|e| e["event"] == "test_retry")
+        .map(|e| {
+            (
+                e["nodeid"].as_str().unwrap(),
+                e["attempt"].as_u64().unwrap(),
+                e["outcome"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(retried.len(), 2, "{retried:?}");
+    assert!(retried.contains(&("tests/test_reruns.py::test_fails_once", 1, "failed")));
+    assert!(retried.contains(&("tests/test_reruns.py::test_always_fails", 1, "failed")));
+    let last: Vec<(String, String, u64, bool)> = ev
+        .iter()
+        .filter(|e| e["event"] == "test_finished")
+        .map(|e| {
+            (
+                e["nodeid"].as_str().unwrap().to_string(),
+                e["outcome"].as_str().unwrap().to_string(),
+                e["attempt"].as_u64().unwrap(),
+                e["flaky"].as_bool().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(last.len(), 3, "{last:?}");
+    assert!(last.contains(&(
+        "tests/test_reruns.py::test_fails_once".into(),
+        "passed".into(),
+        2,
+        true
+    )));
+    assert!(last.contains(&(
+        "tests/test_reruns.py::test_always_fails".into(),
+        "failed".into(),
+        2,
+        false
+    )));
+    assert!(
+        rf.stdout
+            .contains("FLAKY tests/test_reruns.py::test_fails_once"),
+        "{}",
+        rf.stdout
+    );
+    let rf_xml = std::fs::read_to_string(d.join("rf.xml")).unwrap();
+    assert!(rf_xml.contains("<flakyFailure"), "{rf_xml}");
+    assert!(rf_xml.contains("<rerunFailure"), "{rf_xml}");
+}
+
 #[test]
 fn xdist_in_addopts_does_not_start_workers_inside_units() {
     let dir = fixture("xdist_addopts");

@@ -72,6 +72,28 @@ impl Dispatcher<'_> {
         }
     }
 
+    /// An attempt of a test that a pytest plugin (pytest-rerunfailures) runs again in the
+    /// same process, right away: kept as a failed attempt, as racefree's own retries keep
+    /// theirs, so the test's result (from its last attempt) lists it and a pass after it is
+    /// flaky. Its outcome is that of the report the plugin marked "rerun".
+    pub(super) fn plugin_rerun(&mut self, result: TestResult, st: &mut State) {
+        self.bus.emit(Event::TestRetry {
+            unit: result.unit,
+            slot: result.slot,
+            nodeid: result.nodeid.clone(),
+            attempt: result.attempt,
+            outcome: result.outcome,
+            message: result.message.clone(),
+            delay: 0.0,
+        });
+        st.attempts
+            .insert(result.nodeid.clone(), result.attempt + 1);
+        st.reruns
+            .entry(result.nodeid.clone())
+            .or_default()
+            .push(result);
+    }
+
     /// The unit's files that are gone, checked twice ~100 ms apart (a file being replaced
     /// by an editor or a checkout may be briefly absent).
     pub(super) fn missing_files(&self, job: &Job) -> Vec<String> {

@@ -15,7 +15,7 @@ use crossbeam_channel::{RecvTimeoutError, unbounded};
 
 use crate::discovery::TestFile;
 use crate::error::{Result, exit};
-use crate::events::{ChunkOf, Event, ExitInfo, Outcome, TestResult, Totals, Wire};
+use crate::events::{ChunkOf, Event, ExitInfo, Outcome, RERUN, TestResult, Totals, Wire};
 use crate::executor::{self, ExecContext, ExecMsg, UnitHandle, UnitSpec};
 use crate::plan::{Part, UnitPlan};
 use crate::procs;
@@ -535,7 +535,11 @@ impl Dispatcher<'_> {
                 r.finished.insert(id);
                 r.current = None;
                 r.current_limit = None;
-                self.conclude(result, st);
+                if phases.iter().any(|p| p.outcome == RERUN) {
+                    self.plugin_rerun(result, st);
+                } else {
+                    self.conclude(result, st);
+                }
             }
             Wire::Imports { modules } => st.imports.extend(modules),
             Wire::Done {
