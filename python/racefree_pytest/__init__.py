@@ -375,6 +375,9 @@ class _RacefreePlugin:
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_runtest_protocol(self, item, nextitem):
+        # Kept for the whole item, not taken at its first logstart: a plugin that runs the
+        # test again (pytest-rerunfailures) starts each attempt with a logstart of its own.
+        self.timeouts.clear()
         limit = _marker_timeout(item)
         if limit is not None:
             self.timeouts[item.nodeid] = limit
@@ -443,7 +446,7 @@ class _RacefreePlugin:
         self._release_held()
         self.decided = None
         os.environ[_TEST_ENV] = nodeid
-        limit = self.timeouts.pop(nodeid, None)
+        limit = self.timeouts.get(nodeid)
         if limit is None:
             self.channel.send("start", id=nodeid)
         else:

@@ -728,6 +728,73 @@ fn reruns_by_pytest_rerunfailures_are_attempts_not_crashes() {
     assert!(rf_xml.contains("<rerunFailure"), "{rf_xml}");
 }
 
+/// What happens in an attempt that pytest-rerunfailures runs again belongs to that attempt: a
+/// process killed in it makes the test crashed there (earlier attempts kept), a timeout marker
+/// holds for it too, and `--retries 1` is still one fresh process more. Each test below fails
+/// its first attempt in a process; the plugin's second one dies, hangs or fails again.
+#[test]
+fn reruns_that_crash_hang_or_keep_failing_are_told_apart() {
+    let dir = fixture("reruns");
+    let d = dir.path();
+    let rf = run(racefree(d)
+        .args(["more", "-n", "1", "--retries", "1", "--events", "rf.ndjson"])
+        .args(["--", "--reruns", "1"])
+        .env("PYTHONPATH", plugins_dir()));
+    assert_eq!(rf.code, 1, "{}{}", rf.stdout, rf.stderr);
+    let ev = events(&d.join("rf.ndjson"));
+    let last = |name: &str| -> (serde_json::Value, Vec<(u64, String)>) {
+        let id = format!("more/test_rerun_more.py::{name}");
+        let done: Vec<&serde_json::Value> = ev
+            .iter()
+            .filter(|e| e["event"] == "test_finished" && e["nodeid"] == id.as_str())
+            .collect();
+        assert_eq!(done.len(), 1, "{id}: {done:?}");
+        let earlier = done[0]["reruns"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| {
+                (
+                    r["attempt"].as_u64().unwrap(),
+                    r["outcome"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect();
+        (done[0].clone(), earlier)
+    };
+    let attempts = |outcomes: [&str; 3]| -> Vec<(u64, String)> {
+        (1..).zip(outcomes.iter().map(|o| o.to_string())).collect()
+    };
+    let (dies, earlier) = last("test_dies_when_run_again");
+    assert_eq!(
+        (&dies["outcome"], &dies["attempt"]),
+        (&"crashed".into(), &4.into()),
+        "{dies}"
+    );
+    assert_eq!(earlier, attempts(["failed", "crashed", "failed"]), "{dies}");
+    let (hangs, earlier) = last("test_hangs_when_run_again");
+    assert_eq!(
+        (&hangs["outcome"], &hangs["attempt"]),
+        (&"failed".into(), &4.into()),
+        "{hangs}"
+    );
+    assert!(
+        hangs["message"]
+            .as_str()
+            .unwrap()
+            .contains("timeout after 1"),
+        "{hangs}"
+    );
+    assert_eq!(earlier, attempts(["failed", "failed", "failed"]), "{hangs}");
+    let (fails, earlier) = last("test_always_fails_too");
+    assert_eq!(
+        (&fails["outcome"], &fails["attempt"]),
+        (&"failed".into(), &4.into()),
+        "{fails}"
+    );
+    assert_eq!(earlier, attempts(["failed", "failed", "failed"]), "{fails}");
+}
+
 #[test]
 fn xdist_in_addopts_does_not_start_workers_inside_units() {
     let dir = fixture("xdist_addopts");

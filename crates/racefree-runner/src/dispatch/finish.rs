@@ -17,15 +17,20 @@ impl Dispatcher<'_> {
     /// A test's attempt is over: try it again in a fresh process if the policy allows,
     /// otherwise publish it as final, with the failed attempts before it.
     pub(super) fn conclude(&mut self, mut result: TestResult, st: &mut State) {
+        // racefree's own retries are counted apart from the attempts a plugin ran again in
+        // the same process (see plugin_rerun): `--retries N` means N fresh processes.
+        let own_retry = st.own_retries.get(&result.nodeid).copied().unwrap_or(0) + 1;
         let retry = st.stop_reason.is_none()
+            && !st.retries_closed
             && recovery::should_retry(
                 result.outcome,
                 result.teardown_error,
-                result.attempt,
+                own_retry,
                 self.policy.retries,
             );
         if retry && let Some(file) = self.files.iter().position(|f| f.rel == result.file) {
-            let delay = recovery::retry_delay(result.attempt);
+            let delay = recovery::retry_delay(own_retry);
+            st.own_retries.insert(result.nodeid.clone(), own_retry);
             let next = result.attempt + 1;
             self.bus.emit(Event::TestRetry {
                 unit: result.unit,
@@ -76,7 +81,14 @@ impl Dispatcher<'_> {
     /// same process, right away: kept as a failed attempt, as racefree's own retries keep
     /// theirs, so the test's result (from its last attempt) lists it and a pass after it is
     /// flaky. Its outcome is that of the report the plugin marked "rerun".
-    pub(super) fn plugin_rerun(&mut self, result: TestResult, st: &mut State) {
+    pub(super) fn plugin_rerun(&mut self, mut result: TestResult, st: &mut State) {
+        if result.teardown_error && !result.outcome.is_failure() {
+            // The call passed and the teardown's error is what is run again.
+            result.outcome = Outcome::Error;
+            result.message = std::mem::take(&mut result.teardown_message);
+            result.longrepr = std::mem::take(&mut result.teardown_longrepr);
+            result.teardown_error = false;
+        }
         self.bus.emit(Event::TestRetry {
             unit: result.unit,
             slot: result.slot,

@@ -106,6 +106,11 @@ struct State {
     reruns: HashMap<String, Vec<TestResult>>,
     /// The attempt number of a test's next run (absent: 1).
     attempts: HashMap<String, u32>,
+    /// How many times racefree itself has run a test again (`--retries`), apart from the
+    /// attempts a plugin ran again in the same process (absent: 0).
+    own_retries: HashMap<String, u32>,
+    /// Set once the run's loop has ended: a test concluded after it is not tried again.
+    retries_closed: bool,
     /// Collection reports (id, outcome) of split files' chunks: every chunk collects the
     /// whole file, and a broken or skipped module is reported once, as pytest would.
     chunk_collects: HashSet<(String, String)>,
@@ -196,6 +201,8 @@ impl Dispatcher<'_> {
                 }
             }
         }
+        // Nothing runs any more: what is concluded from here on is final.
+        st.retries_closed = true;
         // Resumptions that never started: their tests were collected, so they are listed.
         let resumes: Vec<Job> = st
             .queue
@@ -532,12 +539,14 @@ impl Dispatcher<'_> {
                 let mut result = build_result(&id, unit, r.slot, &phases, duration);
                 result.attempt = Self::attempt_of(st, &id);
                 result.failed_subtests = r.failed_subtests.remove(&id).unwrap_or_default();
-                r.finished.insert(id);
                 r.current = None;
                 r.current_limit = None;
                 if phases.iter().any(|p| p.outcome == RERUN) {
+                    // Not finished: the plugin runs it again next, and if the process dies
+                    // meanwhile, the test is the culprit (or not run) at its next attempt.
                     self.plugin_rerun(result, st);
                 } else {
+                    r.finished.insert(id);
                     self.conclude(result, st);
                 }
             }

@@ -1,7 +1,7 @@
 //! Turning what a unit left behind into report text: results built from phase reports,
 //! the faulthandler dump of a crash or timeout, the tail of a process's stderr.
 
-use crate::events::{Outcome, PhaseReport, TestResult, derive_outcome};
+use crate::events::{Outcome, PhaseReport, RERUN, TestResult, derive_outcome};
 
 /// At most this much of a faulthandler file is attached to a report.
 const FAULT_BYTES: u64 = 64 * 1024;
@@ -74,7 +74,7 @@ pub(super) fn build_result(
     let teardown = phases
         .iter()
         .rev()
-        .find(|p| p.when == "teardown" && p.outcome == "failed");
+        .find(|p| p.when == "teardown" && matches!(p.outcome.as_str(), "failed" | RERUN));
     let message = match (outcome, deciding) {
         (Outcome::Skipped, Some(p)) => p.skip_reason.clone().unwrap_or_default(),
         (Outcome::Xfailed | Outcome::Xpassed, Some(p)) => p.wasxfail.clone().unwrap_or_default(),
