@@ -31,16 +31,6 @@ impl Dispatcher<'_> {
         if retry && let Some(file) = self.files.iter().position(|f| f.rel == result.file) {
             let delay = recovery::retry_delay(own_retry);
             st.own_retries.insert(result.nodeid.clone(), own_retry);
-            let next = result.attempt + 1;
-            self.bus.emit(Event::TestRetry {
-                unit: result.unit,
-                slot: result.slot,
-                nodeid: result.nodeid.clone(),
-                attempt: result.attempt,
-                outcome: result.outcome,
-                message: result.message.clone(),
-                delay: delay.as_secs_f64(),
-            });
             let id = st.next_id;
             st.next_id += 1;
             st.queue.push_back(Job {
@@ -50,18 +40,14 @@ impl Dispatcher<'_> {
                     result.file.clone(),
                     vec![result.nodeid.clone()],
                 )])),
-                attempt: next,
+                attempt: result.attempt + 1,
                 predicted: result.duration,
                 reason: Reason::Retry,
                 not_before: Some(Instant::now() + delay),
                 infra_retries: 0,
                 chunk: None,
             });
-            st.attempts.insert(result.nodeid.clone(), next);
-            st.reruns
-                .entry(result.nodeid.clone())
-                .or_default()
-                .push(result);
+            self.keep_failed_attempt(result, delay, st);
             return;
         }
         if let Some(before) = st.reruns.remove(&result.nodeid) {
@@ -89,6 +75,12 @@ impl Dispatcher<'_> {
             result.longrepr = std::mem::take(&mut result.teardown_longrepr);
             result.teardown_error = false;
         }
+        self.keep_failed_attempt(result, Duration::ZERO, st);
+    }
+
+    /// Says that `result`, a failed attempt, runs again after `delay`, and keeps it for the
+    /// test's final result; the next attempt is numbered after it.
+    fn keep_failed_attempt(&mut self, result: TestResult, delay: Duration, st: &mut State) {
         self.bus.emit(Event::TestRetry {
             unit: result.unit,
             slot: result.slot,
@@ -96,7 +88,7 @@ impl Dispatcher<'_> {
             attempt: result.attempt,
             outcome: result.outcome,
             message: result.message.clone(),
-            delay: 0.0,
+            delay: delay.as_secs_f64(),
         });
         st.attempts
             .insert(result.nodeid.clone(), result.attempt + 1);
