@@ -158,6 +158,11 @@ pub struct TestResult {
     /// Reports of the test's subtests that failed (pytest 9's `subtests` fixture).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub failed_subtests: Vec<PhaseReport>,
+    /// This attempt's subtest reports by pytest's category for them: counted in the run's
+    /// totals only if the attempt is the test's last (an earlier one's are superseded, as
+    /// pytest-rerunfailures drops them from pytest's own counts).
+    #[serde(skip)]
+    pub subtest_counts: std::collections::BTreeMap<String, u64>,
     /// It failed first and passed on a retry.
     pub flaky: bool,
     /// The earlier attempts that failed, oldest first (their output is kept).
@@ -309,6 +314,9 @@ impl Totals {
         }
         if r.teardown_error {
             self.errors += 1;
+        }
+        for (category, count) in &r.subtest_counts {
+            *self.subtests.entry(category.clone()).or_default() += count;
         }
     }
     pub fn failures(&self) -> u64 {

@@ -559,6 +559,7 @@ mod tests {
             head_line: String::new(),
             sections: vec![],
             failed_subtests: vec![],
+            subtest_counts: Default::default(),
             flaky: false,
             reruns: vec![],
         }

@@ -591,6 +591,44 @@ fn tests_without_a_call_phase_are_reported_as_pytest_reports_them() {
     );
 }
 
+/// A test tried again counts the subtests of its last attempt only, as it counts its own
+/// outcome: a subtest that failed in the first attempt is not in the summary of a FLAKY test.
+#[test]
+fn subtests_count_with_their_tests_last_attempt() {
+    let dir = fixture("subtests");
+    let d = dir.path();
+    std::fs::remove_file(d.join("test_sub.py")).unwrap();
+    std::fs::write(
+        d.join("test_sub_retried.py"),
+        "from pathlib import Path\n\n\n\
+         def test_sub(subtests):\n    \
+             record = Path(__file__).parent / '.attempts'\n    \
+             with record.open('a') as handle:\n        \
+                 handle.write('x\\n')\n    \
+             first = len(record.read_text().splitlines()) == 1\n    \
+             for i in range(3):\n        \
+                 with subtests.test(i=i):\n            \
+                     assert not (first and i == 0)\n",
+    )
+    .unwrap();
+    // -v: pytest counts passed subtests only when verbose.
+    let rf = run(racefree(d).args(["-v", "-n", "1", "--retries", "1", "--events", "rf.ndjson"]));
+    assert_eq!(rf.code, 0, "{}{}", rf.stdout, rf.stderr);
+    let ev = events(&d.join("rf.ndjson"));
+    let totals = &ev.last().unwrap()["totals"];
+    assert_eq!(
+        totals["subtests"],
+        serde_json::json!({"subtests passed": 3}),
+        "{totals}"
+    );
+    assert_eq!(totals["flaky"], 1, "{totals}");
+    assert!(
+        rf.stdout.contains("1 passed, 3 subtests passed, 1 flaky"),
+        "{}",
+        rf.stdout
+    );
+}
+
 /// pytest turns a passing test with failed subtests into a failure when its terminal reporter
 /// asks `pytest_report_teststatus`; a plugin standing in for that reporter under its name
 /// (pytest-sugar does) may never ask, and then racefree's plugin must.

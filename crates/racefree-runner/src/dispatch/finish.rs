@@ -208,6 +208,7 @@ impl Dispatcher<'_> {
             let phases = r.phases.get(id).cloned().unwrap_or_default();
             let mut result = build_result(id, unit, r.slot, &phases, duration_of(id));
             result.attempt = Self::attempt_of(st, id);
+            result.subtest_counts = r.subtest_counts.get(id).cloned().unwrap_or_default();
             result.teardown_error = false;
             result.when = Some("call".into());
             if let Some(limit) = r.timed_out {
@@ -246,6 +247,7 @@ impl Dispatcher<'_> {
             let phases = r.phases.get(id).cloned().unwrap_or_default();
             let mut result = build_result(id, unit, r.slot, &phases, duration_of(id));
             result.attempt = Self::attempt_of(st, id);
+            result.subtest_counts = r.subtest_counts.get(id).cloned().unwrap_or_default();
             result.outcome = Outcome::NotRun;
             result.teardown_error = false;
             result.message = message;

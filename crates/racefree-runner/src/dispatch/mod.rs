@@ -489,6 +489,7 @@ impl Dispatcher<'_> {
                         head_line: String::new(),
                         sections: Vec::new(),
                         failed_subtests: Vec::new(),
+                        subtest_counts: Default::default(),
                         flaky: false,
                         reruns: Vec::new(),
                     };
@@ -518,11 +519,16 @@ impl Dispatcher<'_> {
                 });
             }
             Wire::Report(p) if p.subtest => {
-                // Subtests are counted as pytest counts them, and their failures shown with
+                // Subtests are counted as pytest counts them (with their test's final
+                // attempt, see TestResult::subtest_counts), and their failures shown with
                 // their test; they do not decide the test's own outcome (pytest already
                 // turned a passing test with failed subtests into a failure).
                 if !p.category.is_empty() {
-                    *st.totals.subtests.entry(p.category.clone()).or_default() += 1;
+                    *r.subtest_counts
+                        .entry(p.id.clone())
+                        .or_default()
+                        .entry(p.category.clone())
+                        .or_default() += 1;
                 }
                 if p.outcome == "failed" {
                     r.failed_subtests.entry(p.id.clone()).or_default().push(*p);
@@ -539,6 +545,7 @@ impl Dispatcher<'_> {
                 let mut result = build_result(&id, unit, r.slot, &phases, duration);
                 result.attempt = Self::attempt_of(st, &id);
                 result.failed_subtests = r.failed_subtests.remove(&id).unwrap_or_default();
+                result.subtest_counts = r.subtest_counts.remove(&id).unwrap_or_default();
                 r.current = None;
                 r.current_limit = None;
                 if phases.iter().any(|p| p.outcome == RERUN) {

@@ -106,6 +106,7 @@ pub(super) fn build_result(
         head_line: deciding.map(|p| p.head_line.clone()).unwrap_or_default(),
         sections: deciding.map(|p| p.sections.clone()).unwrap_or_default(),
         failed_subtests: Vec::new(),
+        subtest_counts: Default::default(),
         flaky: false,
         reruns: Vec::new(),
     }

@@ -79,6 +79,8 @@ pub(super) struct Running {
     pub(super) collected: Option<Vec<String>>,
     pub(super) phases: HashMap<String, Vec<PhaseReport>>,
     pub(super) failed_subtests: HashMap<String, Vec<PhaseReport>>,
+    /// Per test, its current attempt's subtest reports by category.
+    pub(super) subtest_counts: HashMap<String, std::collections::BTreeMap<String, u64>>,
     pub(super) started_at: HashMap<String, Instant>,
     pub(super) finished: HashSet<String>,
     pub(super) current: Option<String>,
@@ -112,6 +114,7 @@ impl Running {
             collected: None,
             phases: HashMap::new(),
             failed_subtests: HashMap::new(),
+            subtest_counts: HashMap::new(),
             started_at: HashMap::new(),
             finished: HashSet::new(),
             current: None,
