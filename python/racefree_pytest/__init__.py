@@ -234,11 +234,11 @@ def _quiet_phase(report):
 
 def _decisive(report):
     """True if racefree derives the test's outcome from this report (events.rs,
-    ``derive_outcome``): a call that passed, failed or skipped, or any phase that failed or
-    skipped."""
+    ``derive_outcome``): a call that passed, failed or skipped, or any phase that failed,
+    skipped or is to be run again."""
     if report.when == "call":
-        return report.outcome in ("passed", "failed", "skipped")
-    return report.outcome in ("failed", "skipped")
+        return report.outcome in ("passed", "failed", "skipped", _RERUN)
+    return report.outcome in ("failed", "skipped", _RERUN)
 
 
 def _report_fields(report, subtest, category, word):
