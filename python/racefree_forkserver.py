@@ -653,6 +653,8 @@ def _serve(conn, judge=None):
     spare = None
     unreaped = []
     units = 0
+    # Pages the last learning unit listed, counted once the next unit runs (see below).
+    learned = None
     while True:
         _reap(unreaped, block=False)
         request, fds = conn.recv()
@@ -694,6 +696,12 @@ def _serve(conn, judge=None):
         except OSError:
             pass  # the child did it first, or already exited
         conn.send({"pid": pid})
+        if learned:
+            # Counted now, while this unit runs, not between the previous unit's end and
+            # this one's request (milliseconds of Python each time a unit learns): the
+            # process forked ahead next is the first to copy them either way.
+            hotpages.remember(learned, unitns._libc())
+            learned = None
         try:
             # The running unit's socket and event pipe are not the next one's.
             keep_out = (unit.sock,) if events is None else (unit.sock, events)
@@ -718,9 +726,7 @@ def _serve(conn, judge=None):
         unreaped.append(pid)
         _reap(unreaped, block=not early)
         conn.send({"reaped": pid})
-        if pages:
-            # Off the path between units: racefree has its answer and prepares the next.
-            hotpages.remember(pages, unitns._libc())
+        learned = pages or None
 
 
 def _reap(pids, block):
