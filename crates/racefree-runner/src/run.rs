@@ -464,7 +464,7 @@ fn start_early(p: &RunParams, fork: bool) -> Result<Early> {
             p,
             &python,
             history.as_ref(),
-            || join_probe(probe),
+            || joined(probe, "asking the interpreter where it lives"),
             true,
         )?),
         None => None,
@@ -620,24 +620,16 @@ fn launch(
 
 type PytestCheck = std::thread::JoinHandle<Result<crate::python::PythonInfo>>;
 
-/// The answer of `interpreter_paths`, run on a thread of its own.
-fn join_probe(probe: std::thread::JoinHandle<Result<Vec<PathBuf>>>) -> Result<Vec<PathBuf>> {
-    probe.join().map_err(|_| {
-        crate::error::Error::io(
-            "asking the interpreter where it lives",
-            std::io::Error::other("the probe panicked"),
-        )
+/// The answer of a check run on a thread of its own (`doing` names it, should it panic).
+fn joined<T>(handle: std::thread::JoinHandle<Result<T>>, doing: &str) -> Result<T> {
+    handle.join().map_err(|_| {
+        crate::error::Error::io(doing.to_string(), std::io::Error::other("it panicked"))
     })?
 }
 
 fn join_check(check: Option<PytestCheck>) -> Result<crate::python::PythonInfo> {
     match check {
-        Some(handle) => handle.join().map_err(|_| {
-            crate::error::Error::io(
-                "checking pytest",
-                std::io::Error::other("the check panicked"),
-            )
-        })?,
+        Some(handle) => joined(handle, "checking pytest"),
         None => Ok(crate::python::PythonInfo::default()),
     }
 }

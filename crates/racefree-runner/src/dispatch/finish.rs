@@ -198,17 +198,21 @@ impl Dispatcher<'_> {
             }
         }
         let unreported = rec.resume.len() + rec.not_run.len() + usize::from(rec.culprit.is_some());
-        let duration_of = |id: &str| {
-            r.started_at
+        // What the unit's process said of test `id`'s current attempt before it ended.
+        let reported_so_far = |id: &str, st: &State| {
+            let duration = r
+                .started_at
                 .get(id)
                 .map(|s| at.duration_since(*s).as_secs_f64())
-                .unwrap_or(0.0)
-        };
-        if let Some(id) = &rec.culprit {
+                .unwrap_or(0.0);
             let phases = r.phases.get(id).cloned().unwrap_or_default();
-            let mut result = build_result(id, unit, r.slot, &phases, duration_of(id));
+            let mut result = build_result(id, unit, r.slot, &phases, duration);
             result.attempt = Self::attempt_of(st, id);
             result.subtest_counts = r.subtest_counts.get(id).cloned().unwrap_or_default();
+            result
+        };
+        if let Some(id) = &rec.culprit {
+            let mut result = reported_so_far(id, st);
             result.teardown_error = false;
             result.when = Some("call".into());
             if let Some(limit) = r.timed_out {
@@ -244,10 +248,7 @@ impl Dispatcher<'_> {
                 st.lost += 1;
                 format!("not run: the pytest process ended ({exit}) before this test")
             };
-            let phases = r.phases.get(id).cloned().unwrap_or_default();
-            let mut result = build_result(id, unit, r.slot, &phases, duration_of(id));
-            result.attempt = Self::attempt_of(st, id);
-            result.subtest_counts = r.subtest_counts.get(id).cloned().unwrap_or_default();
+            let mut result = reported_so_far(id, st);
             result.outcome = Outcome::NotRun;
             result.teardown_error = false;
             result.message = message;
