@@ -18,6 +18,7 @@ pub mod fnmatch;
 pub mod forkserver;
 pub mod history;
 pub mod isolation;
+pub mod passthrough;
 pub mod plan;
 pub mod procs;
 pub mod python;

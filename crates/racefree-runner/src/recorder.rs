@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::time::Instant;
 
 use crate::dispatch::Reporter;
+use crate::durations::file_of;
 use crate::error::Result;
 use crate::events::{Event, Outcome};
 use crate::history::{History, RunRecord};
@@ -47,6 +48,21 @@ impl HistoryRecorder {
     pub fn forked(mut self, forked: bool) -> HistoryRecorder {
         self.record.forked = forked;
         self
+    }
+}
+
+impl HistoryRecorder {
+    /// Adds a test attempt's seconds to its unit's test time and, when whole files ran, to
+    /// its file's time; `tests` counts it as one of the file's tests (a final attempt).
+    fn add_test_time(&mut self, unit: usize, file: &str, secs: f64, tests: u64) {
+        if let Some(sum) = self.unit_tests.get_mut(&unit) {
+            *sum += secs;
+        }
+        if self.whole_files {
+            let entry = self.record.files.entry(file.to_owned()).or_default();
+            entry.0 += secs;
+            entry.1 += tests;
+        }
     }
 }
 
@@ -95,17 +111,21 @@ impl Reporter for HistoryRecorder {
                     self.record.startups.push((duration - tests).max(0.0));
                 }
             }
+            // A failed attempt (retried by racefree, or rerun in place by a plugin such as
+            // pytest-rerunfailures) took its unit's time like a final one: a file whose
+            // tests are rerun costs its reruns too, and they are not the unit's start-up.
+            Event::TestRetry {
+                unit,
+                nodeid,
+                duration,
+                ..
+            } => {
+                self.add_test_time(*unit, file_of(nodeid), *duration, 0);
+            }
             Event::TestFinished(r) => {
-                if let Some(sum) = self.unit_tests.get_mut(&r.unit) {
-                    *sum += r.duration;
-                }
-                if self.whole_files {
-                    let entry = self.record.files.entry(r.file.clone()).or_default();
-                    entry.0 += r.duration;
-                    entry.1 += 1;
-                    if matches!(r.outcome, Outcome::Crashed | Outcome::NotRun) {
-                        self.broken_files.push(r.file.clone());
-                    }
+                self.add_test_time(r.unit, &r.file, r.duration, 1);
+                if self.whole_files && matches!(r.outcome, Outcome::Crashed | Outcome::NotRun) {
+                    self.broken_files.push(r.file.clone());
                 }
                 self.record.results.push(r.into());
             }

@@ -15,6 +15,7 @@ use crate::error::Result;
 use crate::events::Event;
 use crate::executor::ExecContext;
 use crate::history::History;
+use crate::passthrough;
 use crate::plan::{self, FileWork, PlanParams, Predictions};
 use crate::recorder::HistoryRecorder;
 use crate::recovery::FaultPolicy;
@@ -130,11 +131,6 @@ pub fn run(req: RunRequest) -> Result<u8> {
         req.unit
             .or(rf.unit)
             .unwrap_or(if fork { UnitMode::File } else { UnitMode::Pack });
-    let maxfail = if req.exitfirst {
-        Some(1)
-    } else {
-        req.maxfail.or(rf.maxfail).filter(|&n| n > 0)
-    };
     let junit_xml = req
         .junit_xml
         .clone()
@@ -146,6 +142,15 @@ pub fn run(req: RunRequest) -> Result<u8> {
     let durations = req.durations.or(rf.durations);
     let mut pytest_flags = pytest_cfg.addopts()?;
     pytest_flags.extend(req.pytest_args.iter().cloned());
+    passthrough::refuse_unworkable(&pytest_flags)?;
+    let maxfail = if req.exitfirst {
+        Some(1)
+    } else {
+        req.maxfail
+            .or(passthrough::maxfail(&pytest_flags))
+            .or(rf.maxfail)
+            .filter(|&n| n > 0)
+    };
     let discover = || {
         discovery::discover(
             &pytest_cfg,
@@ -381,18 +386,6 @@ pub fn run(req: RunRequest) -> Result<u8> {
     Ok(outcome.exit_code)
 }
 
-/// True if pytest's arguments (addopts, then those after `--`) turn on pytest-xdist.
-fn asks_for_xdist(flags: &[String]) -> bool {
-    flags.iter().any(|f| {
-        f == "-n"
-            || f == "--numprocesses"
-            || f.starts_with("--numprocesses=")
-            || (f.starts_with("-n") && f.len() > 2 && !f.starts_with("--"))
-            || f == "--dist"
-            || f.starts_with("--dist=")
-    })
-}
-
 /// Fork by default where fork-without-exec is well trodden (macOS frameworks may abort in a
 /// forked child, so there it is opt-in with `fork = true`).
 const FORK_BY_DEFAULT: bool = cfg!(target_os = "linux");
@@ -570,7 +563,7 @@ fn launch(
         req.verbosity.unsigned_abs() as usize,
     ));
     child_args.extend(req.pytest_args.iter().cloned());
-    if asks_for_xdist(p.pytest_flags) {
+    if passthrough::asks_for_xdist(p.pytest_flags) {
         // racefree is the parallel runner: a suite whose addopts say `-n auto` must not make
         // every unit start its own xdist workers. Later options win in pytest's parser.
         child_args.extend(["-n".to_string(), "0".to_string()]);
@@ -676,16 +669,5 @@ mod tests {
         let err = fault_policy(&req, &rf).unwrap_err().to_string();
         assert!(err.contains("--kill-grace"), "{err}");
         assert!(toml::from_str::<config::RacefreeConfig>("flaky-result = \"maybe\"").is_err());
-    }
-
-    #[test]
-    fn xdist_flags_are_recognized() {
-        let v = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
-        assert!(asks_for_xdist(&v(&["-n", "auto"])));
-        assert!(asks_for_xdist(&v(&["-n4"])));
-        assert!(asks_for_xdist(&v(&["--numprocesses=2"])));
-        assert!(asks_for_xdist(&v(&["-ra", "--dist", "loadfile"])));
-        assert!(!asks_for_xdist(&v(&["-ra", "--no-header", "-q"])));
-        assert!(!asks_for_xdist(&v(&["--strict-markers"])));
     }
 }

@@ -292,6 +292,12 @@ fn ten_megabytes_of_output_block_nothing() {
 
 #[test]
 fn exitfirst_stops_the_whole_run() {
+    stops_the_whole_run_on(&["-x"]);
+    // pytest's own -x (or one in addopts) means the same: the whole run stops, not one unit.
+    stops_the_whole_run_on(&["--", "-vx"]);
+}
+
+fn stops_the_whole_run_on(exitfirst: &[&str]) {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     std::fs::write(d.join("pytest.ini"), "[pytest]\n").unwrap();
@@ -310,7 +316,9 @@ fn exitfirst_stops_the_whole_run() {
         .unwrap();
     }
     let start = Instant::now();
-    let rf = run(racefree(d).args(["-n", "2", "--unit", "file", "-x", "--events", "e.ndjson"]));
+    let rf = run(racefree(d)
+        .args(["-n", "2", "--unit", "file", "--events", "e.ndjson"])
+        .args(exitfirst));
     let took = start.elapsed();
     assert_eq!(rf.code, 1, "{}{}", rf.stdout, rf.stderr);
     assert!(took < Duration::from_secs(20), "took {took:?}");
@@ -456,6 +464,23 @@ fn clear_errors_for_bad_input() {
         "{}",
         rf.stderr
     );
+    // pytest options that would make every unit report nothing, or wait at a debugger
+    // prompt nobody sees, are refused by name, with what to do instead.
+    for (flag, instead) in [("--co", "--list-files"), ("--pdb", "pytest --pdb NODE_ID")] {
+        let rf = run(racefree(d).args(["--", "-q", flag]));
+        assert_eq!(rf.code, 4, "{flag}: {}{}", rf.stdout, rf.stderr);
+        // The message as one line, without miette's wrapping and margin.
+        let said = rf
+            .stderr
+            .split_whitespace()
+            .filter(|w| *w != "│")
+            .collect::<Vec<_>>()
+            .join(" ");
+        assert!(
+            said.contains(&format!("`{flag}`")) && said.contains(instead),
+            "{said}"
+        );
+    }
     // An interpreter that cannot import pytest (-S: no site-packages).
     let fake = d.join("nopytest");
     std::fs::write(
@@ -584,6 +609,8 @@ fn tests_without_a_call_phase_are_reported_as_pytest_reports_them() {
         "{expected:?}"
     );
     assert_eq!(junit_results(&d.join("rf.xml")), expected);
+    // pytest's summary counts no test whose call did not run ("2 skipped, 4 errors").
+    assert_eq!(summary_counts(&rf.stdout), summary_counts(&py.stdout));
     let tests = finished(&events(&d.join("rf.ndjson")));
     assert!(
         tests.iter().all(|(_, outcome)| outcome != "crashed"),
@@ -764,6 +791,41 @@ fn reruns_by_pytest_rerunfailures_are_attempts_not_crashes() {
     let rf_xml = std::fs::read_to_string(d.join("rf.xml")).unwrap();
     assert!(rf_xml.contains("<flakyFailure"), "{rf_xml}");
     assert!(rf_xml.contains("<rerunFailure"), "{rf_xml}");
+}
+
+/// A test that pytest-rerunfailures runs twice costs its file both attempts: the next run's
+/// plan predicts the file from history with the failed attempt's time in it.
+#[test]
+fn a_files_reruns_count_in_its_predicted_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(
+        d.join("test_slow_rerun.py"),
+        "import time\nfrom pathlib import Path\n\n\n\
+         def test_slow_then_fails_once():\n    \
+             time.sleep(0.4)\n    \
+             mark = Path(__file__).parent / '.attempted'\n    \
+             if not mark.exists():\n        \
+                 mark.touch()\n        \
+                 assert False\n",
+    )
+    .unwrap();
+    // Units of quick files, so that the start-up history learns is theirs (the median unit's).
+    for name in ["test_quick_a.py", "test_quick_b.py"] {
+        std::fs::write(d.join(name), "def test_quick():\n    pass\n").unwrap();
+    }
+    let first = run(racefree(d)
+        .args(["-n", "1", "--", "--reruns", "1"])
+        .env("PYTHONPATH", plugins_dir()));
+    assert_eq!(first.code, 0, "{}{}", first.stdout, first.stderr);
+    let second = run(racefree(d).args(["-n", "1", "--events", "rf.ndjson"]));
+    assert_eq!(second.code, 0, "{}{}", second.stdout, second.stderr);
+    let ev = events(&d.join("rf.ndjson"));
+    let unit = units_of(&ev, "test_slow_rerun.py");
+    let predicted = unit[0]["predicted_secs"].as_f64().unwrap();
+    // Two attempts of 0.4 s plus a quick unit's start-up; counting the last attempt alone
+    // predicted about 0.4 s plus that start-up.
+    assert!(predicted >= 0.8, "{predicted} {:?}", unit[0]);
 }
 
 /// What happens in an attempt that pytest-rerunfailures runs again belongs to that attempt: a

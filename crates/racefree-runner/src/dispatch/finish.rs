@@ -88,6 +88,7 @@ impl Dispatcher<'_> {
             attempt: result.attempt,
             outcome: result.outcome,
             message: result.message.clone(),
+            duration: result.duration,
             delay: delay.as_secs_f64(),
         });
         st.attempts

@@ -1,0 +1,154 @@
+//! pytest's own options as racefree meets them (in `addopts`, then after `--`): the ones it
+//! acts on run-wide, the ones it refuses because they cannot work in parallel pytest
+//! processes whose output racefree reads, and pytest-xdist's.
+
+use crate::error::{Error, Result};
+
+/// Refuses pytest options that make a pytest process print something and run no tests, ask
+/// for a terminal, or need pytest's cache plugin (racefree runs pytest with
+/// `-p no:cacheprovider`): each would otherwise end in units that report nothing, or a
+/// debugger prompt nobody sees. The message names the option and what to do instead.
+pub fn refuse_unworkable(flags: &[String]) -> Result<()> {
+    for flag in flags {
+        let name = flag.split_once('=').map_or(flag.as_str(), |(name, _)| name);
+        let Some(instead) = instead_of(name) else {
+            continue;
+        };
+        return Err(Error::Usage(format!(
+            "pytest option `{flag}` (after `--` or in addopts) does not work under racefree run: {instead}"
+        )));
+    }
+    Ok(())
+}
+
+fn instead_of(name: &str) -> Option<&'static str> {
+    Some(match name {
+        "--collect-only" | "--co" => {
+            "it lists tests and runs none; `racefree run --list-files` lists the files racefree would run, `pytest --collect-only -q` the tests"
+        }
+        "--setup-plan"
+        | "--fixtures"
+        | "--funcargs"
+        | "--fixtures-per-test"
+        | "--markers"
+        | "-h"
+        | "--help"
+        | "--version"
+        | "-V" => "it prints information and runs no tests; run pytest with it directly",
+        "--pdb" | "--trace" => {
+            "a debugger needs a terminal and racefree's pytest processes have none; run the failing test alone with `pytest --pdb NODE_ID`"
+        }
+        "--lf" | "--last-failed" | "--ff" | "--failed-first" => {
+            "racefree runs pytest without its cache; use racefree's own `--lf`/`--ff` (before `--`), which read racefree's history"
+        }
+        "--sw"
+        | "--stepwise"
+        | "--sw-skip"
+        | "--stepwise-skip"
+        | "--nf"
+        | "--new-first"
+        | "--cache-show"
+        | "--cache-clear"
+        | "--lfnf"
+        | "--last-failed-no-failures" => {
+            "racefree runs pytest without its cache plugin (-p no:cacheprovider); drop the option (racefree's history orders and selects runs: see `--lf`, `--ff`)"
+        }
+        _ => return None,
+    })
+}
+
+/// `-x`/`--exitfirst`/`--maxfail N` given to pytest mean the same run-wide: racefree stops
+/// the whole run, as pytest stops its one process (a unit's own pytest stopping alone would
+/// leave the other slots running). Short flags may be bundled (`-xvs`).
+pub fn maxfail(flags: &[String]) -> Option<u32> {
+    let mut found = None;
+    let mut iter = flags.iter();
+    while let Some(flag) = iter.next() {
+        if flag == "--exitfirst" || is_short_bundle_with_x(flag) {
+            found = Some(1);
+        } else if flag == "--maxfail" {
+            found = iter.next().and_then(|n| n.parse().ok()).or(found);
+        } else if let Some(n) = flag.strip_prefix("--maxfail=") {
+            found = n.parse().ok().or(found);
+        }
+    }
+    found
+}
+
+/// `-x`, or short flags that take no value bundled with it (`-xv`, `-vxs`). A bundle with a
+/// flag that takes a value (`-kx` is `-k x`) is not one.
+fn is_short_bundle_with_x(flag: &str) -> bool {
+    let Some(letters) = flag.strip_prefix('-') else {
+        return false;
+    };
+    !letters.starts_with('-')
+        && letters.contains('x')
+        && letters.chars().all(|c| "xvqsl".contains(c))
+}
+
+/// True if pytest's arguments (addopts, then those after `--`) turn on pytest-xdist.
+pub fn asks_for_xdist(flags: &[String]) -> bool {
+    flags.iter().any(|f| {
+        f == "-n"
+            || f == "--numprocesses"
+            || f.starts_with("--numprocesses=")
+            || (f.starts_with("-n") && f.len() > 2 && !f.starts_with("--"))
+            || f == "--dist"
+            || f.starts_with("--dist=")
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn v(a: &[&str]) -> Vec<String> {
+        a.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn xdist_flags_are_recognized() {
+        assert!(asks_for_xdist(&v(&["-n", "auto"])));
+        assert!(asks_for_xdist(&v(&["-n4"])));
+        assert!(asks_for_xdist(&v(&["--numprocesses=2"])));
+        assert!(asks_for_xdist(&v(&["-ra", "--dist", "loadfile"])));
+        assert!(!asks_for_xdist(&v(&["-ra", "--no-header", "-q"])));
+        assert!(!asks_for_xdist(&v(&["--strict-markers"])));
+    }
+
+    #[test]
+    fn exitfirst_and_maxfail_are_read_as_pytest_reads_them() {
+        assert_eq!(maxfail(&v(&["-x"])), Some(1));
+        assert_eq!(maxfail(&v(&["-ra", "-xvs"])), Some(1));
+        assert_eq!(maxfail(&v(&["--exitfirst"])), Some(1));
+        assert_eq!(maxfail(&v(&["--maxfail", "3"])), Some(3));
+        assert_eq!(maxfail(&v(&["--maxfail=2", "-x"])), Some(1));
+        // The last one given wins, as in pytest's parser.
+        assert_eq!(maxfail(&v(&["-x", "--maxfail=4"])), Some(4));
+        assert_eq!(maxfail(&v(&["-kx", "-m", "x"])), None);
+        assert_eq!(maxfail(&v(&["--strict-markers", "-v"])), None);
+    }
+
+    #[test]
+    fn options_that_cannot_work_are_refused_by_name() {
+        for flag in [
+            "--co",
+            "--collect-only",
+            "--pdb",
+            "--lf",
+            "--sw",
+            "--fixtures",
+            "-V",
+        ] {
+            let err = refuse_unworkable(&v(&["-q", flag]))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(&format!("`{flag}`")), "{err}");
+        }
+        let err = refuse_unworkable(&v(&["--cache-clear=yes"]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("--cache-clear"), "{err}");
+        assert!(refuse_unworkable(&v(&["-ra", "--setup-only", "--tb=short"])).is_ok());
+    }
+}
