@@ -96,6 +96,10 @@ _ARGV_ENV = "RACEFREE_FORKSERVER_ARGV"
 _ANCHORS_ENV = "RACEFREE_FORKSERVER_ANCHORS"
 # "conftest" keeps units forking at the conftest point (for comparisons; see _ForkPoint).
 _POINT_ENV = "RACEFREE_FORK_POINT"
+# "0" when racefree's slots keep every core busy: then copying a unit's pages ahead (see
+# racefree_hotpages) only moves work onto a core another unit needs, and copies pages the
+# unit would not have touched besides, so units neither learn nor copy pages ahead.
+_COPY_AHEAD_ENV = "RACEFREE_FORKSERVER_COPY_AHEAD"
 
 # In a child: "session" when it carried on from the server's started session, "adopted"
 # when from the server's configuration at the conftest point, "fresh" when it had to
@@ -112,6 +116,8 @@ _LEARN_PAGES = False
 # Which units of a server learn pages: the first few, then one in so many.
 _LEARNING_UNITS = 3
 _LEARN_EVERY = 50
+# Whether units learn pages at all, and so whether spares copy any ahead (see _COPY_AHEAD_ENV).
+_COPY_AHEAD = True
 _MAX_LINE = 16 * 1024 * 1024
 
 
@@ -673,7 +679,7 @@ def _serve(conn, judge=None):
             spare.discard()
             spare = None
         units += 1
-        learn = units <= _LEARNING_UNITS or units % _LEARN_EVERY == 0
+        learn = _COPY_AHEAD and (units <= _LEARNING_UNITS or units % _LEARN_EVERY == 0)
         while True:
             if spare is None:
                 # The request's descriptors go to the spare with the request: the copies
@@ -1207,6 +1213,8 @@ def main():
         return
     server_argv = json.loads(os.environ.pop(_ARGV_ENV))
     anchors = json.loads(os.environ.pop(_ANCHORS_ENV, "[]"))
+    global _COPY_AHEAD
+    _COPY_AHEAD = os.environ.pop(_COPY_AHEAD_ENV, "1") != "0"
 
     def ready(**point):
         why = _unsafe(fd, base_sockets)

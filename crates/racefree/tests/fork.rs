@@ -24,9 +24,20 @@ fn racefree(dir: &Path, expect_fork: bool, use_threaded: bool, extra: &[&str]) -
 }
 
 fn racefree_command(dir: &Path, expect_fork: bool, use_threaded: bool, extra: &[&str]) -> Command {
+    racefree_command_on(1, dir, expect_fork, use_threaded, extra)
+}
+
+/// `racefree_command` with `workers` slots.
+fn racefree_command_on(
+    workers: usize,
+    dir: &Path,
+    expect_fork: bool,
+    use_threaded: bool,
+    extra: &[&str],
+) -> Command {
     let mut cmd = Command::cargo_bin("racefree").unwrap();
     cmd.current_dir(dir)
-        .args(["run", "-n", "1", "--plain", "--python"])
+        .args(["run", "-n", &workers.to_string(), "--plain", "--python"])
         .arg(python())
         .args(extra)
         .env_remove("VIRTUAL_ENV")
@@ -765,6 +776,13 @@ fn units_forked_ahead_copy_the_pages_earlier_units_copied() {
         eprintln!("skipped: this kernel has no MADV_POPULATE_WRITE (Linux 5.14)");
         return;
     }
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if cores < 2 {
+        eprintln!(
+            "skipped: one core, where -n 1 keeps every core busy and nothing is copied ahead"
+        );
+        return;
+    }
     let dir = fixture();
     let names = ["a", "b", "c", "d", "e", "f", "g", "h"];
     let files = write_test_files(dir.path(), "pages", &names, |name| {
@@ -788,18 +806,30 @@ fn units_forked_ahead_copy_the_pages_earlier_units_copied() {
     });
     let record = dir.path().join("records");
     std::fs::create_dir_all(&record).unwrap();
-    let mut args = vec!["--isolate", "tmp", "--unit", "file"];
-    args.extend(files.iter().map(String::as_str));
-    let ran = run(racefree_command(dir.path(), true, false, &args).env("RECORD_DIR", &record));
-    assert_passed(&ran, "copied pages", names.len());
-    let counts: Vec<(usize, usize)> = names
-        .iter()
-        .map(|n| {
-            let text = std::fs::read_to_string(record.join(n)).unwrap();
-            let (learned, held) = text.split_once(' ').unwrap();
-            (learned.parse().unwrap(), held.parse().unwrap())
-        })
-        .collect();
+    let pages_held = |workers: usize| -> Vec<(usize, usize)> {
+        let mut args = vec!["--isolate", "tmp", "--unit", "file"];
+        args.extend(files.iter().map(String::as_str));
+        let ran =
+            run(racefree_command_on(workers, dir.path(), true, false, &args)
+                .env("RECORD_DIR", &record));
+        assert_passed(&ran, "copied pages", names.len());
+        names
+            .iter()
+            .map(|n| {
+                let text = std::fs::read_to_string(record.join(n)).unwrap();
+                let (learned, held) = text.split_once(' ').unwrap();
+                (learned.parse().unwrap(), held.parse().unwrap())
+            })
+            .collect()
+    };
+    // A slot per core: the copying would take a core another slot's unit needs, so none is
+    // done (and no unit learns).
+    let busy = pages_held(cores);
+    assert!(
+        busy.iter().all(|(learned, _)| *learned == 0),
+        "with every core a slot's, nothing is copied ahead: {busy:?}"
+    );
+    let counts = pages_held(1);
     // Units run in history's order, not by name: look at them as a set.
     let with_pages: Vec<&(usize, usize)> = counts.iter().filter(|(l, _)| *l > 0).collect();
     assert!(
