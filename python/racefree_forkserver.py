@@ -207,6 +207,7 @@ def _load_plugins():
 
         def pytest_plugin_registered(self, plugin):
             fixturescan.learn([plugin])
+            _without_xdist_servers(plugin)
 
     try:
         _silenced(
@@ -231,6 +232,35 @@ def _load_plugins():
             os.rmdir(empty)
         except OSError:
             pass
+
+
+def _without_xdist_servers(plugin):
+    """pytest-rerunfailures, when pytest-xdist is installed, starts a thread and a socket in
+    every pytest process that is not an xdist worker (its ServerStatusDB), to share crash
+    counts with xdist's workers, whether or not the run has any. A racefree unit is a pytest
+    process without workers: there the server has nobody to serve, and the plugin's own
+    StatusDB, which it uses when xdist is absent, behaves the same (the counts it would keep
+    are only read in xdist's crash hook). Registered before its pytest_configure runs, the
+    plugin is handed that one instead, so that the fork server stays single-threaded."""
+    if getattr(plugin, "__name__", None) != "pytest_rerunfailures":
+        return
+    local = getattr(plugin, "StatusDB", None)
+    if isinstance(getattr(plugin, "ServerStatusDB", None), type) and isinstance(local, type):
+        plugin.ServerStatusDB = local
+
+
+def _thread_names():
+    """What started each thread but this one, as far as Python knows (``module.function``
+    of its target, else its name): for the line that says why the server will not fork."""
+    names = []
+    for thread in threading.enumerate():
+        if thread is threading.current_thread():
+            continue
+        target = getattr(thread, "_target", None)
+        module = getattr(target, "__module__", None)
+        function = getattr(target, "__qualname__", None)
+        names.append("%s.%s" % (module, function) if module and function else thread.name)
+    return names
 
 
 def _native_threads():
@@ -280,7 +310,8 @@ def _unsafe_now():
 def _unsafe(own_fd, base_sockets):
     """Why forking now would be unsafe, or None."""
     if threading.active_count() > 1 or _native_threads() > 1:
-        return "it started a thread"
+        names = _thread_names()
+        return "it started a thread" + (" (%s)" % ", ".join(names) if names else "")
     if _children():
         return "it started a child process"
     if _sockets(own_fd) > base_sockets:
@@ -771,8 +802,9 @@ class _ForkPoint:
       manager has scanned every plugin. A child only takes its basetemp and its files and
       collects them: some 15 ms less per unit than the conftest point. The server took
       everything a unit would otherwise set up, so it is used only when what ran is safe to
-      share: no plugin beyond pytest's own (and Hypothesis's, which keeps its set-up in
-      memory) has session set-up or tear-down hooks, which would run once per server but
+      share: no plugin beyond pytest's own (and Hypothesis's and pytest-rerunfailures's,
+      whose session hooks are safe to share, see _SHARED_SESSION_OK) has session set-up or
+      tear-down hooks, which would run once per server but
       tear down once per unit, and the server is still single-threaded, without children
       or sockets. Each child starts pytest's output capture afresh and points its
       faulthandler at its own stderr.
@@ -801,6 +833,10 @@ class _ForkPoint:
         # conftest-point server whether it serves.
         self.verdict = None
         self.in_child = False
+
+    def pytest_plugin_registered(self, plugin):
+        # A plugin named with -p (not installed, so not loaded by the warm-up) too.
+        _without_xdist_servers(plugin)
 
     @pytest.hookimpl(hookwrapper=True, tryfirst=True)
     def pytest_load_initial_conftests(self, early_config, parser, args):
@@ -1014,9 +1050,17 @@ def _read_to_end(fd):
     return b"".join(chunks)
 
 
-# Plugins whose session hooks may run once per server: pytest's own, racefree's, and
-# Hypothesis's (its pytest_sessionstart only counts, in memory).
-_SHARED_SESSION_OK = ("_pytest", "pytest", "racefree_pytest", "_hypothesis_pytestplugin")
+# Plugins whose session hooks may run once per server: pytest's own, racefree's,
+# Hypothesis's (its pytest_sessionstart only counts, in memory) and pytest-rerunfailures's
+# (with pytest-xdist installed, its pytest_sessionstart keeps the session object, which a
+# unit carries on with; its pytest_sessionfinish reads the unit's own items).
+_SHARED_SESSION_OK = (
+    "_pytest",
+    "pytest",
+    "racefree_pytest",
+    "_hypothesis_pytestplugin",
+    "pytest_rerunfailures",
+)
 _SESSION_HOOKS = ("pytest_sessionstart", "pytest_sessionfinish", "pytest_unconfigure")
 
 
@@ -1037,7 +1081,11 @@ def _session_point_unsafe(config, anchors):
             plugin = impl.plugin
             module = getattr(plugin, "__name__", None) or type(plugin).__module__
             if module.split(".")[0] not in _SHARED_SESSION_OK:
-                return "plugin %s has %s, which must run in every unit" % (impl.plugin_name, hook)
+                name = impl.plugin_name
+                if name.isdigit():
+                    # Registered without a name: pluggy named it by its id.
+                    name = "%s.%s" % (type(plugin).__module__, type(plugin).__qualname__)
+                return "plugin %s has %s, which must run in every unit" % (name, hook)
     why = _unsafe_now()
     if why:
         return "after configuring pytest and starting the session, %s" % why

@@ -119,6 +119,8 @@ fn a_module_that_starts_a_thread_is_never_preloaded() {
         "the line names the module and why: {}",
         lines[0]
     );
+    // And what the thread runs, as far as Python knows.
+    assert!(lines[0].contains("(time.sleep)"), "{}", lines[0]);
     // History remembers the culprit: the next run forks again without preloading it.
     let third = racefree(dir.path(), true, true, &[]);
     assert_all_passed(&third, "third run (culprit left out)");

@@ -723,6 +723,9 @@ fn reruns_by_pytest_rerunfailures_are_attempts_not_crashes() {
         .env("PYTHONPATH", plugins_dir())
         .env("RERUN_MARK", "racefree"));
     assert_eq!(rf.code, py.code, "{}{}", rf.stdout, rf.stderr);
+    // With pytest-xdist installed (as it is here), the plugin would start a thread in every
+    // pytest process that is not an xdist worker; the fork servers keep it from doing so.
+    assert!(!rf.stderr.contains("fork server off"), "{}", rf.stderr);
     // One testcase per test, with its last attempt's result (and the earlier attempts inside
     // it, as Surefire writes them). pytest's own report has those three too, and for the test
     // that fails every time also a "passed" testcase for its rerun attempt.
