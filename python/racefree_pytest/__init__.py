@@ -57,6 +57,7 @@ import json
 import os
 import signal
 import sys
+import time
 import types
 from pathlib import Path as _Path
 
@@ -94,6 +95,11 @@ def _marker_timeout(item):
 # (an undecodable file name), which as an escape racefree's JSON parser would reject; raw, the
 # UTF-8 encoding in _Channel.flush replaces it.
 _encode = json.JSONEncoder(ensure_ascii=False).encode
+
+# The clock of tests' durations, held where tools that fake time cannot reach it: freezegun,
+# while time is frozen, replaces ``time.monotonic`` and every module attribute that refers
+# to it, but not one inside an object.
+_CLOCK = types.SimpleNamespace(now=time.monotonic)
 
 
 class _Channel:
@@ -325,6 +331,9 @@ class _RacefreePlugin:
         # and the node id of the test one of whose reports decided its outcome.
         self.held = None
         self.decided = None
+        # When the current test started (_CLOCK): racefree reads messages in batches, so a
+        # test's duration is measured here.
+        self.started = None
         # Whether pytest's own terminal reporter asks pytest_report_teststatus about every
         # report (None: not looked up yet).
         self.terminal_asks = None
@@ -443,6 +452,7 @@ class _RacefreePlugin:
         )
 
     def pytest_runtest_logstart(self, nodeid, location):
+        self.started = _CLOCK.now()
         self._release_held()
         self.decided = None
         os.environ[_TEST_ENV] = nodeid
@@ -515,7 +525,9 @@ class _RacefreePlugin:
 
     def pytest_runtest_logfinish(self, nodeid, location):
         self._release_held()
-        self.channel.send("finish", id=nodeid)
+        started, self.started = self.started, None
+        duration = None if started is None else _CLOCK.now() - started
+        self.channel.send("finish", id=nodeid, duration=duration)
 
     def pytest_warning_recorded(self, warning_message, when, nodeid, location):
         self.warnings += 1

@@ -35,6 +35,9 @@ pub enum Wire {
     Report(Box<PhaseReport>),
     Finish {
         id: String,
+        /// Seconds from the test's start to its end, as the plugin measured them.
+        #[serde(default)]
+        duration: Option<f64>,
     },
     Done {
         exitstatus: i32,
@@ -141,7 +144,8 @@ pub struct TestResult {
     /// A teardown that failed after the test's own outcome was known: pytest counts it as
     /// an extra error beside that outcome ("1 passed, 1 error").
     pub teardown_error: bool,
-    /// Seconds, measured by racefree from event arrival.
+    /// Seconds from the test's start to its end, as racefree's plugin measured them in the
+    /// test's process (the arrival of its messages, if the plugin did not say).
     pub duration: f64,
     /// One-line reason: the crash message, skip reason or xfail reason.
     pub message: String,

@@ -27,6 +27,15 @@ const TAIL_BYTES: usize = 64 * 1024;
 /// After the pytest process exits, how long to keep reading pipes held open by processes it
 /// left behind before giving up on them.
 const EXIT_GRACE: Duration = Duration::from_millis(1000);
+/// After a read that brought less than `COALESCE_BELOW` bytes, the unit's reader waits
+/// `COALESCE_FOR` before it looks again, so that it reads the messages of many tests at once
+/// rather than waking up for each line. Every wake-up costs racefree (and, on a machine whose
+/// cores all run units, the units) tens of microseconds: a unit of 20,000 trivial tests cost
+/// racefree 83 us of CPU per test read line by line, 14 us read this way. Nothing waits
+/// for racefree meanwhile (a test's duration is the plugin's own measurement, and the pipe
+/// holds 64 KiB); a large read (a test's big output) is followed at once by the next.
+const COALESCE_BELOW: usize = 16 * 1024;
+const COALESCE_FOR: Duration = Duration::from_millis(2);
 
 /// What every unit of a run shares.
 #[derive(Debug)]
@@ -460,6 +469,9 @@ fn io_loop(
     let mut line_buf: Vec<u8> = Vec::new();
     let mut tails: [Vec<u8>; 2] = [Vec::new(), Vec::new()];
     let mut chunk = vec![0u8; 64 * 1024];
+    // Once the unit has said it is done, its end is read without delay: racefree's next
+    // step for the slot waits for it.
+    let mut ending = false;
     loop {
         let live: Vec<usize> = (0..3).filter(|&i| open[i]).collect();
         if live.is_empty() {
@@ -477,16 +489,21 @@ fn io_loop(
             Ok(r) => r,
             Err(_) => vec![true; fds.len()],
         };
+        let mut read_small = false;
         for (k, &i) in live.iter().enumerate() {
             if !ready[k] {
                 continue;
             }
             match rustix::io::read(&streams[i], &mut chunk) {
-                Ok(0) => open[i] = false,
+                Ok(0) => {
+                    open[i] = false;
+                    ending = true;
+                }
                 Ok(n) => {
+                    read_small |= n < COALESCE_BELOW;
                     if i == 0 {
                         line_buf.extend_from_slice(&chunk[..n]);
-                        forward_lines(unit, &mut line_buf, &tx);
+                        ending |= forward_lines(unit, &mut line_buf, &tx);
                     } else {
                         push_tail(&mut tails[i - 1], &chunk[..n]);
                     }
@@ -494,6 +511,9 @@ fn io_loop(
                 Err(rustix::io::Errno::INTR) | Err(rustix::io::Errno::AGAIN) => {}
                 Err(_) => open[i] = false,
             }
+        }
+        if read_small && !ending {
+            std::thread::sleep(COALESCE_FOR);
         }
     }
     let exit = match waiter.join() {
@@ -531,8 +551,10 @@ fn io_loop(
 }
 
 /// Sends the complete lines in `buf` as one message (what one read brought: one wake-up of
-/// the dispatcher, not one per line) and keeps the incomplete rest.
-fn forward_lines(unit: usize, buf: &mut Vec<u8>, tx: &Sender<ExecMsg>) {
+/// the dispatcher, not one per line) and keeps the incomplete rest. True if the unit said
+/// it is done.
+fn forward_lines(unit: usize, buf: &mut Vec<u8>, tx: &Sender<ExecMsg>) -> bool {
+    let mut done = false;
     let at = Instant::now();
     let mut batch = Vec::new();
     let mut start = 0;
@@ -543,7 +565,10 @@ fn forward_lines(unit: usize, buf: &mut Vec<u8>, tx: &Sender<ExecMsg>) {
             continue;
         }
         batch.push(match Wire::parse(&line) {
-            Ok(wire) => ExecMsg::Wire { unit, wire, at },
+            Ok(wire) => {
+                done |= matches!(wire, Wire::Done { .. });
+                ExecMsg::Wire { unit, wire, at }
+            }
             Err(e) => ExecMsg::BadLine {
                 unit,
                 line: line.into_owned(),
@@ -553,11 +578,43 @@ fn forward_lines(unit: usize, buf: &mut Vec<u8>, tx: &Sender<ExecMsg>) {
     }
     buf.drain(..start);
     let msg = match batch.len() {
-        0 => return,
+        0 => return done,
         1 => batch.pop(),
         _ => Some(ExecMsg::Batch(batch)),
     };
     if let Some(msg) = msg {
         let _ = tx.send(msg);
+    }
+    done
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_go_as_one_batch_and_the_units_done_is_noticed() {
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let mut buf =
+            b"{\"e\": \"start\", \"id\": \"t.py::a\"}\n{\"e\": \"finish\", \"id\": \"t.py::a\", \"duration\": 0.5}\n{\"e\": \"sta"
+                .to_vec();
+        assert!(!forward_lines(3, &mut buf, &tx));
+        match rx.try_recv() {
+            Ok(ExecMsg::Batch(batch)) => {
+                assert_eq!(batch.len(), 2);
+                assert!(matches!(
+                    &batch[1],
+                    ExecMsg::Wire { unit: 3, wire: Wire::Finish { duration: Some(d), .. }, .. } if *d == 0.5
+                ));
+            }
+            _ => panic!("expected one batch"),
+        }
+        // The incomplete line waits for the rest.
+        assert_eq!(buf, b"{\"e\": \"sta");
+        buf.extend_from_slice(
+            b"rt\", \"id\": \"t.py::b\"}\n{\"e\": \"done\", \"exitstatus\": 0}\n",
+        );
+        assert!(forward_lines(3, &mut buf, &tx));
+        assert!(buf.is_empty());
     }
 }

@@ -796,6 +796,39 @@ fn reruns_by_pytest_rerunfailures_are_attempts_not_crashes() {
     assert!(rf_xml.contains("<rerunFailure"), "{rf_xml}");
 }
 
+/// A test's duration is measured in its process (racefree reads the plugin's messages in
+/// batches) on a clock that a test faking time cannot reach: here one test replaces
+/// `time.monotonic` and never puts it back, as a frozen clock left running would.
+#[test]
+fn durations_are_the_tests_own_even_after_a_test_fakes_the_clock() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(
+        d.join("test_clock.py"),
+        "import time\n\n\n\
+         def test_fakes_the_clock():\n    \
+             time.monotonic = lambda: 1000.0\n\n\n\
+         def test_sleeps():\n    \
+             time.sleep(0.3)\n\n\n\
+         def test_quick():\n    \
+             pass\n",
+    )
+    .unwrap();
+    let rf = run(racefree(d).args(["-n", "1", "--no-history", "--events", "rf.ndjson"]));
+    assert_eq!(rf.code, 0, "{}{}", rf.stdout, rf.stderr);
+    let ev = events(&d.join("rf.ndjson"));
+    let duration = |name: &str| -> f64 {
+        ev.iter()
+            .find(|e| e["event"] == "test_finished" && e["nodeid"] == name)
+            .and_then(|e| e["duration"].as_f64())
+            .unwrap()
+    };
+    let slept = duration("test_clock.py::test_sleeps");
+    assert!((0.3..2.0).contains(&slept), "{slept}");
+    let quick = duration("test_clock.py::test_quick");
+    assert!((0.0..0.2).contains(&quick), "{quick}");
+}
+
 /// A test that pytest-rerunfailures runs twice costs its file both attempts: the next run's
 /// plan predicts the file from history with the failed attempt's time in it.
 #[test]

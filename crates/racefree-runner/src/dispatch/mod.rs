@@ -535,11 +535,16 @@ impl Dispatcher<'_> {
                 }
             }
             Wire::Report(p) => r.phases.entry(p.id.clone()).or_default().push(*p),
-            Wire::Finish { id } => {
-                let duration = r
+            Wire::Finish { id, duration } => {
+                // The plugin's own measurement, free of the time messages spend in the pipe
+                // (racefree reads them in batches); the arrival times otherwise.
+                let arrived = r
                     .started_at
                     .remove(&id)
-                    .map(|s| at.duration_since(s).as_secs_f64())
+                    .map(|s| at.duration_since(s).as_secs_f64());
+                let duration = duration
+                    .filter(|d| d.is_finite() && *d >= 0.0)
+                    .or(arrived)
                     .unwrap_or(0.0);
                 let phases = r.phases.remove(&id).unwrap_or_default();
                 let mut result = build_result(&id, unit, r.slot, &phases, duration);
