@@ -11,7 +11,9 @@ run) is run three ways, taking turns ROUNDS times:
 Each time is the run loop's alone, from the end of collection to the end of the session:
 for pytest from a `-p` plugin's clock, for racefree from its event log (`unit_collected` to
 `unit_finished`, which also holds the unit's exit). Medians are reported as microseconds per
-test over plain pytest, and as ratios.
+test over plain pytest, and as ratios. Last, racefree's own CPU (user and system time of its
+process, all threads, read from /proc on Linux): what it takes from the units when every core
+runs one.
 
     bench/.venv/bin/python bench/runner/pertest.py --racefree target/release/racefree [-N 5000]
         [--plugin-dir python] [--plugin-dir OTHER ...]
@@ -29,6 +31,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 PYTHON = sys.executable
@@ -85,18 +88,36 @@ def pytest_runloop(cwd, clock, plugin_dir=None):
     return float(found.group(1))
 
 
+def own_cpu(pid):
+    """CPU seconds (user + system, all threads) process `pid` itself has used, or None where
+    /proc is missing (its children's are not counted)."""
+    try:
+        with open("/proc/%d/stat" % pid) as handle:
+            fields = handle.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def racefree_runloop(cwd, racefree):
+    """The run loop's seconds, and racefree's own CPU seconds over the whole run (sampled
+    from /proc every 10 ms until it exits: the last few milliseconds are missed)."""
     events = os.path.join(cwd, "events.ndjson")
     cmd = [racefree, "run", "--python", PYTHON, "-q", "--plain", "-n", "1", "--events", events]
-    proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True)
+    proc = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    cpu = None
+    while proc.poll() is None:
+        cpu = own_cpu(proc.pid) or cpu
+        time.sleep(0.01)
+    output = proc.stdout.read().decode(errors="replace")
     if proc.returncode != 0:
-        sys.exit("%s exited %d:\n%s" % (" ".join(cmd), proc.returncode, proc.stdout[-3000:]))
+        sys.exit("%s exited %d:\n%s" % (" ".join(cmd), proc.returncode, output[-3000:]))
     at = {}
     with open(events) as handle:
         for line in handle:
             event = json.loads(line)
             at.setdefault(event["event"], event["t"])
-    return at["unit_finished"] - at["unit_collected"]
+    return at["unit_finished"] - at["unit_collected"], cpu
 
 
 def main():
@@ -118,11 +139,15 @@ def main():
         for d in plugin_dirs:
             times["pytest + plugin " + d] = []
         times["racefree run -n 1"] = []
+        cpus = []
         for _ in range(ROUNDS):
             times["pytest"].append(pytest_runloop(root, clock))
             for d in plugin_dirs:
                 times["pytest + plugin " + d].append(pytest_runloop(root, clock, d))
-            times["racefree run -n 1"].append(racefree_runloop(root, racefree))
+            runloop, cpu = racefree_runloop(root, racefree)
+            times["racefree run -n 1"].append(runloop)
+            if cpu is not None:
+                cpus.append(cpu)
     base = statistics.median(times["pytest"])
     print("%d trivial tests in one file, run loop only, median of %d (seconds):" % (args.tests, ROUNDS))
     for name, values in times.items():
@@ -130,6 +155,14 @@ def main():
         print(
             "  %-60s %7.3f  %+7.1f us/test  x%.2f"
             % (name, median, (median - base) / args.tests * 1e6, median / base)
+        )
+    if cpus:
+        # What racefree's own process (reading, bookkeeping, reporting) costs per test: CPU
+        # that, with a slot per core, the units do not get.
+        cpu = statistics.median(cpus)
+        print(
+            "  racefree's own CPU over the whole run: %.3f s, %.1f us/test (x%.2f of pytest's run loop)"
+            % (cpu, cpu / args.tests * 1e6, cpu / base)
         )
 
 

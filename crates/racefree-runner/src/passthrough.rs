@@ -2,7 +2,22 @@
 //! acts on run-wide, the ones it refuses because they cannot work in parallel pytest
 //! processes whose output racefree reads, and pytest-xdist's.
 
+use crate::config::shell_split;
 use crate::error::{Error, Result};
+
+/// pytest's options in `$PYTEST_ADDOPTS` (which every unit's pytest reads too), split as
+/// pytest splits them.
+pub fn env_addopts() -> Result<Vec<String>> {
+    let Some(text) = std::env::var_os("PYTEST_ADDOPTS") else {
+        return Ok(Vec::new());
+    };
+    let text = text.to_string_lossy();
+    shell_split(&text).ok_or_else(|| {
+        Error::Usage(format!(
+            "PYTEST_ADDOPTS has an unclosed quote: {text:?}; fix the variable or unset it"
+        ))
+    })
+}
 
 /// Refuses pytest options that make a pytest process print something and run no tests, ask
 /// for a terminal, or need pytest's cache plugin (racefree runs pytest with
@@ -15,7 +30,7 @@ pub fn refuse_unworkable(flags: &[String]) -> Result<()> {
             continue;
         };
         return Err(Error::Usage(format!(
-            "pytest option `{flag}` (after `--` or in addopts) does not work under racefree run: {instead}"
+            "pytest option `{flag}` (after `--`, in addopts or in PYTEST_ADDOPTS) does not work under racefree run: {instead}"
         )));
     }
     Ok(())
@@ -23,7 +38,7 @@ pub fn refuse_unworkable(flags: &[String]) -> Result<()> {
 
 fn instead_of(name: &str) -> Option<&'static str> {
     Some(match name {
-        "--collect-only" | "--co" => {
+        "--collect-only" | "--collectonly" | "--co" => {
             "it lists tests and runs none; `racefree run --list-files` lists the files racefree would run, `pytest --collect-only -q` the tests"
         }
         "--setup-plan"
@@ -75,15 +90,25 @@ pub fn maxfail(flags: &[String]) -> Option<u32> {
     found
 }
 
-/// `-x`, or short flags that take no value bundled with it (`-xv`, `-vxs`). A bundle with a
-/// flag that takes a value (`-kx` is `-k x`) is not one.
+/// `-x` alone or bundled, as pytest's parser reads short flags: each letter is a flag until
+/// one that takes a value, which takes the rest (`-vxs` and `-xrA` hold `-x`; `-kx` is
+/// `-k x` and `-rx` is `-r x`).
 fn is_short_bundle_with_x(flag: &str) -> bool {
     let Some(letters) = flag.strip_prefix('-') else {
         return false;
     };
-    !letters.starts_with('-')
-        && letters.contains('x')
-        && letters.chars().all(|c| "xvqsl".contains(c))
+    if letters.starts_with('-') {
+        return false;
+    }
+    for letter in letters.chars() {
+        match letter {
+            'x' => return true,
+            // pytest's short flags that take no value.
+            'v' | 'q' | 's' | 'l' | 'h' | 'V' => continue,
+            _ => return false,
+        }
+    }
+    false
 }
 
 /// True if pytest's arguments (addopts, then those after `--`) turn on pytest-xdist.
@@ -126,6 +151,8 @@ mod tests {
         // The last one given wins, as in pytest's parser.
         assert_eq!(maxfail(&v(&["-x", "--maxfail=4"])), Some(4));
         assert_eq!(maxfail(&v(&["-kx", "-m", "x"])), None);
+        assert_eq!(maxfail(&v(&["-xrA"])), Some(1));
+        assert_eq!(maxfail(&v(&["-rx"])), None);
         assert_eq!(maxfail(&v(&["--strict-markers", "-v"])), None);
     }
 

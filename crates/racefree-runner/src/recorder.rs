@@ -1,7 +1,7 @@
 //! The history store's consumer of the event stream: gathers a run's results and writes them
 //! to the history database in one transaction when the run is over.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::Instant;
 
 use crate::dispatch::Reporter;
@@ -21,6 +21,9 @@ pub struct HistoryRecorder {
     /// Units of one file, from their start: when their collection ends, that is the file's
     /// collection time (start-up included).
     single_file: HashMap<usize, (String, Instant)>,
+    /// Units that run failed tests again (racefree's `--retries`): the failed attempt's time
+    /// was the file's, in its own unit; the retry's is not the file's again.
+    retry_units: HashSet<usize>,
 }
 
 impl HistoryRecorder {
@@ -41,6 +44,7 @@ impl HistoryRecorder {
             unit_tests: HashMap::new(),
             broken_files: Vec::new(),
             single_file: HashMap::new(),
+            retry_units: HashSet::new(),
         }
     }
 
@@ -60,7 +64,9 @@ impl HistoryRecorder {
         }
         if self.whole_files {
             let entry = self.record.files.entry(file.to_owned()).or_default();
-            entry.0 += secs;
+            if !self.retry_units.contains(&unit) {
+                entry.0 += secs;
+            }
             entry.1 += tests;
         }
     }
@@ -76,6 +82,9 @@ impl Reporter for HistoryRecorder {
                 ..
             } => {
                 self.unit_tests.insert(*unit, 0.0);
+                if *reason == "retry" {
+                    self.retry_units.insert(*unit);
+                }
                 // Resumptions and retries collect the whole file too, but start in a hurry
                 // after a crash: only planned units measure a file's collection.
                 if let ([file], "planned") = (files.as_slice(), *reason) {
@@ -113,7 +122,8 @@ impl Reporter for HistoryRecorder {
             }
             // A failed attempt (retried by racefree, or rerun in place by a plugin such as
             // pytest-rerunfailures) took its unit's time like a final one: a file whose
-            // tests are rerun costs its reruns too, and they are not the unit's start-up.
+            // tests are rerun in place costs its reruns too, and they are not the unit's
+            // start-up. (A retry in a unit of its own is that unit's time, not the file's.)
             Event::TestRetry {
                 unit,
                 nodeid,
@@ -147,5 +157,122 @@ impl Reporter for HistoryRecorder {
             self.record.files.remove(f);
         }
         self.history.record(&self.record)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::events::{ExitInfo, TestResult, Totals};
+
+    fn started(unit: usize, reason: &'static str) -> Event {
+        Event::UnitStarted {
+            unit,
+            slot: 0,
+            pid: 1,
+            attempt: 1,
+            reason,
+            files: vec!["a.py".into()],
+            chunk: None,
+            estimated_tests: 1,
+            predicted_secs: 1.0,
+        }
+    }
+
+    fn finished(unit: usize) -> Event {
+        Event::UnitFinished {
+            unit,
+            slot: 0,
+            exit: ExitInfo::default(),
+            pytest_exitstatus: Some(0),
+            duration: 2.5,
+            unreported: 0,
+            error: None,
+            cancelled: false,
+        }
+    }
+
+    fn passed(unit: usize, duration: f64) -> TestResult {
+        TestResult {
+            nodeid: "a.py::t".into(),
+            file: "a.py".into(),
+            unit,
+            slot: 0,
+            attempt: 2,
+            outcome: Outcome::Passed,
+            teardown_error: false,
+            duration,
+            message: String::new(),
+            longrepr: String::new(),
+            teardown_longrepr: String::new(),
+            teardown_message: String::new(),
+            when: Some("call".into()),
+            head_line: String::new(),
+            sections: vec![],
+            failed_subtests: vec![],
+            subtest_counts: Default::default(),
+            flaky: true,
+            reruns: vec![],
+        }
+    }
+
+    fn retried(unit: usize, delay: f64) -> Event {
+        Event::TestRetry {
+            unit,
+            slot: 0,
+            nodeid: "a.py::t".into(),
+            attempt: 1,
+            outcome: Outcome::Failed,
+            message: String::new(),
+            duration: 2.0,
+            delay,
+        }
+    }
+
+    /// The file's time recorded for a run of `events`.
+    fn file_time(events: Vec<Event>) -> f64 {
+        let dir = tempfile::tempdir().unwrap();
+        let history = History::open(dir.path()).unwrap();
+        let mut recorder = HistoryRecorder::new(history, "r".into(), 1, true);
+        for event in &events {
+            recorder.on_event(event);
+        }
+        recorder.on_event(&Event::RunFinished {
+            totals: Totals::default(),
+            collect_errors: 0,
+            exit_code: 0,
+            duration: 5.0,
+            interrupted: None,
+            not_started: vec![],
+            not_run_message: String::new(),
+        });
+        recorder.finish().unwrap();
+        History::open(dir.path())
+            .unwrap()
+            .predictions()
+            .unwrap()
+            .files["a.py"]
+    }
+
+    #[test]
+    fn a_file_costs_the_attempts_its_own_unit_ran() {
+        // pytest-rerunfailures ran the failed attempt and the passing one in the file's unit.
+        let in_place = vec![
+            started(0, "planned"),
+            retried(0, 0.0),
+            Event::TestFinished(passed(0, 2.0)),
+            finished(0),
+        ];
+        assert_eq!(file_time(in_place), 4.0);
+        // racefree ran the second attempt in a unit of its own: that is not the file's time.
+        let retried_apart = vec![
+            started(0, "planned"),
+            retried(0, 0.1),
+            finished(0),
+            started(1, "retry"),
+            Event::TestFinished(passed(1, 2.0)),
+            finished(1),
+        ];
+        assert_eq!(file_time(retried_apart), 2.0);
     }
 }

@@ -140,15 +140,23 @@ pub fn run(req: RunRequest) -> Result<u8> {
         .clone()
         .or(rf.events.as_ref().map(|p| pytest_cfg.rootdir.join(p)));
     let durations = req.durations.or(rf.durations);
-    let mut pytest_flags = pytest_cfg.addopts()?;
-    pytest_flags.extend(req.pytest_args.iter().cloned());
+    // pytest's own options, in the order pytest reads them: the configuration's addopts,
+    // then $PYTEST_ADDOPTS, then the command line's (after `--`).
+    let ini_addopts = pytest_cfg.addopts()?;
+    let mut command_line = passthrough::env_addopts()?;
+    command_line.extend(req.pytest_args.iter().cloned());
+    let mut pytest_flags = ini_addopts.clone();
+    pytest_flags.extend(command_line.iter().cloned());
     passthrough::refuse_unworkable(&pytest_flags)?;
+    // racefree's own flags, then pytest's given for this run, then [tool.racefree], then
+    // the project's addopts.
     let maxfail = if req.exitfirst {
         Some(1)
     } else {
         req.maxfail
-            .or(passthrough::maxfail(&pytest_flags))
+            .or(passthrough::maxfail(&command_line))
             .or(rf.maxfail)
+            .or(passthrough::maxfail(&ini_addopts))
             .filter(|&n| n > 0)
     };
     let discover = || {

@@ -481,6 +481,10 @@ fn clear_errors_for_bad_input() {
             "{said}"
         );
     }
+    // pytest reads $PYTEST_ADDOPTS too, and so does racefree.
+    let rf = run(racefree(d).env("PYTEST_ADDOPTS", "-q --pdb"));
+    assert_eq!(rf.code, 4, "{}{}", rf.stdout, rf.stderr);
+    assert!(rf.stderr.contains("--pdb"), "{}", rf.stderr);
     // An interpreter that cannot import pytest (-S: no site-packages).
     let fake = d.join("nopytest");
     std::fs::write(

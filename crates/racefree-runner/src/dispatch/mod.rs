@@ -536,16 +536,11 @@ impl Dispatcher<'_> {
             }
             Wire::Report(p) => r.phases.entry(p.id.clone()).or_default().push(*p),
             Wire::Finish { id, duration } => {
-                // The plugin's own measurement, free of the time messages spend in the pipe
-                // (racefree reads them in batches); the arrival times otherwise.
                 let arrived = r
                     .started_at
                     .remove(&id)
                     .map(|s| at.duration_since(s).as_secs_f64());
-                let duration = duration
-                    .filter(|d| d.is_finite() && *d >= 0.0)
-                    .or(arrived)
-                    .unwrap_or(0.0);
+                let duration = test_duration(duration, arrived);
                 let phases = r.phases.remove(&id).unwrap_or_default();
                 let mut result = build_result(&id, unit, r.slot, &phases, duration);
                 result.attempt = Self::attempt_of(st, &id);
@@ -599,6 +594,25 @@ impl Dispatcher<'_> {
     }
 }
 
+/// How far the plugin's measurement of a test may stray from racefree's own (the arrival
+/// of its start and finish messages, which racefree reads in batches some milliseconds
+/// apart, see executor::COALESCE_FOR), with room for a busy machine's scheduling.
+const ARRIVAL_SLACK: f64 = 0.05;
+
+/// A test's duration: the plugin's measurement (free of the time its messages waited to be
+/// read), within `ARRIVAL_SLACK` of racefree's own observation, so that a test process
+/// whose clock is faked below Python cannot put arbitrary figures into history; racefree's
+/// own alone if the plugin said nothing.
+fn test_duration(reported: Option<f64>, arrived: Option<f64>) -> f64 {
+    let reported = reported.filter(|d| d.is_finite());
+    match (reported, arrived) {
+        (Some(r), Some(a)) => r.clamp((a - ARRIVAL_SLACK).max(0.0), a + ARRIVAL_SLACK),
+        (Some(r), None) => r.max(0.0),
+        (None, Some(a)) => a,
+        (None, None) => 0.0,
+    }
+}
+
 /// pytest's exit codes, decided from the run's state (DESIGN §2.1).
 fn exit_code(st: &State, flaky_fails: bool) -> u8 {
     if st.unit_error_codes.contains(&Some(exit::USAGE as i32)) {
@@ -622,6 +636,20 @@ fn exit_code(st: &State, flaky_fails: bool) -> u8 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_tests_duration_is_the_plugins_within_what_racefree_saw() {
+        // Messages read in one batch: arrival says 0, the plugin knows better.
+        assert_eq!(test_duration(Some(0.004), Some(0.0)), 0.004);
+        assert_eq!(test_duration(Some(0.3), Some(0.302)), 0.3);
+        // A clock faked below Python: frozen, or racing ahead.
+        assert_eq!(test_duration(Some(0.0), Some(2.0)), 2.0 - ARRIVAL_SLACK);
+        assert_eq!(test_duration(Some(3600.0), Some(1.0)), 1.0 + ARRIVAL_SLACK);
+        assert_eq!(test_duration(Some(-5.0), Some(0.01)), 0.0);
+        assert_eq!(test_duration(Some(f64::NAN), Some(0.5)), 0.5);
+        assert_eq!(test_duration(None, Some(0.5)), 0.5);
+        assert_eq!(test_duration(Some(0.2), None), 0.2);
+    }
 
     #[test]
     fn exit_code_table() {
