@@ -36,6 +36,9 @@ const EXIT_GRACE: Duration = Duration::from_millis(1000);
 /// holds 64 KiB on Linux); a large read (a test's big output) is followed at once by the next.
 const COALESCE_BELOW: usize = 16 * 1024;
 const COALESCE_FOR: Duration = Duration::from_millis(2);
+/// Only once a unit has sent this many messages: a unit of a few tests is read at once, so
+/// its end (which racefree's next step for the slot waits for) is never read late.
+const COALESCE_AFTER: usize = 64;
 
 /// What every unit of a run shares.
 #[derive(Debug)]
@@ -472,6 +475,7 @@ fn io_loop(
     // Once the unit has said it is done, its end is read without delay: racefree's next
     // step for the slot waits for it.
     let mut ending = false;
+    let mut messages = 0;
     loop {
         let live: Vec<usize> = (0..3).filter(|&i| open[i]).collect();
         if live.is_empty() {
@@ -506,7 +510,9 @@ fn io_loop(
                     read_large |= n >= COALESCE_BELOW;
                     if i == 0 {
                         line_buf.extend_from_slice(&chunk[..n]);
-                        ending |= forward_lines(unit, &mut line_buf, &tx);
+                        let (sent, done) = forward_lines(unit, &mut line_buf, &tx);
+                        messages += sent;
+                        ending |= done;
                     } else {
                         push_tail(&mut tails[i - 1], &chunk[..n]);
                     }
@@ -515,7 +521,7 @@ fn io_loop(
                 Err(_) => open[i] = false,
             }
         }
-        if read_any && !read_large && !ending {
+        if read_any && !read_large && !ending && messages >= COALESCE_AFTER {
             std::thread::sleep(COALESCE_FOR);
         }
     }
@@ -554,9 +560,9 @@ fn io_loop(
 }
 
 /// Sends the complete lines in `buf` as one message (what one read brought: one wake-up of
-/// the dispatcher, not one per line) and keeps the incomplete rest. True if the unit said
-/// it is done.
-fn forward_lines(unit: usize, buf: &mut Vec<u8>, tx: &Sender<ExecMsg>) -> bool {
+/// the dispatcher, not one per line) and keeps the incomplete rest. Returns how many
+/// messages it sent, and whether the unit said it is done.
+fn forward_lines(unit: usize, buf: &mut Vec<u8>, tx: &Sender<ExecMsg>) -> (usize, bool) {
     let mut done = false;
     let at = Instant::now();
     let mut batch = Vec::new();
@@ -580,15 +586,16 @@ fn forward_lines(unit: usize, buf: &mut Vec<u8>, tx: &Sender<ExecMsg>) -> bool {
         });
     }
     buf.drain(..start);
-    let msg = match batch.len() {
-        0 => return done,
+    let sent = batch.len();
+    let msg = match sent {
+        0 => return (0, done),
         1 => batch.pop(),
         _ => Some(ExecMsg::Batch(batch)),
     };
     if let Some(msg) = msg {
         let _ = tx.send(msg);
     }
-    done
+    (sent, done)
 }
 
 #[cfg(test)]
@@ -601,7 +608,7 @@ mod tests {
         let mut buf =
             b"{\"e\": \"start\", \"id\": \"t.py::a\"}\n{\"e\": \"finish\", \"id\": \"t.py::a\", \"duration\": 0.5}\n{\"e\": \"sta"
                 .to_vec();
-        assert!(!forward_lines(3, &mut buf, &tx));
+        assert_eq!(forward_lines(3, &mut buf, &tx), (2, false));
         match rx.try_recv() {
             Ok(ExecMsg::Batch(batch)) => {
                 assert_eq!(batch.len(), 2);
@@ -617,7 +624,7 @@ mod tests {
         buf.extend_from_slice(
             b"rt\", \"id\": \"t.py::b\"}\n{\"e\": \"done\", \"exitstatus\": 0}\n",
         );
-        assert!(forward_lines(3, &mut buf, &tx));
+        assert_eq!(forward_lines(3, &mut buf, &tx), (2, true));
         assert!(buf.is_empty());
     }
 }
