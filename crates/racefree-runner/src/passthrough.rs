@@ -111,6 +111,12 @@ fn is_short_bundle_with_x(flag: &str) -> bool {
     false
 }
 
+/// pytest-rerunfailures's `--fail-on-flaky`: a pytest process whose tests passed only on a
+/// rerun exits 7.
+pub fn fails_on_flaky(flags: &[String]) -> bool {
+    flags.iter().any(|f| f == "--fail-on-flaky")
+}
+
 /// True if pytest's arguments (addopts, then those after `--`) turn on pytest-xdist.
 pub fn asks_for_xdist(flags: &[String]) -> bool {
     flags.iter().any(|f| {

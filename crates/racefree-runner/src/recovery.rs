@@ -23,6 +23,9 @@ pub struct FaultPolicy {
     pub flaky_fails: bool,
     /// Extra attempts for a unit whose pytest exited 3 or 4 before reporting any test.
     pub infra_retries: u32,
+    /// pytest-rerunfailures's `--fail-on-flaky` is on: a unit whose tests passed only on a
+    /// rerun exits 7, which is its tests' result, not a failure of the unit.
+    pub units_exit_7_on_flaky: bool,
 }
 
 impl Default for FaultPolicy {
@@ -34,6 +37,7 @@ impl Default for FaultPolicy {
             retries: 0,
             flaky_fails: false,
             infra_retries: 2,
+            units_exit_7_on_flaky: false,
         }
     }
 }

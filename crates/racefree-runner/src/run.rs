@@ -110,6 +110,7 @@ fn fault_policy(req: &RunRequest, rf: &config::RacefreeConfig) -> Result<FaultPo
             .infra_retries
             .or(rf.infra_retries)
             .unwrap_or(defaults.infra_retries),
+        units_exit_7_on_flaky: false,
     })
 }
 
@@ -119,7 +120,7 @@ pub fn run(req: RunRequest) -> Result<u8> {
     let cwd = &req.invocation_dir;
     let pytest_cfg = config::determine_setup(cwd, &req.args)?;
     let (_, rf) = config::load_racefree_config(&pytest_cfg.rootdir)?;
-    let policy = fault_policy(&req, &rf)?;
+    let mut policy = fault_policy(&req, &rf)?;
     let workers = req
         .workers
         .or(rf.workers)
@@ -148,6 +149,14 @@ pub fn run(req: RunRequest) -> Result<u8> {
     let mut pytest_flags = ini_addopts.clone();
     pytest_flags.extend(command_line.iter().cloned());
     passthrough::refuse_unworkable(&pytest_flags)?;
+    if passthrough::fails_on_flaky(&pytest_flags) {
+        // pytest-rerunfailures's own way to fail a run with flaky tests: racefree's, unless
+        // racefree was told otherwise (--flaky-result, flaky-result).
+        policy.units_exit_7_on_flaky = true;
+        if req.flaky_result.or(rf.flaky_result).is_none() {
+            policy.flaky_fails = true;
+        }
+    }
     // racefree's own flags, then pytest's given for this run, then [tool.racefree], then
     // the project's addopts.
     let maxfail = if req.exitfirst {

@@ -800,6 +800,40 @@ fn reruns_by_pytest_rerunfailures_are_attempts_not_crashes() {
     assert!(rf_xml.contains("<rerunFailure"), "{rf_xml}");
 }
 
+/// pytest-rerunfailures's `--fail-on-flaky` makes a pytest process exit 7 when a test passed
+/// only on a rerun: under racefree that is the run's flaky tests failing it (exit 1, as with
+/// `--flaky-result fail`), not units that broke.
+#[test]
+fn fail_on_flaky_fails_the_run_for_its_flaky_tests() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(
+        d.join("test_flaky.py"),
+        "from pathlib import Path\n\n\n\
+         def test_fails_once():\n    \
+             mark = Path(__file__).parent / '.attempted'\n    \
+             if not mark.exists():\n        \
+                 mark.touch()\n        \
+                 assert False\n\n\n\
+         def test_passes():\n    \
+             pass\n",
+    )
+    .unwrap();
+    std::fs::write(d.join("test_other.py"), "def test_passes():\n    pass\n").unwrap();
+    let py = run(pytest(d)
+        .args(["--reruns", "1", "--fail-on-flaky"])
+        .env("PYTHONPATH", plugins_dir()));
+    assert_eq!(py.code, 7, "{}{}", py.stdout, py.stderr);
+    std::fs::remove_file(d.join(".attempted")).unwrap();
+    let rf = run(racefree(d)
+        .args(["-n", "2", "--no-history"])
+        .args(["--", "--reruns", "1", "--fail-on-flaky"])
+        .env("PYTHONPATH", plugins_dir()));
+    assert_eq!(rf.code, 1, "{}{}", rf.stdout, rf.stderr);
+    assert!(!rf.stdout.contains("ERROR unit"), "{}", rf.stdout);
+    assert!(rf.stdout.contains("3 passed, 1 flaky"), "{}", rf.stdout);
+}
+
 /// A test's duration is measured in its process (racefree reads the plugin's messages in
 /// batches) on a clock that a test faking time cannot reach: here one test replaces
 /// `time.monotonic` and never puts it back, as a frozen clock left running would.

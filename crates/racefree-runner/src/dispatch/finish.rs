@@ -259,7 +259,8 @@ impl Dispatcher<'_> {
         if !rec.resume.is_empty() {
             self.resume(&r.job, rec.resume, st);
         }
-        // pytest ends a unit with 0, 1 or 5 when it ran what it collected; anything else
+        // pytest ends a unit with 0, 1 or 5 when it ran what it collected (or 7, with
+        // pytest-rerunfailures's --fail-on-flaky, when some passed only on a rerun); anything else
         // (usage error, internal error, interrupted, a signal) must surface even when some
         // tests were collected and reported. So must 1 from a process that collected nothing
         // and never said how its session ended: Python failed before pytest could (a pytest
@@ -267,7 +268,9 @@ impl Dispatcher<'_> {
         // which racefree never saw collected, would be missing without a word.
         let died_early =
             exit.code == Some(1) && r.collected.is_none() && r.pytest_exitstatus.is_none();
-        let normal_exit = matches!(exit.code, Some(0) | Some(1) | Some(5)) && !died_early;
+        let flaky_exit = self.policy.units_exit_7_on_flaky && exit.code == Some(7);
+        let normal_exit =
+            (matches!(exit.code, Some(0) | Some(1) | Some(5)) || flaky_exit) && !died_early;
         // A signal while a test ran is that test's crash (or timeout), already reported.
         let attributed = (exit.signal.is_some() || r.timed_out.is_some()) && rec.culprit.is_some();
         let error = if !r.cancelled && !normal_exit && !attributed {
