@@ -560,8 +560,8 @@ fn io_loop(
 }
 
 /// Sends the complete lines in `buf` as one message (what one read brought: one wake-up of
-/// the dispatcher, not one per line) and keeps the incomplete rest. Returns how many
-/// messages it sent, and whether the unit said it is done.
+/// the dispatcher, not one per line) and keeps the incomplete rest. Returns how many lines
+/// (plugin messages) it forwarded, and whether the unit said it is done.
 fn forward_lines(unit: usize, buf: &mut Vec<u8>, tx: &Sender<ExecMsg>) -> (usize, bool) {
     let mut done = false;
     let at = Instant::now();

@@ -832,6 +832,27 @@ fn fail_on_flaky_fails_the_run_for_its_flaky_tests() {
     assert_eq!(rf.code, 1, "{}{}", rf.stdout, rf.stderr);
     assert!(!rf.stdout.contains("ERROR unit"), "{}", rf.stdout);
     assert!(rf.stdout.contains("3 passed, 1 flaky"), "{}", rf.stdout);
+    // racefree's own setting wins; the unit's exit 7 is still no broken unit.
+    std::fs::remove_file(d.join(".attempted")).unwrap();
+    let rf = run(racefree(d)
+        .args(["-n", "2", "--no-history", "--flaky-result", "pass"])
+        .args([
+            "--events",
+            "rf.ndjson",
+            "--",
+            "--reruns",
+            "1",
+            "--fail-on-flaky",
+        ])
+        .env("PYTHONPATH", plugins_dir()));
+    assert_eq!(rf.code, 0, "{}{}", rf.stdout, rf.stderr);
+    assert!(!rf.stdout.contains("ERROR unit"), "{}", rf.stdout);
+    let exits: Vec<i64> = events(&d.join("rf.ndjson"))
+        .iter()
+        .filter(|e| e["event"] == "unit_finished")
+        .filter_map(|e| e["exit"]["code"].as_i64())
+        .collect();
+    assert!(exits.contains(&7), "{exits:?}");
 }
 
 /// A test's duration is measured in its process (racefree reads the plugin's messages in

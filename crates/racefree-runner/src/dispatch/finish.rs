@@ -268,7 +268,12 @@ impl Dispatcher<'_> {
         // which racefree never saw collected, would be missing without a word.
         let died_early =
             exit.code == Some(1) && r.collected.is_none() && r.pytest_exitstatus.is_none();
-        let flaky_exit = self.policy.units_exit_7_on_flaky && exit.code == Some(7);
+        // Only where the session itself ended well (the plugin turns 0 into 7; the status
+        // racefree's plugin reports is pytest's own): a conftest's pytest.exit(returncode=7)
+        // is no flaky test.
+        let flaky_exit = self.policy.units_exit_7_on_flaky
+            && exit.code == Some(7)
+            && r.pytest_exitstatus == Some(0);
         let normal_exit =
             (matches!(exit.code, Some(0) | Some(1) | Some(5)) || flaky_exit) && !died_early;
         // A signal while a test ran is that test's crash (or timeout), already reported.
