@@ -174,6 +174,15 @@ pub struct TestResult {
     pub reruns: Vec<Rerun>,
 }
 
+impl TestResult {
+    /// Whether pytest's summary counts this result: a test whose setup and teardown passed
+    /// and that had no call (`--setup-only`) is in pytest's JUnit report as passed, but not
+    /// in its summary line.
+    pub fn counted(&self) -> bool {
+        !(self.outcome == Outcome::Passed && self.when.is_none())
+    }
+}
+
 /// One failed attempt of a test that was then tried again.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Rerun {
@@ -312,10 +321,7 @@ impl Totals {
         }
     }
     pub fn add_result(&mut self, r: &TestResult) {
-        // A test whose setup and teardown passed and that had no call (pytest's
-        // `--setup-only`) is in pytest's JUnit report as passed, but not in its summary line.
-        let ran = !(r.outcome == Outcome::Passed && r.when.is_none());
-        if ran {
+        if r.counted() {
             self.add(r.outcome);
         }
         if r.flaky {

@@ -613,8 +613,17 @@ fn tests_without_a_call_phase_are_reported_as_pytest_reports_them() {
         "{expected:?}"
     );
     assert_eq!(junit_results(&d.join("rf.xml")), expected);
-    // pytest's summary counts no test whose call did not run ("2 skipped, 4 errors").
+    // pytest's summary counts no test whose call did not run ("2 skipped, 4 errors"), and
+    // nor do racefree's progress lines.
     assert_eq!(summary_counts(&rf.stdout), summary_counts(&py.stdout));
+    assert!(
+        rf.stdout
+            .lines()
+            .filter(|l| l.starts_with('['))
+            .all(|l| l.contains(": 0 passed")),
+        "{}",
+        rf.stdout
+    );
     let tests = finished(&events(&d.join("rf.ndjson")));
     assert!(
         tests.iter().all(|(_, outcome)| outcome != "crashed"),
