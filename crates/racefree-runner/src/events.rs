@@ -174,6 +174,34 @@ pub struct TestResult {
     pub reruns: Vec<Rerun>,
 }
 
+#[cfg(test)]
+impl TestResult {
+    /// For tests: a result of `nodeid` decided in its call phase, with nothing else to say.
+    pub fn sample(nodeid: &str, outcome: Outcome, duration: f64) -> TestResult {
+        TestResult {
+            nodeid: nodeid.into(),
+            file: crate::durations::file_of(nodeid).into(),
+            unit: 0,
+            slot: 0,
+            attempt: 1,
+            outcome,
+            teardown_error: false,
+            duration,
+            message: String::new(),
+            longrepr: String::new(),
+            teardown_longrepr: String::new(),
+            teardown_message: String::new(),
+            when: Some("call".into()),
+            head_line: String::new(),
+            sections: vec![],
+            failed_subtests: vec![],
+            subtest_counts: Default::default(),
+            flaky: false,
+            reruns: vec![],
+        }
+    }
+}
+
 impl TestResult {
     /// Whether pytest's summary counts this result: a test whose setup and teardown passed
     /// and that had no call (`--setup-only`) is in pytest's JUnit report as passed, but not

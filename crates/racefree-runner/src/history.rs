@@ -542,27 +542,7 @@ mod tests {
     use std::collections::HashSet;
 
     fn result(nodeid: &str, outcome: Outcome, duration: f64) -> TestResult {
-        TestResult {
-            nodeid: nodeid.into(),
-            file: nodeid.split("::").next().unwrap().into(),
-            unit: 0,
-            slot: 0,
-            attempt: 1,
-            outcome,
-            teardown_error: false,
-            duration,
-            message: String::new(),
-            longrepr: String::new(),
-            teardown_longrepr: String::new(),
-            teardown_message: String::new(),
-            when: None,
-            head_line: String::new(),
-            sections: vec![],
-            failed_subtests: vec![],
-            subtest_counts: Default::default(),
-            flaky: false,
-            reruns: vec![],
-        }
+        TestResult::sample(nodeid, outcome, duration)
     }
 
     fn record(results: Vec<TestResult>) -> RunRecord {

@@ -194,25 +194,10 @@ mod tests {
 
     fn passed(unit: usize, duration: f64) -> TestResult {
         TestResult {
-            nodeid: "a.py::t".into(),
-            file: "a.py".into(),
             unit,
-            slot: 0,
             attempt: 2,
-            outcome: Outcome::Passed,
-            teardown_error: false,
-            duration,
-            message: String::new(),
-            longrepr: String::new(),
-            teardown_longrepr: String::new(),
-            teardown_message: String::new(),
-            when: Some("call".into()),
-            head_line: String::new(),
-            sections: vec![],
-            failed_subtests: vec![],
-            subtest_counts: Default::default(),
             flaky: true,
-            reruns: vec![],
+            ..TestResult::sample("a.py::t", Outcome::Passed, duration)
         }
     }
 

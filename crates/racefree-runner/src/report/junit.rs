@@ -334,25 +334,13 @@ mod tests {
 
     fn with_teardown_error(outcome: Outcome) -> TestResult {
         TestResult {
-            nodeid: "t.py::test_x".into(),
-            file: "t.py".into(),
-            unit: 0,
-            slot: 0,
-            attempt: 1,
-            outcome,
             teardown_error: true,
-            duration: 0.5,
             message: "why".into(),
             longrepr: "first".into(),
             teardown_longrepr: "teardown traceback".into(),
             teardown_message: "boom".into(),
             when: Some("setup".into()),
-            head_line: String::new(),
-            sections: vec![],
-            failed_subtests: vec![],
-            subtest_counts: Default::default(),
-            flaky: false,
-            reruns: vec![],
+            ..TestResult::sample("t.py::test_x", outcome, 0.5)
         }
     }
 
