@@ -302,7 +302,7 @@ pub fn fork_server_command(
 /// copies the pages a unit would not have touched too (attrs, `-n 2` on two cores: 8 runs
 /// each way, median wall 4.68 s copying ahead, 4.49 s not).
 fn copy_ahead_pays(workers: usize) -> bool {
-    std::thread::available_parallelism().is_ok_and(|cores| workers < cores.get())
+    workers < crate::config::Workers::Auto.resolve()
 }
 
 /// How a unit's process came to be, and so how its end is learned.
