@@ -20,6 +20,12 @@ use crate::plan::Predictions;
 const ALPHA: f64 = 0.3;
 /// Runs whose per-test outcomes are kept.
 const KEEP_RUNS: i64 = 50;
+/// `meta` key set once the `results` table holds no plain passes (see `record`): stores
+/// written by racefree before that held one row per test and run, 100 MB on a 60,000-test
+/// suite after ten runs.
+const RESULTS_WITHOUT_PASSES: &str = "results_without_passes";
+/// Dropping more rows than this from an old store is worth giving the space back at once.
+const VACUUM_AFTER_ROWS: usize = 100_000;
 /// A measured duration is clamped into [old / CLAMP, old * CLAMP] before averaging, so one
 /// outlier (a stalled machine) moves predictions but does not own them.
 const CLAMP: f64 = 20.0;
@@ -174,10 +180,53 @@ impl History {
         conn.execute_batch("PRAGMA synchronous=NORMAL;")
             .map_err(err)?;
         conn.execute_batch(SCHEMA).map_err(err)?;
-        Ok(History {
+        let mut history = History {
             conn,
             path: path.to_path_buf(),
-        })
+        };
+        history.drop_old_passes()?;
+        Ok(history)
+    }
+
+    /// Once per store written before `results` kept only what did not simply pass: drops
+    /// those passes, and gives their space back if there were many.
+    fn drop_old_passes(&mut self) -> Result<()> {
+        let path = self.path.clone();
+        let err = |source| Error::History {
+            path: path.clone(),
+            source,
+        };
+        let done: Option<f64> = self
+            .conn
+            .query_row(
+                "SELECT value FROM meta WHERE key = ?1",
+                [RESULTS_WITHOUT_PASSES],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(err)?;
+        if done.is_some() {
+            return Ok(());
+        }
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(err)?;
+        let dropped = tx
+            .execute("DELETE FROM results WHERE outcome = 'passed'", [])
+            .map_err(err)?;
+        tx.execute(
+            "INSERT OR REPLACE INTO meta (key, value) VALUES (?1, 1)",
+            [RESULTS_WITHOUT_PASSES],
+        )
+        .map_err(err)?;
+        tx.commit().map_err(err)?;
+        if dropped > VACUUM_AFTER_ROWS {
+            // Best effort: another run reading the store at this moment makes VACUUM fail
+            // with SQLITE_BUSY; the freed pages are then reused by later writes instead.
+            let _ = self.conn.execute_batch("VACUUM");
+        }
+        Ok(())
     }
 
     /// The connection and the store's path, for modules that read or write the store in
@@ -422,9 +471,13 @@ impl History {
                         r.flaky as i64
                     ])
                     .map_err(err)?;
-                result
-                    .execute(params![run_row, r.nodeid, outcome, r.duration])
-                    .map_err(err)?;
+                // A plain pass is what a test's row in `tests` already says; per run, only
+                // what someone may want to look back at is kept.
+                if outcome != "passed" {
+                    result
+                        .execute(params![run_row, r.nodeid, outcome, r.duration])
+                        .map_err(err)?;
+                }
             }
             let mut file = tx
                 .prepare(
@@ -653,6 +706,72 @@ mod tests {
         let flaky = h.flaky(10).unwrap();
         let z = flaky.iter().find(|s| s.nodeid == "a.py::z").unwrap();
         assert_eq!((z.flaky, z.flips), (1, 0));
+    }
+
+    fn results_rows(h: &History) -> Vec<(i64, String, String)> {
+        let mut stmt = h
+            .conn
+            .prepare("SELECT run, nodeid, outcome FROM results ORDER BY run, nodeid")
+            .unwrap();
+        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .unwrap()
+            .collect::<rusqlite::Result<Vec<_>>>()
+            .unwrap()
+    }
+
+    #[test]
+    fn per_run_outcomes_keep_what_did_not_simply_pass() {
+        let t = tempfile::tempdir().unwrap();
+        let mut h = History::open(t.path()).unwrap();
+        let mut torn = result("a.py::torn", Outcome::Passed, 1.0);
+        torn.teardown_error = true;
+        h.record(&record(vec![
+            result("a.py::ok", Outcome::Passed, 1.0),
+            result("a.py::bad", Outcome::Failed, 1.0),
+            result("a.py::skip", Outcome::Skipped, 0.0),
+            torn,
+        ]))
+        .unwrap();
+        assert_eq!(
+            results_rows(&h),
+            [
+                (1, "a.py::bad".to_string(), "failed".to_string()),
+                (1, "a.py::skip".to_string(), "skipped".to_string()),
+                (1, "a.py::torn".to_string(), "error".to_string()),
+            ]
+        );
+        // The plain pass is still known where it counts.
+        assert_eq!(h.predictions().unwrap().tests["a.py::ok"], 1.0);
+    }
+
+    #[test]
+    fn a_store_that_kept_every_pass_drops_them_once() {
+        let t = tempfile::tempdir().unwrap();
+        let mut h = History::open(t.path()).unwrap();
+        h.record(&record(vec![result("a.py::bad", Outcome::Failed, 1.0)]))
+            .unwrap();
+        // As racefree wrote it before: every pass of every run, and no marker.
+        h.conn
+            .execute_batch(
+                "INSERT INTO results VALUES (1, 'a.py::ok', 'passed', 1.0);
+                 DELETE FROM meta WHERE key = 'results_without_passes';",
+            )
+            .unwrap();
+        drop(h);
+        let h = History::open(t.path()).unwrap();
+        assert_eq!(
+            results_rows(&h),
+            [(1, "a.py::bad".to_string(), "failed".to_string())]
+        );
+        let marked: f64 = h
+            .conn
+            .query_row(
+                "SELECT value FROM meta WHERE key = 'results_without_passes'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(marked, 1.0);
     }
 
     #[test]
