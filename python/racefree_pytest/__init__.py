@@ -76,6 +76,7 @@ _BASELINE_MODULES = getattr(
 _BASELINE_PATH = tuple(os.path.abspath(p or os.curdir) for p in sys.path)
 
 _FAULT_FILE_ENV = "RACEFREE_FAULT_FILE"
+_SUITE_RERUNS_ENV = "RACEFREE_SUITE_RERUNS_FILE"
 _TEST_ENV = "RACEFREE_TEST"
 
 
@@ -367,6 +368,7 @@ class _RacefreePlugin:
         return False
 
     def pytest_sessionstart(self, session):
+        _share_suite_reruns(session.config)
         # After every plugin's pytest_configure, so pytest's own faulthandler plugin (which
         # writes to stderr) does not take the handler back.
         path = os.environ.pop(_FAULT_FILE_ENV, None)
@@ -540,6 +542,71 @@ class _RacefreePlugin:
             except Exception:  # noqa: BLE001 - learning is an optimisation, never a failure
                 pass
         self.channel.send("done", exitstatus=int(exitstatus), warnings=self.warnings)
+
+
+class _RunWideSuiteReruns:
+    """pytest-rerunfailures' ``--max-suite-reruns N`` caps the reruns of the whole run. Its
+    count lives in the process that runs the tests (under pytest-xdist, in the controller,
+    which its workers ask over a socket); racefree runs many pytest processes, each with a
+    count of its own, which would let every unit rerun N tests. So the count is a number
+    in a file of the run's session directory, changed under an exclusive ``flock``: every
+    unit of the run takes from the same N. Only the suite-wide methods of the plugin's
+    status store are replaced; its per-test counts stay the unit's own."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def _change(self, step):
+        """Applies ``step(count) -> (new count, answer)`` to the shared count atomically."""
+        import fcntl
+
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            text = os.pread(fd, 64, 0).strip()
+            count = int(text) if text.isdigit() else 0
+            new, answer = step(count)
+            if new != count:
+                data = b"%d\n" % new
+                os.pwrite(fd, data, 0)
+                os.ftruncate(fd, len(data))
+            return answer
+        finally:
+            os.close(fd)  # and with it the lock
+
+    def try_increment_suite_reruns(self, max_cap):
+        return self._change(lambda n: (n + 1, True) if n < max_cap else (n, False))
+
+    def increment_suite_reruns(self):
+        return self._change(lambda n: (n + 1, n + 1))
+
+    def decrement_suite_reruns(self):
+        self._change(lambda n: (max(n - 1, 0), None))
+
+    def get_suite_reruns(self):
+        return self._change(lambda n: (n, n))
+
+
+_SUITE_METHODS = (
+    "try_increment_suite_reruns",
+    "increment_suite_reruns",
+    "decrement_suite_reruns",
+    "get_suite_reruns",
+)
+
+
+def _share_suite_reruns(config):
+    """With ``--max-suite-reruns``, makes pytest-rerunfailures count the run's reruns, not
+    this process's (see _RunWideSuiteReruns)."""
+    path = os.environ.get(_SUITE_RERUNS_ENV)
+    db = getattr(config, "failures_db", None)
+    if not path or db is None or getattr(config.option, "max_suite_reruns", None) is None:
+        return
+    if not all(callable(getattr(db, name, None)) for name in _SUITE_METHODS):
+        return  # a version without a suite-wide cap, or another store: left alone
+    shared = _RunWideSuiteReruns(path)
+    for name in _SUITE_METHODS:
+        setattr(db, name, getattr(shared, name))
 
 
 def _importable_name(name, module):

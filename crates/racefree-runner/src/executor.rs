@@ -144,6 +144,7 @@ fn slot_env(
     set("PYTEST_XDIST_TESTRUNUID", &ctx.run_id);
     set("RACEFREE_WORKER", &slot.to_string());
     set("RACEFREE_RUN_ID", &ctx.run_id);
+    set("RACEFREE_SUITE_RERUNS_FILE", &session.suite_reruns_file());
     let mut pythonpath = OsString::from(session.plugin_dir());
     if let Some(old) = std::env::var_os("PYTHONPATH").filter(|p| !p.is_empty()) {
         pythonpath.push(":");

@@ -107,6 +107,12 @@ impl Session {
         self.root.join("plugin")
     }
 
+    /// The run's count of pytest-rerunfailures' reruns, for its `--max-suite-reruns` cap
+    /// across units (python/racefree_pytest: `_RunWideSuiteReruns`).
+    pub fn suite_reruns_file(&self) -> PathBuf {
+        self.root.join("suite-reruns")
+    }
+
     /// A worker slot's private temp root (TMPDIR and friends), created on first use.
     pub fn slot_tmp(&self, slot: usize) -> Result<PathBuf> {
         let dir = self.root.join(format!("w{slot}")).join("tmp");

@@ -721,6 +721,43 @@ fn plugins_dir() -> PathBuf {
 /// attempt's report "rerun": racefree keeps that attempt as a failed one (as its own retries
 /// do) and takes the test's result from its last attempt, never a crash.
 #[test]
+fn max_suite_reruns_caps_the_whole_run_not_each_unit() {
+    // pytest-rerunfailures' --max-suite-reruns N caps the reruns of the whole suite; each
+    // unit is a pytest process of its own, and each counted only its own reruns, so four
+    // files could rerun up to 4 x N times.
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(d.join("pytest.ini"), "[pytest]\n").unwrap();
+    for i in 0..4 {
+        std::fs::write(
+            d.join(format!("test_f{i}.py")),
+            "def test_always_fails():\n    assert False\n",
+        )
+        .unwrap();
+    }
+    let cap = ["--reruns", "2", "--max-suite-reruns", "3"];
+    let py = run(pytest(d).args(cap).env("PYTHONPATH", plugins_dir()));
+    assert!(py.stdout.contains("4 failed, 3 rerun"), "{}", py.stdout);
+    for fork in [true, false] {
+        let mut cmd = racefree(d);
+        cmd.args(["-n", "2", "--unit", "file", "--events", "rf.ndjson"]);
+        if !fork {
+            cmd.arg("--no-fork");
+        }
+        let rf = run(cmd.arg("--").args(cap).env("PYTHONPATH", plugins_dir()));
+        assert_eq!(rf.code, 1, "{}{}", rf.stdout, rf.stderr);
+        let ev = events(&d.join("rf.ndjson"));
+        let reruns = ev.iter().filter(|e| e["event"] == "test_retry").count();
+        assert_eq!(reruns, 3, "fork {fork}: {}{}", rf.stdout, rf.stderr);
+        let failed = ev
+            .iter()
+            .filter(|e| e["event"] == "test_finished" && e["outcome"] == "failed")
+            .count();
+        assert_eq!(failed, 4, "fork {fork}");
+    }
+}
+
+#[test]
 fn reruns_by_pytest_rerunfailures_are_attempts_not_crashes() {
     let dir = fixture("reruns");
     let d = dir.path();
