@@ -44,9 +44,9 @@ def peak_rss_kib(pid, stop, result):
         time.sleep(0.05)
 
 
-def timed(cmd, cwd, measure_rss=False):
+def timed(cmd, cwd, measure_rss=False, env=None):
     start = time.monotonic()
-    proc = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
     rss, stop = [0], threading.Event()
     sampler = None
     if measure_rss and os.path.exists(f"/proc/{proc.pid}"):
@@ -121,6 +121,18 @@ def serial_bound(junit_path, files, startup, workers):
     return bound(per_file, workers, startup), sum(per_file.values())
 
 
+def serial_clock_bound(times_path, startup, workers):
+    """The bound with the serial run's own test times, as serial_clock measured them (the
+    span racefree's plugin times): the issue's "serial test time", taken in the serial run
+    and so the same whichever runner is benchmarked."""
+    with open(times_path, encoding="utf-8") as handle:
+        times = json.load(handle)
+    per_file = defaultdict(float)
+    for nodeid, secs in times.items():
+        per_file[nodeid.split("::", 1)[0]] += secs
+    return bound(per_file, workers, startup), sum(per_file.values())
+
+
 def bench(suite, racefree, workers, scratch):
     src = os.path.join(SUITES_DIR, suite)
     # A suite may be named twice (several samples in one run): each gets its own copy.
@@ -130,7 +142,12 @@ def bench(suite, racefree, workers, scratch):
     pytest = [PYTHON, "-m", "pytest", "-p", "no:cacheprovider", "-q"]
     rf = [racefree, "run", "--python", PYTHON, "-q", "--plain", "-n", str(workers)]
     row = {"suite": suite}
-    row["serial"], code_s, line_s, _ = timed(pytest + ["--junit-xml", "serial.xml"], work)
+    # With serial_clock (see there): each test's time in this run, as racefree's plugin times it.
+    clock_env = dict(os.environ, RACEFREE_BENCH_SERIAL_TIMES=os.path.join(work, "serial-times.json"))
+    clock_env["PYTHONPATH"] = os.pathsep.join(p for p in (HERE, os.environ.get("PYTHONPATH")) if p)
+    row["serial"], code_s, line_s, _ = timed(
+        pytest + ["-p", "serial_clock", "--junit-xml", "serial.xml"], work, env=clock_env
+    )
     row["xdist"], code_x, line_x, _ = timed(pytest + ["-n", str(workers)], work)
     row["rf_cold"], code_c, line_c, rss_c = timed(rf + ["--junit-xml", "rf.xml", "--events", "cold.ndjson"], work, True)
     row["rf_hist"], code_h, line_h, rss_h = timed(rf + ["--junit-xml", "rf2.xml", "--events", "hist.ndjson"], work, True)
@@ -163,6 +180,9 @@ def bench(suite, racefree, workers, scratch):
     row["lb_serial"], row["serial_test_time"] = serial_bound(
         os.path.join(work, "serial.xml"), per_file, row["startup"], workers
     )
+    row["lb_clock"], row["clock_test_time"] = serial_clock_bound(
+        os.path.join(work, "serial-times.json"), row["startup"], workers
+    )
     # As the bound was computed before (up to session 4): with the forked units' start-up.
     forked = startups(os.path.join(work, "hist.ndjson"))
     row["lb_forked"] = row["lb"] - row["startup"] + (min(forked) if forked else 0.0)
@@ -192,13 +212,13 @@ def main():
     print(f"\nW = {w}; wall seconds; ratios < 1 favour racefree; same = per-test results equal serial pytest's")
     head = (
         f"{'suite':<16}{'tests':>7}{'serial':>8}{'xdist':>8}{'rf cold':>9}{'rf hist':>9}"
-        f"{'spawn':>8}{'hist/xd':>8}{'hist/LB':>8}{'LB':>7}{'/LBf':>6}{'/LBs':>6}{'disc x':>8}{'RSS MB':>8}  same  exit codes (pytest xdist cold hist)"
+        f"{'spawn':>8}{'hist/xd':>8}{'hist/LB':>8}{'LB':>7}{'/LBf':>6}{'/LBs':>6}{'/LBp':>6}{'disc x':>8}{'RSS MB':>8}  same  exit codes (pytest xdist cold hist)"
     )
     print(head)
     for r in rows:
         print(
             f"{r['suite']:<16}{r['tests']:>7}{r['serial']:>8.2f}{r['xdist']:>8.2f}{r['rf_cold']:>9.2f}"
-            f"{r['rf_hist']:>9.2f}{r['rf_spawn']:>8.2f}{r['rf_hist'] / r['xdist']:>8.2f}{r['rf_hist'] / r['lb']:>8.2f}{r['lb']:>7.2f}{r['rf_hist'] / r['lb_forked']:>6.2f}{r['rf_hist'] / r['lb_serial']:>6.2f}"
+            f"{r['rf_hist']:>9.2f}{r['rf_spawn']:>8.2f}{r['rf_hist'] / r['xdist']:>8.2f}{r['rf_hist'] / r['lb']:>8.2f}{r['lb']:>7.2f}{r['rf_hist'] / r['lb_forked']:>6.2f}{r['rf_hist'] / r['lb_serial']:>6.2f}{r['rf_hist'] / r['lb_clock']:>6.2f}"
             f"{r['collect'] / r['discover']:>8.1f}{r['rss_mb']:>8.1f}  {'yes' if r['diffs'] == [0, 0] else 'NO ' + str(r['diffs'])}"
             f"  {r['codes']}"
         )
@@ -206,7 +226,14 @@ def main():
     print("LB = max(test time / W, longest file) + one interpreter start-up (the spawn run's shortest),")
     print("from racefree's measurements; /LBf = rf hist over the same bound with a forked unit's start-up;")
     print("/LBs = rf hist over the same bound with serial pytest's test times (its JUnit XML) instead of racefree's;")
-    print("test time, racefree / serial: " + ", ".join(f"{r['suite']} {r['test_time']:.2f} / {r['serial_test_time']:.2f}" for r in rows))
+    print("/LBp = rf hist over the same bound with the serial run's own per-test times, timed as racefree's plugin times")
+    print("a test (from pytest_runtest_logstart to logfinish; bench/runner/serial_clock.py);")
+    print(
+        "test time, racefree / serial JUnit / serial per-test: "
+        + ", ".join(
+            f"{r['suite']} {r['test_time']:.2f} / {r['serial_test_time']:.2f} / {r['clock_test_time']:.2f}" for r in rows
+        )
+    )
     print("disc x = `pytest --collect-only` time / `racefree run --list-files` time.")
     print_spread(rows)
 
@@ -217,7 +244,7 @@ def print_spread(rows):
     by_suite = defaultdict(list)
     for r in rows:
         by_suite[r["suite"]].append(r)
-    ratios = (("hist/xd", "xdist"), ("hist/LB", "lb"), ("/LBs", "lb_serial"))
+    ratios = (("hist/xd", "xdist"), ("hist/LB", "lb"), ("/LBs", "lb_serial"), ("/LBp", "lb_clock"))
     for suite, samples in by_suite.items():
         if len(samples) < 2:
             continue
