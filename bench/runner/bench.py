@@ -77,13 +77,16 @@ def startups(events_path):
 
 
 def test_times(events_path):
-    """Seconds of test time per file (rootdir-relative), from racefree's events."""
+    """Seconds of test time per file (rootdir-relative), from racefree's events: every
+    attempt's (a test's failed attempts are ``test_retry`` events), as serial_clock counts."""
     per_file = defaultdict(float)
     with open(events_path) as handle:
         for line in handle:
             e = json.loads(line)
             if e["event"] == "test_finished":
                 per_file[e["file"]] += e["duration"]
+            elif e["event"] == "test_retry":
+                per_file[e["nodeid"].split("::", 1)[0]] += e.get("duration") or 0.0
     return per_file
 
 
@@ -144,7 +147,8 @@ def bench(suite, racefree, workers, scratch):
     row = {"suite": suite}
     # With serial_clock (see there): each test's time in this run, as racefree's plugin times it.
     clock_env = dict(os.environ, RACEFREE_BENCH_SERIAL_TIMES=os.path.join(work, "serial-times.json"))
-    clock_env["PYTHONPATH"] = os.pathsep.join(p for p in (HERE, os.environ.get("PYTHONPATH")) if p)
+    plugins = os.path.join(HERE, "plugins")  # serial_clock alone: nothing else to shadow
+    clock_env["PYTHONPATH"] = os.pathsep.join(p for p in (plugins, os.environ.get("PYTHONPATH")) if p)
     row["serial"], code_s, line_s, _ = timed(
         pytest + ["-p", "serial_clock", "--junit-xml", "serial.xml"], work, env=clock_env
     )
@@ -227,7 +231,7 @@ def main():
     print("from racefree's measurements; /LBf = rf hist over the same bound with a forked unit's start-up;")
     print("/LBs = rf hist over the same bound with serial pytest's test times (its JUnit XML) instead of racefree's;")
     print("/LBp = rf hist over the same bound with the serial run's own per-test times, timed as racefree's plugin times")
-    print("a test (from pytest_runtest_logstart to logfinish; bench/runner/serial_clock.py);")
+    print("a test (from pytest_runtest_logstart to logfinish; bench/runner/plugins/serial_clock.py);")
     print(
         "test time, racefree / serial JUnit / serial per-test: "
         + ", ".join(

@@ -553,11 +553,28 @@ class _RunWideSuiteReruns:
     unit of the run takes from the same N. Only the suite-wide methods of the plugin's
     status store are replaced; its per-test counts stay the unit's own."""
 
-    def __init__(self, path):
+    def __init__(self, path, local):
         self.path = path
+        # The plugin's own methods (this process's count): used, after one line on stderr,
+        # if the file cannot be used, so that a rerun decision never crashes the unit.
+        self.local = local
+        self.broken = False
 
-    def _change(self, step):
-        """Applies ``step(count) -> (new count, answer)`` to the shared count atomically."""
+    def _change(self, step, method, *args):
+        """Applies ``step(count) -> (new count, answer)`` to the shared count atomically,
+        or calls the plugin's own ``method`` if the file cannot be used."""
+        if not self.broken:
+            try:
+                return self._change_file(step)
+            except OSError as error:
+                self.broken = True
+                sys.stderr.write(
+                    "racefree: --max-suite-reruns counts this process's reruns only: "
+                    "%s: %s\n" % (self.path, error)
+                )
+        return self.local[method](*args)
+
+    def _change_file(self, step):
         import fcntl
 
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
@@ -575,16 +592,17 @@ class _RunWideSuiteReruns:
             os.close(fd)  # and with it the lock
 
     def try_increment_suite_reruns(self, max_cap):
-        return self._change(lambda n: (n + 1, True) if n < max_cap else (n, False))
+        step = lambda n: (n + 1, True) if n < max_cap else (n, False)  # noqa: E731
+        return self._change(step, "try_increment_suite_reruns", max_cap)
 
     def increment_suite_reruns(self):
-        return self._change(lambda n: (n + 1, n + 1))
+        return self._change(lambda n: (n + 1, n + 1), "increment_suite_reruns")
 
     def decrement_suite_reruns(self):
-        self._change(lambda n: (max(n - 1, 0), None))
+        self._change(lambda n: (max(n - 1, 0), None), "decrement_suite_reruns")
 
     def get_suite_reruns(self):
-        return self._change(lambda n: (n, n))
+        return self._change(lambda n: (n, n), "get_suite_reruns")
 
 
 _SUITE_METHODS = (
@@ -604,7 +622,9 @@ def _share_suite_reruns(config):
         return
     if not all(callable(getattr(db, name, None)) for name in _SUITE_METHODS):
         return  # a version without a suite-wide cap, or another store: left alone
-    shared = _RunWideSuiteReruns(path)
+    if isinstance(getattr(db.try_increment_suite_reruns, "__self__", None), _RunWideSuiteReruns):
+        return  # already shared (a fork server's session, carried into its unit)
+    shared = _RunWideSuiteReruns(path, {name: getattr(db, name) for name in _SUITE_METHODS})
     for name in _SUITE_METHODS:
         setattr(db, name, getattr(shared, name))
 

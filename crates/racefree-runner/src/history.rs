@@ -180,16 +180,16 @@ impl History {
         conn.execute_batch("PRAGMA synchronous=NORMAL;")
             .map_err(err)?;
         conn.execute_batch(SCHEMA).map_err(err)?;
-        let mut history = History {
+        Ok(History {
             conn,
             path: path.to_path_buf(),
-        };
-        history.drop_old_passes()?;
-        Ok(history)
+        })
     }
 
     /// Once per store written before `results` kept only what did not simply pass: drops
-    /// those passes, and gives their space back if there were many.
+    /// those passes, and gives their space back if there were many. Part of writing a run
+    /// (`record`), not of opening: a store only read (`racefree history`, a read-only
+    /// cache) opens as before.
     fn drop_old_passes(&mut self) -> Result<()> {
         let path = self.path.clone();
         let err = |source| Error::History {
@@ -222,8 +222,8 @@ impl History {
         .map_err(err)?;
         tx.commit().map_err(err)?;
         if dropped > VACUUM_AFTER_ROWS {
-            // Best effort: another run reading the store at this moment makes VACUUM fail
-            // with SQLITE_BUSY; the freed pages are then reused by later writes instead.
+            // Best effort, once: VACUUM waits (up to the busy timeout) for another run that
+            // is writing; if it still fails, later writes reuse the freed pages instead.
             let _ = self.conn.execute_batch("VACUUM");
         }
         Ok(())
@@ -396,6 +396,7 @@ impl History {
 
     /// Writes one run, atomically.
     pub fn record(&mut self, run: &RunRecord) -> Result<()> {
+        self.drop_old_passes()?;
         let path = self.path.clone();
         let err = |source| Error::History {
             path: path.clone(),
@@ -758,7 +759,11 @@ mod tests {
             )
             .unwrap();
         drop(h);
-        let h = History::open(t.path()).unwrap();
+        let mut h = History::open(t.path()).unwrap();
+        // Opening alone changes nothing (a store may be only read); the next run's write does.
+        assert_eq!(results_rows(&h).len(), 2);
+        h.record(&record(vec![result("a.py::ok", Outcome::Passed, 1.0)]))
+            .unwrap();
         assert_eq!(
             results_rows(&h),
             [(1, "a.py::bad".to_string(), "failed".to_string())]

@@ -717,9 +717,6 @@ fn plugins_dir() -> PathBuf {
     dir
 }
 
-/// pytest-rerunfailures runs a failed test again in the same process and marks the failed
-/// attempt's report "rerun": racefree keeps that attempt as a failed one (as its own retries
-/// do) and takes the test's result from its last attempt, never a crash.
 #[test]
 fn max_suite_reruns_caps_the_whole_run_not_each_unit() {
     // pytest-rerunfailures' --max-suite-reruns N caps the reruns of the whole suite; each
@@ -757,6 +754,9 @@ fn max_suite_reruns_caps_the_whole_run_not_each_unit() {
     }
 }
 
+/// pytest-rerunfailures runs a failed test again in the same process and marks the failed
+/// attempt's report "rerun": racefree keeps that attempt as a failed one (as its own retries
+/// do) and takes the test's result from its last attempt, never a crash.
 #[test]
 fn reruns_by_pytest_rerunfailures_are_attempts_not_crashes() {
     let dir = fixture("reruns");

@@ -5,6 +5,9 @@ run with the instrument racefree's numbers use. JUnit's times are not that: they
 setup, call and teardown phases only, and leave out pytest's per-test work around them,
 which on a suite of tiny tests (packaging) is most of the time.
 
+A test run more than once (pytest-rerunfailures) counts every attempt, as bench.py counts
+racefree's (its ``test_retry`` events carry the failed attempts' times).
+
 Written as JSON ({nodeid: seconds}) to the file named by RACEFREE_BENCH_SERIAL_TIMES when
 the session ends. The clock is held inside an object: a test that fakes ``time`` (freezegun
 replaces module attributes that point at the real functions) cannot reach it.
