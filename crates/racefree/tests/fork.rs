@@ -850,3 +850,47 @@ fn units_forked_ahead_copy_the_pages_earlier_units_copied() {
         );
     }
 }
+
+#[test]
+fn each_forked_unit_draws_its_own_random_numbers_and_has_a_fresh_interpreters_signals() {
+    // Children of one server share its memory, `random`'s state included: without a reseed
+    // every file would draw the same "random" numbers (the server reseeds each child, and
+    // CPython's `random` also does after any fork; this checks the promise, whoever keeps
+    // it). And a test must find the signal dispositions a fresh interpreter has, whatever
+    // the server set for itself (a spare waiting for its unit ignores SIGINT).
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(d.join("pytest.ini"), "[pytest]\n").unwrap();
+    let record = d.join("drawn");
+    for i in 0..3 {
+        std::fs::write(
+            d.join(format!("test_draw{i}.py")),
+            format!(
+                "import random, signal, sys\n\n\
+                 def test_draw():\n\
+                 \x20   assert 'racefree_forkserver' in sys.modules\n\
+                 \x20   assert signal.getsignal(signal.SIGINT) is signal.default_int_handler\n\
+                 \x20   assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL\n\
+                 \x20   assert signal.getsignal(signal.SIGCHLD) == signal.SIG_DFL\n\
+                 \x20   assert signal.getsignal(signal.SIGPIPE) == signal.SIG_IGN\n\
+                 \x20   with open({:?}, 'a') as f:\n\
+                 \x20       f.write('%r\\n' % random.random())\n",
+                record.display().to_string()
+            ),
+        )
+        .unwrap();
+    }
+    let mut cmd = Command::cargo_bin("racefree").unwrap();
+    cmd.current_dir(d)
+        .args(["run", "-n", "1", "--plain", "--unit", "file", "--python"])
+        .arg(python())
+        .env_remove("VIRTUAL_ENV");
+    let ran = run(&mut cmd);
+    assert_passed(&ran, "three forked files", 3);
+    let drawn: std::collections::BTreeSet<String> = std::fs::read_to_string(&record)
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect();
+    assert_eq!(drawn.len(), 3, "each unit drew its own number: {drawn:?}");
+}
