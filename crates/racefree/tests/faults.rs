@@ -214,6 +214,29 @@ fn faults_os_exit_zero_is_a_crash_not_a_pass() {
         "{}",
         tail(&out.stdout)
     );
+    // Any status the test's os._exit gives is the test's crash, not pytest's usage (4) or
+    // internal (3) error: the run fails as for any crash, with no error for its unit.
+    for status in ["2", "3", "4"] {
+        let out = run(s
+            .racefree()
+            .arg("tests/test_exit.py")
+            .env("RACEFREE_ITEST_EXIT", status));
+        assert_eq!(
+            out.code, 1,
+            "os._exit({status}): {}{}",
+            out.stdout, out.stderr
+        );
+        let crash = &results(&s.events())["tests/test_exit.py::test_exits_zero"];
+        assert_eq!(crash["outcome"], "crashed", "{crash}");
+        assert!(
+            crash["message"]
+                .as_str()
+                .unwrap()
+                .contains(&format!("exit status {status}")),
+            "{crash}"
+        );
+        assert!(!out.stdout.contains("ERROR unit"), "{}", tail(&out.stdout));
+    }
     // With -k, the resumed process's deselections are not counted twice.
     let out = run(s
         .racefree()

@@ -276,8 +276,13 @@ impl Dispatcher<'_> {
             && r.pytest_exitstatus == Some(0);
         let normal_exit =
             (matches!(exit.code, Some(0) | Some(1) | Some(5)) || flaky_exit) && !died_early;
-        // A signal while a test ran is that test's crash (or timeout), already reported.
-        let attributed = (exit.signal.is_some() || r.timed_out.is_some()) && rec.culprit.is_some();
+        // A process that ended while a test ran, by a signal or by exiting before pytest
+        // could finish its session (`os._exit(4)` in the test), ended with that test: its
+        // crash (or timeout) is already reported, and the status is the test's doing, not
+        // pytest's (a usage error or an internal error would have come from pytest itself,
+        // which says how its session ended).
+        let attributed = rec.culprit.is_some()
+            && (exit.signal.is_some() || r.timed_out.is_some() || r.pytest_exitstatus.is_none());
         let error = if !r.cancelled && !normal_exit && !attributed {
             st.unit_error_codes.push(exit.code);
             let mut text = match &r.collected {
