@@ -469,6 +469,8 @@ impl<'de> Deserialize<'de> for Workers {
         enum Raw {
             N(i64),
             S(String),
+            // Anything else (a float, a table): refused below with what is expected.
+            Other(serde::de::IgnoredAny),
         }
         match Raw::deserialize(d)? {
             Raw::N(n) if n > 0 => Ok(Workers::Count(n as usize)),
@@ -476,6 +478,9 @@ impl<'de> Deserialize<'de> for Workers {
                 "workers must be positive, got {n}"
             ))),
             Raw::S(s) => s.parse().map_err(serde::de::Error::custom),
+            Raw::Other(_) => Err(serde::de::Error::custom(
+                "expected a positive whole number of workers or \"auto\"",
+            )),
         }
     }
 }
@@ -714,6 +719,16 @@ mod tests {
         );
         write(t.path(), "pyproject.toml", "[tool.racefree]\nworkers = 0\n");
         assert!(load_racefree_config(t.path()).is_err());
+        write(
+            t.path(),
+            "pyproject.toml",
+            "[tool.racefree]\nworkers = 2.5\n",
+        );
+        let err = load_racefree_config(t.path()).unwrap_err().to_string();
+        assert!(
+            err.contains("workers") && err.contains("positive whole number"),
+            "{err}"
+        );
         write(
             t.path(),
             "pyproject.toml",

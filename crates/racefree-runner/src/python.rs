@@ -6,18 +6,41 @@ use std::process::{Command, Stdio};
 
 use crate::error::{Error, Result};
 
+/// Where an interpreter named explicitly came from, for messages: the flag, or the
+/// configuration file (a relative path is the directory racefree started in's, either way).
+pub enum Named<'a> {
+    Flag(&'a Path),
+    Config { path: &'a Path, file: &'a Path },
+}
+
 /// `--python` (or `python` in `[tool.racefree]`), else `$VIRTUAL_ENV`, else `./.venv`,
 /// else `python3` on PATH.
-pub fn resolve(explicit: Option<&Path>, cwd: &Path) -> Result<PathBuf> {
-    if let Some(p) = explicit {
-        let p = crate::config::absolute(cwd, p);
-        if !p.exists() {
-            return Err(Error::Usage(format!(
-                "--python {}: no such file; pass the path of a Python interpreter",
+pub fn resolve(explicit: Option<Named>, cwd: &Path) -> Result<PathBuf> {
+    if let Some(named) = explicit {
+        let (p, source) = match named {
+            Named::Flag(p) => (crate::config::absolute(cwd, p), "--python".to_string()),
+            Named::Config { path, file } => (
+                crate::config::absolute(cwd, path),
+                format!("`python` in [tool.racefree] of {}", file.display()),
+            ),
+        };
+        let fix = "pass the path of a Python interpreter";
+        return match std::fs::metadata(&p) {
+            Ok(meta) if meta.is_dir() => Err(Error::Usage(format!(
+                "{source} {}: is a directory; {fix} (such as {}/bin/python)",
+                p.display(),
                 p.display()
-            )));
-        }
-        return Ok(p);
+            ))),
+            Ok(_) => Ok(p),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(Error::Usage(format!(
+                "{source} {}: no such file; {fix}",
+                p.display()
+            ))),
+            Err(e) => Err(Error::Usage(format!(
+                "{source} {}: {e}; {fix}",
+                p.display()
+            ))),
+        };
     }
     if let Some(venv) = std::env::var_os("VIRTUAL_ENV").filter(|v| !v.is_empty()) {
         let p = PathBuf::from(venv).join("bin").join("python");

@@ -84,25 +84,53 @@ pub struct RunRequest {
     pub init_program: Option<PathBuf>,
 }
 
-fn seconds(name: &str, value: Option<f64>) -> Result<Option<Duration>> {
-    match value {
-        None => Ok(None),
-        Some(v) if v.is_finite() && v >= 0.0 => Ok(Some(Duration::from_secs_f64(v))),
-        Some(v) => Err(crate::error::Error::Usage(format!(
-            "{name} must be a non-negative number of seconds, got {v}"
-        ))),
+/// A number of seconds from the command line's `--FLAG` or else `[tool.racefree]`'s `FLAG`
+/// key, checked: an error names where the bad value came from.
+fn seconds(
+    flag: &str,
+    from_cli: Option<f64>,
+    from_config: Option<f64>,
+    config_path: Option<&Path>,
+) -> Result<Option<Duration>> {
+    let (value, source) = match (from_cli, from_config) {
+        (Some(v), _) => (v, format!("--{flag}")),
+        (None, Some(v)) => (
+            v,
+            format!(
+                "`{flag}` in [tool.racefree] of {}",
+                config_path.map_or("pyproject.toml".into(), |p| p.display().to_string())
+            ),
+        ),
+        (None, None) => return Ok(None),
+    };
+    if !(value.is_finite() && value >= 0.0) {
+        return Err(crate::error::Error::Usage(format!(
+            "{source} must be a non-negative number of seconds, got {value}"
+        )));
     }
+    // Finite but beyond what a Duration holds (1e30): as good as no limit, and refused as
+    // such rather than wrapped or panicked on.
+    Duration::try_from_secs_f64(value).map(Some).map_err(|_| {
+        crate::error::Error::Usage(format!(
+            "{source}: {value} seconds is more than racefree can wait; use 0 for no limit"
+        ))
+    })
 }
 
-/// The fault policy from the request, then `[tool.racefree]`, then the defaults.
-fn fault_policy(req: &RunRequest, rf: &config::RacefreeConfig) -> Result<FaultPolicy> {
+/// The fault policy from the request, then `[tool.racefree]` (read from `config_path`),
+/// then the defaults.
+fn fault_policy(
+    req: &RunRequest,
+    rf: &config::RacefreeConfig,
+    config_path: Option<&Path>,
+) -> Result<FaultPolicy> {
     let defaults = FaultPolicy::default();
-    let timeout = seconds("--timeout", req.timeout.or(rf.timeout))?;
+    let timeout = seconds("timeout", req.timeout, rf.timeout, config_path)?;
     Ok(FaultPolicy {
         timeout: timeout.map(|d| d.as_secs_f64()).filter(|s| *s > 0.0),
-        kill_grace: seconds("--kill-grace", req.kill_grace.or(rf.kill_grace))?
+        kill_grace: seconds("kill-grace", req.kill_grace, rf.kill_grace, config_path)?
             .unwrap_or(defaults.kill_grace),
-        run_timeout: seconds("--run-timeout", req.run_timeout.or(rf.run_timeout))?
+        run_timeout: seconds("run-timeout", req.run_timeout, rf.run_timeout, config_path)?
             .filter(|d| !d.is_zero()),
         retries: req.retries.or(rf.retries).unwrap_or(defaults.retries),
         flaky_fails: req.flaky_result.or(rf.flaky_result).unwrap_or_default() == FlakyResult::Fail,
@@ -119,8 +147,8 @@ pub fn run(req: RunRequest) -> Result<u8> {
     let started = Instant::now();
     let cwd = &req.invocation_dir;
     let pytest_cfg = config::determine_setup(cwd, &req.args)?;
-    let (_, rf) = config::load_racefree_config(&pytest_cfg.rootdir)?;
-    let mut policy = fault_policy(&req, &rf)?;
+    let (rf_path, rf) = config::load_racefree_config(&pytest_cfg.rootdir)?;
+    let mut policy = fault_policy(&req, &rf, rf_path.as_deref())?;
     let workers = req
         .workers
         .or(rf.workers)
@@ -185,6 +213,7 @@ pub fn run(req: RunRequest) -> Result<u8> {
     let run_params = RunParams {
         req: &req,
         rf: &rf,
+        rf_path: rf_path.as_deref(),
         rootdir: &pytest_cfg.rootdir,
         pytest_flags: &pytest_flags,
         workers,
@@ -443,10 +472,16 @@ struct Early {
 /// The interpreter, the pytest check or the fork servers, and history: what needs no files.
 fn start_early(p: &RunParams, fork: bool) -> Result<Early> {
     let (req, rf) = (p.req, p.rf);
-    let python = crate::python::resolve(
-        req.python.as_deref().or(rf.python.as_deref()),
-        &req.invocation_dir,
-    )?;
+    let config_file = p.rootdir.join("pyproject.toml");
+    let named = match (&req.python, &rf.python) {
+        (Some(path), _) => Some(crate::python::Named::Flag(path)),
+        (None, Some(path)) => Some(crate::python::Named::Config {
+            path,
+            file: p.rf_path.unwrap_or(&config_file),
+        }),
+        (None, None) => None,
+    };
+    let python = crate::python::resolve(named, &req.invocation_dir)?;
     // Importing pytest takes an interpreter start-up: overlap it with discovery and planning.
     // Fork servers import pytest themselves; for them `interpreter_paths` only looks for it,
     // and that interpreter's start-up overlaps opening history and probing the isolation.
@@ -491,6 +526,8 @@ fn start_early(p: &RunParams, fork: bool) -> Result<Early> {
 struct RunParams<'a> {
     req: &'a RunRequest,
     rf: &'a config::RacefreeConfig,
+    /// The pyproject.toml `rf` came from, if any.
+    rf_path: Option<&'a Path>,
     rootdir: &'a Path,
     /// addopts, then the arguments after `--`.
     pytest_flags: &'a [String],
@@ -666,25 +703,47 @@ mod tests {
             timeout: Some(5.0),
             ..RunRequest::default()
         };
-        let p = fault_policy(&req, &rf).unwrap();
+        let p = fault_policy(&req, &rf, None).unwrap();
         assert_eq!(p.timeout, Some(5.0));
         assert_eq!(p.kill_grace, Duration::from_millis(500));
         assert_eq!(p.run_timeout, Some(Duration::from_secs(600)));
         assert_eq!((p.retries, p.flaky_fails, p.infra_retries), (2, true, 1));
-        let p = fault_policy(&RunRequest::default(), &config::RacefreeConfig::default()).unwrap();
+        let p = fault_policy(
+            &RunRequest::default(),
+            &config::RacefreeConfig::default(),
+            None,
+        )
+        .unwrap();
         assert_eq!(p, FaultPolicy::default());
         // 0 means no limit.
         let req = RunRequest {
             timeout: Some(0.0),
             ..RunRequest::default()
         };
-        assert_eq!(fault_policy(&req, &rf).unwrap().timeout, None);
+        assert_eq!(fault_policy(&req, &rf, None).unwrap().timeout, None);
         let req = RunRequest {
             kill_grace: Some(-1.0),
             ..RunRequest::default()
         };
-        let err = fault_policy(&req, &rf).unwrap_err().to_string();
+        let err = fault_policy(&req, &rf, None).unwrap_err().to_string();
         assert!(err.contains("--kill-grace"), "{err}");
+        // A finite value too large for a Duration is refused, not panicked on.
+        let req = RunRequest {
+            timeout: Some(1e30),
+            ..RunRequest::default()
+        };
+        let err = fault_policy(&req, &rf, None).unwrap_err().to_string();
+        assert!(err.contains("--timeout") && err.contains("use 0"), "{err}");
+        // A bad value from the configuration names the file and the key, not a flag.
+        let bad: config::RacefreeConfig = toml::from_str("run-timeout = -3\n").unwrap();
+        let path = Path::new("/p/pyproject.toml");
+        let err = fault_policy(&RunRequest::default(), &bad, Some(path))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("`run-timeout` in [tool.racefree] of /p/pyproject.toml"),
+            "{err}"
+        );
         assert!(toml::from_str::<config::RacefreeConfig>("flaky-result = \"maybe\"").is_err());
     }
 }
