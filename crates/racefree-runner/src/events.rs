@@ -209,6 +209,14 @@ impl TestResult {
     pub fn counted(&self) -> bool {
         !(self.outcome == Outcome::Passed && self.when.is_none())
     }
+
+    /// A test that passed itself but has failed subtests (unittest's `subTest`, whose
+    /// failures pytest reports apart from the test): pytest fails the run for them, lists
+    /// the test as failed in JUnit and in `--lf`'s last failures.
+    pub fn fails_by_subtests(&self) -> bool {
+        matches!(self.outcome, Outcome::Passed | Outcome::Xpassed)
+            && !self.failed_subtests.is_empty()
+    }
 }
 
 /// One failed attempt of a test that was then tried again.
@@ -364,6 +372,11 @@ impl Totals {
     }
     pub fn failures(&self) -> u64 {
         self.failed + self.errors + self.crashed
+    }
+
+    /// Failed subtests, as pytest's summary counts them (category "failed").
+    pub fn subtest_failures(&self) -> u64 {
+        self.subtests.get("failed").copied().unwrap_or(0)
     }
 
     /// The counts of the summary line: tests plus subtests, merged by pytest's category

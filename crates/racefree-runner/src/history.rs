@@ -102,7 +102,12 @@ impl From<&TestResult> for TestRecord {
         TestRecord {
             nodeid: r.nodeid.clone(),
             file: r.file.clone(),
-            outcome: r.outcome,
+            // A test with failed subtests is one of the run's failures (`--lf` runs it).
+            outcome: if r.fails_by_subtests() {
+                Outcome::Failed
+            } else {
+                r.outcome
+            },
             teardown_error: r.teardown_error,
             duration: r.duration,
             flaky: r.flaky,

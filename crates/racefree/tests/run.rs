@@ -585,6 +585,45 @@ fn subtests_are_counted_as_pytest_counts_them() {
     }
 }
 
+#[test]
+fn a_unittest_subtest_that_fails_fails_the_run_as_under_pytest() {
+    // unittest's subTest: pytest reports the failed subtest apart and the test itself as
+    // passed, but its session counts the failure (exit 1) and its JUnit lists the test as
+    // failed. racefree said "1 failed, 1 passed" and exited 0, with a passing testcase.
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(d.join("pytest.ini"), "[pytest]\n").unwrap();
+    std::fs::write(
+        d.join("test_ut.py"),
+        "import unittest\n\n\nclass T(unittest.TestCase):\n    def test_sub(self):\n\
+         \x20       for i in range(3):\n            with self.subTest(i=i):\n\
+         \x20               self.assertLess(i, 2)\n\n    def test_ok(self):\n        pass\n",
+    )
+    .unwrap();
+    let py = run(pytest(d).args(["--junit-xml", "py.xml"]));
+    assert_eq!(py.code, 1, "{}{}", py.stdout, py.stderr);
+    let rf = run(racefree(d).args(["-n", "2", "--junit-xml", "rf.xml"]));
+    assert_eq!(rf.code, py.code, "{}{}", rf.stdout, rf.stderr);
+    assert_eq!(summary_counts(&rf.stdout), summary_counts(&py.stdout));
+    assert_eq!(
+        junit_results(&d.join("rf.xml")),
+        junit_results(&d.join("py.xml"))
+    );
+    // History keeps it as failed: --lf runs it again, and only it.
+    let lf = run(racefree(d).args(["-n", "2", "--lf", "-v"]));
+    assert_eq!(lf.code, 1, "{}{}", lf.stdout, lf.stderr);
+    assert!(
+        lf.stdout.contains("test_ut.py::T::test_sub"),
+        "{}",
+        lf.stdout
+    );
+    assert!(
+        !lf.stdout.contains("test_ut.py::T::test_ok"),
+        "{}",
+        lf.stdout
+    );
+}
+
 /// The plugin does not send a passed setup or teardown when the test's call decides its
 /// outcome; a test with no call (pytest's `--setup-only`) must still be reported from its
 /// setup and teardown, not taken for one that never finished.

@@ -53,7 +53,8 @@ impl Dispatcher<'_> {
         if let Some(before) = st.reruns.remove(&result.nodeid) {
             result.reruns = before.iter().map(Rerun::from).collect();
         }
-        let failed = result.outcome.is_failure() || result.teardown_error;
+        let failed =
+            result.outcome.is_failure() || result.teardown_error || result.fails_by_subtests();
         result.flaky = !result.reruns.is_empty() && result.outcome == Outcome::Passed && !failed;
         st.totals.add_result(&result);
         st.reported_any = true;

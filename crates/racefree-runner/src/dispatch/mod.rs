@@ -624,7 +624,10 @@ fn exit_code(st: &State, flaky_fails: bool) -> u8 {
     if st.interrupted || st.collect_errors > 0 || !st.unit_error_codes.is_empty() {
         return exit::INTERRUPTED;
     }
-    if st.totals.failures() > 0 || st.lost > 0 || (flaky_fails && st.totals.flaky > 0) {
+    // A failed subtest fails the run as pytest's session counts it, even where its test
+    // itself passed (unittest's subTest).
+    let failed = st.totals.failures() + st.totals.subtest_failures();
+    if failed > 0 || st.lost > 0 || (flaky_fails && st.totals.flaky > 0) {
         return exit::TESTS_FAILED;
     }
     if !st.reported_any {

@@ -181,15 +181,19 @@ impl Junit {
                 ));
                 s
             }
+            // pytest lists a test whose subtests failed as failed, whatever its own outcome.
+            Outcome::Passed | Outcome::Xpassed if r.fails_by_subtests() => {
+                let mut s = TestCaseStatus::non_success(NonSuccessKind::Failure);
+                s.set_message(r.failed_subtests[0].message.clone());
+                s.set_description(subtest_failures_text(r));
+                s
+            }
             Outcome::Passed | Outcome::Xpassed => TestCaseStatus::success(),
             Outcome::Failed => {
                 let mut s = TestCaseStatus::non_success(NonSuccessKind::Failure);
                 s.set_message(r.message.clone());
                 // pytest writes one <failure> per failed subtest; one status holds them all here.
-                let mut text = String::new();
-                for sub in &r.failed_subtests {
-                    text.push_str(&format!("{}\n{}\n\n", sub.head_line, sub.longrepr));
-                }
+                let mut text = subtest_failures_text(r);
                 text.push_str(&r.longrepr);
                 s.set_description(text);
                 s
@@ -325,6 +329,15 @@ impl Reporter for Junit {
             .serialize(std::io::BufWriter::new(file))
             .map_err(|e| Error::io(ctx(), std::io::Error::other(e.to_string())))
     }
+}
+
+/// Each failed subtest's heading and traceback, as pytest writes them in JUnit.
+fn subtest_failures_text(r: &TestResult) -> String {
+    let mut text = String::new();
+    for sub in &r.failed_subtests {
+        text.push_str(&format!("{}\n{}\n\n", sub.head_line, sub.longrepr));
+    }
+    text
 }
 
 #[cfg(test)]

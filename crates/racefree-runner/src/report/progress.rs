@@ -212,6 +212,10 @@ impl Reporter for Progress {
                     Outcome::Passed | Outcome::Xpassed => {
                         self.counts.passed += 1;
                         entry.0 += 1;
+                        // As pytest counts them: the test passed, its subtests failed.
+                        let failed_subtests = r.failed_subtests.len() as u64;
+                        self.counts.failed += failed_subtests;
+                        entry.1 += failed_subtests;
                     }
                     Outcome::Failed | Outcome::Error | Outcome::Crashed => {
                         self.counts.failed += 1;
