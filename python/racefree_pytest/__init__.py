@@ -293,6 +293,21 @@ def _matches(nodeid, wanted):
         start = cut + 1
 
 
+def _selectors(nodeid, wanted):
+    """The ids in ``wanted`` that select ``nodeid``: itself, and each of its prefixes that
+    ends where ``::`` or ``[`` begins (a class, a module, a parametrized function)."""
+    found = [nodeid] if nodeid in wanted else []
+    start = 0
+    while True:
+        cuts = [i for i in (nodeid.find("::", start), nodeid.find("[", start)) if i > 0]
+        if not cuts:
+            return found
+        cut = min(cuts)
+        if nodeid[:cut] in wanted:
+            found.append(nodeid[:cut])
+        start = cut + 1
+
+
 def _fixtures_module():
     """xdist's ``worker_id`` and ``testrun_uid`` fixtures, with xdist's meaning, in a module
     of their own.
@@ -325,6 +340,7 @@ class _RacefreePlugin:
     def __init__(self, config, channel, unit):
         self.config = config
         self.deselected = 0
+        self.unmatched = []
         self.warnings = 0
         self.timeouts = {}
         self.fault_file = None
@@ -421,11 +437,17 @@ class _RacefreePlugin:
         if not self.selection and not self.exclusion:
             return
         kept = []
+        # Selected ids that select nothing collected: racefree reports those it was given
+        # on its command line as pytest does ("not found", a usage error).
+        selecting = set()
         for item in items:
             path = item.nodeid.split("::", 1)[0]
             wanted = self.selection.get(path)
-            if wanted is not None and not _matches(item.nodeid, wanted):
-                continue
+            if wanted is not None:
+                selectors = _selectors(item.nodeid, wanted)
+                if not selectors:
+                    continue
+                selecting.update(selectors)
             unwanted = self.exclusion.get(path)
             if unwanted is not None and _matches(item.nodeid, unwanted):
                 continue
@@ -433,6 +455,9 @@ class _RacefreePlugin:
         # Dropped silently on purpose: these are not deselected by the user, they were
         # already run by an earlier process of the same unit, or are another chunk's.
         items[:] = kept
+        self.unmatched = sorted(
+            set(id for ids in self.selection.values() for id in ids) - selecting
+        )
 
     def pytest_deselected(self, items):
         self.deselected += len(items)
@@ -449,9 +474,10 @@ class _RacefreePlugin:
 
     @pytest.hookimpl(trylast=True)
     def pytest_collection_finish(self, session):
-        self.channel.send(
-            "collected", ids=[item.nodeid for item in session.items], deselected=self.deselected
-        )
+        fields = {"ids": [item.nodeid for item in session.items], "deselected": self.deselected}
+        if self.unmatched:
+            fields["unmatched"] = self.unmatched
+        self.channel.send("collected", **fields)
 
     def pytest_runtest_logstart(self, nodeid, location):
         self.started = _CLOCK.now()

@@ -17,6 +17,9 @@ pub enum Wire {
         ids: Vec<String>,
         #[serde(default)]
         deselected: u64,
+        /// Ids of the unit's node-id selection that selected nothing it collected.
+        #[serde(default)]
+        unmatched: Vec<String>,
     },
     Collect {
         id: String,
@@ -529,6 +532,9 @@ pub enum Event {
         /// Why the tests that did not run did not ("not run: interrupted", ...); empty when
         /// the run was not stopped.
         not_run_message: String,
+        /// Node ids from the command line that selected no collected test (pytest's "not
+        /// found", a usage error).
+        not_found: Vec<String>,
     },
 }
 
@@ -560,7 +566,8 @@ mod tests {
             w,
             Wire::Collected {
                 ids: vec!["a.py::b[x::y]".into()],
-                deselected: 2
+                deselected: 2,
+                unmatched: vec![],
             }
         );
         let w = Wire::parse(r#"{"e":"report","id":"a","when":"call","outcome":"failed","sections":[["Captured stdout call","hi"]]}"#)

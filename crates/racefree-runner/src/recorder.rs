@@ -230,6 +230,7 @@ mod tests {
             interrupted: None,
             not_started: vec![],
             not_run_message: String::new(),
+            not_found: vec![],
         });
         recorder.finish().unwrap();
         History::open(dir.path())

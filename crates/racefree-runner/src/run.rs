@@ -240,6 +240,13 @@ pub fn run(req: RunRequest) -> Result<u8> {
         history,
         launched,
     } = early;
+    // The node ids the command line gave (before --lf replaces selections with its own).
+    let given_ids: HashSet<String> = files
+        .iter()
+        .filter_map(|f| f.selection.as_ref())
+        .flatten()
+        .cloned()
+        .collect();
     let predictions = match &history {
         Some(h) => h.predictions()?,
         None => Predictions::default(),
@@ -419,6 +426,7 @@ pub fn run(req: RunRequest) -> Result<u8> {
         maxfail,
         bus: &mut bus,
         policy: &policy,
+        given_ids: &given_ids,
         interrupts: req.interrupts.clone(),
     };
     let outcome = dispatcher.run(units, started);

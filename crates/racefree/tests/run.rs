@@ -586,6 +586,61 @@ fn subtests_are_counted_as_pytest_counts_them() {
 }
 
 #[test]
+fn a_node_id_that_selects_nothing_is_not_found_as_in_pytest() {
+    // pytest exits 4 ("ERROR: not found") for a node id that matches no test; racefree ran
+    // the rest and exited 0 (or said "no tests ran", 5): a typo in CI went green.
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(d.join("pytest.ini"), "[pytest]\n").unwrap();
+    std::fs::create_dir(d.join("tests")).unwrap();
+    std::fs::write(
+        d.join("tests").join("test_a.py"),
+        "import pytest\n\ndef test_one():\n    pass\n\n\
+         @pytest.mark.parametrize('x', [1, 2])\ndef test_p(x):\n    pass\n\n\
+         class TestC:\n    def test_m(self):\n        pass\n",
+    )
+    .unwrap();
+    let typo = "tests/test_a.py::test_typo";
+    for args in [
+        vec![typo, "tests/test_a.py::test_one"],
+        vec![typo],
+        vec!["tests/test_a.py::test_p[9]"],
+    ] {
+        let py = run(pytest(d).args(&args));
+        assert_eq!(py.code, 4, "{args:?}: {}{}", py.stdout, py.stderr);
+        let rf = run(racefree(d).args(&args).args(["--events", "rf.ndjson"]));
+        assert_eq!(rf.code, 4, "{args:?}: {}{}", rf.stdout, rf.stderr);
+        let bad = args[0];
+        assert!(
+            rf.stdout.contains(&format!("ERROR not found: {bad}")),
+            "{}",
+            rf.stdout
+        );
+        let ev = events(&d.join("rf.ndjson"));
+        assert_eq!(ev.last().unwrap()["not_found"], serde_json::json!([bad]));
+    }
+    // Ids that select a class, a parametrized function or one of its cases are found, and
+    // one that -k then deselects was found too (pytest: 5, no tests ran).
+    for (args, code) in [
+        (
+            vec![
+                "tests/test_a.py::TestC",
+                "tests/test_a.py::test_p",
+                "tests/test_a.py::test_p[1]",
+            ],
+            0,
+        ),
+        (vec!["tests/test_a.py::test_one", "-k", "nothing"], 5),
+    ] {
+        let py = run(pytest(d).args(&args));
+        assert_eq!(py.code, code, "{args:?}: {}{}", py.stdout, py.stderr);
+        let rf = run(racefree(d).args(&args));
+        assert_eq!(rf.code, code, "{args:?}: {}{}", rf.stdout, rf.stderr);
+        assert!(!rf.stdout.contains("not found"), "{}", rf.stdout);
+    }
+}
+
+#[test]
 fn a_unittest_subtest_that_fails_fails_the_run_as_under_pytest() {
     // unittest's subTest: pytest reports the failed subtest apart and the test itself as
     // passed, but its session counts the failure (exit 1) and its JUnit lists the test as

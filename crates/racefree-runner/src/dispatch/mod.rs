@@ -79,6 +79,10 @@ pub struct Dispatcher<'a> {
     pub maxfail: Option<u32>,
     pub bus: &'a mut Bus,
     pub policy: &'a FaultPolicy,
+    /// The node ids the command line selected (rootdir-relative): one that selects no test
+    /// its unit collected is pytest's "not found", a usage error (exit 4), not a silent
+    /// "no tests ran" (a typo in CI would pass).
+    pub given_ids: &'a HashSet<String>,
     /// How many times SIGINT/SIGTERM reached racefree (the CLI's handler counts them): the
     /// first stops the run gracefully, the second kills at once.
     pub interrupts: Option<Arc<AtomicUsize>>,
@@ -114,6 +118,8 @@ struct State {
     /// Collection reports (id, outcome) of split files' chunks: every chunk collects the
     /// whole file, and a broken or skipped module is reported once, as pytest would.
     chunk_collects: HashSet<(String, String)>,
+    /// Node ids from the command line that selected nothing (see Dispatcher::given_ids).
+    not_found: BTreeSet<String>,
 }
 
 impl State {
@@ -251,6 +257,7 @@ impl Dispatcher<'_> {
             interrupted,
             not_started,
             not_run_message: st.not_run_message.clone(),
+            not_found: st.not_found.iter().cloned().collect(),
         });
         RunOutcome {
             exit_code,
@@ -446,11 +453,23 @@ impl Dispatcher<'_> {
         let unit = r.job.id;
         match wire {
             Wire::Hello { .. } => {}
-            Wire::Collected { ids, deselected } => {
+            Wire::Collected {
+                ids,
+                deselected,
+                unmatched,
+            } => {
                 // A resumption or retry collects its files again; their deselections were
                 // counted by the unit's first process.
                 if matches!(r.job.reason, Reason::Planned | Reason::Infra) {
                     st.totals.deselected += deselected;
+                    // A file that failed to collect, or skipped itself, says so itself.
+                    if !r.reported_collect {
+                        st.not_found.extend(
+                            unmatched
+                                .into_iter()
+                                .filter(|id| self.given_ids.contains(id)),
+                        );
+                    }
                 }
                 self.bus.emit(Event::UnitCollected {
                     unit,
@@ -615,7 +634,7 @@ fn test_duration(reported: Option<f64>, arrived: Option<f64>) -> f64 {
 
 /// pytest's exit codes, decided from the run's state (DESIGN §2.1).
 fn exit_code(st: &State, flaky_fails: bool) -> u8 {
-    if st.unit_error_codes.contains(&Some(exit::USAGE as i32)) {
+    if !st.not_found.is_empty() || st.unit_error_codes.contains(&Some(exit::USAGE as i32)) {
         return exit::USAGE;
     }
     if st.unit_error_codes.contains(&Some(exit::INTERNAL as i32)) {

@@ -320,8 +320,15 @@ impl Reporter for Summary {
                 interrupted,
                 not_started,
                 not_run_message,
+                not_found,
                 ..
             } => {
+                // As pytest says it (its usage error, exit 4).
+                for id in not_found {
+                    self.short.push(format!(
+                        "ERROR not found: {id} - no test it selects was collected"
+                    ));
+                }
                 // After -x/--maxfail the untouched files are expected; after an interrupt
                 // or a run timeout they are named.
                 if !not_run_message.contains("was stopped") {
