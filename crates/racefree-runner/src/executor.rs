@@ -46,6 +46,11 @@ pub struct ExecContext {
     pub python: PathBuf,
     pub invocation_dir: PathBuf,
     pub rootdir: PathBuf,
+    /// pytest's configuration file for the whole run, as plain `pytest` with the run's
+    /// arguments picks it. Every unit is told it (`-c`): given only its own files, pytest
+    /// would take the nearest one above them, a subproject's pytest.ini or pyproject.toml
+    /// that plain `pytest` at the top never reads.
+    pub config_file: Option<PathBuf>,
     pub workers: usize,
     pub run_id: String,
     /// Arguments for every pytest process (`-k`, `-m`, then the passthrough after `--`).
@@ -162,6 +167,10 @@ fn shared_args(ctx: &ExecContext) -> (Vec<OsString>, Vec<OsString>) {
         .map(OsString::from)
         .collect();
     before.push(format!("--rootdir={}", ctx.rootdir.display()).into());
+    if let Some(file) = &ctx.config_file {
+        before.push("-c".into());
+        before.push(file.into());
+    }
     // One broken file must not stop the other files packed with it; racefree still
     // reports the collection error and exits 2, as pytest would.
     before.push("--continue-on-collection-errors".into());

@@ -215,6 +215,7 @@ pub fn run(req: RunRequest) -> Result<u8> {
         rf: &rf,
         rf_path: rf_path.as_deref(),
         rootdir: &pytest_cfg.rootdir,
+        inifile: pytest_cfg.inifile.as_deref(),
         pytest_flags: &pytest_flags,
         workers,
     };
@@ -537,6 +538,8 @@ struct RunParams<'a> {
     /// The pyproject.toml `rf` came from, if any.
     rf_path: Option<&'a Path>,
     rootdir: &'a Path,
+    /// pytest's configuration file for the run (see `ExecContext::config_file`).
+    inifile: Option<&'a Path>,
     /// addopts, then the arguments after `--`.
     pytest_flags: &'a [String],
     workers: usize,
@@ -634,6 +637,7 @@ fn launch(
         python: python.to_path_buf(),
         invocation_dir: req.invocation_dir.clone(),
         rootdir: p.rootdir.to_path_buf(),
+        config_file: p.inifile.map(Path::to_path_buf),
         workers: p.workers,
         run_id: session.run_id.clone(),
         pytest_args: child_args,

@@ -586,6 +586,55 @@ fn subtests_are_counted_as_pytest_counts_them() {
 }
 
 #[test]
+fn a_subprojects_own_configuration_is_not_read_when_pytest_would_not_read_it() {
+    // Plain `pytest` at the top reads the top's configuration only. A unit given just
+    // sub/test_x.py would find sub/pytest.ini (or pkg/pyproject.toml) first, and run other
+    // tests (python_functions) or none at all (addopts).
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(d.join("pytest.ini"), "[pytest]\n").unwrap();
+    for sub in ["sub", "pkg"] {
+        std::fs::create_dir(d.join(sub)).unwrap();
+        std::fs::write(
+            d.join(sub).join(format!("test_{sub}.py")),
+            "def test_a():\n    pass\n\n\ndef check_b():\n    assert 0\n",
+        )
+        .unwrap();
+    }
+    std::fs::write(
+        d.join("sub").join("pytest.ini"),
+        "[pytest]\npython_functions = check_*\n",
+    )
+    .unwrap();
+    std::fs::write(
+        d.join("pkg").join("pyproject.toml"),
+        "[tool.pytest.ini_options]\naddopts = \"-m nothing\"\n",
+    )
+    .unwrap();
+    let py = run(pytest(d).args(["--junit-xml", "py.xml"]));
+    assert_eq!(py.code, 0, "{}{}", py.stdout, py.stderr);
+    for fork in [true, false] {
+        let mut cmd = racefree(d);
+        cmd.args(["-n", "2", "--junit-xml", "rf.xml"]);
+        if !fork {
+            cmd.arg("--no-fork");
+        }
+        let rf = run(&mut cmd);
+        assert_eq!(rf.code, py.code, "fork {fork}: {}{}", rf.stdout, rf.stderr);
+        assert_eq!(
+            junit_results(&d.join("rf.xml")),
+            junit_results(&d.join("py.xml")),
+            "fork {fork}"
+        );
+    }
+    // Run from inside the subproject, pytest reads its configuration, and so does racefree.
+    let inner = d.join("sub");
+    let py = run(&mut pytest(&inner));
+    let rf = run(racefree(&inner).args(["-n", "2"]));
+    assert_eq!((py.code, rf.code), (1, 1), "{}{}", rf.stdout, rf.stderr);
+}
+
+#[test]
 fn a_node_id_that_selects_nothing_is_not_found_as_in_pytest() {
     // pytest exits 4 ("ERROR: not found") for a node id that matches no test; racefree ran
     // the rest and exited 0 (or said "no tests ran", 5): a typo in CI went green.
