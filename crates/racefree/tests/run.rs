@@ -635,6 +635,29 @@ fn a_subprojects_own_configuration_is_not_read_when_pytest_would_not_read_it() {
 }
 
 #[test]
+fn a_run_whose_modules_all_skip_themselves_collected_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(d.join("pytest.ini"), "[pytest]\n").unwrap();
+    for name in ["test_a.py", "test_b.py"] {
+        std::fs::write(
+            d.join(name),
+            "import pytest\n\npytest.skip('no', allow_module_level=True)\n\n\ndef test_x():\n    pass\n",
+        )
+        .unwrap();
+    }
+    let py = run(&mut pytest(d));
+    assert_eq!(py.code, 5, "{}{}", py.stdout, py.stderr);
+    let rf = run(racefree(d).args(["-n", "2"]));
+    assert_eq!(rf.code, 5, "{}{}", rf.stdout, rf.stderr);
+    assert_eq!(summary_counts(&rf.stdout), summary_counts(&py.stdout));
+    // One module with a test that runs: exit 0, for both.
+    std::fs::write(d.join("test_c.py"), "def test_c():\n    pass\n").unwrap();
+    assert_eq!(run(&mut pytest(d)).code, 0);
+    assert_eq!(run(racefree(d).args(["-n", "2"])).code, 0);
+}
+
+#[test]
 fn a_node_id_that_selects_nothing_is_not_found_as_in_pytest() {
     // pytest exits 4 ("ERROR: not found") for a node id that matches no test; racefree ran
     // the rest and exited 0 (or said "no tests ran", 5): a typo in CI went green.
