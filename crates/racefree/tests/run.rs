@@ -635,6 +635,34 @@ fn a_subprojects_own_configuration_is_not_read_when_pytest_would_not_read_it() {
 }
 
 #[test]
+fn a_conftest_that_fails_to_import_is_a_collection_error_not_a_usage_error() {
+    // pytest: "ERROR b", exit 2. Its unit also said "found no collectors" and exited 4,
+    // which made racefree add an error for the unit and exit 4, a usage error.
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(d.join("pytest.ini"), "[pytest]\n").unwrap();
+    for sub in ["a", "b"] {
+        std::fs::create_dir(d.join(sub)).unwrap();
+        std::fs::write(
+            d.join(sub).join(format!("test_{sub}.py")),
+            "def test_x():\n    pass\n",
+        )
+        .unwrap();
+    }
+    std::fs::write(d.join("b").join("conftest.py"), "import nope_mod\n").unwrap();
+    let py = run(&mut pytest(d));
+    assert_eq!(py.code, 2, "{}{}", py.stdout, py.stderr);
+    let rf = run(racefree(d).args(["-n", "2"]));
+    assert_eq!(rf.code, 2, "{}{}", rf.stdout, rf.stderr);
+    assert!(
+        rf.stdout.contains("ERROR b - ModuleNotFoundError"),
+        "{}",
+        rf.stdout
+    );
+    assert!(!rf.stdout.contains("ERROR unit"), "{}", rf.stdout);
+}
+
+#[test]
 fn a_run_whose_modules_all_skip_themselves_collected_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();

@@ -275,8 +275,15 @@ impl Dispatcher<'_> {
         let flaky_exit = self.policy.units_exit_7_on_flaky
             && exit.code == Some(7)
             && r.pytest_exitstatus == Some(0);
+        // A conftest file that fails to import leaves its directory's files without a
+        // collector, and pytest then also says "found no collectors" and exits 4: the
+        // collection error, already reported (exit 2), is the whole story.
+        let collection_broke = exit.code == Some(4)
+            && r.collect_failed
+            && r.collected.as_ref().is_some_and(|ids| ids.is_empty());
         let normal_exit =
-            (matches!(exit.code, Some(0) | Some(1) | Some(5)) || flaky_exit) && !died_early;
+            (matches!(exit.code, Some(0) | Some(1) | Some(5)) || flaky_exit || collection_broke)
+                && !died_early;
         // A process that ended while a test ran, by a signal or by exiting before pytest
         // could finish its session (`os._exit(4)` in the test), ended with that test: its
         // crash (or timeout) is already reported, and the status is the test's doing, not

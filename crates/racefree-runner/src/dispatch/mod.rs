@@ -485,6 +485,7 @@ impl Dispatcher<'_> {
                 message,
             } => {
                 r.reported_collect = true;
+                r.collect_failed |= outcome != "skipped";
                 if r.job.chunk.is_some() && !st.chunk_collects.insert((id.clone(), outcome.clone()))
                 {
                     return;

@@ -101,6 +101,9 @@ pub(super) struct Running {
     /// It reported a collection error or a module-level skip (so it is not an
     /// infrastructure failure, and running it again would report them twice).
     pub(super) reported_collect: bool,
+    /// One of those was a collection error (a test module or conftest file that failed to
+    /// import).
+    pub(super) collect_failed: bool,
 }
 
 impl Running {
@@ -128,6 +131,7 @@ impl Running {
             started: Instant::now(),
             bad_lines: Vec::new(),
             reported_collect: false,
+            collect_failed: false,
         }
     }
 
