@@ -47,7 +47,10 @@ pub enum Error {
         source: std::io::Error,
     },
 
-    #[error("history database {}: {source}", path.display())]
+    #[error(
+        "history database {}: {source} (history only speeds runs up: delete the file to start afresh, or pass --no-history)",
+        path.display()
+    )]
     History {
         path: PathBuf,
         #[source]

@@ -145,6 +145,26 @@ pub struct TestStat {
     pub flaky: i64,
 }
 
+/// `path` for a `file:` URI: the characters a URI gives meaning to, escaped.
+fn uri_path(path: &Path) -> String {
+    let mut out = String::new();
+    for c in path.to_string_lossy().chars() {
+        match c {
+            '%' | '?' | '#' => out.push_str(&format!("%{:02X}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// SQLite's "attempt to write a readonly database" (or a read-only file system).
+fn is_read_only(e: &rusqlite::Error) -> bool {
+    matches!(
+        e.sqlite_error_code(),
+        Some(rusqlite::ErrorCode::ReadOnly) | Some(rusqlite::ErrorCode::CannotOpen)
+    )
+}
+
 fn now() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -179,16 +199,36 @@ impl History {
         let conn = Connection::open(path).map_err(err)?;
         conn.busy_timeout(Duration::from_secs(30)).map_err(err)?;
         // journal_mode returns a row; query it rather than execute.
-        let _mode: String = conn
-            .query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))
-            .map_err(err)?;
-        conn.execute_batch("PRAGMA synchronous=NORMAL;")
-            .map_err(err)?;
-        conn.execute_batch(SCHEMA).map_err(err)?;
-        Ok(History {
-            conn,
-            path: path.to_path_buf(),
-        })
+        let writable = conn
+            .query_row("PRAGMA journal_mode=WAL", [], |r| r.get::<_, String>(0))
+            .and_then(|_| conn.execute_batch("PRAGMA synchronous=NORMAL;"))
+            .and_then(|()| conn.execute_batch(SCHEMA));
+        match writable {
+            Ok(()) => Ok(History {
+                conn,
+                path: path.to_path_buf(),
+            }),
+            // A store someone else's or on a read-only mount (a CI cache) is still read:
+            // `racefree history`, and a run's plan (its own write then fails, with a line).
+            Err(e) if is_read_only(&e) && path.is_file() => {
+                drop(conn);
+                // `immutable`: SQLite then needs no -shm file beside it, which a directory
+                // nobody may write to cannot get (a WAL store cannot be read without one).
+                let conn = Connection::open_with_flags(
+                    format!("file:{}?immutable=1", uri_path(path)),
+                    rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY
+                        | rusqlite::OpenFlags::SQLITE_OPEN_URI
+                        | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+                )
+                .map_err(err)?;
+                conn.busy_timeout(Duration::from_secs(30)).map_err(err)?;
+                Ok(History {
+                    conn,
+                    path: path.to_path_buf(),
+                })
+            }
+            Err(e) => Err(err(e)),
+        }
     }
 
     /// Once per store written before `results` kept only what did not simply pass: drops

@@ -156,7 +156,12 @@ impl Reporter for HistoryRecorder {
         for f in &self.broken_files {
             self.record.files.remove(f);
         }
-        self.history.record(&self.record)
+        // The run's results are in its report, its JUnit and its events: a store that
+        // cannot take them (read-only, damaged) is worth a line, not a failed run.
+        if let Err(e) = self.history.record(&self.record) {
+            eprintln!("racefree: warning: this run was not added to history: {e}");
+        }
+        Ok(())
     }
 }
 

@@ -249,13 +249,13 @@ pub fn run(req: RunRequest) -> Result<u8> {
         .cloned()
         .collect();
     let predictions = match &history {
-        Some(h) => h.predictions()?,
+        Some(h) => or_without_history(h.predictions()),
         None => Predictions::default(),
     };
     // CI sharding: keep this machine's share of the files (docs/ci.md).
     let predictions = crate::sharding::prepare(&req.sharding, cwd, predictions, &mut files)?;
     let failed_before: Vec<String> = match &history {
-        Some(h) if req.last_failed || req.failed_first => h.last_failed()?,
+        Some(h) if req.last_failed || req.failed_first => or_without_history(h.last_failed()),
         _ => Vec::new(),
     };
     let failed_files: HashSet<String> = failed_before
@@ -478,6 +478,16 @@ struct Early {
     launched: Option<Launch>,
 }
 
+/// What history says, or, if it cannot be read (a damaged store), nothing, with one line
+/// that says why and how to start afresh: history only makes runs faster, and a run must
+/// not fail for it.
+fn or_without_history<T: Default>(read: Result<T>) -> T {
+    read.unwrap_or_else(|e| {
+        eprintln!("racefree: warning: running without history: {e}");
+        T::default()
+    })
+}
+
 /// The interpreter, the pytest check or the fork servers, and history: what needs no files.
 fn start_early(p: &RunParams, fork: bool) -> Result<Early> {
     let (req, rf) = (p.req, p.rf);
@@ -654,7 +664,7 @@ fn launch(
     };
     if fork {
         let mut preload = match history {
-            Some(h) => h.preload_modules()?,
+            Some(h) => or_without_history(h.preload_modules()),
             None => Vec::new(),
         };
         preload.extend(p.rf.preload.iter().flatten().cloned());

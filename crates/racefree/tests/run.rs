@@ -635,6 +635,42 @@ fn a_subprojects_own_configuration_is_not_read_when_pytest_would_not_read_it() {
 }
 
 #[test]
+fn a_damaged_history_store_costs_a_warning_not_the_run() {
+    // A store whose header is fine but whose pages are not opens, and fails at the first
+    // read: that stopped the run with exit 3 before any test.
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(d.join("pytest.ini"), "[pytest]\n").unwrap();
+    for i in 0..3 {
+        std::fs::write(
+            d.join(format!("test_{i}.py")),
+            format!("def test_{i}():\n    pass\n"),
+        )
+        .unwrap();
+    }
+    let first = run(racefree(d).args(["-n", "2", "--lf"]));
+    assert_eq!(first.code, 0, "{}{}", first.stdout, first.stderr);
+    let store = d.join(".racefree").join("history.db");
+    let mut bytes = std::fs::read(&store).unwrap();
+    assert!(bytes.len() > 8192, "{}", bytes.len());
+    for (i, b) in bytes.iter_mut().enumerate().skip(4096) {
+        *b = (i * 7919 % 251) as u8;
+    }
+    std::fs::write(&store, bytes).unwrap();
+    let again = run(racefree(d).args(["-n", "2", "--lf"]));
+    assert_eq!(again.code, 0, "{}{}", again.stdout, again.stderr);
+    assert!(again.stdout.contains("3 passed"), "{}", again.stdout);
+    assert!(
+        again
+            .stderr
+            .contains("running without history: history database")
+            && again.stderr.contains("delete the file"),
+        "{}",
+        again.stderr
+    );
+}
+
+#[test]
 fn a_conftest_that_fails_to_import_is_a_collection_error_not_a_usage_error() {
     // pytest: "ERROR b", exit 2. Its unit also said "found no collectors" and exited 4,
     // which made racefree add an error for the unit and exit 4, a usage error.
