@@ -47,9 +47,9 @@ pub struct ExecContext {
     pub invocation_dir: PathBuf,
     pub rootdir: PathBuf,
     /// pytest's configuration file for the whole run, as plain `pytest` with the run's
-    /// arguments picks it. Every unit is told it (`-c`): given only its own files, pytest
-    /// would take the nearest one above them, a subproject's pytest.ini or pyproject.toml
-    /// that plain `pytest` at the top never reads.
+    /// arguments picks it (None: it found none). Every unit is told it (`-c`): given only
+    /// its own files, pytest would take the nearest one above them, a subproject's
+    /// pytest.ini or pyproject.toml that plain `pytest` at the top never reads.
     pub config_file: Option<PathBuf>,
     pub workers: usize,
     pub run_id: String,
@@ -167,9 +167,16 @@ fn shared_args(ctx: &ExecContext) -> (Vec<OsString>, Vec<OsString>) {
         .map(OsString::from)
         .collect();
     before.push(format!("--rootdir={}", ctx.rootdir.display()).into());
-    if let Some(file) = &ctx.config_file {
-        before.push("-c".into());
-        before.push(file.into());
+    before.push("-c".into());
+    match &ctx.config_file {
+        Some(file) => before.push(file.into()),
+        None => {
+            // No configuration file, as pytest found none: an empty one, with conftest
+            // files looked for up to the rootdir, as pytest does without one (its default
+            // confcutdir is the configuration file's directory, else the rootdir).
+            before.push("/dev/null".into());
+            before.push(format!("--confcutdir={}", ctx.rootdir.display()).into());
+        }
     }
     // One broken file must not stop the other files packed with it; racefree still
     // reports the collection error and exits 2, as pytest would.

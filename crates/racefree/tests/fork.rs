@@ -157,10 +157,11 @@ fn preload_in_config_is_checked_too() {
 }
 
 #[test]
-fn a_unit_with_a_configuration_file_of_its_own_is_configured_afresh() {
-    // Forked units carry on from the server's half-built pytest configuration
-    // (tests/test_mode.py checks that they do). A file below a pytest.ini of its own is
-    // configured by that file under plain pytest, so its unit must not take the server's.
+fn a_nested_configuration_file_is_read_only_where_plain_pytest_reads_it() {
+    // Plain `pytest` at the top reads one configuration file for the whole session: a
+    // pytest.ini below it is not read (checked with pytest itself in run.rs). Units are
+    // given the run's file (or none), so the one below their files is not read either, and
+    // they still carry on from the server's started session.
     let dir = fixture();
     let own = dir.path().join("tests").join("own");
     std::fs::create_dir_all(&own).unwrap();
@@ -172,16 +173,19 @@ fn a_unit_with_a_configuration_file_of_its_own_is_configured_afresh() {
     std::fs::write(
         own.join("test_own.py"),
         "import sys\n\n\n\
-         def check_runs_with_its_own_configuration():\n\
+         def test_runs_with_the_runs_configuration():\n\
          \x20   server = sys.modules.get(\"racefree_forkserver\")\n\
-         \x20   assert server is None or server.UNIT_CONFIG == \"fresh\"\n\n\n\
-         def test_not_a_test_under_its_configuration():\n\
-         \x20   raise AssertionError(\"collected with the root configuration\")\n",
+         \x20   assert server is None or server.UNIT_CONFIG == \"session\"\n\n\n\
+         def check_not_a_test_under_the_runs_configuration():\n\
+         \x20   raise AssertionError(\"collected with the nested configuration\")\n",
     )
     .unwrap();
     let ran = racefree(dir.path(), true, false, &["--unit", "file"]);
-    // Exit 0 with six passed: check_* collected, test_* not, and the unit said "fresh".
-    assert_passed(&ran, "nested pytest.ini", 6);
+    assert_passed(&ran, "nested pytest.ini, root pyproject.toml", 6);
+    // Without any configuration file at the top: the same.
+    std::fs::remove_file(dir.path().join("pyproject.toml")).unwrap();
+    let ran = racefree(dir.path(), true, false, &["--unit", "file", "tests"]);
+    assert_passed(&ran, "nested pytest.ini, no configuration at the top", 6);
 }
 
 #[test]

@@ -611,21 +611,27 @@ fn a_subprojects_own_configuration_is_not_read_when_pytest_would_not_read_it() {
         "[tool.pytest.ini_options]\naddopts = \"-m nothing\"\n",
     )
     .unwrap();
-    let py = run(pytest(d).args(["--junit-xml", "py.xml"]));
-    assert_eq!(py.code, 0, "{}{}", py.stdout, py.stderr);
-    for fork in [true, false] {
-        let mut cmd = racefree(d);
-        cmd.args(["-n", "2", "--junit-xml", "rf.xml"]);
-        if !fork {
-            cmd.arg("--no-fork");
+    // With a configuration file at the top, and then with none at all.
+    for top in [true, false] {
+        if !top {
+            std::fs::remove_file(d.join("pytest.ini")).unwrap();
         }
-        let rf = run(&mut cmd);
-        assert_eq!(rf.code, py.code, "fork {fork}: {}{}", rf.stdout, rf.stderr);
-        assert_eq!(
-            junit_results(&d.join("rf.xml")),
-            junit_results(&d.join("py.xml")),
-            "fork {fork}"
-        );
+        let py = run(pytest(d).args(["--junit-xml", "py.xml"]));
+        assert_eq!(py.code, 0, "{}{}", py.stdout, py.stderr);
+        for fork in [true, false] {
+            let mut cmd = racefree(d);
+            cmd.args(["-n", "2", "--junit-xml", "rf.xml"]);
+            if !fork {
+                cmd.arg("--no-fork");
+            }
+            let rf = run(&mut cmd);
+            assert_eq!(rf.code, py.code, "fork {fork}: {}{}", rf.stdout, rf.stderr);
+            assert_eq!(
+                junit_results(&d.join("rf.xml")),
+                junit_results(&d.join("py.xml")),
+                "top {top}, fork {fork}"
+            );
+        }
     }
     // Run from inside the subproject, pytest reads its configuration, and so does racefree.
     let inner = d.join("sub");
