@@ -90,6 +90,24 @@ pub fn maxfail(flags: &[String]) -> Option<u32> {
     found
 }
 
+/// pytest's `--junitxml PATH` (or `--junit-xml`, either with `=`): the last one given, as
+/// pytest's parser takes it; `Some("")` turns it off, as in pytest.
+pub fn junit_xml(flags: &[String]) -> Option<String> {
+    let mut found = None;
+    let mut iter = flags.iter();
+    while let Some(flag) = iter.next() {
+        if flag == "--junitxml" || flag == "--junit-xml" {
+            found = iter.next().cloned().or(found);
+        } else if let Some(path) = flag
+            .strip_prefix("--junitxml=")
+            .or_else(|| flag.strip_prefix("--junit-xml="))
+        {
+            found = Some(path.to_string());
+        }
+    }
+    found
+}
+
 /// `-x` alone or bundled, as pytest's parser reads short flags: each letter is a flag until
 /// one that takes a value, which takes the rest (`-vxs` and `-xrA` hold `-x`; `-kx` is
 /// `-k x` and `-rx` is `-r x`).
@@ -132,6 +150,18 @@ pub fn asks_for_xdist(flags: &[String]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn junit_xml_is_the_last_one_given() {
+        let f = |a: &[&str]| junit_xml(&a.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+        assert_eq!(f(&["-v"]), None);
+        assert_eq!(f(&["--junitxml=a.xml"]), Some("a.xml".into()));
+        assert_eq!(
+            f(&["--junit-xml", "b.xml", "--junitxml=c.xml"]),
+            Some("c.xml".into())
+        );
+        assert_eq!(f(&["--junitxml=a.xml", "--junitxml="]), Some(String::new()));
+    }
 
     fn v(a: &[&str]) -> Vec<String> {
         a.iter().map(|s| s.to_string()).collect()

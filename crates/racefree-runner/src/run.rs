@@ -187,6 +187,14 @@ pub fn run(req: RunRequest) -> Result<u8> {
     }
     // racefree's own flags, then pytest's given for this run, then [tool.racefree], then
     // the project's addopts.
+    // pytest's --junitxml (after `--`, in PYTEST_ADDOPTS or in addopts) is racefree's
+    // report, unless racefree was given one: every unit writing it would leave the last
+    // unit's tests only. Relative to the directory pytest was started in, as pytest takes it.
+    let junit_xml = junit_xml.or_else(|| {
+        passthrough::junit_xml(&pytest_flags)
+            .filter(|p| !p.is_empty())
+            .map(|p| config::absolute(cwd, Path::new(&p)))
+    });
     let maxfail = if req.exitfirst {
         Some(1)
     } else {
@@ -638,6 +646,10 @@ fn launch(
         req.verbosity.unsigned_abs() as usize,
     ));
     child_args.extend(req.pytest_args.iter().cloned());
+    if passthrough::junit_xml(p.pytest_flags).is_some() {
+        // racefree writes the run's report (see `junit_xml` in `run`); no unit writes its own.
+        child_args.push("--junitxml=".to_string());
+    }
     if passthrough::asks_for_xdist(p.pytest_flags) {
         // racefree is the parallel runner: a suite whose addopts say `-n auto` must not make
         // every unit start its own xdist workers. Later options win in pytest's parser.

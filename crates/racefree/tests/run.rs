@@ -705,6 +705,38 @@ fn a_conftest_that_fails_to_import_is_a_collection_error_not_a_usage_error() {
 }
 
 #[test]
+fn pytests_junitxml_is_the_runs_report_not_each_units() {
+    // Every unit wrote the addopts' --junitxml to the same file: the last unit's tests only.
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(
+        d.join("pytest.ini"),
+        "[pytest]\naddopts = --junitxml=out.xml\n",
+    )
+    .unwrap();
+    for i in 0..3 {
+        std::fs::write(
+            d.join(format!("test_{i}.py")),
+            format!("def test_{i}():\n    pass\n"),
+        )
+        .unwrap();
+    }
+    let py = run(&mut pytest(d));
+    assert_eq!(py.code, 0, "{}{}", py.stdout, py.stderr);
+    std::fs::rename(d.join("out.xml"), d.join("py.xml")).unwrap();
+    let rf = run(racefree(d).args(["-n", "2", "--unit", "file"]));
+    assert_eq!(rf.code, 0, "{}{}", rf.stdout, rf.stderr);
+    assert_eq!(
+        junit_results(&d.join("out.xml")),
+        junit_results(&d.join("py.xml"))
+    );
+    // Given after `--`, it wins over addopts, as in pytest.
+    let rf = run(racefree(d).args(["-n", "2", "--", "--junitxml=later.xml"]));
+    assert_eq!(rf.code, 0, "{}{}", rf.stdout, rf.stderr);
+    assert_eq!(junit_counts(&d.join("later.xml"))[0], "tests=3");
+}
+
+#[test]
 fn a_run_whose_modules_all_skip_themselves_collected_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
