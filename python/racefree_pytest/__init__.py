@@ -20,7 +20,8 @@ Messages (all fields are strings unless noted):
                report), longrepr, message, head_line, sections ([[title, text], ...]),
                wasxfail (present only for xfail/xpass), skip_reason
   finish       id
-  done         exitstatus (int), warnings (int)
+  done         exitstatus (int), warnings (int), final (int: the status a sessionfinish hook
+               set instead, present only when one did)
   imports      modules (list of names): modules this process imported that a fork server
                could preload (sent before done, only when ``RACEFREE_LEARN_IMPORTS`` is set)
 
@@ -567,7 +568,12 @@ class _RacefreePlugin:
                 self.channel.send_encoded("imports", "modules", _preloadable_json(self.config))
             except Exception:  # noqa: BLE001 - learning is an optimisation, never a failure
                 pass
-        self.channel.send("done", exitstatus=int(exitstatus), warnings=self.warnings)
+        fields = {"exitstatus": int(exitstatus), "warnings": self.warnings}
+        # After every other plugin's and conftest's hook: what pytest will exit with.
+        final = getattr(session, "exitstatus", exitstatus)
+        if int(final) != int(exitstatus):
+            fields["final"] = int(final)
+        self.channel.send("done", **fields)
 
 
 class _RunWideSuiteReruns:

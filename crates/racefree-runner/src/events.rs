@@ -46,6 +46,10 @@ pub enum Wire {
         exitstatus: i32,
         #[serde(default)]
         warnings: u64,
+        /// The status a `pytest_sessionfinish` hook (a conftest's, say) set in place of
+        /// `exitstatus`, which pytest then exits with; absent if none changed it.
+        #[serde(default, rename = "final")]
+        final_status: Option<i32>,
     },
     /// Modules the unit imported that a fork server could preload (see `forkserver`).
     Imports {

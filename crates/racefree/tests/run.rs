@@ -737,6 +737,39 @@ fn pytests_junitxml_is_the_runs_report_not_each_units() {
 }
 
 #[test]
+fn a_conftest_that_turns_no_tests_into_success_is_obeyed() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(d.join("pytest.ini"), "[pytest]\n").unwrap();
+    std::fs::write(
+        d.join("conftest.py"),
+        "def pytest_sessionfinish(session, exitstatus):\n    if exitstatus == 5:\n        session.exitstatus = 0\n",
+    )
+    .unwrap();
+    for i in 0..2 {
+        std::fs::write(
+            d.join(format!("test_{i}.py")),
+            format!("def test_{i}():\n    pass\n"),
+        )
+        .unwrap();
+    }
+    let py = run(pytest(d).args(["-k", "nomatch"]));
+    assert_eq!(py.code, 0, "{}{}", py.stdout, py.stderr);
+    for fork in [true, false] {
+        let mut cmd = racefree(d);
+        cmd.args(["-n", "2", "-k", "nomatch"]);
+        if !fork {
+            cmd.arg("--no-fork");
+        }
+        let rf = run(&mut cmd);
+        assert_eq!(rf.code, 0, "fork {fork}: {}{}", rf.stdout, rf.stderr);
+    }
+    // Without the hook, no tests is still 5.
+    std::fs::remove_file(d.join("conftest.py")).unwrap();
+    assert_eq!(run(racefree(d).args(["-n", "2", "-k", "nomatch"])).code, 5);
+}
+
+#[test]
 fn a_run_whose_modules_all_skip_themselves_collected_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();

@@ -120,6 +120,9 @@ struct State {
     chunk_collects: HashSet<(String, String)>,
     /// Node ids from the command line that selected nothing (see Dispatcher::given_ids).
     not_found: BTreeSet<String>,
+    /// For each unit whose pytest found no test to run (status 5): the status a hook set
+    /// instead, if one did (see exit_code).
+    no_tests_became: Vec<Option<i32>>,
 }
 
 impl State {
@@ -582,9 +585,13 @@ impl Dispatcher<'_> {
             Wire::Done {
                 exitstatus,
                 warnings,
+                final_status,
             } => {
                 r.pytest_exitstatus = Some(exitstatus);
                 st.totals.warnings += warnings;
+                if exitstatus == i32::from(exit::NO_TESTS) {
+                    st.no_tests_became.push(final_status);
+                }
             }
             Wire::Leak { pid, cmdline, test } => {
                 // The init has killed it already; racefree's own search at the unit's end
@@ -652,6 +659,15 @@ fn exit_code(st: &State, flaky_fails: bool) -> u8 {
         return exit::TESTS_FAILED;
     }
     if !st.reported_any {
+        // A conftest that turns "no tests ran" into success (`if exitstatus == 5:
+        // session.exitstatus = 0`, a common CI idiom) does it in every unit; its
+        // status is the run's when every unit's hook said the same.
+        if let [Some(first), rest @ ..] = st.no_tests_became.as_slice()
+            && rest.iter().all(|s| *s == Some(*first))
+            && let Ok(code) = u8::try_from(*first)
+        {
+            return code;
+        }
         return exit::NO_TESTS;
     }
     exit::OK
@@ -695,5 +711,13 @@ mod tests {
         assert_eq!(exit_code(&st, false), exit::INTERNAL);
         st.unit_error_codes.push(Some(4));
         assert_eq!(exit_code(&st, false), exit::USAGE);
+        // No tests: a hook's replacement status counts when every unit's hook gave it.
+        let mut st = State {
+            no_tests_became: vec![Some(0), Some(0)],
+            ..State::default()
+        };
+        assert_eq!(exit_code(&st, false), exit::OK);
+        st.no_tests_became.push(None);
+        assert_eq!(exit_code(&st, false), exit::NO_TESTS);
     }
 }
