@@ -20,6 +20,7 @@ Messages (all fields are strings unless noted):
                report), longrepr, message, head_line, sections ([[title, text], ...]),
                wasxfail (present only for xfail/xpass), skip_reason
   finish       id
+  exit         reason, returncode (int or null): pytest.exit() ended the session
   done         exitstatus (int), warnings (int), final (int: the status a sessionfinish hook
                set instead, present only when one did)
   imports      modules (list of names): modules this process imported that a fork server
@@ -462,6 +463,16 @@ class _RacefreePlugin:
 
     def pytest_deselected(self, items):
         self.deselected += len(items)
+
+    def pytest_keyboard_interrupt(self, excinfo):
+        # pytest.exit() (from a test, a fixture or a hook) ends pytest's session with its
+        # reason and status: racefree ends the run so, not reporting the test as crashed.
+        if excinfo.errisinstance(pytest.exit.Exception):
+            self.channel.send(
+                "exit",
+                reason=_text(getattr(excinfo.value, "msg", "") or str(excinfo.value)),
+                returncode=getattr(excinfo.value, "returncode", None),
+            )
 
     def pytest_collectreport(self, report):
         if report.failed or report.skipped:

@@ -42,6 +42,12 @@ pub enum Wire {
         #[serde(default)]
         duration: Option<f64>,
     },
+    /// `pytest.exit()` ended the unit's session: the run ends so (see the dispatcher).
+    Exit {
+        reason: String,
+        #[serde(default)]
+        returncode: Option<i32>,
+    },
     Done {
         exitstatus: i32,
         #[serde(default)]

@@ -770,6 +770,45 @@ fn a_conftest_that_turns_no_tests_into_success_is_obeyed() {
 }
 
 #[test]
+fn pytest_exit_in_a_test_ends_the_run_with_its_status_not_a_crash() {
+    // pytest.exit() ends pytest's session with its reason and status. racefree reported
+    // the test as crashed, an error for its unit, and ran the other files on.
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(d.join("pytest.ini"), "[pytest]\n").unwrap();
+    std::fs::write(
+        d.join("test_a.py"),
+        "import pytest\n\ndef test_a():\n    pytest.exit('no database', returncode=3)\n\n\
+         def test_after():\n    pass\n",
+    )
+    .unwrap();
+    std::fs::write(
+        d.join("test_slow.py"),
+        "import time\n\ndef test_slow():\n    time.sleep(30)\n",
+    )
+    .unwrap();
+    let py = run(&mut pytest(d));
+    assert_eq!(py.code, 3, "{}{}", py.stdout, py.stderr);
+    let started = Instant::now();
+    let rf = run(racefree(d).args(["-n", "2", "--events", "rf.ndjson"]));
+    assert_eq!(rf.code, 3, "{}{}", rf.stdout, rf.stderr);
+    assert!(
+        rf.stdout
+            .contains("pytest.exit() in test_a.py::test_a: no database"),
+        "{}",
+        rf.stdout
+    );
+    assert!(!rf.stdout.contains("ERROR unit"), "{}", rf.stdout);
+    let outcomes = finished(&events(&d.join("rf.ndjson")));
+    assert!(
+        outcomes.iter().all(|(_, outcome)| outcome == "not_run"),
+        "{outcomes:?}"
+    );
+    // The other slot's long test was stopped, not waited for.
+    assert!(started.elapsed() < Duration::from_secs(20));
+}
+
+#[test]
 fn a_run_whose_modules_all_skip_themselves_collected_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();

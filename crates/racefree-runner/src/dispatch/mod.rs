@@ -123,6 +123,8 @@ struct State {
     /// For each unit whose pytest found no test to run (status 5): the status a hook set
     /// instead, if one did (see exit_code).
     no_tests_became: Vec<Option<i32>>,
+    /// The status the first `pytest.exit()` asked for: the run's, as it is pytest's.
+    exit_status: Option<i32>,
 }
 
 impl State {
@@ -582,6 +584,23 @@ impl Dispatcher<'_> {
                 }
             }
             Wire::Imports { modules } => st.imports.extend(modules),
+            Wire::Exit { reason, returncode } => {
+                // As pytest ends its one session: the run stops, with pytest.exit's status
+                // (2, interrupted, by default). The unit is ending by itself, not crashing:
+                // the test that called it, and the tests after it, did not run.
+                r.cancelled = true;
+                let test = r
+                    .current
+                    .clone()
+                    .map(|t| format!(" in {t}"))
+                    .unwrap_or_default();
+                st.stop(
+                    format!("pytest.exit(){test}: {reason}"),
+                    "not run: the run was stopped by pytest.exit()",
+                );
+                st.exit_status
+                    .get_or_insert(returncode.unwrap_or(i32::from(exit::INTERRUPTED)));
+            }
             Wire::Done {
                 exitstatus,
                 warnings,
@@ -643,6 +662,9 @@ fn test_duration(reported: Option<f64>, arrived: Option<f64>) -> f64 {
 
 /// pytest's exit codes, decided from the run's state (DESIGN §2.1).
 fn exit_code(st: &State, flaky_fails: bool) -> u8 {
+    if let Some(code) = st.exit_status.and_then(|c| u8::try_from(c).ok()) {
+        return code;
+    }
     if !st.not_found.is_empty() || st.unit_error_codes.contains(&Some(exit::USAGE as i32)) {
         return exit::USAGE;
     }
