@@ -43,10 +43,17 @@ pub fn resolve(explicit: Option<Named>, cwd: &Path) -> Result<PathBuf> {
         };
     }
     if let Some(venv) = std::env::var_os("VIRTUAL_ENV").filter(|v| !v.is_empty()) {
-        let p = PathBuf::from(venv).join("bin").join("python");
+        let p = PathBuf::from(&venv).join("bin").join("python");
         if p.exists() {
             return Ok(p);
         }
+        // A virtualenv deleted or moved while still "active": say so, rather than let
+        // another interpreter run the tests without a word.
+        eprintln!(
+            "racefree: warning: $VIRTUAL_ENV is {} but {} does not exist; looking for ./.venv, then python3 on PATH (pass --python to choose)",
+            PathBuf::from(venv).display(),
+            p.display()
+        );
     }
     let local = cwd.join(".venv").join("bin").join("python");
     if local.exists() {
