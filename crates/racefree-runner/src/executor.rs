@@ -47,9 +47,11 @@ pub struct ExecContext {
     pub invocation_dir: PathBuf,
     pub rootdir: PathBuf,
     /// pytest's configuration file for the whole run, as plain `pytest` with the run's
-    /// arguments picks it (None: it found none). Every unit is told it (`-c`): given only
-    /// its own files, pytest would take the nearest one above them, a subproject's
-    /// pytest.ini or pyproject.toml that plain `pytest` at the top never reads.
+    /// arguments picks it; None if it found none or the user names one for pytest
+    /// (`-c` after `--` or in $PYTEST_ADDOPTS, which pytest reads before racefree's own
+    /// arguments). Every unit is told it (`-c`): given only its own files, pytest would
+    /// take the nearest one above them, a subproject's pytest.ini or pyproject.toml that
+    /// plain `pytest` at the top never reads.
     pub config_file: Option<PathBuf>,
     pub workers: usize,
     pub run_id: String,
@@ -167,16 +169,11 @@ fn shared_args(ctx: &ExecContext) -> (Vec<OsString>, Vec<OsString>) {
         .map(OsString::from)
         .collect();
     before.push(format!("--rootdir={}", ctx.rootdir.display()).into());
-    before.push("-c".into());
-    match &ctx.config_file {
-        Some(file) => before.push(file.into()),
-        None => {
-            // No configuration file, as pytest found none: an empty one, with conftest
-            // files looked for up to the rootdir, as pytest does without one (its default
-            // confcutdir is the configuration file's directory, else the rootdir).
-            before.push("/dev/null".into());
-            before.push(format!("--confcutdir={}", ctx.rootdir.display()).into());
-        }
+    // Where pytest found none, none is given: `-c /dev/null` would make pytest resolve
+    // path-valued options (`-o pythonpath=src`) against /dev.
+    if let Some(file) = &ctx.config_file {
+        before.push("-c".into());
+        before.push(file.into());
     }
     // One broken file must not stop the other files packed with it; racefree still
     // reports the collection error and exits 2, as pytest would.

@@ -108,6 +108,15 @@ pub fn junit_xml(flags: &[String]) -> Option<String> {
     found
 }
 
+/// Whether pytest is told its configuration file (`-c FILE`, `-cFILE`, `--config-file`).
+pub fn names_config_file(flags: &[String]) -> bool {
+    flags.iter().any(|f| {
+        f == "--config-file"
+            || f.starts_with("--config-file=")
+            || (f.starts_with("-c") && !f.starts_with("--"))
+    })
+}
+
 /// `-x` alone or bundled, as pytest's parser reads short flags: each letter is a flag until
 /// one that takes a value, which takes the rest (`-vxs` and `-xrA` hold `-x`; `-kx` is
 /// `-k x` and `-rx` is `-r x`).

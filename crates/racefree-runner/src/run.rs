@@ -659,7 +659,10 @@ fn launch(
         python: python.to_path_buf(),
         invocation_dir: req.invocation_dir.clone(),
         rootdir: p.rootdir.to_path_buf(),
-        config_file: p.inifile.map(Path::to_path_buf),
+        config_file: p
+            .inifile
+            .filter(|_| !passthrough::names_config_file(p.pytest_flags))
+            .map(Path::to_path_buf),
         workers: p.workers,
         run_id: session.run_id.clone(),
         pytest_args: child_args,

@@ -160,8 +160,8 @@ fn preload_in_config_is_checked_too() {
 fn a_nested_configuration_file_is_read_only_where_plain_pytest_reads_it() {
     // Plain `pytest` at the top reads one configuration file for the whole session: a
     // pytest.ini below it is not read (checked with pytest itself in run.rs). Units are
-    // given the run's file (or none), so the one below their files is not read either, and
-    // they still carry on from the server's started session.
+    // given the run's file, so the one below their files is not read either, and they
+    // still carry on from the server's started session.
     let dir = fixture();
     let own = dir.path().join("tests").join("own");
     std::fs::create_dir_all(&own).unwrap();
@@ -182,10 +182,6 @@ fn a_nested_configuration_file_is_read_only_where_plain_pytest_reads_it() {
     .unwrap();
     let ran = racefree(dir.path(), true, false, &["--unit", "file"]);
     assert_passed(&ran, "nested pytest.ini, root pyproject.toml", 6);
-    // Without any configuration file at the top: the same.
-    std::fs::remove_file(dir.path().join("pyproject.toml")).unwrap();
-    let ran = racefree(dir.path(), true, false, &["--unit", "file", "tests"]);
-    assert_passed(&ran, "nested pytest.ini, no configuration at the top", 6);
 }
 
 #[test]

@@ -611,25 +611,31 @@ fn a_subprojects_own_configuration_is_not_read_when_pytest_would_not_read_it() {
         "[tool.pytest.ini_options]\naddopts = \"-m nothing\"\n",
     )
     .unwrap();
-    // With a configuration file at the top, and then with none at all.
-    for top in [true, false] {
-        if !top {
-            std::fs::remove_file(d.join("pytest.ini")).unwrap();
+    // With a configuration file at the top, and with another one the user names for
+    // pytest (which racefree's own -c must not override).
+    std::fs::write(d.join("ci.ini"), "[pytest]\npython_functions = check_*\n").unwrap();
+    for named in [false, true] {
+        let mut py = pytest(d);
+        if named {
+            py.env("PYTEST_ADDOPTS", "-c ci.ini");
         }
-        let py = run(pytest(d).args(["--junit-xml", "py.xml"]));
-        assert_eq!(py.code, 0, "{}{}", py.stdout, py.stderr);
+        let py = run(py.args(["--junit-xml", "py.xml"]));
+        assert_eq!(py.code, i32::from(named), "{}{}", py.stdout, py.stderr);
         for fork in [true, false] {
             let mut cmd = racefree(d);
             cmd.args(["-n", "2", "--junit-xml", "rf.xml"]);
             if !fork {
                 cmd.arg("--no-fork");
             }
+            if named {
+                cmd.env("PYTEST_ADDOPTS", "-c ci.ini");
+            }
             let rf = run(&mut cmd);
             assert_eq!(rf.code, py.code, "fork {fork}: {}{}", rf.stdout, rf.stderr);
             assert_eq!(
                 junit_results(&d.join("rf.xml")),
                 junit_results(&d.join("py.xml")),
-                "top {top}, fork {fork}"
+                "named {named}, fork {fork}"
             );
         }
     }
