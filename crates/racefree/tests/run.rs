@@ -812,6 +812,23 @@ fn pytest_exit_in_a_test_ends_the_run_with_its_status_not_a_crash() {
     );
     // The other slot's long test was stopped, not waited for.
     assert!(started.elapsed() < Duration::from_secs(20));
+    // Called in a test's teardown: the test's call had passed, and it stays passed.
+    std::fs::remove_file(d.join("test_slow.py")).unwrap();
+    std::fs::write(
+        d.join("test_a.py"),
+        "import pytest\n\n@pytest.fixture\ndef fx():\n    yield\n    pytest.exit('done', returncode=0)\n\n\
+         def test_a(fx):\n    pass\n\n\ndef test_after():\n    pass\n",
+    )
+    .unwrap();
+    let py = run(&mut pytest(d));
+    assert_eq!(py.code, 0, "{}{}", py.stdout, py.stderr);
+    let rf = run(racefree(d).args(["-n", "2", "--events", "rf.ndjson"]));
+    assert_eq!(rf.code, 0, "{}{}", rf.stdout, rf.stderr);
+    let outcomes = finished(&events(&d.join("rf.ndjson")));
+    assert!(
+        outcomes.contains(&("test_a.py::test_a".to_string(), "passed".to_string())),
+        "{outcomes:?}"
+    );
 }
 
 #[test]
@@ -871,6 +888,16 @@ fn a_node_id_that_selects_nothing_is_not_found_as_in_pytest() {
         let ev = events(&d.join("rf.ndjson"));
         assert_eq!(ev.last().unwrap()["not_found"], serde_json::json!([bad]));
     }
+    // A module that skips itself finds no collector for the id either, in pytest (exit 4).
+    std::fs::write(
+        d.join("tests").join("test_skip.py"),
+        "import pytest\n\npytest.skip('no', allow_module_level=True)\n",
+    )
+    .unwrap();
+    let args = ["tests/test_skip.py::test_typo"];
+    assert_eq!(run(pytest(d).args(args)).code, 4);
+    let rf = run(racefree(d).args(args));
+    assert_eq!(rf.code, 4, "{}{}", rf.stdout, rf.stderr);
     // Ids that select a class, a parametrized function or one of its cases are found, and
     // one that -k then deselects was found too (pytest: 5, no tests ran).
     for (args, code) in [

@@ -244,13 +244,19 @@ impl Dispatcher<'_> {
             self.conclude(result, st);
         }
         for id in &rec.not_run {
+            let mut result = reported_so_far(id, st);
+            if r.exited_by_request && result.when.as_deref() == Some("call") {
+                // pytest.exit() in its teardown (or a finalizer): its call's result stands,
+                // as pytest counts it.
+                self.conclude(result, st);
+                continue;
+            }
             let message = if r.cancelled {
                 st.not_run_message.clone()
             } else {
                 st.lost += 1;
                 format!("not run: the pytest process ended ({exit}) before this test")
             };
-            let mut result = reported_so_far(id, st);
             result.outcome = Outcome::NotRun;
             result.teardown_error = false;
             result.message = message;

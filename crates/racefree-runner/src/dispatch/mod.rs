@@ -467,14 +467,13 @@ impl Dispatcher<'_> {
                 // counted by the unit's first process.
                 if matches!(r.job.reason, Reason::Planned | Reason::Infra) {
                     st.totals.deselected += deselected;
-                    // A file that failed to collect, or skipped itself, says so itself.
-                    if !r.reported_collect {
-                        st.not_found.extend(
-                            unmatched
-                                .into_iter()
-                                .filter(|id| self.given_ids.contains(id)),
-                        );
-                    }
+                    // Also where the file failed to import or skipped itself: pytest then
+                    // finds no collector for the id either, and says so (exit 4).
+                    st.not_found.extend(
+                        unmatched
+                            .into_iter()
+                            .filter(|id| self.given_ids.contains(id)),
+                    );
                 }
                 self.bus.emit(Event::UnitCollected {
                     unit,
@@ -587,19 +586,26 @@ impl Dispatcher<'_> {
             Wire::Exit { reason, returncode } => {
                 // As pytest ends its one session: the run stops, with pytest.exit's status
                 // (2, interrupted, by default). The unit is ending by itself, not crashing:
-                // the test that called it, and the tests after it, did not run.
+                // the test that called it, and the tests after it, did not run (unless
+                // the test had already reported its call: see finish_unit).
+                let stopped_already = r.cancelled || st.stop_reason.is_some();
                 r.cancelled = true;
-                let test = r
-                    .current
-                    .clone()
-                    .map(|t| format!(" in {t}"))
-                    .unwrap_or_default();
-                st.stop(
-                    format!("pytest.exit(){test}: {reason}"),
-                    "not run: the run was stopped by pytest.exit()",
-                );
-                st.exit_status
-                    .get_or_insert(returncode.unwrap_or(i32::from(exit::INTERRUPTED)));
+                r.exited_by_request = true;
+                if !stopped_already {
+                    // Otherwise the run is stopping already (-x, Ctrl-C, --run-timeout): its
+                    // own reason and status stand.
+                    let test = r
+                        .current
+                        .clone()
+                        .map(|t| format!(" in {t}"))
+                        .unwrap_or_default();
+                    st.stop(
+                        format!("pytest.exit(){test}: {reason}"),
+                        "not run: the run was stopped by pytest.exit()",
+                    );
+                    st.exit_status
+                        .get_or_insert(returncode.unwrap_or(i32::from(exit::INTERRUPTED)));
+                }
             }
             Wire::Done {
                 exitstatus,

@@ -104,6 +104,9 @@ pub(super) struct Running {
     /// One of those was a collection error (a test module or conftest file that failed to
     /// import).
     pub(super) collect_failed: bool,
+    /// Its session ended by `pytest.exit()`: a test it stopped in the middle has not
+    /// crashed, and one that already reported its call keeps that result.
+    pub(super) exited_by_request: bool,
 }
 
 impl Running {
@@ -132,6 +135,7 @@ impl Running {
             bad_lines: Vec::new(),
             reported_collect: false,
             collect_failed: false,
+            exited_by_request: false,
         }
     }
 
