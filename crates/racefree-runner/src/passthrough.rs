@@ -108,6 +108,41 @@ pub fn junit_xml(flags: &[String]) -> Option<String> {
     found
 }
 
+/// A `--junitxml` path as pytest takes it: `$NAME` and `${NAME}` replaced by the
+/// environment's values (left as they are when unset, as Python's `expandvars` does), then
+/// a leading `~` by the home directory.
+pub fn expand_path(path: &str) -> String {
+    let mut out = String::new();
+    let mut rest = path;
+    while let Some(at) = rest.find('$') {
+        out.push_str(&rest[..at]);
+        let after = &rest[at + 1..];
+        let (name, len) = if let Some(inner) = after.strip_prefix('{') {
+            match inner.find('}') {
+                Some(end) => (&inner[..end], end + 2),
+                None => ("", 0),
+            }
+        } else {
+            let end = after
+                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .unwrap_or(after.len());
+            (&after[..end], end)
+        };
+        match std::env::var(name).ok().filter(|_| !name.is_empty()) {
+            Some(value) => out.push_str(&value),
+            None => out.push_str(&rest[at..at + 1 + len]),
+        }
+        rest = &rest[at + 1 + len..];
+    }
+    out.push_str(rest);
+    match (out.strip_prefix('~'), std::env::var("HOME")) {
+        (Some(tail), Ok(home)) if tail.is_empty() || tail.starts_with('/') => {
+            format!("{home}{tail}")
+        }
+        _ => out,
+    }
+}
+
 /// Whether pytest is told its configuration file (`-c FILE`, `-cFILE`, `--config-file`).
 pub fn names_config_file(flags: &[String]) -> bool {
     flags.iter().any(|f| {
@@ -159,6 +194,21 @@ pub fn asks_for_xdist(flags: &[String]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn junit_paths_expand_as_pythons_expandvars_and_expanduser() {
+        let home = std::env::var("HOME").unwrap();
+        assert_eq!(expand_path("$HOME/j.xml"), format!("{home}/j.xml"));
+        assert_eq!(expand_path("${HOME}-x.xml"), format!("{home}-x.xml"));
+        assert_eq!(
+            expand_path("$RACEFREE_TEST_SURELY_UNSET/j.xml"),
+            "$RACEFREE_TEST_SURELY_UNSET/j.xml"
+        );
+        assert_eq!(expand_path("a$"), "a$");
+        assert_eq!(expand_path("${unclosed"), "${unclosed");
+        assert_eq!(expand_path("~/j.xml"), format!("{home}/j.xml"));
+        assert_eq!(expand_path("x~/j.xml"), "x~/j.xml");
+    }
 
     #[test]
     fn junit_xml_is_the_last_one_given() {

@@ -193,8 +193,16 @@ pub fn run(req: RunRequest) -> Result<u8> {
     let junit_xml = junit_xml.or_else(|| {
         passthrough::junit_xml(&pytest_flags)
             .filter(|p| !p.is_empty())
-            .map(|p| config::absolute(cwd, Path::new(&p)))
+            .map(|p| config::absolute(cwd, Path::new(&passthrough::expand_path(&p))))
     });
+    if pytest_flags
+        .iter()
+        .any(|f| f.starts_with("--junitprefix") || f.starts_with("--junit-prefix"))
+    {
+        eprintln!(
+            "racefree: warning: pytest's --junit-prefix is not applied: racefree writes the JUnit report, with pytest's class names"
+        );
+    }
     let maxfail = if req.exitfirst {
         Some(1)
     } else {
