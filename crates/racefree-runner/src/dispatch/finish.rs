@@ -56,10 +56,14 @@ impl Dispatcher<'_> {
         let failed =
             result.outcome.is_failure() || result.teardown_error || result.fails_by_subtests();
         result.flaky = !result.reruns.is_empty() && result.outcome == Outcome::Passed && !failed;
+        // As pytest's -x/--maxfail counts failed reports: the test's own, and one per
+        // failed subtest.
+        let own = usize::from(result.outcome.is_failure() || result.teardown_error);
+        let failures = own + result.failed_subtests.len();
         st.totals.add_result(&result);
         st.reported_any = true;
         self.bus.emit(Event::TestFinished(result));
-        if failed {
+        for _ in 0..failures {
             self.count_failure(st);
         }
     }

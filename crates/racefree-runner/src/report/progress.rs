@@ -218,8 +218,10 @@ impl Reporter for Progress {
                         entry.1 += failed_subtests;
                     }
                     Outcome::Failed | Outcome::Error | Outcome::Crashed => {
-                        self.counts.failed += 1;
-                        entry.1 += 1;
+                        // The test, and each of its failed subtests, as pytest counts them.
+                        let failed = 1 + r.failed_subtests.len() as u64;
+                        self.counts.failed += failed;
+                        entry.1 += failed;
                     }
                     Outcome::Skipped | Outcome::Xfailed | Outcome::NotRun => {
                         self.counts.skipped += 1
