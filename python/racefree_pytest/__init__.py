@@ -278,36 +278,30 @@ def _report_fields(report, subtest, category, word):
     return fields
 
 
-def _matches(nodeid, wanted):
-    """True if ``nodeid`` is in the set ``wanted`` or extends one of its ids with ``::`` or
-    ``[`` (as pytest's node-id arguments select). Looks up each such prefix of the id rather
-    than scanning the list: a chunk of a split file may list tens of thousands of ids."""
-    if nodeid in wanted:
-        return True
+def _selecting_ids(nodeid):
+    """``nodeid`` and each of its prefixes that ends where ``::`` or ``[`` begins (its
+    module, class, parametrized function): the ids that select it as pytest's node-id
+    arguments do."""
+    yield nodeid
     start = 0
     while True:
         cuts = [i for i in (nodeid.find("::", start), nodeid.find("[", start)) if i > 0]
         if not cuts:
-            return False
+            return
         cut = min(cuts)
-        if nodeid[:cut] in wanted:
-            return True
+        yield nodeid[:cut]
         start = cut + 1
+
+
+def _matches(nodeid, wanted):
+    """True if an id in the set ``wanted`` selects ``nodeid``. Looks up each prefix of the
+    id rather than scanning the set: a chunk of a split file may list tens of thousands."""
+    return any(id in wanted for id in _selecting_ids(nodeid))
 
 
 def _selectors(nodeid, wanted):
-    """The ids in ``wanted`` that select ``nodeid``: itself, and each of its prefixes that
-    ends where ``::`` or ``[`` begins (a class, a module, a parametrized function)."""
-    found = [nodeid] if nodeid in wanted else []
-    start = 0
-    while True:
-        cuts = [i for i in (nodeid.find("::", start), nodeid.find("[", start)) if i > 0]
-        if not cuts:
-            return found
-        cut = min(cuts)
-        if nodeid[:cut] in wanted:
-            found.append(nodeid[:cut])
-        start = cut + 1
+    """The ids in ``wanted`` that select ``nodeid``."""
+    return [id for id in _selecting_ids(nodeid) if id in wanted]
 
 
 def _fixtures_module():
