@@ -257,6 +257,36 @@ pub fn run(req: RunRequest) -> Result<u8> {
         history,
         launched,
     } = early;
+    // Where plain pytest would start collecting (see Dispatcher::initial_dirs). A glob in
+    // testpaths stands for the directory before its first wildcard.
+    let initial_dirs: Vec<PathBuf> = {
+        let given: Vec<String> = req
+            .args
+            .iter()
+            .map(|a| config::arg_path(a).to_string())
+            .collect();
+        let roots = if !given.is_empty() {
+            given
+        } else {
+            pytest_cfg.testpaths()?
+        };
+        let mut dirs: Vec<PathBuf> = roots
+            .iter()
+            .map(|p| {
+                let plain = p.split(['*', '?', '[']).next().unwrap_or(p);
+                let path = config::absolute(cwd, Path::new(plain));
+                if path.is_dir() {
+                    path
+                } else {
+                    path.parent().map(Path::to_path_buf).unwrap_or(path)
+                }
+            })
+            .collect();
+        if dirs.is_empty() {
+            dirs.push(cwd.to_path_buf());
+        }
+        dirs
+    };
     // The node ids the command line gave (before --lf replaces selections with its own).
     let given_ids: HashSet<String> = files
         .iter()
@@ -444,6 +474,7 @@ pub fn run(req: RunRequest) -> Result<u8> {
         bus: &mut bus,
         policy: &policy,
         given_ids: &given_ids,
+        initial_dirs: &initial_dirs,
         interrupts: req.interrupts.clone(),
     };
     let outcome = dispatcher.run(units, started);

@@ -9,7 +9,7 @@ use super::text::{build_result, last_lines, read_fault_file, traceback_section};
 use super::unit::{Job, Reason, Running};
 use super::{Dispatcher, State};
 use crate::error::exit;
-use crate::events::{Event, ExitInfo, Outcome, Rerun, TestResult};
+use crate::events::{Event, ExitInfo, Outcome, Rerun, TestResult, Wire};
 use crate::procs;
 use crate::recovery;
 
@@ -132,7 +132,7 @@ impl Dispatcher<'_> {
     /// the tests it never reached, and retries units that failed for infrastructure reasons.
     pub(super) fn finish_unit(
         &mut self,
-        r: Running,
+        mut r: Running,
         exit: ExitInfo,
         _stdout: &str,
         stderr: &str,
@@ -165,6 +165,28 @@ impl Dispatcher<'_> {
             });
         }
         let fault = read_fault_file(&self.session.fault_file(unit, r.job.attempt));
+        // A conftest file among the unit's first ones that fails to import stops pytest
+        // before it collects (exit 4). Plain `pytest` at the top imports it while
+        // collecting and reports that directory's collection error (exit 2): so does racefree.
+        if !r.cancelled
+            && exit.code == Some(4)
+            && r.collected.is_none()
+            && !r.reported_collect
+            && let Some((dir, message)) = conftest_import_error(stderr, &self.ctx.rootdir)
+            && !self
+                .initial_dirs
+                .iter()
+                .any(|d| d.starts_with(self.ctx.rootdir.join(&dir)))
+        {
+            let wire = Wire::Collect {
+                id: dir,
+                outcome: "failed".into(),
+                longrepr: last_lines(stderr, 40),
+                message,
+            };
+            self.on_wire(&mut r, wire, at, st);
+            r.collected = Some(Vec::new());
+        }
         let reported_here = !r.finished.is_empty() || r.current.is_some() || r.reported_collect;
         if !r.cancelled
             && !reported_here
@@ -454,4 +476,28 @@ impl Dispatcher<'_> {
             recovery::Infra::NotInfra | recovery::Infra::GiveUp => false,
         }
     }
+}
+
+/// The rootdir-relative directory of the conftest file whose import error stopped pytest
+/// before collection (its stderr's "ImportError while loading conftest '<path>'."), with
+/// the error's last line, or None.
+fn conftest_import_error(stderr: &str, rootdir: &std::path::Path) -> Option<(String, String)> {
+    const MARK: &str = "ImportError while loading conftest '";
+    let start = stderr.find(MARK)? + MARK.len();
+    let path = &stderr[start..start + stderr[start..].find('\'')?];
+    let dir = std::path::Path::new(path).parent()?;
+    let rel = dir.strip_prefix(rootdir).ok()?;
+    let id = if rel.as_os_str().is_empty() {
+        ".".to_string()
+    } else {
+        rel.to_string_lossy().into_owned()
+    };
+    let message = stderr
+        .lines()
+        .rev()
+        .find_map(|l| l.strip_prefix("E   "))
+        .unwrap_or("ImportError while loading conftest")
+        .trim()
+        .to_string();
+    Some((id, message))
 }

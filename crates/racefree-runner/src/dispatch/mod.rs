@@ -83,6 +83,11 @@ pub struct Dispatcher<'a> {
     /// its unit collected is pytest's "not found", a usage error (exit 4), not a silent
     /// "no tests ran" (a typo in CI would pass).
     pub given_ids: &'a HashSet<String>,
+    /// Where plain `pytest` with the run's arguments starts collecting (the paths given,
+    /// else `testpaths`, else the directory it was started in): the conftest files in
+    /// these directories and above them are loaded before any collection, and one that
+    /// fails to import stops pytest with exit 4; one below them is a collection error.
+    pub initial_dirs: &'a [std::path::PathBuf],
     /// How many times SIGINT/SIGTERM reached racefree (the CLI's handler counts them): the
     /// first stops the run gracefully, the second kills at once.
     pub interrupts: Option<Arc<AtomicUsize>>,
