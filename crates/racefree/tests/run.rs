@@ -719,6 +719,13 @@ fn a_conftest_that_fails_to_import_is_a_collection_error_not_a_usage_error() {
         assert!(!rf.stdout.contains("ERROR unit"), "{}", rf.stdout);
         assert!(!rf.stdout.contains("INFRA RETRY"), "{}", rf.stdout);
     }
+    // Where pytest starts collecting (testpaths = b), that conftest is loaded before any
+    // collection, and pytest itself stops with 4: so does racefree.
+    std::fs::write(d.join("pytest.ini"), "[pytest]\ntestpaths = b\n").unwrap();
+    let py = run(&mut pytest(d));
+    assert_eq!(py.code, 4, "{}{}", py.stdout, py.stderr);
+    let rf = run(racefree(d).args(["-n", "2", "--no-fork"]));
+    assert_eq!(rf.code, 4, "{}{}", rf.stdout, rf.stderr);
 }
 
 #[test]
