@@ -47,15 +47,23 @@ pub enum Error {
         source: std::io::Error,
     },
 
-    #[error(
-        "history database {}: {source} (history only speeds runs up: delete the file to start afresh, or pass --no-history)",
-        path.display()
-    )]
+    #[error("history database {}: {source}{}", path.display(), history_hint(source))]
     History {
         path: PathBuf,
         #[source]
         source: rusqlite::Error,
     },
+}
+
+/// What to do about a history error, for a damaged store only: a busy or read-only one
+/// is not fixed by deleting it.
+fn history_hint(source: &rusqlite::Error) -> &'static str {
+    match source.sqlite_error_code() {
+        Some(rusqlite::ErrorCode::DatabaseCorrupt | rusqlite::ErrorCode::NotADatabase) => {
+            " (history only speeds runs up: delete the file to start afresh, or pass --no-history)"
+        }
+        _ => "",
+    }
 }
 
 impl Error {
