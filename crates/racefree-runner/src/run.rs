@@ -257,36 +257,14 @@ pub fn run(req: RunRequest) -> Result<u8> {
         history,
         launched,
     } = early;
-    // Where plain pytest would start collecting (see Dispatcher::initial_dirs). A glob in
-    // testpaths stands for the directory before its first wildcard.
-    let initial_dirs: Vec<PathBuf> = {
-        let given: Vec<String> = req
-            .args
-            .iter()
-            .map(|a| config::arg_path(a).to_string())
-            .collect();
-        let roots = if !given.is_empty() {
-            given
-        } else {
-            pytest_cfg.testpaths()?
-        };
-        let mut dirs: Vec<PathBuf> = roots
-            .iter()
-            .map(|p| {
-                let plain = p.split(['*', '?', '[']).next().unwrap_or(p);
-                let path = config::absolute(cwd, Path::new(plain));
-                if path.is_dir() {
-                    path
-                } else {
-                    path.parent().map(Path::to_path_buf).unwrap_or(path)
-                }
-            })
-            .collect();
-        if dirs.is_empty() {
-            dirs.push(cwd.to_path_buf());
-        }
-        dirs
-    };
+    // Where plain pytest would start collecting (see Dispatcher::initial_dirs).
+    let initial_dirs: Vec<PathBuf> = discovery::collection_roots(&pytest_cfg, cwd, &req.args)?
+        .into_iter()
+        .map(|(path, _)| match path.parent() {
+            Some(parent) if !path.is_dir() => parent.to_path_buf(),
+            _ => path,
+        })
+        .collect();
     // The node ids the command line gave (before --lf replaces selections with its own).
     let given_ids: HashSet<String> = files
         .iter()

@@ -145,34 +145,7 @@ pub fn discover(
     };
     // file -> (selection (None = whole file), walk root); BTreeMap keeps a stable order.
     let mut chosen: BTreeMap<PathBuf, (Option<Vec<String>>, Option<PathBuf>)> = BTreeMap::new();
-    let mut roots: Vec<(PathBuf, Option<String>)> = Vec::new();
-    if args.is_empty() {
-        let testpaths = cfg.testpaths()?;
-        if invocation_dir == cfg.rootdir && !testpaths.is_empty() {
-            for tp in &testpaths {
-                let matched = expand_glob(&cfg.rootdir, tp);
-                roots.extend(matched.into_iter().map(|p| (p, None)));
-            }
-        }
-        if roots.is_empty() {
-            roots.push((invocation_dir.to_path_buf(), None));
-        }
-    } else {
-        for arg in args {
-            let path = absolute(invocation_dir, Path::new(arg_path(arg)));
-            if !path.exists() {
-                return Err(Error::PathNotFound {
-                    path: PathBuf::from(arg_path(arg)),
-                    cwd: invocation_dir.to_path_buf(),
-                });
-            }
-            let rest = arg
-                .strip_prefix(arg_path(arg))
-                .filter(|r| !r.is_empty())
-                .map(str::to_string);
-            roots.push((path, rest));
-        }
-    }
+    let roots = collection_roots(cfg, invocation_dir, args)?;
     let mut visited = HashSet::new();
     for (path, rest) in roots {
         if path.is_dir() {
@@ -233,6 +206,45 @@ fn walk(
         }
     }
     Ok(())
+}
+
+/// Where pytest starts collecting, as it decides: the paths given (each with the node-id
+/// part after it, if any), else `testpaths` when run from the rootdir, else the directory
+/// it was started in.
+pub fn collection_roots(
+    cfg: &PytestConfig,
+    invocation_dir: &Path,
+    args: &[String],
+) -> Result<Vec<(PathBuf, Option<String>)>> {
+    let mut roots: Vec<(PathBuf, Option<String>)> = Vec::new();
+    if args.is_empty() {
+        let testpaths = cfg.testpaths()?;
+        if invocation_dir == cfg.rootdir && !testpaths.is_empty() {
+            for tp in &testpaths {
+                let matched = expand_glob(&cfg.rootdir, tp);
+                roots.extend(matched.into_iter().map(|p| (p, None)));
+            }
+        }
+        if roots.is_empty() {
+            roots.push((invocation_dir.to_path_buf(), None));
+        }
+    } else {
+        for arg in args {
+            let path = absolute(invocation_dir, Path::new(arg_path(arg)));
+            if !path.exists() {
+                return Err(Error::PathNotFound {
+                    path: PathBuf::from(arg_path(arg)),
+                    cwd: invocation_dir.to_path_buf(),
+                });
+            }
+            let rest = arg
+                .strip_prefix(arg_path(arg))
+                .filter(|r| !r.is_empty())
+                .map(str::to_string);
+            roots.push((path, rest));
+        }
+    }
+    Ok(roots)
 }
 
 /// Expands one `testpaths` entry (which may be a glob) relative to the rootdir.
