@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use assert_cmd::cargo::CommandCargoExt;
 
 mod common;
-use common::{copy_dir, fixture_source, python, run};
+use common::{copy_dir, fixture_source, python, run, suite};
 
 /// Copies a fixture suite into a fresh temp dir (history and caches stay out of the repo).
 fn fixture(name: &str) -> tempfile::TempDir {
@@ -264,9 +264,8 @@ fn environment_keyword_and_mark_selection() {
 
 #[test]
 fn ten_megabytes_of_output_block_nothing() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = suite(&[]);
     let d = dir.path();
-    std::fs::write(d.join("pytest.ini"), "[pytest]\n").unwrap();
     std::fs::write(
         d.join("test_loud.py"),
         "import os, sys\n\ndef test_loud():\n    chunk = b'x' * 65535 + b'\\n'\n    for _ in range(160):\n        os.write(1, chunk)\n        os.write(2, chunk)\n\ndef test_after():\n    pass\n",
@@ -298,9 +297,8 @@ fn exitfirst_stops_the_whole_run() {
 }
 
 fn stops_the_whole_run_on(exitfirst: &[&str]) {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = suite(&[]);
     let d = dir.path();
-    std::fs::write(d.join("pytest.ini"), "[pytest]\n").unwrap();
     // Many (estimated) tests, so the planner starts this file first; the failure comes once
     // the other slot is surely inside its 30 s test.
     std::fs::write(
@@ -345,9 +343,8 @@ fn stops_the_whole_run_on(exitfirst: &[&str]) {
 
 #[test]
 fn a_test_that_kills_its_process_has_not_passed() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = suite(&[]);
     let d = dir.path();
-    std::fs::write(d.join("pytest.ini"), "[pytest]\n").unwrap();
     std::fs::write(
         d.join("test_exit.py"),
         "import os\n\ndef test_before():\n    pass\n\ndef test_exits():\n    os._exit(0)\n\ndef test_after():\n    pass\n",
@@ -590,9 +587,8 @@ fn a_subprojects_own_configuration_is_not_read_when_pytest_would_not_read_it() {
     // Plain `pytest` at the top reads the top's configuration only. A unit given just
     // sub/test_x.py would find sub/pytest.ini (or pkg/pyproject.toml) first, and run other
     // tests (python_functions) or none at all (addopts).
-    let dir = tempfile::tempdir().unwrap();
+    let dir = suite(&[]);
     let d = dir.path();
-    std::fs::write(d.join("pytest.ini"), "[pytest]\n").unwrap();
     for sub in ["sub", "pkg"] {
         std::fs::create_dir(d.join(sub)).unwrap();
         std::fs::write(
@@ -650,9 +646,8 @@ fn a_subprojects_own_configuration_is_not_read_when_pytest_would_not_read_it() {
 fn a_damaged_history_store_costs_a_warning_not_the_run() {
     // A store whose header is fine but whose pages are not opens, and fails at the first
     // read: that stopped the run with exit 3 before any test.
-    let dir = tempfile::tempdir().unwrap();
+    let dir = suite(&[]);
     let d = dir.path();
-    std::fs::write(d.join("pytest.ini"), "[pytest]\n").unwrap();
     for i in 0..3 {
         std::fs::write(
             d.join(format!("test_{i}.py")),
@@ -686,9 +681,8 @@ fn a_damaged_history_store_costs_a_warning_not_the_run() {
 fn a_conftest_that_fails_to_import_is_a_collection_error_not_a_usage_error() {
     // pytest: "ERROR b", exit 2. Its unit also said "found no collectors" and exited 4,
     // which made racefree add an error for the unit and exit 4, a usage error.
-    let dir = tempfile::tempdir().unwrap();
+    let dir = suite(&[]);
     let d = dir.path();
-    std::fs::write(d.join("pytest.ini"), "[pytest]\n").unwrap();
     for sub in ["a", "b"] {
         std::fs::create_dir(d.join(sub)).unwrap();
         std::fs::write(
@@ -762,9 +756,8 @@ fn pytests_junitxml_is_the_runs_report_not_each_units() {
 
 #[test]
 fn a_conftest_that_turns_no_tests_into_success_is_obeyed() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = suite(&[]);
     let d = dir.path();
-    std::fs::write(d.join("pytest.ini"), "[pytest]\n").unwrap();
     std::fs::write(
         d.join("conftest.py"),
         "def pytest_sessionfinish(session, exitstatus):\n    if exitstatus == 5:\n        session.exitstatus = 0\n",
@@ -797,9 +790,8 @@ fn a_conftest_that_turns_no_tests_into_success_is_obeyed() {
 fn pytest_exit_in_a_test_ends_the_run_with_its_status_not_a_crash() {
     // pytest.exit() ends pytest's session with its reason and status. racefree reported
     // the test as crashed, an error for its unit, and ran the other files on.
-    let dir = tempfile::tempdir().unwrap();
+    let dir = suite(&[]);
     let d = dir.path();
-    std::fs::write(d.join("pytest.ini"), "[pytest]\n").unwrap();
     std::fs::write(
         d.join("test_a.py"),
         "import pytest\n\ndef test_a():\n    pytest.exit('no database', returncode=3)\n\n\
@@ -851,9 +843,8 @@ fn pytest_exit_in_a_test_ends_the_run_with_its_status_not_a_crash() {
 
 #[test]
 fn a_run_whose_modules_all_skip_themselves_collected_nothing() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = suite(&[]);
     let d = dir.path();
-    std::fs::write(d.join("pytest.ini"), "[pytest]\n").unwrap();
     for name in ["test_a.py", "test_b.py"] {
         std::fs::write(
             d.join(name),
@@ -876,9 +867,8 @@ fn a_run_whose_modules_all_skip_themselves_collected_nothing() {
 fn a_node_id_that_selects_nothing_is_not_found_as_in_pytest() {
     // pytest exits 4 ("ERROR: not found") for a node id that matches no test; racefree ran
     // the rest and exited 0 (or said "no tests ran", 5): a typo in CI went green.
-    let dir = tempfile::tempdir().unwrap();
+    let dir = suite(&[]);
     let d = dir.path();
-    std::fs::write(d.join("pytest.ini"), "[pytest]\n").unwrap();
     std::fs::create_dir(d.join("tests")).unwrap();
     std::fs::write(
         d.join("tests").join("test_a.py"),
@@ -942,9 +932,8 @@ fn a_unittest_subtest_that_fails_fails_the_run_as_under_pytest() {
     // unittest's subTest: pytest reports the failed subtest apart and the test itself as
     // passed, but its session counts the failure (exit 1) and its JUnit lists the test as
     // failed. racefree said "1 failed, 1 passed" and exited 0, with a passing testcase.
-    let dir = tempfile::tempdir().unwrap();
+    let dir = suite(&[]);
     let d = dir.path();
-    std::fs::write(d.join("pytest.ini"), "[pytest]\n").unwrap();
     std::fs::write(
         d.join("test_ut.py"),
         "import unittest\n\n\nclass T(unittest.TestCase):\n    def test_sub(self):\n\
@@ -1113,9 +1102,8 @@ fn max_suite_reruns_caps_the_whole_run_not_each_unit() {
     // pytest-rerunfailures' --max-suite-reruns N caps the reruns of the whole suite; each
     // unit is a pytest process of its own, and each counted only its own reruns, so four
     // files could rerun up to 4 x N times.
-    let dir = tempfile::tempdir().unwrap();
+    let dir = suite(&[]);
     let d = dir.path();
-    std::fs::write(d.join("pytest.ini"), "[pytest]\n").unwrap();
     for i in 0..4 {
         std::fs::write(
             d.join(format!("test_f{i}.py")),
@@ -1674,9 +1662,8 @@ fn a_long_file_is_split_over_the_slots() {
 /// say so, not report the other files' results alone.
 #[test]
 fn a_process_that_exits_1_before_collecting_is_an_error() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = suite(&[]);
     let d = dir.path();
-    std::fs::write(d.join("pytest.ini"), "[pytest]\n").unwrap();
     std::fs::write(d.join("test_fine.py"), "def test_fine():\n    pass\n").unwrap();
     std::fs::create_dir(d.join("sub")).unwrap();
     std::fs::write(d.join("sub/conftest.py"), "import os\nos._exit(1)\n").unwrap();

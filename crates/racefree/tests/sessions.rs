@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use assert_cmd::cargo::CommandCargoExt;
 
 mod common;
-use common::python;
+use common::{python, suite};
 
 fn racefree_run(dir: &Path) -> Command {
     let mut cmd = Command::cargo_bin("racefree").unwrap();
@@ -20,15 +20,6 @@ fn racefree_run(dir: &Path) -> Command {
         .arg(python())
         .env_remove("VIRTUAL_ENV");
     cmd
-}
-
-fn suite(files: &[(&str, &str)]) -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("pytest.ini"), "[pytest]\n").unwrap();
-    for (name, body) in files {
-        std::fs::write(dir.path().join(name), body).unwrap();
-    }
-    dir
 }
 
 /// The session root of the run whose test wrote `marker`: TMPDIR is `<root>/w<slot>/tmp`.

@@ -106,3 +106,18 @@ pub fn help_flags(help: &str) -> BTreeSet<String> {
     flags.remove("--version");
     flags
 }
+
+/// A fresh suite: a `pytest.ini` with an empty `[pytest]` section, then `files` (path
+/// relative to the suite, contents), their directories created as needed.
+pub fn suite(files: &[(&str, &str)]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("pytest.ini"), "[pytest]\n").unwrap();
+    for (name, body) in files {
+        let path = dir.path().join(name);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).unwrap();
+        }
+        std::fs::write(path, body).unwrap();
+    }
+    dir
+}
