@@ -516,13 +516,12 @@ fn or_without_history<T: Default>(read: Result<T>) -> T {
 /// The interpreter, the pytest check or the fork servers, and history: what needs no files.
 fn start_early(p: &RunParams, fork: bool) -> Result<Early> {
     let (req, rf) = (p.req, p.rf);
-    let config_file = p.rootdir.join("pyproject.toml");
+    // A `python` key came from the pyproject.toml `rf_path` names (never from nowhere).
     let named = match (&req.python, &rf.python) {
         (Some(path), _) => Some(crate::python::Named::Flag(path)),
-        (None, Some(path)) => Some(crate::python::Named::Config {
-            path,
-            file: p.rf_path.unwrap_or(&config_file),
-        }),
+        (None, Some(path)) => p
+            .rf_path
+            .map(|file| crate::python::Named::Config { path, file }),
         (None, None) => None,
     };
     let python = crate::python::resolve(named, &req.invocation_dir)?;
