@@ -380,6 +380,7 @@ class _RacefreePlugin:
         return False
 
     def pytest_sessionstart(self, session):
+        _quiet_reporter(session.config)
         _share_suite_reruns(session.config)
         # After every plugin's pytest_configure, so pytest's own faulthandler plugin (which
         # writes to stderr) does not take the handler back.
@@ -579,6 +580,22 @@ class _RacefreePlugin:
         if int(final) != int(exitstatus):
             fields["final"] = int(final)
         self.channel.send("done", **fields)
+
+
+def _quiet_reporter(config):
+    """With pytest's capturing off (``-s``), racefree passes on what a unit writes as it
+    comes, for the user to see what tests print. pytest's own account of the unit (its
+    header, progress and summary) is racefree's to give, once for the run: the unit's
+    terminal reporter writes nowhere. (Before pytest's own ``pytest_sessionstart``, which is
+    ``trylast`` and writes the header.)"""
+    if getattr(config.option, "capture", None) not in ("no", "tee-sys"):
+        return
+    reporter = config.pluginmanager.getplugin("terminalreporter")
+    if reporter is None or not hasattr(reporter, "_tw"):
+        return
+    from _pytest.config import create_terminal_writer
+
+    reporter._tw = create_terminal_writer(config, open(os.devnull, "w", encoding="utf-8"))
 
 
 class _RunWideSuiteReruns:

@@ -249,14 +249,7 @@ pub fn load_config_file(path: &Path) -> Result<Option<BTreeMap<String, IniValue>
         .file_name()
         .and_then(|n| n.to_str())
         .unwrap_or_default();
-    let ini_section = |section: &str| -> Result<Option<BTreeMap<String, IniValue>>> {
-        let sections = parse_ini(path, &read(path)?)?;
-        Ok(sections.get(section).map(|s| {
-            s.iter()
-                .map(|(k, v)| (k.clone(), IniValue::Str(v.clone())))
-                .collect()
-        }))
-    };
+    let ini_section = |section: &str| ini_section_values(path, section);
     match name {
         "pytest.toml" | ".pytest.toml" => {
             let doc = parse_toml(path)?;
@@ -266,35 +259,49 @@ pub fn load_config_file(path: &Path) -> Result<Option<BTreeMap<String, IniValue>
             }))
         }
         "pytest.ini" | ".pytest.ini" => Ok(Some(ini_section("pytest")?.unwrap_or_default())),
-        "pyproject.toml" => {
-            let doc = parse_toml(path)?;
-            let Some(tool_pytest) = doc
-                .get("tool")
-                .and_then(|t| t.get("pytest"))
-                .and_then(|t| t.as_table())
-            else {
-                return Ok(None);
-            };
-            let native: toml::Table = tool_pytest
-                .iter()
-                .filter(|(k, _)| *k != "ini_options")
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect();
-            let ini = tool_pytest.get("ini_options").and_then(|t| t.as_table());
-            match (native.is_empty(), ini) {
-                (false, Some(_)) => Err(Error::Config {
-                    path: path.to_path_buf(),
-                    message: "cannot use both [tool.pytest] and [tool.pytest.ini_options]; pytest rejects this too"
-                        .into(),
-                }),
-                (false, None) => Ok(Some(toml_values(&native, false))),
-                (true, Some(ini)) => Ok(Some(toml_values(ini, true))),
-                (true, None) => Ok(None),
-            }
-        }
+        "pyproject.toml" => pyproject_values(path),
         "tox.ini" => ini_section("pytest"),
         "setup.cfg" => ini_section("tool:pytest"),
         _ => Ok(None),
+    }
+}
+
+/// The values in one section of an INI-style file, if it has that section.
+fn ini_section_values(path: &Path, section: &str) -> Result<Option<BTreeMap<String, IniValue>>> {
+    let sections = parse_ini(path, &read(path)?)?;
+    Ok(sections.get(section).map(|s| {
+        s.iter()
+            .map(|(k, v)| (k.clone(), IniValue::Str(v.clone())))
+            .collect()
+    }))
+}
+
+/// The pytest values of a pyproject.toml (or another .toml file named with `-c`): its
+/// `[tool.pytest.ini_options]` or pytest 9's `[tool.pytest]`; None without either.
+fn pyproject_values(path: &Path) -> Result<Option<BTreeMap<String, IniValue>>> {
+    let doc = parse_toml(path)?;
+    let Some(tool_pytest) = doc
+        .get("tool")
+        .and_then(|t| t.get("pytest"))
+        .and_then(|t| t.as_table())
+    else {
+        return Ok(None);
+    };
+    let native: toml::Table = tool_pytest
+        .iter()
+        .filter(|(k, _)| *k != "ini_options")
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    let ini = tool_pytest.get("ini_options").and_then(|t| t.as_table());
+    match (native.is_empty(), ini) {
+        (false, Some(_)) => Err(Error::Config {
+            path: path.to_path_buf(),
+            message: "cannot use both [tool.pytest] and [tool.pytest.ini_options]; pytest rejects this too"
+                .into(),
+        }),
+        (false, None) => Ok(Some(toml_values(&native, false))),
+        (true, Some(ini)) => Ok(Some(toml_values(ini, true))),
+        (true, None) => Ok(None),
     }
 }
 
@@ -371,6 +378,143 @@ pub fn arg_path(arg: &str) -> &str {
 }
 
 /// Determines rootdir and config as pytest does for these command-line arguments.
+/// What pytest's own arguments (`$PYTEST_ADDOPTS`, then those after `--`) say about its
+/// configuration: `-c FILE`, `--rootdir DIR` and `-o NAME=VALUE`, the last of each winning.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SetupArgs {
+    pub config_file: Option<String>,
+    pub rootdir: Option<String>,
+    /// `-o` values, in order.
+    pub overrides: Vec<String>,
+}
+
+impl SetupArgs {
+    /// Reads them from pytest's arguments, split as pytest reads them.
+    pub fn from_argv(argv: &crate::pytest_argv::Argv) -> Self {
+        SetupArgs {
+            config_file: argv
+                .values(&["-c", "--config-file"])
+                .last()
+                .map(str::to_string),
+            rootdir: argv.values(&["--rootdir"]).last().map(str::to_string),
+            overrides: argv
+                .values(&["-o", "--override-ini"])
+                .map(str::to_string)
+                .collect(),
+        }
+    }
+}
+
+/// pytest's rootdir, configuration file and values for `args` (paths and node ids) run from
+/// `invocation_dir`, as pytest 9 determines them, with what `setup` says on top.
+pub fn determine_setup_with(
+    invocation_dir: &Path,
+    args: &[String],
+    setup: &SetupArgs,
+) -> Result<PytestConfig> {
+    let mut cfg = match &setup.config_file {
+        Some(file) => named_config(invocation_dir, args, file)?,
+        None => determine_setup(invocation_dir, args)?,
+    };
+    if let Some(dir) = &setup.rootdir {
+        let dir = absolute(
+            invocation_dir,
+            Path::new(&crate::passthrough::expand_vars(dir)),
+        );
+        if !dir.is_dir() {
+            return Err(Error::Usage(format!(
+                "pytest option `--rootdir`: directory '{}' not found; check the option",
+                dir.display()
+            )));
+        }
+        cfg.rootdir = dir;
+    }
+    for item in &setup.overrides {
+        let Some((name, value)) = item.split_once('=') else {
+            return Err(Error::Usage(format!(
+                "pytest option `-o`/`--override-ini` expects NAME=VALUE (got {item:?})"
+            )));
+        };
+        cfg.values
+            .insert(name.trim().to_string(), IniValue::Str(value.to_string()));
+    }
+    Ok(cfg)
+}
+
+/// The configuration pytest reads when told its file with `-c FILE`: that file's pytest
+/// section (none is no error), with the file's directory as rootdir. A path that is no
+/// regular file (`/dev/null`) means no configuration and says nothing of the rootdir.
+fn named_config(invocation_dir: &Path, args: &[String], file: &str) -> Result<PytestConfig> {
+    let path = absolute(invocation_dir, Path::new(file));
+    let complain = |what: &str| {
+        Err(Error::Usage(format!(
+            "pytest option `-c`/`--config-file`: config file '{}' {what}; check the option",
+            path.display()
+        )))
+    };
+    if !path.exists() {
+        return complain("not found");
+    }
+    if path.is_dir() {
+        return complain("is a directory");
+    }
+    if !path.is_file() {
+        let dirs: Vec<PathBuf> = arg_dirs(invocation_dir, args);
+        let mut all = vec![invocation_dir.to_path_buf()];
+        all.extend(dirs);
+        let rootdir = common_ancestor(&all)
+            .filter(|d| d.parent().is_some())
+            .unwrap_or_else(|| invocation_dir.to_path_buf());
+        return Ok(PytestConfig {
+            rootdir,
+            inifile: Some(path),
+            values: BTreeMap::new(),
+        });
+    }
+    let values = match load_config_file(&path)? {
+        Some(values) => values,
+        None => load_by_suffix(&path)?.unwrap_or_default(),
+    };
+    Ok(PytestConfig {
+        rootdir: path
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| invocation_dir.to_path_buf()),
+        inifile: Some(path),
+        values,
+    })
+}
+
+/// A `-c` file whose name pytest does not know, read by its suffix as pytest does.
+fn load_by_suffix(path: &Path) -> Result<Option<BTreeMap<String, IniValue>>> {
+    let ini_section = |section: &str| ini_section_values(path, section);
+    match path.extension().and_then(|e| e.to_str()) {
+        Some("ini") => ini_section("pytest"),
+        Some("cfg") => ini_section("tool:pytest"),
+        Some("toml") => pyproject_values(path),
+        _ => Err(Error::Usage(format!(
+            "pytest option `-c`/`--config-file`: config file '{}' has an unsupported format; pytest reads .ini, .cfg and .toml files",
+            path.display()
+        ))),
+    }
+}
+
+/// The directories of the paths among `args` that exist (a file's own directory).
+fn arg_dirs(invocation_dir: &Path, args: &[String]) -> Vec<PathBuf> {
+    args.iter()
+        .filter(|a| !a.starts_with('-'))
+        .map(|a| absolute(invocation_dir, Path::new(arg_path(a))))
+        .filter(|p| p.exists())
+        .map(|p| {
+            if p.is_dir() {
+                p
+            } else {
+                p.parent().map(Path::to_path_buf).unwrap_or_default()
+            }
+        })
+        .collect()
+}
+
 pub fn determine_setup(invocation_dir: &Path, args: &[String]) -> Result<PytestConfig> {
     let existing: Vec<PathBuf> = args
         .iter()
@@ -656,6 +800,83 @@ mod tests {
         let cfg = determine_setup(root, &["sub/x.py::test_a".into()]).unwrap();
         assert_eq!(cfg.rootdir, root.join("sub"));
         assert_eq!(cfg.python_files().unwrap(), vec!["*.py"]);
+    }
+
+    #[test]
+    fn pytests_own_arguments_name_its_file_rootdir_and_values() {
+        let t = tempfile::tempdir().unwrap();
+        let root = t.path();
+        write(root, "pytest.ini", "[pytest]\ntestpaths = tests\n");
+        write(root, "ci/ci.cfg", "[tool:pytest]\ntestpaths = ci_tests\n");
+        write(
+            root,
+            "ci/other.toml",
+            "[tool.pytest.ini_options]\ntestpaths = [\"t\"]\n",
+        );
+        write(root, "sub/x.py", "");
+        let with = |setup: SetupArgs| determine_setup_with(root, &[], &setup);
+        // -c FILE: that file, read by its suffix, with its directory as rootdir.
+        let cfg = with(SetupArgs {
+            config_file: Some("ci/ci.cfg".into()),
+            ..SetupArgs::default()
+        })
+        .unwrap();
+        assert_eq!(cfg.rootdir, root.join("ci"));
+        assert_eq!(cfg.testpaths().unwrap(), vec!["ci_tests"]);
+        let cfg = with(SetupArgs {
+            config_file: Some("ci/other.toml".into()),
+            ..SetupArgs::default()
+        })
+        .unwrap();
+        assert_eq!(cfg.testpaths().unwrap(), vec!["t"]);
+        // A path that is no regular file: no configuration, the rootdir where pytest runs.
+        let cfg = with(SetupArgs {
+            config_file: Some("/dev/null".into()),
+            ..SetupArgs::default()
+        })
+        .unwrap();
+        assert_eq!(cfg.rootdir, root);
+        assert!(cfg.values.is_empty());
+        for (file, says) in [("missing.ini", "not found"), ("sub", "is a directory")] {
+            let err = with(SetupArgs {
+                config_file: Some(file.into()),
+                ..SetupArgs::default()
+            })
+            .unwrap_err()
+            .to_string();
+            assert!(err.contains(says) && err.contains("-c"), "{err}");
+        }
+        // --rootdir moves the rootdir, not the configuration file; -o overrides values.
+        let cfg = with(SetupArgs {
+            rootdir: Some("sub".into()),
+            overrides: vec!["testpaths=a b".into(), "python_files=check_*.py".into()],
+            ..SetupArgs::default()
+        })
+        .unwrap();
+        assert_eq!(cfg.rootdir, root.join("sub"));
+        assert_eq!(cfg.inifile.clone().unwrap(), root.join("pytest.ini"));
+        assert_eq!(cfg.testpaths().unwrap(), vec!["a", "b"]);
+        assert_eq!(cfg.python_files().unwrap(), vec!["check_*.py"]);
+        let err = with(SetupArgs {
+            overrides: vec!["novalue".into()],
+            ..SetupArgs::default()
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("NAME=VALUE") && err.contains("novalue"),
+            "{err}"
+        );
+        let err = with(SetupArgs {
+            rootdir: Some("nowhere".into()),
+            ..SetupArgs::default()
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("--rootdir") && err.contains("nowhere"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -435,6 +435,14 @@ impl std::fmt::Display for ChunkOf {
     }
 }
 
+/// Which of a unit's streams an `Output` event carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OutputStream {
+    Stdout,
+    Stderr,
+}
+
 /// Everything that happens in a run, in order. Serialized as one NDJSON line each
 /// (`{"v":1,"event":"...",...}`), documented in docs/events.md.
 #[derive(Debug, Clone, Serialize)]
@@ -508,6 +516,15 @@ pub enum Event {
         /// Seconds the failed attempt took (spent in its unit, as a final attempt's are).
         duration: f64,
         delay: f64,
+    },
+    /// Lines a unit wrote to its standard output or error while pytest's capturing was off
+    /// (`-s`, `--capture=no` or `--capture=tee-sys` for pytest): shown as they come.
+    Output {
+        unit: usize,
+        slot: usize,
+        stream: OutputStream,
+        /// Whole lines, each ending in a newline (the last maybe not, at the unit's end).
+        text: String,
     },
     /// A process left behind by a unit, killed by racefree.
     Leak {

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::Sender;
 
 use crate::error::{Error, Result};
-use crate::events::{ExitInfo, Wire};
+use crate::events::{ExitInfo, OutputStream, Wire};
 use crate::forkserver::{ForkPool, ForkServer, Invocation};
 use crate::isolation::Isolation;
 use crate::session::Session;
@@ -66,6 +66,8 @@ pub struct ExecContext {
     pub python_paths: Vec<PathBuf>,
     /// How much of its own world each unit gets (`--isolate`).
     pub isolation: Isolation,
+    /// pytest's capturing is off (`-s`): units' output is passed on as it comes.
+    pub show_output: bool,
 }
 
 /// One unit to start.
@@ -104,6 +106,13 @@ pub enum ExecMsg {
         stdout_tail: String,
         stderr_tail: String,
         at: Instant,
+    },
+    /// Whole lines a unit wrote while pytest's capturing was off (see
+    /// `ExecContext::show_output`).
+    Output {
+        unit: usize,
+        stream: crate::events::OutputStream,
+        text: String,
     },
     /// Several `Wire`/`BadLine` messages of one unit, in order, read at once.
     Batch(Vec<ExecMsg>),
@@ -348,10 +357,11 @@ pub fn spawn(
         reaped: reaped.clone(),
     };
     let unit = spec.unit;
+    let show_output = ctx.show_output;
     let fork = ctx.fork.clone();
     std::thread::Builder::new()
         .name(format!("unit-{unit}"))
-        .spawn(move || io_loop(unit, pid, origin, fork, reaped, streams, tx))
+        .spawn(move || io_loop(unit, pid, origin, fork, reaped, streams, show_output, tx))
         .map_err(|e| Error::io("starting an executor thread", e))?;
     Ok(handle)
 }
@@ -438,6 +448,49 @@ fn fork_unit(
     }
 }
 
+/// One stream of a unit passed on whole lines at a time (see `ExecContext::show_output`).
+struct ShownLines {
+    unit: usize,
+    stream: OutputStream,
+    partial: Vec<u8>,
+}
+
+impl ShownLines {
+    fn new(unit: usize, stream: OutputStream) -> Self {
+        ShownLines {
+            unit,
+            stream,
+            partial: Vec::new(),
+        }
+    }
+
+    /// Sends what `data` completes up to its last newline; keeps the rest.
+    fn push(&mut self, data: &[u8], tx: &Sender<ExecMsg>) {
+        self.partial.extend_from_slice(data);
+        if let Some(end) = self.partial.iter().rposition(|&b| b == b'\n') {
+            let rest = self.partial.split_off(end + 1);
+            let whole = std::mem::replace(&mut self.partial, rest);
+            self.send(&whole, tx);
+        }
+    }
+
+    /// At the stream's end: sends what is left, a line without its newline.
+    fn finish(&mut self, tx: &Sender<ExecMsg>) {
+        let rest = std::mem::take(&mut self.partial);
+        if !rest.is_empty() {
+            self.send(&rest, tx);
+        }
+    }
+
+    fn send(&self, bytes: &[u8], tx: &Sender<ExecMsg>) {
+        let _ = tx.send(ExecMsg::Output {
+            unit: self.unit,
+            stream: self.stream,
+            text: String::from_utf8_lossy(bytes).into_owned(),
+        });
+    }
+}
+
 /// Keeps only the last `TAIL_BYTES` of a stream.
 fn push_tail(buf: &mut Vec<u8>, data: &[u8]) {
     buf.extend_from_slice(data);
@@ -452,6 +505,7 @@ fn tail_string(buf: &[u8]) -> String {
     String::from_utf8_lossy(&buf[start..]).into_owned()
 }
 
+#[allow(clippy::too_many_arguments)]
 fn io_loop(
     unit: usize,
     pid: u32,
@@ -459,6 +513,7 @@ fn io_loop(
     fork: Option<Arc<ForkPool>>,
     reaped: Arc<Mutex<bool>>,
     streams: [OwnedFd; 3],
+    show_output: bool,
     tx: Sender<ExecMsg>,
 ) {
     let exited: Arc<Mutex<Option<Instant>>> = Arc::new(Mutex::new(None));
@@ -485,6 +540,11 @@ fn io_loop(
     let mut open = [true; 3];
     let mut line_buf: Vec<u8> = Vec::new();
     let mut tails: [Vec<u8>; 2] = [Vec::new(), Vec::new()];
+    // With `show_output`: each stream's incomplete last line, until its end comes.
+    let mut shown = [
+        ShownLines::new(unit, OutputStream::Stdout),
+        ShownLines::new(unit, OutputStream::Stderr),
+    ];
     let mut chunk = vec![0u8; 64 * 1024];
     // Once the unit has said it is done, its end is read without delay: racefree's next
     // step for the slot waits for it.
@@ -518,6 +578,9 @@ fn io_loop(
                 Ok(0) => {
                     open[i] = false;
                     ending = true;
+                    if show_output && i > 0 {
+                        shown[i - 1].finish(&tx);
+                    }
                 }
                 Ok(n) => {
                     read_any = true;
@@ -529,6 +592,9 @@ fn io_loop(
                         ending |= done;
                     } else {
                         push_tail(&mut tails[i - 1], &chunk[..n]);
+                        if show_output {
+                            shown[i - 1].push(&chunk[..n], &tx);
+                        }
                     }
                 }
                 Err(rustix::io::Errno::INTR) | Err(rustix::io::Errno::AGAIN) => {}

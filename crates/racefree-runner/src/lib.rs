@@ -21,6 +21,7 @@ pub mod isolation;
 pub mod passthrough;
 pub mod plan;
 pub mod procs;
+pub mod pytest_argv;
 pub mod python;
 pub mod recorder;
 pub mod recovery;

@@ -79,7 +79,7 @@ pub fn maxfail(flags: &[String]) -> Option<u32> {
     let mut found = None;
     let mut iter = flags.iter();
     while let Some(flag) = iter.next() {
-        if flag == "--exitfirst" || is_short_bundle_with_x(flag) {
+        if flag == "--exitfirst" || is_short_bundle_with(flag, 'x') {
             found = Some(1);
         } else if flag == "--maxfail" {
             found = iter.next().and_then(|n| n.parse().ok()).or(found);
@@ -112,6 +112,18 @@ pub fn junit_xml(flags: &[String]) -> Option<String> {
 /// environment's values (left as they are when unset, as Python's `expandvars` does), then
 /// a leading `~` by the home directory.
 pub fn expand_path(path: &str) -> String {
+    let out = expand_vars(path);
+    match (out.strip_prefix('~'), std::env::var("HOME")) {
+        (Some(tail), Ok(home)) if tail.is_empty() || tail.starts_with('/') => {
+            format!("{home}{tail}")
+        }
+        _ => out,
+    }
+}
+
+/// `$NAME` and `${NAME}` replaced by the environment's values, left as they are when unset
+/// (Python's `os.path.expandvars`).
+pub fn expand_vars(path: &str) -> String {
     let mut out = String::new();
     let mut rest = path;
     while let Some(at) = rest.find('$') {
@@ -135,12 +147,7 @@ pub fn expand_path(path: &str) -> String {
         rest = &rest[at + 1 + len..];
     }
     out.push_str(rest);
-    match (out.strip_prefix('~'), std::env::var("HOME")) {
-        (Some(tail), Ok(home)) if tail.is_empty() || tail.starts_with('/') => {
-            format!("{home}{tail}")
-        }
-        _ => out,
-    }
+    out
 }
 
 /// Whether pytest is told its configuration file (`-c FILE`, `-cFILE`, `--config-file`).
@@ -152,10 +159,10 @@ pub fn names_config_file(flags: &[String]) -> bool {
     })
 }
 
-/// `-x` alone or bundled, as pytest's parser reads short flags: each letter is a flag until
-/// one that takes a value, which takes the rest (`-vxs` and `-xrA` hold `-x`; `-kx` is
-/// `-k x` and `-rx` is `-r x`).
-fn is_short_bundle_with_x(flag: &str) -> bool {
+/// The short flag `wanted` (`x`, `s`) alone or bundled, as pytest's parser reads short
+/// flags: each letter is a flag until one that takes a value, which takes the rest (`-vxs`
+/// and `-xrA` hold `-x`; `-kx` is `-k x` and `-rx` is `-r x`).
+fn is_short_bundle_with(flag: &str, wanted: char) -> bool {
     let Some(letters) = flag.strip_prefix('-') else {
         return false;
     };
@@ -164,13 +171,36 @@ fn is_short_bundle_with_x(flag: &str) -> bool {
     }
     for letter in letters.chars() {
         match letter {
-            'x' => return true,
+            l if l == wanted => return true,
             // pytest's short flags that take no value.
-            'v' | 'q' | 's' | 'l' | 'h' | 'V' => continue,
+            'v' | 'q' | 's' | 'x' | 'l' | 'h' | 'V' => continue,
             _ => return false,
         }
     }
     false
+}
+
+/// Whether pytest's capturing is off for tests (`-s`, alone or bundled, `--capture=no`) or
+/// passes output through (`--capture=tee-sys`): then pytest shows what tests print as it
+/// comes, and racefree passes units' output on. The last `--capture`/`-s` given wins.
+pub fn capture_off(flags: &[String]) -> bool {
+    let mut off = false;
+    let mut iter = flags.iter();
+    while let Some(flag) = iter.next() {
+        let method = if flag == "--capture" {
+            iter.next().map(String::as_str)
+        } else if let Some(m) = flag.strip_prefix("--capture=") {
+            Some(m)
+        } else if is_short_bundle_with(flag, 's') {
+            Some("no")
+        } else {
+            None
+        };
+        if let Some(method) = method {
+            off = matches!(method, "no" | "tee-sys");
+        }
+    }
+    off
 }
 
 /// pytest-rerunfailures's `--fail-on-flaky`: a pytest process whose tests passed only on a
@@ -249,6 +279,17 @@ mod tests {
         assert_eq!(maxfail(&v(&["-xrA"])), Some(1));
         assert_eq!(maxfail(&v(&["-rx"])), None);
         assert_eq!(maxfail(&v(&["--strict-markers", "-v"])), None);
+    }
+
+    #[test]
+    fn capture_off_is_read_as_pytest_reads_it() {
+        assert!(capture_off(&v(&["-s"])));
+        assert!(capture_off(&v(&["-xsv"])));
+        assert!(capture_off(&v(&["--capture=no"])));
+        assert!(capture_off(&v(&["--capture", "tee-sys"])));
+        assert!(!capture_off(&v(&["-s", "--capture=fd"])));
+        assert!(!capture_off(&v(&["-ks", "-v"])));
+        assert!(!capture_off(&v(&["-rs"])));
     }
 
     #[test]

@@ -17,6 +17,7 @@ use crate::executor::ExecContext;
 use crate::history::History;
 use crate::passthrough;
 use crate::plan::{self, FileWork, PlanParams, Predictions};
+use crate::pytest_argv::CommandLine;
 use crate::recorder::HistoryRecorder;
 use crate::recovery::FaultPolicy;
 use crate::report::{junit::Junit, ndjson::NdjsonLog, progress::Progress, summary::Summary};
@@ -143,10 +144,16 @@ fn fault_policy(
 }
 
 /// Runs the tests; returns pytest's exit code for the run.
-pub fn run(req: RunRequest) -> Result<u8> {
+pub fn run(mut req: RunRequest) -> Result<u8> {
     let started = Instant::now();
+    // Paths given to pytest after `--` are the run's paths: each unit's pytest would
+    // otherwise collect them all over again.
+    let pytest_command_line = CommandLine::read(&req.invocation_dir, &req.pytest_args)?;
+    req.args
+        .extend(pytest_command_line.given.paths.iter().cloned());
+    req.pytest_args = pytest_command_line.given.options.clone();
     let cwd = &req.invocation_dir;
-    let pytest_cfg = config::determine_setup(cwd, &req.args)?;
+    let pytest_cfg = config::determine_setup_with(cwd, &req.args, &pytest_command_line.setup())?;
     let (rf_path, rf) = config::load_racefree_config(&pytest_cfg.rootdir)?;
     let mut policy = fault_policy(&req, &rf, rf_path.as_deref())?;
     let workers = req
@@ -172,8 +179,8 @@ pub fn run(req: RunRequest) -> Result<u8> {
     // pytest's own options, in the order pytest reads them: the configuration's addopts,
     // then $PYTEST_ADDOPTS, then the command line's (after `--`).
     let ini_addopts = pytest_cfg.addopts()?;
-    let mut command_line = passthrough::env_addopts()?;
-    command_line.extend(req.pytest_args.iter().cloned());
+    crate::pytest_argv::refuse_paths_in_addopts(&ini_addopts, cwd, pytest_cfg.inifile.as_deref())?;
+    let command_line = pytest_command_line.options();
     let mut pytest_flags = ini_addopts.clone();
     pytest_flags.extend(command_line.iter().cloned());
     passthrough::refuse_unworkable(&pytest_flags)?;
@@ -686,6 +693,7 @@ fn launch(
         fork: None,
         python_paths,
         isolation: isolation.isolation,
+        show_output: passthrough::capture_off(p.pytest_flags),
     };
     // From here on, an error removes the session directory.
     let mut launched = Launch {

@@ -19,6 +19,7 @@ use crate::durations::Durations;
 use crate::error::{Error, Result};
 use crate::history::History;
 use crate::plan::Predictions;
+use crate::pytest_argv::CommandLine;
 use crate::shard::{self, Shard, ShardSpec};
 
 /// The sharding part of a run's request.
@@ -131,8 +132,13 @@ pub fn plan(req: &PlanRequest) -> Result<Partition> {
         ));
     }
     let cwd = &req.invocation_dir;
-    let cfg = config::determine_setup(cwd, &req.args)?;
-    let files = discover(&cfg, cwd, &req.args, &req.pytest_args)?;
+    // As `racefree run` reads them: paths after `--` are paths to test, and pytest's own
+    // arguments may name its configuration.
+    let command_line = CommandLine::read(cwd, &req.pytest_args)?;
+    let mut args = req.args.clone();
+    args.extend(command_line.given.paths.iter().cloned());
+    let cfg = config::determine_setup_with(cwd, &args, &command_line.setup())?;
+    let files = discover(&cfg, cwd, &args, &command_line.options())?;
     let predictions = match load_durations_file(&req.durations, cwd)? {
         Some(d) => d.predictions(),
         None if req.no_history => Predictions::default(),
@@ -146,16 +152,17 @@ pub fn plan(req: &PlanRequest) -> Result<Partition> {
     })
 }
 
-/// Discovery exactly as `racefree run` does it: addopts and the passthrough arguments decide
-/// `--ignore` and doctest collection.
+/// Discovery exactly as `racefree run` does it: addopts, `$PYTEST_ADDOPTS` and the options
+/// after `--` decide `--ignore` and doctest collection.
 fn discover(
     cfg: &PytestConfig,
     cwd: &Path,
     args: &[String],
-    pytest_args: &[String],
+    pytest_options: &[String],
 ) -> Result<Vec<TestFile>> {
     let mut flags = cfg.addopts()?;
-    flags.extend(pytest_args.iter().cloned());
+    crate::pytest_argv::refuse_paths_in_addopts(&flags, cwd, cfg.inifile.as_deref())?;
+    flags.extend(pytest_options.iter().cloned());
     discovery::discover(
         cfg,
         cwd,

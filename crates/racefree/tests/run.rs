@@ -78,6 +78,15 @@ fn junit_counts(path: &Path) -> Vec<String> {
 }
 
 /// Every line of an --events log, parsed, after checking the version field.
+/// An error message as one line, without miette's wrapping and margin.
+fn one_line(stderr: &str) -> String {
+    stderr
+        .split_whitespace()
+        .filter(|w| *w != "│")
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 fn events(path: &Path) -> Vec<serde_json::Value> {
     std::fs::read_to_string(path)
         .unwrap()
@@ -466,13 +475,7 @@ fn clear_errors_for_bad_input() {
     for (flag, instead) in [("--co", "--list-files"), ("--pdb", "pytest --pdb NODE_ID")] {
         let rf = run(racefree(d).args(["--", "-q", flag]));
         assert_eq!(rf.code, 4, "{flag}: {}{}", rf.stdout, rf.stderr);
-        // The message as one line, without miette's wrapping and margin.
-        let said = rf
-            .stderr
-            .split_whitespace()
-            .filter(|w| *w != "│")
-            .collect::<Vec<_>>()
-            .join(" ");
+        let said = one_line(&rf.stderr);
         assert!(
             said.contains(&format!("`{flag}`")) && said.contains(instead),
             "{said}"
@@ -1696,4 +1699,158 @@ fn a_process_that_exits_1_before_collecting_is_an_error() {
         assert_eq!(rf.code, 0, "{mode:?}: {}{}", rf.stdout, rf.stderr);
         assert!(rf.stdout.contains("1 passed"), "{mode:?}: {}", rf.stdout);
     }
+}
+
+#[test]
+fn what_pytest_is_given_after_the_double_dash_is_read_as_pytest_reads_it() {
+    // Paths after `--` were handed to every unit, which ran them again beside its own file;
+    // `-o`/`-c` after `--` changed what units read but not what racefree's discovery found.
+    let dir = suite(&[
+        (
+            "tests/test_a.py",
+            "def test_a1():\n    pass\n\ndef test_a2():\n    pass\n",
+        ),
+        ("tests/test_b.py", "def test_b():\n    pass\n"),
+        ("tests/check_c.py", "def test_c():\n    pass\n"),
+        ("ci.ini", "[pytest]\npython_files = check_*.py\n"),
+    ]);
+    let d = dir.path();
+    for args in [
+        vec!["tests/test_a.py"],
+        vec!["-k", "a1", "tests/test_a.py::test_a1", "tests/test_b.py"],
+        vec!["-o", "python_files=check_*.py"],
+        vec!["-c", "ci.ini"],
+        vec!["-q", "--", "tests/test_b.py"],
+    ] {
+        let py = run(pytest(d).args(&args).args(["--junitxml", "py.xml"]));
+        for mode in [None, Some("--no-fork")] {
+            let rf = run(racefree(d)
+                .args(["-n", "2", "--junit-xml", "rf.xml"])
+                .args(mode)
+                .arg("--")
+                .args(&args));
+            assert_eq!(
+                rf.code, py.code,
+                "{args:?} {mode:?}: {}{}",
+                rf.stdout, rf.stderr
+            );
+            assert_eq!(
+                junit_results(&d.join("rf.xml")),
+                junit_results(&d.join("py.xml")),
+                "{args:?} {mode:?}"
+            );
+        }
+    }
+    // A plugin option racefree does not know, before an existing path: which it is cannot
+    // be told, so it is refused by name, with the two ways to say it.
+    let rf = run(racefree(d).args(["--", "--my-plugin-flag", "tests"]));
+    assert_eq!(rf.code, 4, "{}{}", rf.stdout, rf.stderr);
+    assert!(
+        one_line(&rf.stderr).contains("Write `--my-plugin-flag=VALUE` for a value"),
+        "{}",
+        rf.stderr
+    );
+    // A path in PYTEST_ADDOPTS or addopts, which every unit's pytest reads, is refused too.
+    let rf = run(racefree(d).env("PYTEST_ADDOPTS", "-q tests/test_b.py"));
+    assert_eq!(rf.code, 4, "{}{}", rf.stdout, rf.stderr);
+    assert!(
+        one_line(&rf.stderr).contains("PYTEST_ADDOPTS names `tests/test_b.py` to test"),
+        "{}",
+        rf.stderr
+    );
+    std::fs::write(
+        d.join("pytest.ini"),
+        "[pytest]\naddopts = -q tests/test_b.py\n",
+    )
+    .unwrap();
+    let rf = run(&mut racefree(d));
+    assert_eq!(rf.code, 4, "{}{}", rf.stdout, rf.stderr);
+    let said = one_line(&rf.stderr);
+    assert!(
+        said.replace(' ', "")
+            .contains("pytest.ininames`tests/test_b.py`totest")
+            && said.contains("testpaths"),
+        "{said}"
+    );
+}
+
+#[test]
+fn with_capturing_off_what_tests_print_is_shown_without_pytests_own_report() {
+    // `-- -s` ran with capturing off, but what the tests printed went nowhere.
+    let dir = suite(&[
+        (
+            "test_a.py",
+            "import sys\n\ndef test_a():\n    print('printed by a')\n    sys.stderr.write('to stderr by a\\n')\n",
+        ),
+        (
+            "test_b.py",
+            "def test_b():\n    print('printed by b', end='')\n",
+        ),
+    ]);
+    let d = dir.path();
+    for mode in [None, Some("--no-fork")] {
+        for flag in ["-s", "--capture=no", "--capture=tee-sys"] {
+            let rf = run(racefree(d)
+                .args(["-n", "2", "--events", "rf.ndjson"])
+                .args(mode)
+                .args(["--", flag]));
+            assert_eq!(rf.code, 0, "{flag} {mode:?}: {}{}", rf.stdout, rf.stderr);
+            assert!(
+                rf.stdout.contains("printed by a\n"),
+                "{flag} {mode:?}: {}",
+                rf.stdout
+            );
+            assert!(
+                rf.stdout.contains("printed by b"),
+                "{flag} {mode:?}: {}",
+                rf.stdout
+            );
+            assert!(
+                rf.stderr.contains("to stderr by a\n"),
+                "{flag} {mode:?}: {}",
+                rf.stderr
+            );
+            // The units' own pytest report is racefree's to give, once.
+            assert!(!rf.stdout.contains("test session starts"), "{}", rf.stdout);
+            assert!(!rf.stdout.contains("1 passed in"), "{}", rf.stdout);
+            let shown: Vec<_> = events(&d.join("rf.ndjson"))
+                .into_iter()
+                .filter(|e| e["event"] == "output")
+                .collect();
+            assert!(
+                shown
+                    .iter()
+                    .any(|e| e["stream"] == "stderr" && e["text"] == "to stderr by a\n"),
+                "{shown:?}"
+            );
+        }
+    }
+    // Captured (pytest's default), nothing is passed on.
+    let rf = run(racefree(d).args(["-n", "2"]));
+    assert!(!rf.stdout.contains("printed by"), "{}", rf.stdout);
+}
+
+#[test]
+fn racefree_knows_which_of_pytests_own_options_take_a_value() {
+    // racefree tells paths after `--` from option values with its own copy of pytest's
+    // option table: it must be the interpreter's pytest's.
+    let script = "from _pytest.config import get_config\n\
+        p = get_config()._parser\n\
+        opts = list(p._anonymous.options) + [o for g in p._groups for o in g.options]\n\
+        for o in opts:\n\
+        \x20   a = o.attrs()\n\
+        \x20   takes = a.get('action', 'store') in ('store', 'append') and a.get('nargs') != 0\n\
+        \x20   for n in o.names():\n\
+        \x20       if n.startswith('--'):\n\
+        \x20           print(n, int(takes), int(a.get('nargs') == '?'))\n";
+    let out = run(Command::new(python()).args(["-c", script]));
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let pytests: BTreeSet<String> = out.stdout.lines().map(str::to_string).collect();
+    let ours: BTreeSet<String> = racefree_runner::pytest_argv::pytest_long_options()
+        .map(|(name, takes, maybe)| format!("{name} {} {}", takes as u8, maybe as u8))
+        .collect();
+    assert_eq!(
+        ours.symmetric_difference(&pytests).collect::<Vec<_>>(),
+        Vec::<&String>::new()
+    );
 }

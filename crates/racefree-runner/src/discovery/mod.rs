@@ -38,6 +38,8 @@ pub struct DiscoverOptions {
     pub doctest_globs: Vec<String>,
     /// `--ignore` paths (absolute).
     pub ignore: Vec<PathBuf>,
+    /// `--collect-in-virtualenv`: walk into virtualenvs too.
+    pub collect_in_virtualenv: bool,
 }
 
 impl DiscoverOptions {
@@ -55,6 +57,8 @@ impl DiscoverOptions {
             };
             if arg == "--doctest-modules" {
                 opts.doctest_modules = true;
+            } else if arg == "--collect-in-virtualenv" {
+                opts.collect_in_virtualenv = true;
             } else if let Some(glob) = take("--doctest-glob") {
                 opts.doctest_globs.push(glob);
             } else if let Some(path) = take("--ignore") {
@@ -104,8 +108,9 @@ impl Rules {
         if name == "__pycache__" || self.norecursedirs.iter().any(|p| fnmatch(p, name)) {
             return false;
         }
-        // pytest skips virtualenvs (a pyvenv.cfg marks them) unless given explicitly.
-        !dir.join("pyvenv.cfg").is_file()
+        // pytest skips virtualenvs (a pyvenv.cfg marks them) unless given explicitly, or
+        // told --collect-in-virtualenv.
+        self.opts.collect_in_virtualenv || !dir.join("pyvenv.cfg").is_file()
     }
 }
 
@@ -401,6 +406,10 @@ mod tests {
         );
         let est: Vec<u64> = files.iter().map(|f| f.estimate).collect();
         assert_eq!(est, vec![1, 1, 2]);
+        // --collect-in-virtualenv walks into the virtualenv too, as pytest does.
+        let opts = DiscoverOptions::from_pytest_args(r, &["--collect-in-virtualenv".into()]);
+        let files = discover(&cfg, r, &[], opts).unwrap();
+        assert!(rels(&files).contains(&"tests/env/test_venv.py"));
         // Explicit paths bypass testpaths; an explicit file bypasses python_files.
         let args = vec!["other".to_string(), "tests/helper.py".to_string()];
         let files = discover(&cfg, r, &args, DiscoverOptions::default()).unwrap();

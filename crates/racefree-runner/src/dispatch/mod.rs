@@ -434,6 +434,16 @@ impl Dispatcher<'_> {
                 self.on_wire(r, wire, at, st);
                 None
             }
+            ExecMsg::Output { unit, stream, text } => {
+                let slot = running.get(&unit)?.slot;
+                self.bus.emit(Event::Output {
+                    unit,
+                    slot,
+                    stream,
+                    text,
+                });
+                None
+            }
             ExecMsg::BadLine { unit, line, error } => {
                 if let Some(r) = running.get_mut(&unit) {
                     r.bad_lines.push(format!("{error}: {line}"));

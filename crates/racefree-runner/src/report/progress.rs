@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::dispatch::Reporter;
-use crate::events::{Event, Outcome};
+use crate::events::{Event, Outcome, OutputStream};
 
 #[derive(Default)]
 struct Counts {
@@ -104,6 +104,23 @@ impl Progress {
             self.counts.skipped,
             self.eta()
         )
+    }
+
+    /// What a unit wrote with pytest's capturing off, on the stream it wrote to, with any
+    /// bars out of its way.
+    fn pass_on(&mut self, stream: OutputStream, text: &str) {
+        let write = |out: &mut dyn Write| {
+            let _ = out.write_all(text.as_bytes());
+            let _ = out.flush();
+        };
+        match (&mut self.mode, stream) {
+            (Mode::Plain(out), OutputStream::Stdout) => write(out.as_mut()),
+            (Mode::Plain(_), OutputStream::Stderr) => write(&mut std::io::stderr().lock()),
+            (Mode::Tty { main, .. }, _) => main.suspend(|| match stream {
+                OutputStream::Stdout => write(&mut std::io::stdout().lock()),
+                OutputStream::Stderr => write(&mut std::io::stderr().lock()),
+            }),
+        }
     }
 
     fn println(&mut self, line: &str) {
@@ -252,6 +269,7 @@ impl Reporter for Progress {
                     outcome.as_str()
                 ));
             }
+            Event::Output { stream, text, .. } => self.pass_on(*stream, text),
             Event::Leak {
                 nodeid,
                 pid,

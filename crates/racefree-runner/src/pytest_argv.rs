@@ -1,0 +1,534 @@
+//! pytest's own arguments (after `--`, in `$PYTEST_ADDOPTS`, in `addopts`) read as pytest's
+//! option parser reads them: which words are options, which are an option's value, and which
+//! are paths or node ids to test.
+//!
+//! racefree must know the paths: pytest would collect them in every unit (each unit's pytest
+//! gets the arguments after `--`, and reads `$PYTEST_ADDOPTS` and `addopts` itself), so a path
+//! after `--` joins racefree's own paths instead, and one in `$PYTEST_ADDOPTS` or `addopts`
+//! is refused. It must also know `-c`, `--rootdir` and `-o`, which change the configuration
+//! racefree's discovery reads.
+//!
+//! Which options take a value is pytest's own table (`pytest_takes`, checked against the test
+//! interpreter's pytest by an integration test) and that of widely used plugins. An option
+//! racefree does not know, followed by a word that names an existing path, is refused: it
+//! cannot tell a flag followed by a path (`--runslow tests`) from an option with its value
+//! (`--html report.html`), and either guess would run the wrong tests or lose an option.
+
+use std::path::Path;
+
+use crate::config::{absolute, arg_path};
+use crate::error::{Error, Result};
+
+/// How an option takes its value, as pytest's parser (argparse) reads it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Takes {
+    Nothing,
+    /// The next word, whatever it is, unless given with `=`.
+    One,
+    /// The next word if it does not start with `-` (argparse's `nargs="?"`).
+    Maybe,
+}
+
+/// pytest's own long options that take a value (pytest 9's parser; the rest of pytest's
+/// options are flags, listed in `PYTEST_FLAGS`).
+const PYTEST_VALUED: &[&str] = &[
+    "--assert",
+    "--basetemp",
+    "--capture",
+    "--code-highlight",
+    "--color",
+    "--confcutdir",
+    "--config-file",
+    "--deselect",
+    "--doctest-glob",
+    "--doctest-report",
+    "--durations",
+    "--durations-min",
+    "--ignore",
+    "--ignore-glob",
+    "--import-mode",
+    "--junit-prefix",
+    "--junit-xml",
+    "--junitprefix",
+    "--junitxml",
+    "--last-failed-no-failures",
+    "--lfnf",
+    "--log-auto-indent",
+    "--log-cli-date-format",
+    "--log-cli-format",
+    "--log-cli-level",
+    "--log-date-format",
+    "--log-disable",
+    "--log-file",
+    "--log-file-date-format",
+    "--log-file-format",
+    "--log-file-level",
+    "--log-file-mode",
+    "--log-format",
+    "--log-level",
+    "--max-warnings",
+    "--maxfail",
+    "--override-ini",
+    "--pastebin",
+    "--pdbcls",
+    "--pythonwarnings",
+    "--report-chars",
+    "--rootdir",
+    "--show-capture",
+    "--tb",
+    "--verbosity",
+];
+
+/// pytest's own long options whose value may be left out.
+const PYTEST_MAYBE: &[&str] = &["--cache-show", "--debug"];
+
+/// pytest's own long flags.
+const PYTEST_FLAGS: &[&str] = &[
+    "--cache-clear",
+    "--co",
+    "--collect-in-virtualenv",
+    "--collect-only",
+    "--collectonly",
+    "--continue-on-collection-errors",
+    "--disable-plugin-autoload",
+    "--disable-pytest-warnings",
+    "--disable-warnings",
+    "--doctest-continue-on-failure",
+    "--doctest-ignore-import-errors",
+    "--doctest-modules",
+    "--exitfirst",
+    "--failed-first",
+    "--ff",
+    "--fixtures",
+    "--fixtures-per-test",
+    "--force-short-summary",
+    "--full-trace",
+    "--fulltrace",
+    "--funcargs",
+    "--help",
+    "--keep-duplicates",
+    "--keepduplicates",
+    "--last-failed",
+    "--lf",
+    "--markers",
+    "--new-first",
+    "--nf",
+    "--no-fold-skipped",
+    "--no-header",
+    "--no-showlocals",
+    "--no-summary",
+    "--noconftest",
+    "--pdb",
+    "--pyargs",
+    "--quiet",
+    "--runxfail",
+    "--setup-only",
+    "--setup-plan",
+    "--setup-show",
+    "--setuponly",
+    "--setupplan",
+    "--setupshow",
+    "--showlocals",
+    "--stepwise",
+    "--stepwise-reset",
+    "--stepwise-skip",
+    "--strict",
+    "--strict-config",
+    "--strict-markers",
+    "--sw",
+    "--sw-reset",
+    "--sw-skip",
+    "--trace",
+    "--trace-config",
+    "--traceconfig",
+    "--verbose",
+    "--version",
+    "--xfail-tb",
+];
+
+/// pytest's short options that take a value; its other short options (`-v -q -s -l -x -h
+/// -V`) are flags.
+const PYTEST_SHORT_VALUED: &[char] = &['c', 'k', 'm', 'o', 'p', 'r', 'W'];
+const PYTEST_SHORT_FLAGS: &[char] = &['h', 'l', 'q', 's', 'v', 'x', 'V'];
+
+/// Long options of widely used plugins that take a value.
+const PLUGIN_VALUED: &[&str] = &[
+    // pytest-cov
+    "--cov-report",
+    "--cov-config",
+    "--cov-fail-under",
+    "--cov-context",
+    "--cov-precision",
+    // pytest-rerunfailures
+    "--reruns",
+    "--reruns-delay",
+    "--only-rerun",
+    "--rerun-except",
+    "--max-suite-reruns",
+    // pytest-timeout
+    "--timeout",
+    "--timeout-method",
+    "--timeout_method",
+    "--session-timeout",
+    // pytest-xdist (refused or ignored by racefree, but still read right)
+    "--numprocesses",
+    "--maxprocesses",
+    "--max-worker-restart",
+    "--dist",
+    "--tx",
+    "--rsyncdir",
+    "--rsyncignore",
+    // Hypothesis
+    "--hypothesis-profile",
+    "--hypothesis-verbosity",
+    "--hypothesis-seed",
+    // pytest-randomly
+    "--randomly-seed",
+    // pytest-html
+    "--html",
+    "--css",
+    // pytest-django
+    "--ds",
+    "--dc",
+    "--liveserver",
+    // pytest-asyncio
+    "--asyncio-mode",
+    // allure-pytest
+    "--alluredir",
+    // pytest-json-report
+    "--json-report-file",
+    "--json-report-indent",
+    // pytest-benchmark
+    "--benchmark-json",
+    "--benchmark-storage",
+    "--benchmark-save",
+    "--benchmark-sort",
+    "--benchmark-group-by",
+    "--benchmark-columns",
+    "--benchmark-name",
+    "--benchmark-min-time",
+    "--benchmark-max-time",
+    "--benchmark-min-rounds",
+    "--benchmark-timer",
+    "--benchmark-compare-fail",
+    // pytest-playwright
+    "--browser",
+    "--browser-channel",
+    "--base-url",
+    "--device",
+    "--output",
+    "--tracing",
+    "--video",
+    "--screenshot",
+    "--slowmo",
+];
+
+/// Plugin long options whose value may be left out.
+const PLUGIN_MAYBE: &[&str] = &["--cov", "--benchmark-compare", "--benchmark-histogram"];
+
+/// Plugin short options that take a value (pytest-xdist's `-n`).
+const PLUGIN_SHORT_VALUED: &[char] = &['n'];
+
+fn long_takes(name: &str) -> Option<Takes> {
+    if PYTEST_VALUED.contains(&name) || PLUGIN_VALUED.contains(&name) {
+        Some(Takes::One)
+    } else if PYTEST_MAYBE.contains(&name) || PLUGIN_MAYBE.contains(&name) {
+        Some(Takes::Maybe)
+    } else if PYTEST_FLAGS.contains(&name) {
+        Some(Takes::Nothing)
+    } else {
+        None
+    }
+}
+
+fn short_takes(letter: char) -> Option<Takes> {
+    if PYTEST_SHORT_VALUED.contains(&letter) || PLUGIN_SHORT_VALUED.contains(&letter) {
+        Some(Takes::One)
+    } else if PYTEST_SHORT_FLAGS.contains(&letter) {
+        Some(Takes::Nothing)
+    } else {
+        None
+    }
+}
+
+/// pytest's long options, for the integration test that compares them with the
+/// interpreter's pytest: (name, whether it takes a value, whether the value may be left out).
+pub fn pytest_long_options() -> impl Iterator<Item = (&'static str, bool, bool)> {
+    PYTEST_VALUED
+        .iter()
+        .map(|n| (*n, true, false))
+        .chain(PYTEST_MAYBE.iter().map(|n| (*n, true, true)))
+        .chain(PYTEST_FLAGS.iter().map(|n| (*n, false, false)))
+}
+
+/// pytest's arguments, split.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Argv {
+    /// The options with their values, in order, as given.
+    pub options: Vec<String>,
+    /// Paths and node ids, in order.
+    pub paths: Vec<String>,
+    /// Every option given a value: (its name as written, the value).
+    pub valued: Vec<(String, String)>,
+}
+
+impl Argv {
+    /// The values given to an option under any of `names`, in order.
+    pub fn values<'a>(&'a self, names: &'a [&str]) -> impl Iterator<Item = &'a str> + 'a {
+        self.valued
+            .iter()
+            .filter(move |(n, _)| names.contains(&n.as_str()))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Splits `args` (`source` says where they came from, for messages) into options and paths;
+/// `cwd` tells whether a word names an existing path. See the module's comment for the one
+/// case refused.
+pub fn split(args: &[String], cwd: &Path, source: &str) -> Result<Argv> {
+    let mut out = Argv::default();
+    let mut i = 0;
+    // After a bare `--`, every word is a path, as in argparse.
+    let mut only_paths = false;
+    while i < args.len() {
+        let word = &args[i];
+        i += 1;
+        if only_paths || word == "-" || !word.starts_with('-') {
+            out.paths.push(word.clone());
+            continue;
+        }
+        out.options.push(word.clone());
+        if word == "--" {
+            only_paths = true;
+            out.options.pop();
+            continue;
+        }
+        let (name, takes, attached) = if let Some(long) = word.strip_prefix("--") {
+            match long.split_once('=') {
+                Some((name, value)) => {
+                    let name = format!("--{name}");
+                    out.valued.push((name, value.to_string()));
+                    continue;
+                }
+                None => (word.clone(), long_takes(word), None),
+            }
+        } else {
+            // A bundle of short options: flags until one that takes a value, which takes
+            // the rest of the word, or else the next word.
+            let letters: Vec<char> = word[1..].chars().collect();
+            let mut found = (word.clone(), Some(Takes::Nothing), None);
+            for (k, &letter) in letters.iter().enumerate() {
+                match short_takes(letter) {
+                    Some(Takes::Nothing) => continue,
+                    takes => {
+                        let rest: String = letters[k + 1..].iter().collect();
+                        found = (
+                            format!("-{letter}"),
+                            takes,
+                            (!rest.is_empty()).then_some(rest),
+                        );
+                        break;
+                    }
+                }
+            }
+            found
+        };
+        if let Some(value) = attached {
+            if takes.is_some() {
+                out.valued.push((name, value));
+            }
+            continue;
+        }
+        let next = args.get(i);
+        let next_is_word = next.is_some_and(|n| !n.starts_with('-') || n == "-");
+        match takes {
+            Some(Takes::Nothing) => {}
+            Some(Takes::One) => {
+                if let Some(value) = next {
+                    out.options.push(value.clone());
+                    out.valued.push((name, value.clone()));
+                    i += 1;
+                }
+            }
+            Some(Takes::Maybe) => {
+                if let (true, Some(value)) = (next_is_word, next) {
+                    out.options.push(value.clone());
+                    out.valued.push((name, value.clone()));
+                    i += 1;
+                }
+            }
+            None => {
+                let Some(value) = next.filter(|_| next_is_word) else {
+                    continue;
+                };
+                if absolute(cwd, Path::new(arg_path(value))).exists() {
+                    return Err(Error::Usage(format!(
+                        "pytest option `{word}` ({source}) is followed by `{value}`, which names a path: racefree cannot tell whether that is the option's value or a path to test. \
+                         Write `{word}=VALUE` for a value; give paths to test before `--`"
+                    )));
+                }
+                // Not a path: the option's value (pytest would refuse it as a path anyway).
+                out.options.push(value.clone());
+                out.valued.push((name, value.clone()));
+                i += 1;
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// pytest's arguments as a run meets them: `$PYTEST_ADDOPTS` (which pytest reads first) and
+/// those given after `--`.
+#[derive(Debug, Clone, Default)]
+pub struct CommandLine {
+    pub env: Argv,
+    pub given: Argv,
+}
+
+impl CommandLine {
+    /// Reads `$PYTEST_ADDOPTS` and splits both. A path in `$PYTEST_ADDOPTS` is refused: every
+    /// unit's pytest reads the variable and would run it again.
+    pub fn read(cwd: &Path, after_dashes: &[String]) -> Result<Self> {
+        let env = split(
+            &crate::passthrough::env_addopts()?,
+            cwd,
+            "in PYTEST_ADDOPTS",
+        )?;
+        if let Some(path) = env.paths.first() {
+            return Err(Error::Usage(format!(
+                "PYTEST_ADDOPTS names `{path}` to test: every pytest process racefree starts reads the variable and would run it again; give it to racefree on the command line instead"
+            )));
+        }
+        let given = split(after_dashes, cwd, "after `--`")?;
+        Ok(CommandLine { env, given })
+    }
+
+    /// The options, `$PYTEST_ADDOPTS`'s first, as pytest reads them.
+    pub fn options(&self) -> Vec<String> {
+        let mut out = self.env.options.clone();
+        out.extend(self.given.options.iter().cloned());
+        out
+    }
+
+    /// What they say about pytest's configuration (`-c`, `--rootdir`, `-o`).
+    pub fn setup(&self) -> crate::config::SetupArgs {
+        let mut both = self.env.clone();
+        both.valued.extend(self.given.valued.iter().cloned());
+        crate::config::SetupArgs::from_argv(&both)
+    }
+}
+
+/// Refuses a path in the configuration's `addopts` (`file`): every unit's pytest reads it
+/// and would run it again.
+pub fn refuse_paths_in_addopts(addopts: &[String], cwd: &Path, file: Option<&Path>) -> Result<()> {
+    let where_ = file.map_or("the configuration".to_string(), |f| f.display().to_string());
+    let split = split(addopts, cwd, &format!("in addopts of {where_}"))?;
+    match split.paths.first() {
+        None => Ok(()),
+        Some(path) => Err(Error::Usage(format!(
+            "addopts in {where_} names `{path}` to test: every pytest process racefree starts reads addopts and would run it again; list it in `testpaths` instead, or give it to racefree on the command line"
+        ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn v(a: &[&str]) -> Vec<String> {
+        a.iter().map(|s| s.to_string()).collect()
+    }
+
+    fn split_here(a: &[&str]) -> Result<Argv> {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("tests")).unwrap();
+        std::fs::write(dir.path().join("tests/test_a.py"), "").unwrap();
+        std::fs::write(dir.path().join("report.html"), "").unwrap();
+        split(&v(a), dir.path(), "after `--`")
+    }
+
+    #[test]
+    fn paths_and_node_ids_are_told_from_options_and_their_values() {
+        let a = split_here(&[
+            "-v",
+            "tests/test_a.py::test_x",
+            "-k",
+            "tests",
+            "--tb=short",
+            "-p",
+            "no:randomly",
+            "tests",
+            "--maxfail",
+            "3",
+            "-ra",
+            "--strict-markers",
+            "missing_dir",
+        ])
+        .unwrap();
+        assert_eq!(
+            a.paths,
+            v(&["tests/test_a.py::test_x", "tests", "missing_dir"])
+        );
+        assert_eq!(
+            a.options,
+            v(&[
+                "-v",
+                "-k",
+                "tests",
+                "--tb=short",
+                "-p",
+                "no:randomly",
+                "--maxfail",
+                "3",
+                "-ra",
+                "--strict-markers"
+            ])
+        );
+        assert_eq!(a.values(&["-k"]).collect::<Vec<_>>(), ["tests"]);
+        assert_eq!(a.values(&["-r"]).collect::<Vec<_>>(), ["a"]);
+        assert_eq!(a.values(&["--tb"]).collect::<Vec<_>>(), ["short"]);
+    }
+
+    #[test]
+    fn short_bundles_take_their_value_from_the_rest_or_the_next_word() {
+        let a = split_here(&["-vsk", "tests", "-xk", "x", "-okey=v", "tests"]).unwrap();
+        assert_eq!(a.paths, v(&["tests"]));
+        assert_eq!(a.values(&["-k"]).collect::<Vec<_>>(), ["tests", "x"]);
+        assert_eq!(a.values(&["-o"]).collect::<Vec<_>>(), ["key=v"]);
+    }
+
+    #[test]
+    fn an_optional_value_is_taken_only_when_it_is_no_option() {
+        let a = split_here(&["--cov", "-v", "tests", "--cov", "src"]).unwrap();
+        assert_eq!(a.paths, v(&["tests"]));
+        assert_eq!(a.values(&["--cov"]).collect::<Vec<_>>(), ["src"]);
+    }
+
+    #[test]
+    fn everything_after_a_bare_double_dash_is_a_path() {
+        let a = split_here(&["-q", "--", "-weird-name.py", "tests"]).unwrap();
+        assert_eq!(a.options, v(&["-q"]));
+        assert_eq!(a.paths, v(&["-weird-name.py", "tests"]));
+    }
+
+    #[test]
+    fn an_unknown_option_before_an_existing_path_is_refused_by_name() {
+        let err = split_here(&["--my-plugin-flag", "tests"])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("`--my-plugin-flag`"), "{err}");
+        assert!(err.contains("`--my-plugin-flag=VALUE`"), "{err}");
+        // Known options decide by themselves; an unknown one's non-path word is its value.
+        assert_eq!(
+            split_here(&["--html", "report.html"]).unwrap().paths,
+            v(&[])
+        );
+        let a = split_here(&["--my-opt", "some.value", "tests"]).unwrap();
+        assert_eq!(a.paths, v(&["tests"]));
+        assert_eq!(a.values(&["--my-opt"]).collect::<Vec<_>>(), ["some.value"]);
+        assert_eq!(
+            split_here(&["--my-opt=tests", "tests"]).unwrap().paths,
+            v(&["tests"])
+        );
+    }
+}
