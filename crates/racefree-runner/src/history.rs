@@ -83,6 +83,8 @@ const MAX_PRELOAD: i64 = 5000;
 pub struct History {
     conn: Connection,
     path: PathBuf,
+    /// Opened read-only: the store is someone else's, or on a read-only mount.
+    read_only: bool,
 }
 
 /// What history keeps of one test's result (not its output: a run may have 100k tests).
@@ -207,6 +209,7 @@ impl History {
             Ok(()) => Ok(History {
                 conn,
                 path: path.to_path_buf(),
+                read_only: false,
             }),
             // A store someone else's or on a read-only mount (a CI cache) is still read:
             // `racefree history`, and a run's plan (its own write then fails, with a line).
@@ -225,10 +228,20 @@ impl History {
                 Ok(History {
                     conn,
                     path: path.to_path_buf(),
+                    read_only: true,
                 })
             }
             Err(e) => Err(err(e)),
         }
+    }
+
+    /// Whether the store could only be opened for reading: writing to it fails.
+    pub fn is_read_only(&self) -> bool {
+        self.read_only
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
     }
 
     /// Once per store written before `results` kept only what did not simply pass: drops

@@ -158,7 +158,12 @@ impl Reporter for HistoryRecorder {
         }
         // The run's results are in its report, its JUnit and its events: a store that
         // cannot take them (read-only, damaged) is worth a line, not a failed run.
-        if let Err(e) = self.history.record(&self.record) {
+        if self.history.is_read_only() {
+            eprintln!(
+                "racefree: warning: this run was not added to history: {} is read-only (it was still read to plan the run)",
+                self.history.path().display()
+            );
+        } else if let Err(e) = self.history.record(&self.record) {
             eprintln!("racefree: warning: this run was not added to history: {e}");
         }
         Ok(())

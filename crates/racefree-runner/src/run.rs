@@ -143,6 +143,14 @@ fn fault_policy(
     })
 }
 
+/// Whether node id `given` selects the test `id`, as pytest's node-id arguments do: itself,
+/// what lies under it (`file::Class` selects `file::Class::test`), or its parametrized cases
+/// (`file::test` selects `file::test[1]`).
+fn selects(given: &str, id: &str) -> bool {
+    id.strip_prefix(given)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with("::") || rest.starts_with('['))
+}
+
 /// Runs the tests; returns pytest's exit code for the run.
 pub fn run(mut req: RunRequest) -> Result<u8> {
     let started = Instant::now();
@@ -297,12 +305,17 @@ pub fn run(mut req: RunRequest) -> Result<u8> {
         || req.keyword.is_some()
         || req.markexpr.is_some();
     if req.last_failed {
+        // As pytest's --lf: of what the run was given, only what failed last time, or all of
+        // it if none of it failed. A file given with node ids keeps to the tests they select.
         let present: Vec<&String> = failed_before
             .iter()
             .filter(|id| {
-                files
-                    .iter()
-                    .any(|f| id.split("::").next() == Some(f.rel.as_str()))
+                files.iter().any(|f| {
+                    id.split("::").next() == Some(f.rel.as_str())
+                        && f.selection
+                            .as_ref()
+                            .is_none_or(|given| given.iter().any(|g| selects(g, id)))
+                })
             })
             .collect();
         if present.is_empty() {
@@ -494,7 +507,13 @@ fn learn_preload(
     if imports.is_empty() && blamed.is_none() {
         return;
     }
-    let result = History::open(rootdir).and_then(|mut h| h.record_imports(imports, blamed));
+    // A read-only store was already named once, by the run's own record.
+    let result = History::open(rootdir).and_then(|mut h| {
+        if h.is_read_only() {
+            return Ok(());
+        }
+        h.record_imports(imports, blamed)
+    });
     if let Err(e) = result {
         eprintln!("racefree: warning: could not record modules to preload: {e}");
     }
@@ -753,6 +772,15 @@ fn terminal_width() -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_node_id_selects_itself_what_lies_under_it_and_its_cases() {
+        assert!(selects("t.py::test_a", "t.py::test_a"));
+        assert!(selects("t.py::C", "t.py::C::test_m"));
+        assert!(selects("t.py::test_p", "t.py::test_p[1-x]"));
+        assert!(!selects("t.py::test_a", "t.py::test_ab"));
+        assert!(!selects("t.py::C::test_m", "t.py::C"));
+    }
 
     #[test]
     fn fault_policy_from_flags_then_config_then_defaults() {

@@ -681,6 +681,41 @@ fn a_damaged_history_store_costs_a_warning_not_the_run() {
 }
 
 #[test]
+fn a_read_only_history_store_plans_the_run_and_costs_one_line() {
+    // A store on a read-only mount (a CI cache): the run is planned from it, and one line
+    // says this run is not added (there were two, one for the modules to preload).
+    let dir = suite(&[("test_a.py", "def test_a():\n    pass\n")]);
+    let d = dir.path();
+    let first = run(racefree(d).arg("-q"));
+    assert_eq!(first.code, 0, "{}{}", first.stdout, first.stderr);
+    let bin = assert_cmd::cargo::cargo_bin("racefree");
+    // Root ignores file modes, so the store's directory is mounted read-only, in a mount
+    // namespace of the test's own.
+    let script = "mount --bind .racefree .racefree && mount -o remount,bind,ro .racefree .racefree \
+                  && exec \"$0\" \"$@\"";
+    let ro = run(Command::new("unshare")
+        .current_dir(d)
+        .env_remove("VIRTUAL_ENV")
+        .args(["-m", "sh", "-c", script])
+        .arg(&bin)
+        .args(["run", "--python"])
+        .arg(python())
+        .arg("-q"));
+    if ro.code != 0 && (ro.stderr.contains("unshare") || ro.stderr.contains("mount")) {
+        eprintln!("skipped: no mount namespace here: {}", ro.stderr);
+        return;
+    }
+    assert_eq!(ro.code, 0, "{}{}", ro.stdout, ro.stderr);
+    let warnings: Vec<&str> = ro
+        .stderr
+        .lines()
+        .filter(|l| l.contains("warning"))
+        .collect();
+    assert_eq!(warnings.len(), 1, "{}", ro.stderr);
+    assert!(warnings[0].contains("is read-only"), "{}", ro.stderr);
+}
+
+#[test]
 fn a_conftest_that_fails_to_import_is_a_collection_error_not_a_usage_error() {
     // pytest: "ERROR b", exit 2. Its unit also said "found no collectors" and exited 4,
     // which made racefree add an error for the unit and exit 4, a usage error.
@@ -1853,4 +1888,85 @@ fn racefree_knows_which_of_pytests_own_options_take_a_value() {
         ours.symmetric_difference(&pytests).collect::<Vec<_>>(),
         Vec::<&String>::new()
     );
+}
+
+#[test]
+fn last_failed_keeps_to_the_node_ids_it_is_given_as_in_pytest() {
+    // --lf with node ids replaced their selection with every failed test of their file: a
+    // given id that had passed ran the file's failures instead of itself.
+    let dir = suite(&[(
+        "tests/test_a.py",
+        "def test_ok():\n    pass\n\ndef test_bad():\n    assert 0\n\n\
+         class TestC:\n    def test_m(self):\n        assert 0\n\n    def test_n(self):\n        pass\n",
+    )]);
+    let d = dir.path();
+    // pytest's --lf needs its cache, which the `pytest` helper turns off.
+    let pytest_lf = |args: &[&str]| {
+        run(Command::new(python())
+            .current_dir(d)
+            .args(["-m", "pytest", "--junitxml", "py.xml"])
+            .args(args))
+    };
+    assert_eq!(pytest_lf(&[]).code, 1);
+    assert_eq!(run(racefree(d).arg("-n").arg("2")).code, 1);
+    for given in [
+        vec!["tests/test_a.py::test_ok"],
+        vec!["tests/test_a.py::TestC"],
+        vec!["tests/test_a.py::test_ok", "tests/test_a.py::test_bad"],
+        vec!["tests/test_a.py"],
+    ] {
+        let mut args = vec!["--lf"];
+        args.extend(&given);
+        let py = pytest_lf(&args);
+        let rf = run(racefree(d)
+            .args(["-n", "2", "--junit-xml", "rf.xml"])
+            .args(&args));
+        assert_eq!(rf.code, py.code, "{given:?}: {}{}", rf.stdout, rf.stderr);
+        assert_eq!(
+            junit_results(&d.join("rf.xml")),
+            junit_results(&d.join("py.xml")),
+            "{given:?}"
+        );
+    }
+}
+
+/// (testcase name, the message of its failure or error) for each test that has one.
+fn junit_messages(path: &Path) -> BTreeSet<(String, String)> {
+    let text = std::fs::read_to_string(path).unwrap();
+    let doc = roxmltree::Document::parse(&text).unwrap();
+    doc.descendants()
+        .filter(|n| n.has_tag_name("failure") || n.has_tag_name("error"))
+        .map(|n| {
+            let case = n.parent().unwrap();
+            (
+                case.attribute("name").unwrap().to_string(),
+                n.attribute("message").unwrap_or("").trim_end().to_string(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn failure_messages_in_junit_are_pytests_for_doctests_too() {
+    // A doctest's failure has no crash line; pytest's JUnit then gives the whole report as
+    // the message, where racefree's was empty.
+    let dir = suite(&[
+        ("test_doc.txt", ">>> 1 + 1\n3\n"),
+        (
+            "mod.py",
+            "def f():\n    \"\"\"\n    >>> f()\n    2\n    \"\"\"\n    return 1\n",
+        ),
+        (
+            "test_x.py",
+            "def test_x():\n    assert 1 == 2, 'one is not two'\n",
+        ),
+    ]);
+    let d = dir.path();
+    let py = run(pytest(d).args(["--doctest-modules", "--junitxml", "py.xml"]));
+    assert_eq!(py.code, 1, "{}", py.stdout);
+    let rf = run(racefree(d).args(["--junit-xml", "rf.xml", "--", "--doctest-modules"]));
+    assert_eq!(rf.code, 1, "{}{}", rf.stdout, rf.stderr);
+    let ours = junit_messages(&d.join("rf.xml"));
+    assert_eq!(ours, junit_messages(&d.join("py.xml")));
+    assert_eq!(ours.len(), 3, "{ours:?}");
 }

@@ -191,7 +191,7 @@ impl Junit {
             Outcome::Passed | Outcome::Xpassed => TestCaseStatus::success(),
             Outcome::Failed => {
                 let mut s = TestCaseStatus::non_success(NonSuccessKind::Failure);
-                s.set_message(r.message.clone());
+                s.set_message(junit_message(r));
                 // pytest writes one <failure> per failed subtest; one status holds them all here.
                 let mut text = subtest_failures_text(r);
                 text.push_str(&r.longrepr);
@@ -208,7 +208,7 @@ impl Junit {
             Outcome::Error => {
                 let mut s = TestCaseStatus::non_success(NonSuccessKind::Error);
                 let when = r.when.as_deref().unwrap_or("setup");
-                s.set_message(format!("failed on {when} with \"{}\"", r.message));
+                s.set_message(format!("failed on {when} with \"{}\"", junit_message(r)));
                 if r.teardown_error {
                     s.set_description(format!(
                         "{}\n\nthen failed on teardown with \"{}\":\n{}",
@@ -324,10 +324,54 @@ impl Reporter for Junit {
         if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|e| Error::io(ctx(), e))?;
         }
-        let file = std::fs::File::create(&self.path).map_err(|e| Error::io(ctx(), e))?;
+        let mut xml = Vec::new();
         report
-            .serialize(std::io::BufWriter::new(file))
-            .map_err(|e| Error::io(ctx(), std::io::Error::other(e.to_string())))
+            .serialize(&mut xml)
+            .map_err(|e| Error::io(ctx(), std::io::Error::other(e.to_string())))?;
+        std::fs::write(&self.path, keep_line_breaks_in_attributes(&xml))
+            .map_err(|e| Error::io(ctx(), e))
+    }
+}
+
+/// XML parsers turn a line break or tab written as itself in an attribute value into a space
+/// (XML 1.0, 3.3.3), so a multi-line failure message would reach CI tools as one line.
+/// pytest writes them as character references, and so does this, to quick-junit's output:
+/// inside a tag, between the double quotes quick-junit puts around every value (it escapes
+/// `"`, `<` and `>` within them, and writes no CDATA).
+fn keep_line_breaks_in_attributes(xml: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(xml.len());
+    let (mut in_tag, mut in_value) = (false, false);
+    for &b in xml {
+        match b {
+            b'<' if !in_tag => in_tag = true,
+            b'>' if in_tag && !in_value => in_tag = false,
+            b'"' if in_tag => in_value = !in_value,
+            b'\n' if in_value => {
+                out.extend_from_slice(b"&#10;");
+                continue;
+            }
+            b'\r' if in_value => {
+                out.extend_from_slice(b"&#13;");
+                continue;
+            }
+            b'\t' if in_value => {
+                out.extend_from_slice(b"&#9;");
+                continue;
+            }
+            _ => {}
+        }
+        out.push(b);
+    }
+    out
+}
+
+/// pytest's JUnit message for a failure or error: the crash line, or for a report without one
+/// (a doctest's) the whole report, as pytest's junitxml writes it.
+fn junit_message(r: &TestResult) -> String {
+    if r.message.is_empty() {
+        r.longrepr.clone()
+    } else {
+        r.message.clone()
     }
 }
 
@@ -342,7 +386,9 @@ fn subtest_failures_text(r: &TestResult) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::{CountAdjustment, Junit, TestResult, classname_and_name};
+    use super::{
+        CountAdjustment, Junit, TestResult, classname_and_name, keep_line_breaks_in_attributes,
+    };
     use crate::events::Outcome;
 
     fn with_teardown_error(outcome: Outcome) -> TestResult {
@@ -355,6 +401,19 @@ mod tests {
             when: Some("setup".into()),
             ..TestResult::sample("t.py::test_x", outcome, 0.5)
         }
+    }
+
+    #[test]
+    fn line_breaks_in_attribute_values_survive_parsing_as_in_pytests_junit() {
+        let xml = b"<?xml version=\"1.0\"?>\n<a m=\"x\ny\tz&quot;>\" n=\"1\">text\nmore<b/></a>\n";
+        let kept = keep_line_breaks_in_attributes(xml);
+        assert_eq!(
+            String::from_utf8(kept.clone()).unwrap(),
+            "<?xml version=\"1.0\"?>\n<a m=\"x&#10;y&#9;z&quot;>\" n=\"1\">text\nmore<b/></a>\n"
+        );
+        let text = String::from_utf8(kept).unwrap();
+        let doc = roxmltree::Document::parse(&text).unwrap();
+        assert_eq!(doc.root_element().attribute("m"), Some("x\ny\tz\">"));
     }
 
     #[test]
