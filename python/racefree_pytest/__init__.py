@@ -21,8 +21,11 @@ Messages (all fields are strings unless noted):
                wasxfail (present only for xfail/xpass), skip_reason
   finish       id
   exit         reason, returncode (int or null): pytest.exit() ended the session
-  done         exitstatus (int), warnings (int), final (int: the status a sessionfinish hook
-               set instead, present only when one did)
+  done         exitstatus (int), warnings (int: of tests and files), process_warnings (list
+               of strings, present only when there are any: the process's own warnings, of
+               its configuration or a conftest's import, one key each, which racefree counts
+               once for the run), final (int: the status a sessionfinish hook set instead,
+               present only when one did)
   imports      modules (list of names): modules this process imported that a fork server
                could preload (sent before done, only when ``RACEFREE_LEARN_IMPORTS`` is set)
 
@@ -338,6 +341,9 @@ class _RacefreePlugin:
         self.deselected = 0
         self.unmatched = []
         self.warnings = 0
+        # Warnings of the process, not of a test or file (the configuration's, a conftest's
+        # at import): every unit has them, and the run counts each once.
+        self.process_warnings = set()
         self.timeouts = {}
         self.fault_file = None
         # The current test's passed setup report, not sent yet (see pytest_runtest_logreport),
@@ -565,7 +571,19 @@ class _RacefreePlugin:
         self.channel.send("finish", id=nodeid, duration=duration)
 
     def pytest_warning_recorded(self, warning_message, when, nodeid, location):
-        self.warnings += 1
+        if nodeid:
+            self.warnings += 1
+            return
+        self.process_warnings.add(
+            "%s|%s|%s|%s|%s"
+            % (
+                when,
+                getattr(warning_message.category, "__name__", ""),
+                _text(warning_message.message),
+                _text(warning_message.filename),
+                warning_message.lineno,
+            )
+        )
 
     @pytest.hookimpl(trylast=True)
     def pytest_sessionfinish(self, session, exitstatus):
@@ -575,6 +593,8 @@ class _RacefreePlugin:
             except Exception:  # noqa: BLE001 - learning is an optimisation, never a failure
                 pass
         fields = {"exitstatus": int(exitstatus), "warnings": self.warnings}
+        if self.process_warnings:
+            fields["process_warnings"] = sorted(self.process_warnings)
         # After every other plugin's and conftest's hook: what pytest will exit with.
         final = getattr(session, "exitstatus", exitstatus)
         if int(final) != int(exitstatus):

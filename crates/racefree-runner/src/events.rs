@@ -50,8 +50,13 @@ pub enum Wire {
     },
     Done {
         exitstatus: i32,
+        /// Warnings of the unit's tests and files.
         #[serde(default)]
         warnings: u64,
+        /// Warnings of the process itself (the configuration's, a conftest's at import),
+        /// which every unit has: each is counted once for the run.
+        #[serde(default)]
+        process_warnings: Vec<String>,
         /// The status a `pytest_sessionfinish` hook (a conftest's, say) set in place of
         /// `exitstatus`, which pytest then exits with; absent if none changed it.
         #[serde(default, rename = "final")]

@@ -1970,3 +1970,38 @@ fn failure_messages_in_junit_are_pytests_for_doctests_too() {
     assert_eq!(ours, junit_messages(&d.join("py.xml")));
     assert_eq!(ours.len(), 3, "{ours:?}");
 }
+
+#[test]
+fn warnings_of_the_configuration_and_conftests_are_counted_once_per_run() {
+    // Every unit reads the configuration and imports the conftest: their warnings were
+    // counted once per unit ("6 warnings" where pytest says 2).
+    let dir = suite(&[
+        (
+            "conftest.py",
+            "import warnings\nwarnings.warn('from conftest', UserWarning)\n",
+        ),
+        (
+            "test_a.py",
+            "import warnings\n\ndef test_a():\n    warnings.warn('in a test')\n",
+        ),
+        ("test_b.py", "def test_b():\n    pass\n"),
+        ("test_c.py", "def test_c():\n    pass\n"),
+    ]);
+    let d = dir.path();
+    std::fs::write(d.join("pytest.ini"), "[pytest]\nunknown_key = 1\n").unwrap();
+    let py = run(pytest(d).arg("-q"));
+    assert!(py.stdout.contains("3 passed, 3 warnings"), "{}", py.stdout);
+    for mode in [None, Some("--no-fork")] {
+        let rf = run(racefree(d)
+            .args(["-n", "2", "--events", "rf.ndjson"])
+            .args(mode));
+        assert_eq!(rf.code, 0, "{mode:?}: {}{}", rf.stdout, rf.stderr);
+        assert!(
+            rf.stdout.contains("3 passed, 3 warnings"),
+            "{mode:?}: {}",
+            rf.stdout
+        );
+        let ev = events(&d.join("rf.ndjson"));
+        assert_eq!(ev.last().unwrap()["totals"]["warnings"], 3, "{mode:?}");
+    }
+}

@@ -130,6 +130,8 @@ struct State {
     no_tests_became: Vec<Option<i32>>,
     /// The status the first `pytest.exit()` asked for: the run's, as it is pytest's.
     exit_status: Option<i32>,
+    /// The process-level warnings units reported (see `Wire::Done`), each counted once.
+    process_warnings: HashSet<String>,
 }
 
 impl State {
@@ -625,10 +627,16 @@ impl Dispatcher<'_> {
             Wire::Done {
                 exitstatus,
                 warnings,
+                process_warnings,
                 final_status,
             } => {
                 r.pytest_exitstatus = Some(exitstatus);
                 st.totals.warnings += warnings;
+                for warning in process_warnings {
+                    if st.process_warnings.insert(warning) {
+                        st.totals.warnings += 1;
+                    }
+                }
                 if exitstatus == i32::from(exit::NO_TESTS) {
                     st.no_tests_became.push(final_status);
                 }
