@@ -257,6 +257,11 @@ fn keep_paths(ctx: &ExecContext, session: &Session) -> Vec<PathBuf> {
         ctx.invocation_dir.clone(),
         ctx.rootdir.clone(),
     ];
+    // The plugin's directory, when it is the one this build's runs share (see Session).
+    let plugin_dir = session.plugin_dir();
+    if !plugin_dir.starts_with(&session.root) {
+        keep.push(plugin_dir);
+    }
     // The directory of the interpreter as named (a virtualenv's bin/, or a wrapper script's
     // directory), then where the interpreter says it lives: its prefixes and sys.path, which
     // a wrapper or a symlink may put elsewhere under /tmp.

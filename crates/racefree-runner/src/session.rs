@@ -27,9 +27,20 @@ pub const HOTPAGES_SOURCE: &str = include_str!("../../../python/racefree_hotpage
 /// The fork server's once-per-server fixture scan of the plugins, which it imports.
 pub const FIXTURESCAN_SOURCE: &str = include_str!("../../../python/racefree_fixturescan.py");
 
+/// The embedded Python modules, by their path in the plugin directory.
+const PYTHON_FILES: [(&str, &str); 5] = [
+    ("racefree_pytest/__init__.py", PLUGIN_SOURCE),
+    ("racefree_forkserver.py", FORKSERVER_SOURCE),
+    ("racefree_unitns.py", UNITNS_SOURCE),
+    ("racefree_fixturescan.py", FIXTURESCAN_SOURCE),
+    ("racefree_hotpages.py", HOTPAGES_SOURCE),
+];
+
 pub struct Session {
     pub root: PathBuf,
     pub run_id: String,
+    /// Where the embedded Python modules are (see `shared_python_dir`).
+    python_dir: PathBuf,
     /// Held for the run's whole life: proves to other runs that this one is alive.
     lock: Option<LockGuard>,
 }
@@ -79,32 +90,20 @@ impl Session {
         })?;
         crate::unix::mkdir_private(&root)
             .map_err(io(format!("creating session directory {}", root.display())))?;
-        let session = Session {
+        let own = root.join("plugin");
+        write_python_files(&own)?;
+        let python_dir = shared_python_dir(&user_dir, &own).unwrap_or(own);
+        Ok(Session {
             root,
             run_id,
+            python_dir,
             lock: Some(lock),
-        };
-        let plugin_dir = session.plugin_dir().join("racefree_pytest");
-        std::fs::create_dir_all(&plugin_dir)
-            .map_err(io(format!("creating {}", plugin_dir.display())))?;
-        let plugin = plugin_dir.join("__init__.py");
-        std::fs::write(&plugin, PLUGIN_SOURCE)
-            .map_err(io(format!("writing {}", plugin.display())))?;
-        for (name, source) in [
-            ("racefree_forkserver.py", FORKSERVER_SOURCE),
-            ("racefree_unitns.py", UNITNS_SOURCE),
-            ("racefree_fixturescan.py", FIXTURESCAN_SOURCE),
-            ("racefree_hotpages.py", HOTPAGES_SOURCE),
-        ] {
-            let path = session.plugin_dir().join(name);
-            std::fs::write(&path, source).map_err(io(format!("writing {}", path.display())))?;
-        }
-        Ok(session)
+        })
     }
 
     /// The directory to put on PYTHONPATH so `-p racefree_pytest` finds the plugin.
     pub fn plugin_dir(&self) -> PathBuf {
-        self.root.join("plugin")
+        self.python_dir.clone()
     }
 
     /// The run's count of pytest-rerunfailures' reruns, for its `--max-suite-reruns` cap
@@ -152,6 +151,53 @@ impl Session {
 impl Drop for Session {
     fn drop(&mut self) {
         drop(self.lock.take());
+    }
+}
+
+/// Writes the embedded Python modules into `dir`.
+fn write_python_files(dir: &Path) -> Result<()> {
+    for (name, source) in PYTHON_FILES {
+        let path = dir.join(name);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)
+                .map_err(io(format!("creating {}", parent.display())))?;
+        }
+        std::fs::write(&path, source).map_err(io(format!("writing {}", path.display())))?;
+    }
+    Ok(())
+}
+
+/// The directory of this build's Python modules that its runs share, under the per-user
+/// directory: Python keeps their compiled bytecode beside them (`__pycache__`), so a fork
+/// server or spawned unit does not compile some 3,000 lines again (tens of milliseconds on
+/// the way to a run's first test). It is named by a hash of the sources, and comes into
+/// being whole: the run's own copy (`own`, in its session directory) is renamed to it. A
+/// directory of that name whose files are not ours is not used, and None means the run uses
+/// its own copy. It holds no run's state, so sweeps (which remove dead runs' directories
+/// only) leave it; each build leaves one of a few hundred KiB.
+fn shared_python_dir(user_dir: &Path, own: &Path) -> Option<PathBuf> {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for (name, source) in PYTHON_FILES {
+        for byte in name.bytes().chain([0]).chain(source.bytes()) {
+            hash = (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    let shared = user_dir.join(format!("python-{hash:016x}"));
+    if !shared.exists() {
+        // Another run may rename its copy first: then ours stays in its session directory.
+        let _ = std::fs::rename(own, &shared);
+    }
+    let ours = PYTHON_FILES.iter().all(|(name, source)| {
+        std::fs::read(shared.join(name)).is_ok_and(|bytes| bytes == source.as_bytes())
+    });
+    if ours {
+        Some(shared)
+    } else {
+        if !own.exists() {
+            // Renamed, then found changed: not ours to use after all.
+            write_python_files(own).ok()?;
+        }
+        None
     }
 }
 
@@ -259,6 +305,38 @@ mod tests {
         assert_ne!(s.root, s2.root);
         s.remove().unwrap();
         assert!(!s.root.exists());
+    }
+
+    #[test]
+    fn runs_share_one_copy_of_the_python_modules_and_only_if_it_is_theirs() {
+        let t = tempfile::tempdir().unwrap();
+        let a = Session::create_in(t.path()).unwrap();
+        let b = Session::create_in(t.path()).unwrap();
+        let shared = a.plugin_dir();
+        assert_eq!(shared, b.plugin_dir());
+        assert!(!shared.starts_with(&a.root), "{}", shared.display());
+        for (name, source) in PYTHON_FILES {
+            assert_eq!(std::fs::read_to_string(shared.join(name)).unwrap(), source);
+        }
+        // Removing a run, or sweeping dead ones, leaves the shared copy.
+        a.remove().unwrap();
+        drop(b);
+        sweep(t.path(), None, false).unwrap();
+        assert!(shared.join("racefree_forkserver.py").is_file());
+        // A shared copy whose files are not this build's is not used: a run uses its own.
+        std::fs::write(shared.join("racefree_unitns.py"), "changed = True\n").unwrap();
+        let c = Session::create_in(t.path()).unwrap();
+        assert!(
+            c.plugin_dir().starts_with(&c.root),
+            "{}",
+            c.plugin_dir().display()
+        );
+        for (name, source) in PYTHON_FILES {
+            assert_eq!(
+                std::fs::read_to_string(c.plugin_dir().join(name)).unwrap(),
+                source
+            );
+        }
     }
 
     #[test]
