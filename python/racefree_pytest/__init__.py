@@ -22,9 +22,9 @@ Messages (all fields are strings unless noted):
   finish       id
   exit         reason, returncode (int or null): pytest.exit() ended the session
   done         exitstatus (int), warnings (int: of tests and files), process_warnings (list
-               of strings, present only when there are any: the process's own warnings, of
-               its configuration or a conftest's import, one key each, which racefree counts
-               once for the run), final (int: the status a sessionfinish hook set instead,
+               of strings, present only when there are any: the warnings pytest recorded
+               while configuring itself, of the configuration file or an initial conftest's
+               import, one key each, which racefree counts once for the run), final (int: the status a sessionfinish hook set instead,
                present only when one did)
   imports      modules (list of names): modules this process imported that a fork server
                could preload (sent before done, only when ``RACEFREE_LEARN_IMPORTS`` is set)
@@ -341,8 +341,8 @@ class _RacefreePlugin:
         self.deselected = 0
         self.unmatched = []
         self.warnings = 0
-        # Warnings of the process, not of a test or file (the configuration's, a conftest's
-        # at import): every unit has them, and the run counts each once.
+        # Warnings pytest records while it configures itself (the configuration's, the
+        # initial conftests' at import): every unit has them, and the run counts each once.
         self.process_warnings = set()
         self.timeouts = {}
         self.fault_file = None
@@ -571,7 +571,8 @@ class _RacefreePlugin:
         self.channel.send("finish", id=nodeid, duration=duration)
 
     def pytest_warning_recorded(self, warning_message, when, nodeid, location):
-        if nodeid:
+        if when != "config":
+            # A test's, or a file's at its collection: one unit has it.
             self.warnings += 1
             return
         self.process_warnings.add(

@@ -83,6 +83,21 @@ impl PytestConfig {
     pub fn addopts(&self) -> Result<Vec<String>> {
         self.args("addopts", &[])
     }
+
+    /// Sets `-o NAME=VALUE` values over the file's, in order (the last one given wins).
+    pub fn apply_overrides<S: AsRef<str>>(&mut self, overrides: &[S]) -> Result<()> {
+        for item in overrides {
+            let item = item.as_ref();
+            let Some((name, value)) = item.split_once('=') else {
+                return Err(Error::Usage(format!(
+                    "pytest option `-o`/`--override-ini` expects NAME=VALUE (got {item:?})"
+                )));
+            };
+            self.values
+                .insert(name.trim().to_string(), IniValue::Str(value.to_string()));
+        }
+        Ok(())
+    }
 }
 
 /// Splits a string the way Python's `shlex.split` does for the common cases: whitespace
@@ -377,7 +392,6 @@ pub fn arg_path(arg: &str) -> &str {
     arg.split("::").next().unwrap_or(arg)
 }
 
-/// Determines rootdir and config as pytest does for these command-line arguments.
 /// What pytest's own arguments (`$PYTEST_ADDOPTS`, then those after `--`) say about its
 /// configuration: `-c FILE`, `--rootdir DIR` and `-o NAME=VALUE`, the last of each winning.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -429,15 +443,7 @@ pub fn determine_setup_with(
         }
         cfg.rootdir = dir;
     }
-    for item in &setup.overrides {
-        let Some((name, value)) = item.split_once('=') else {
-            return Err(Error::Usage(format!(
-                "pytest option `-o`/`--override-ini` expects NAME=VALUE (got {item:?})"
-            )));
-        };
-        cfg.values
-            .insert(name.trim().to_string(), IniValue::Str(value.to_string()));
-    }
+    cfg.apply_overrides(&setup.overrides)?;
     Ok(cfg)
 }
 
@@ -459,10 +465,9 @@ fn named_config(invocation_dir: &Path, args: &[String], file: &str) -> Result<Py
         return complain("is a directory");
     }
     if !path.is_file() {
-        let dirs: Vec<PathBuf> = arg_dirs(invocation_dir, args);
-        let mut all = vec![invocation_dir.to_path_buf()];
-        all.extend(dirs);
-        let rootdir = common_ancestor(&all)
+        // pytest's get_common_ancestor: of the paths given, the invocation directory only
+        // when none exists; never the file system's root.
+        let rootdir = common_ancestor(&arg_dirs(invocation_dir, args))
             .filter(|d| d.parent().is_some())
             .unwrap_or_else(|| invocation_dir.to_path_buf());
         return Ok(PytestConfig {
@@ -491,7 +496,22 @@ fn load_by_suffix(path: &Path) -> Result<Option<BTreeMap<String, IniValue>>> {
     match path.extension().and_then(|e| e.to_str()) {
         Some("ini") => ini_section("pytest"),
         Some("cfg") => ini_section("tool:pytest"),
-        Some("toml") => pyproject_values(path),
+        Some("toml") => {
+            // pytest 9 reads a `[pytest]` table first (pytest.toml's form), else
+            // pyproject.toml's, and refuses a file with both.
+            let doc = parse_toml(path)?;
+            match doc.get("pytest").and_then(|t| t.as_table()) {
+                Some(_) if doc.get("tool").and_then(|t| t.get("pytest")).is_some() => {
+                    Err(Error::Config {
+                        path: path.to_path_buf(),
+                        message: "has both [pytest] and [tool.pytest]; pytest refuses this too"
+                            .into(),
+                    })
+                }
+                Some(table) => Ok(Some(toml_values(table, false))),
+                None => pyproject_values(path),
+            }
+        }
         _ => Err(Error::Usage(format!(
             "pytest option `-c`/`--config-file`: config file '{}' has an unsupported format; pytest reads .ini, .cfg and .toml files",
             path.display()
@@ -515,6 +535,7 @@ fn arg_dirs(invocation_dir: &Path, args: &[String]) -> Vec<PathBuf> {
         .collect()
 }
 
+/// Determines rootdir and config as pytest does for these command-line arguments.
 pub fn determine_setup(invocation_dir: &Path, args: &[String]) -> Result<PytestConfig> {
     let existing: Vec<PathBuf> = args
         .iter()
@@ -829,7 +850,8 @@ mod tests {
         })
         .unwrap();
         assert_eq!(cfg.testpaths().unwrap(), vec!["t"]);
-        // A path that is no regular file: no configuration, the rootdir where pytest runs.
+        // A path that is no regular file: no configuration, the rootdir where pytest runs,
+        // or with paths, their common ancestor.
         let cfg = with(SetupArgs {
             config_file: Some("/dev/null".into()),
             ..SetupArgs::default()
@@ -837,6 +859,32 @@ mod tests {
         .unwrap();
         assert_eq!(cfg.rootdir, root);
         assert!(cfg.values.is_empty());
+        let null = SetupArgs {
+            config_file: Some("/dev/null".into()),
+            ..SetupArgs::default()
+        };
+        let cfg = determine_setup_with(root, &["sub/x.py".into()], &null).unwrap();
+        assert_eq!(cfg.rootdir, root.join("sub"));
+        // A .toml file named with -c: pytest.toml's `[pytest]` first, and not both forms.
+        write(root, "ci/native.toml", "[pytest]\ntestpaths = [\"n\"]\n");
+        let cfg = with(SetupArgs {
+            config_file: Some("ci/native.toml".into()),
+            ..SetupArgs::default()
+        })
+        .unwrap();
+        assert_eq!(cfg.testpaths().unwrap(), vec!["n"]);
+        write(
+            root,
+            "ci/both.toml",
+            "[pytest]\ntestpaths = [\"n\"]\n[tool.pytest.ini_options]\ntestpaths = [\"t\"]\n",
+        );
+        assert!(
+            with(SetupArgs {
+                config_file: Some("ci/both.toml".into()),
+                ..SetupArgs::default()
+            })
+            .is_err()
+        );
         for (file, says) in [("missing.ini", "not found"), ("sub", "is a directory")] {
             let err = with(SetupArgs {
                 config_file: Some(file.into()),

@@ -53,8 +53,8 @@ pub enum Wire {
         /// Warnings of the unit's tests and files.
         #[serde(default)]
         warnings: u64,
-        /// Warnings of the process itself (the configuration's, a conftest's at import),
-        /// which every unit has: each is counted once for the run.
+        /// Warnings pytest recorded while configuring itself (the configuration file's, an
+        /// initial conftest's at import), which every unit has: each is counted once.
         #[serde(default)]
         process_warnings: Vec<String>,
         /// The status a `pytest_sessionfinish` hook (a conftest's, say) set in place of

@@ -453,6 +453,9 @@ fn fork_unit(
     }
 }
 
+/// The longest incomplete line a shown stream keeps before passing it on as it is.
+const SHOWN_LINE_MAX: usize = 64 * 1024;
+
 /// One stream of a unit passed on whole lines at a time (see `ExecContext::show_output`).
 struct ShownLines {
     unit: usize,
@@ -469,13 +472,28 @@ impl ShownLines {
         }
     }
 
-    /// Sends what `data` completes up to its last newline; keeps the rest.
+    /// Sends what `data` completes up to its last newline and keeps the rest; a line that
+    /// grows past `SHOWN_LINE_MAX` without one is sent as it is (`print(".", end="")`
+    /// shows as it comes, and a line of megabytes is not held whole).
     fn push(&mut self, data: &[u8], tx: &Sender<ExecMsg>) {
+        let before = self.partial.len();
         self.partial.extend_from_slice(data);
-        if let Some(end) = self.partial.iter().rposition(|&b| b == b'\n') {
-            let rest = self.partial.split_off(end + 1);
+        // Only the new bytes can hold the newline that ends what is kept.
+        if let Some(end) = data.iter().rposition(|&b| b == b'\n') {
+            let rest = self.partial.split_off(before + end + 1);
             let whole = std::mem::replace(&mut self.partial, rest);
             self.send(&whole, tx);
+        }
+        if self.partial.len() > SHOWN_LINE_MAX {
+            // Cut where UTF-8 lets it, so that no character is sent in two halves.
+            let cut = match std::str::from_utf8(&self.partial) {
+                Ok(_) => self.partial.len(),
+                Err(e) if e.error_len().is_none() => e.valid_up_to(),
+                Err(_) => self.partial.len(),
+            };
+            let rest = self.partial.split_off(cut);
+            let head = std::mem::replace(&mut self.partial, rest);
+            self.send(&head, tx);
         }
     }
 
@@ -608,6 +626,13 @@ fn io_loop(
         }
         if read_any && !read_large && !ending && messages >= COALESCE_AFTER {
             std::thread::sleep(COALESCE_FOR);
+        }
+    }
+    // Streams still held open by something the unit left behind, or broken: what they
+    // brought is shown all the same.
+    if show_output {
+        for stream in &mut shown {
+            stream.finish(&tx);
         }
     }
     let exit = match waiter.join() {

@@ -50,6 +50,9 @@ fn instead_of(name: &str) -> Option<&'static str> {
         | "--help"
         | "--version"
         | "-V" => "it prints information and runs no tests; run pytest with it directly",
+        "--pyargs" => {
+            "racefree finds test files by path; give the package's test directory instead"
+        }
         "--pdb" | "--trace" => {
             "a debugger needs a terminal and racefree's pytest processes have none; run the failing test alone with `pytest --pdb NODE_ID`"
         }

@@ -14,9 +14,9 @@
 //! cannot tell a flag followed by a path (`--runslow tests`) from an option with its value
 //! (`--html report.html`), and either guess would run the wrong tests or lose an option.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-use crate::config::{absolute, arg_path};
+use crate::config::{PytestConfig, absolute, arg_path};
 use crate::error::{Error, Result};
 
 /// How an option takes its value, as pytest's parser (argparse) reads it.
@@ -261,6 +261,38 @@ pub fn pytest_long_options() -> impl Iterator<Item = (&'static str, bool, bool)>
         .chain(PYTEST_FLAGS.iter().map(|n| (*n, false, false)))
 }
 
+/// Where pytest's arguments came from, for messages.
+#[derive(Debug, Clone)]
+pub enum Source {
+    /// After `--` on racefree's command line.
+    Given,
+    /// `$PYTEST_ADDOPTS`.
+    Env,
+    /// `addopts` in this configuration file.
+    Addopts(String),
+}
+
+impl Source {
+    fn describe(&self) -> String {
+        match self {
+            Source::Given => "after `--`".to_string(),
+            Source::Env => "in PYTEST_ADDOPTS".to_string(),
+            Source::Addopts(file) => format!("in addopts of {file}"),
+        }
+    }
+
+    /// What to do with a path to test given there.
+    fn paths_instead(&self) -> &'static str {
+        match self {
+            Source::Given => "give it to racefree before `--`",
+            Source::Env => "give it to racefree on the command line",
+            Source::Addopts(_) => {
+                "list it in `testpaths`, or give it to racefree on the command line"
+            }
+        }
+    }
+}
+
 /// pytest's arguments, split.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Argv {
@@ -285,7 +317,7 @@ impl Argv {
 /// Splits `args` (`source` says where they came from, for messages) into options and paths;
 /// `cwd` tells whether a word names an existing path. See the module's comment for the one
 /// case refused.
-pub fn split(args: &[String], cwd: &Path, source: &str) -> Result<Argv> {
+pub fn split(args: &[String], cwd: &Path, source: &Source) -> Result<Argv> {
     let mut out = Argv::default();
     let mut i = 0;
     // After a bare `--`, every word is a path, as in argparse.
@@ -301,6 +333,16 @@ pub fn split(args: &[String], cwd: &Path, source: &str) -> Result<Argv> {
         if word == "--" {
             only_paths = true;
             out.options.pop();
+            continue;
+        }
+        // `-c=FILE`: argparse takes what follows `=` as a known short option's value (a
+        // bundle keeps the `=`: `-vo=x` is `-v -o =x`).
+        if let Some((short, value)) = word.split_once('=')
+            && let Some(letter) = short.strip_prefix('-').filter(|l| l.len() == 1)
+            && let Some(c) = letter.chars().next()
+            && short_takes(c) == Some(Takes::One)
+        {
+            out.valued.push((short.to_string(), value.to_string()));
             continue;
         }
         let (name, takes, attached) = if let Some(long) = word.strip_prefix("--") {
@@ -363,8 +405,10 @@ pub fn split(args: &[String], cwd: &Path, source: &str) -> Result<Argv> {
                 };
                 if absolute(cwd, Path::new(arg_path(value))).exists() {
                     return Err(Error::Usage(format!(
-                        "pytest option `{word}` ({source}) is followed by `{value}`, which names a path: racefree cannot tell whether that is the option's value or a path to test. \
-                         Write `{word}=VALUE` for a value; give paths to test before `--`"
+                        "pytest option `{word}` ({where_}) is followed by `{value}`, which names a path: racefree cannot tell whether that is the option's value or a path to test. \
+                         If it is the option's value, write `{word}={value}`; if it is a path to test, {instead}",
+                        where_ = source.describe(),
+                        instead = source.paths_instead(),
                     )));
                 }
                 // Not a path: the option's value (pytest would refuse it as a path anyway).
@@ -389,17 +433,18 @@ impl CommandLine {
     /// Reads `$PYTEST_ADDOPTS` and splits both. A path in `$PYTEST_ADDOPTS` is refused: every
     /// unit's pytest reads the variable and would run it again.
     pub fn read(cwd: &Path, after_dashes: &[String]) -> Result<Self> {
-        let env = split(
-            &crate::passthrough::env_addopts()?,
-            cwd,
-            "in PYTEST_ADDOPTS",
-        )?;
+        let env = split(&crate::passthrough::env_addopts()?, cwd, &Source::Env)?;
         if let Some(path) = env.paths.first() {
             return Err(Error::Usage(format!(
                 "PYTEST_ADDOPTS names `{path}` to test: every pytest process racefree starts reads the variable and would run it again; give it to racefree on the command line instead"
             )));
         }
-        let given = split(after_dashes, cwd, "after `--`")?;
+        if let Some(word) = after_dashes.iter().find(|w| w.starts_with('@')) {
+            return Err(Error::Usage(format!(
+                "`{word}` after `--`: racefree reads no argument files (pytest's `@FILE`); give the arguments themselves"
+            )));
+        }
+        let given = split(after_dashes, cwd, &Source::Given)?;
         Ok(CommandLine { env, given })
     }
 
@@ -418,15 +463,85 @@ impl CommandLine {
     }
 }
 
-/// Refuses a path in the configuration's `addopts` (`file`): every unit's pytest reads it
-/// and would run it again.
-pub fn refuse_paths_in_addopts(addopts: &[String], cwd: &Path, file: Option<&Path>) -> Result<()> {
+/// The configuration's `addopts` (from `file`), split. A path there is refused: every
+/// unit's pytest reads it and would run it again.
+pub fn read_addopts(addopts: &[String], cwd: &Path, file: Option<&Path>) -> Result<Argv> {
     let where_ = file.map_or("the configuration".to_string(), |f| f.display().to_string());
-    let split = split(addopts, cwd, &format!("in addopts of {where_}"))?;
+    let split = split(addopts, cwd, &Source::Addopts(where_.clone()))?;
     match split.paths.first() {
-        None => Ok(()),
+        None => Ok(split),
         Some(path) => Err(Error::Usage(format!(
             "addopts in {where_} names `{path}` to test: every pytest process racefree starts reads addopts and would run it again; list it in `testpaths` instead, or give it to racefree on the command line"
+        ))),
+    }
+}
+
+/// What a run (or `racefree plan`) makes of its paths and pytest's arguments, before
+/// discovery.
+#[derive(Debug)]
+pub struct Resolved {
+    /// racefree's paths and node ids, then those given after `--`.
+    pub args: Vec<String>,
+    /// pytest's configuration as pytest reads it for them: `-c`, `--rootdir`, and `-o` from
+    /// `addopts`, `$PYTEST_ADDOPTS` and after `--` (the last one given winning).
+    pub pytest: PytestConfig,
+    /// The project's directory, for racefree's own `[tool.racefree]` and history: pytest's
+    /// rootdir as found without `-c` or `--rootdir`, which do not move racefree's state.
+    pub project_dir: PathBuf,
+    pub command_line: CommandLine,
+    /// The configuration's `addopts`, as written.
+    pub addopts: Vec<String>,
+}
+
+impl Resolved {
+    pub fn new(cwd: &Path, args: &[String], after_dashes: &[String]) -> Result<Resolved> {
+        let command_line = CommandLine::read(cwd, after_dashes)?;
+        let mut args = args.to_vec();
+        args.extend(command_line.given.paths.iter().cloned());
+        let setup = command_line.setup();
+        let mut pytest = crate::config::determine_setup_with(cwd, &args, &setup)?;
+        let addopts = pytest.addopts()?;
+        let addopts_argv = read_addopts(&addopts, cwd, pytest.inifile.as_deref())?;
+        // pytest reads addopts before $PYTEST_ADDOPTS and the command line.
+        let from_addopts: Vec<&str> = addopts_argv.values(&["-o", "--override-ini"]).collect();
+        pytest.apply_overrides(&from_addopts)?;
+        pytest.apply_overrides(&setup.overrides)?;
+        let project_dir = if setup.config_file.is_some() || setup.rootdir.is_some() {
+            crate::config::determine_setup(cwd, &args)?.rootdir
+        } else {
+            pytest.rootdir.clone()
+        };
+        Ok(Resolved {
+            args,
+            pytest,
+            project_dir,
+            command_line,
+            addopts,
+        })
+    }
+
+    /// The options every unit's pytest also reads, in pytest's order: addopts, then
+    /// `$PYTEST_ADDOPTS`, then those after `--`.
+    pub fn pytest_flags(&self) -> Vec<String> {
+        let mut flags = self.addopts.clone();
+        flags.extend(self.command_line.options());
+        flags
+    }
+}
+
+/// Refuses test files outside pytest's rootdir (only `-c` or `--rootdir` put them there):
+/// pytest names such a file's tests by the path it was given, so a unit given the file
+/// alone would name them `::test` and no id would be pytest's.
+pub fn refuse_files_outside_rootdir<'a>(
+    rootdir: &Path,
+    mut files: impl Iterator<Item = &'a Path>,
+) -> Result<()> {
+    match files.find(|f| !f.starts_with(rootdir)) {
+        None => Ok(()),
+        Some(file) => Err(Error::Usage(format!(
+            "{} lies outside pytest's rootdir {}: racefree runs each file in a pytest process of its own, which would not name its tests as pytest does; point `--rootdir` or `-c` at a directory above the tests",
+            file.display(),
+            rootdir.display()
         ))),
     }
 }
@@ -444,7 +559,7 @@ mod tests {
         std::fs::create_dir(dir.path().join("tests")).unwrap();
         std::fs::write(dir.path().join("tests/test_a.py"), "").unwrap();
         std::fs::write(dir.path().join("report.html"), "").unwrap();
-        split(&v(a), dir.path(), "after `--`")
+        split(&v(a), dir.path(), &Source::Given)
     }
 
     #[test]
@@ -498,6 +613,19 @@ mod tests {
     }
 
     #[test]
+    fn a_short_option_may_take_its_value_after_an_equals_sign() {
+        let a = split_here(&["-c=ci.ini", "-o=python_files=check_*.py", "-vk=x", "tests"]).unwrap();
+        assert_eq!(a.paths, v(&["tests"]));
+        assert_eq!(a.values(&["-c"]).collect::<Vec<_>>(), ["ci.ini"]);
+        assert_eq!(
+            a.values(&["-o"]).collect::<Vec<_>>(),
+            ["python_files=check_*.py"]
+        );
+        // In a bundle the `=` stays, as argparse keeps it.
+        assert_eq!(a.values(&["-k"]).collect::<Vec<_>>(), ["=x"]);
+    }
+
+    #[test]
     fn an_optional_value_is_taken_only_when_it_is_no_option() {
         let a = split_here(&["--cov", "-v", "tests", "--cov", "src"]).unwrap();
         assert_eq!(a.paths, v(&["tests"]));
@@ -517,7 +645,8 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("`--my-plugin-flag`"), "{err}");
-        assert!(err.contains("`--my-plugin-flag=VALUE`"), "{err}");
+        assert!(err.contains("`--my-plugin-flag=tests`"), "{err}");
+        assert!(err.contains("give it to racefree before `--`"), "{err}");
         // Known options decide by themselves; an unknown one's non-path word is its value.
         assert_eq!(
             split_here(&["--html", "report.html"]).unwrap().paths,

@@ -17,7 +17,7 @@ use crate::executor::ExecContext;
 use crate::history::History;
 use crate::passthrough;
 use crate::plan::{self, FileWork, PlanParams, Predictions};
-use crate::pytest_argv::CommandLine;
+use crate::pytest_argv::Resolved;
 use crate::recorder::HistoryRecorder;
 use crate::recovery::FaultPolicy;
 use crate::report::{junit::Junit, ndjson::NdjsonLog, progress::Progress, summary::Summary};
@@ -156,13 +156,13 @@ pub fn run(mut req: RunRequest) -> Result<u8> {
     let started = Instant::now();
     // Paths given to pytest after `--` are the run's paths: each unit's pytest would
     // otherwise collect them all over again.
-    let pytest_command_line = CommandLine::read(&req.invocation_dir, &req.pytest_args)?;
-    req.args
-        .extend(pytest_command_line.given.paths.iter().cloned());
-    req.pytest_args = pytest_command_line.given.options.clone();
+    let resolved = Resolved::new(&req.invocation_dir, &req.args, &req.pytest_args)?;
+    req.args = resolved.args.clone();
+    req.pytest_args = resolved.command_line.given.options.clone();
     let cwd = &req.invocation_dir;
-    let pytest_cfg = config::determine_setup_with(cwd, &req.args, &pytest_command_line.setup())?;
-    let (rf_path, rf) = config::load_racefree_config(&pytest_cfg.rootdir)?;
+    let pytest_cfg = resolved.pytest.clone();
+    let project_dir = resolved.project_dir.clone();
+    let (rf_path, rf) = config::load_racefree_config(&project_dir)?;
     let mut policy = fault_policy(&req, &rf, rf_path.as_deref())?;
     let workers = req
         .workers
@@ -178,19 +178,17 @@ pub fn run(mut req: RunRequest) -> Result<u8> {
     let junit_xml = req
         .junit_xml
         .clone()
-        .or(rf.junit_xml.as_ref().map(|p| pytest_cfg.rootdir.join(p)));
+        .or(rf.junit_xml.as_ref().map(|p| project_dir.join(p)));
     let events_path = req
         .events
         .clone()
-        .or(rf.events.as_ref().map(|p| pytest_cfg.rootdir.join(p)));
+        .or(rf.events.as_ref().map(|p| project_dir.join(p)));
     let durations = req.durations.or(rf.durations);
     // pytest's own options, in the order pytest reads them: the configuration's addopts,
     // then $PYTEST_ADDOPTS, then the command line's (after `--`).
-    let ini_addopts = pytest_cfg.addopts()?;
-    crate::pytest_argv::refuse_paths_in_addopts(&ini_addopts, cwd, pytest_cfg.inifile.as_deref())?;
-    let command_line = pytest_command_line.options();
-    let mut pytest_flags = ini_addopts.clone();
-    pytest_flags.extend(command_line.iter().cloned());
+    let ini_addopts = resolved.addopts.clone();
+    let command_line = resolved.command_line.options();
+    let pytest_flags = resolved.pytest_flags();
     passthrough::refuse_unworkable(&pytest_flags)?;
     if passthrough::fails_on_flaky(&pytest_flags) {
         // pytest-rerunfailures's own way to fail a run with flaky tests: racefree's, unless
@@ -246,6 +244,7 @@ pub fn run(mut req: RunRequest) -> Result<u8> {
         rf: &rf,
         rf_path: rf_path.as_deref(),
         rootdir: &pytest_cfg.rootdir,
+        project_dir: &project_dir,
         inifile: pytest_cfg.inifile.as_deref(),
         pytest_flags: &pytest_flags,
         workers,
@@ -272,6 +271,10 @@ pub fn run(mut req: RunRequest) -> Result<u8> {
         history,
         launched,
     } = early;
+    crate::pytest_argv::refuse_files_outside_rootdir(
+        &pytest_cfg.rootdir,
+        files.iter().map(|f| f.path.as_path()),
+    )?;
     // Where plain pytest would start collecting (see Dispatcher::initial_dirs).
     let initial_dirs: Vec<PathBuf> = discovery::collection_roots(&pytest_cfg, cwd, &req.args)?
         .into_iter()
@@ -481,7 +484,7 @@ pub fn run(mut req: RunRequest) -> Result<u8> {
         return Err(first);
     }
     if let Some(pool) = &ctx.fork {
-        learn_preload(&pytest_cfg.rootdir, req.no_history, &outcome.imports, pool);
+        learn_preload(&project_dir, req.no_history, &outcome.imports, pool);
     }
     Ok(outcome.exit_code)
 }
@@ -565,7 +568,7 @@ fn start_early(p: &RunParams, fork: bool) -> Result<Early> {
     let history = if req.no_history {
         None
     } else {
-        match History::open(p.rootdir) {
+        match History::open(p.project_dir) {
             Ok(h) => Some(h),
             Err(e) => {
                 eprintln!("racefree: warning: running without history: {e}");
@@ -598,6 +601,8 @@ struct RunParams<'a> {
     /// The pyproject.toml `rf` came from, if any.
     rf_path: Option<&'a Path>,
     rootdir: &'a Path,
+    /// Where racefree keeps its history (see `Resolved::project_dir`).
+    project_dir: &'a Path,
     /// pytest's configuration file for the run (see `ExecContext::config_file`).
     inifile: Option<&'a Path>,
     /// addopts, then the arguments after `--`.

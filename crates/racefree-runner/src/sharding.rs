@@ -13,13 +13,13 @@
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
-use crate::config::{self, PytestConfig};
+use crate::config;
 use crate::discovery::{self, DiscoverOptions, TestFile};
 use crate::durations::Durations;
 use crate::error::{Error, Result};
 use crate::history::History;
 use crate::plan::Predictions;
-use crate::pytest_argv::CommandLine;
+use crate::pytest_argv::Resolved;
 use crate::shard::{self, Shard, ShardSpec};
 
 /// The sharding part of a run's request.
@@ -134,15 +134,16 @@ pub fn plan(req: &PlanRequest) -> Result<Partition> {
     let cwd = &req.invocation_dir;
     // As `racefree run` reads them: paths after `--` are paths to test, and pytest's own
     // arguments may name its configuration.
-    let command_line = CommandLine::read(cwd, &req.pytest_args)?;
-    let mut args = req.args.clone();
-    args.extend(command_line.given.paths.iter().cloned());
-    let cfg = config::determine_setup_with(cwd, &args, &command_line.setup())?;
-    let files = discover(&cfg, cwd, &args, &command_line.options())?;
+    let resolved = Resolved::new(cwd, &req.args, &req.pytest_args)?;
+    let files = discover(&resolved, cwd)?;
+    crate::pytest_argv::refuse_files_outside_rootdir(
+        &resolved.pytest.rootdir,
+        files.iter().map(|f| f.path.as_path()),
+    )?;
     let predictions = match load_durations_file(&req.durations, cwd)? {
         Some(d) => d.predictions(),
         None if req.no_history => Predictions::default(),
-        None => local_predictions(&cfg.rootdir)?,
+        None => local_predictions(&resolved.project_dir)?,
     };
     let w = weights(&files, &predictions);
     Ok(Partition {
@@ -154,20 +155,12 @@ pub fn plan(req: &PlanRequest) -> Result<Partition> {
 
 /// Discovery exactly as `racefree run` does it: addopts, `$PYTEST_ADDOPTS` and the options
 /// after `--` decide `--ignore` and doctest collection.
-fn discover(
-    cfg: &PytestConfig,
-    cwd: &Path,
-    args: &[String],
-    pytest_options: &[String],
-) -> Result<Vec<TestFile>> {
-    let mut flags = cfg.addopts()?;
-    crate::pytest_argv::refuse_paths_in_addopts(&flags, cwd, cfg.inifile.as_deref())?;
-    flags.extend(pytest_options.iter().cloned());
+fn discover(resolved: &Resolved, cwd: &Path) -> Result<Vec<TestFile>> {
     discovery::discover(
-        cfg,
+        &resolved.pytest,
         cwd,
-        args,
-        DiscoverOptions::from_pytest_args(cwd, &flags),
+        &resolved.args,
+        DiscoverOptions::from_pytest_args(cwd, &resolved.pytest_flags()),
     )
 }
 

@@ -1755,6 +1755,7 @@ fn what_pytest_is_given_after_the_double_dash_is_read_as_pytest_reads_it() {
         vec!["-k", "a1", "tests/test_a.py::test_a1", "tests/test_b.py"],
         vec!["-o", "python_files=check_*.py"],
         vec!["-c", "ci.ini"],
+        vec!["-c=ci.ini"],
         vec!["-q", "--", "tests/test_b.py"],
     ] {
         let py = run(pytest(d).args(&args).args(["--junitxml", "py.xml"]));
@@ -1781,7 +1782,7 @@ fn what_pytest_is_given_after_the_double_dash_is_read_as_pytest_reads_it() {
     let rf = run(racefree(d).args(["--", "--my-plugin-flag", "tests"]));
     assert_eq!(rf.code, 4, "{}{}", rf.stdout, rf.stderr);
     assert!(
-        one_line(&rf.stderr).contains("Write `--my-plugin-flag=VALUE` for a value"),
+        one_line(&rf.stderr).contains("write `--my-plugin-flag=tests`; if it is a path to test, give it to racefree before `--`"),
         "{}",
         rf.stderr
     );
@@ -1790,6 +1791,30 @@ fn what_pytest_is_given_after_the_double_dash_is_read_as_pytest_reads_it() {
     assert_eq!(rf.code, 4, "{}{}", rf.stdout, rf.stderr);
     assert!(
         one_line(&rf.stderr).contains("PYTEST_ADDOPTS names `tests/test_b.py` to test"),
+        "{}",
+        rf.stderr
+    );
+    // `-o` in addopts counts too, and the command line's wins over it.
+    std::fs::write(
+        d.join("pytest.ini"),
+        "[pytest]\naddopts = -o python_files=check_*.py\n",
+    )
+    .unwrap();
+    for (args, tests) in [(vec![], 1), (vec!["-o", "python_files=test_*.py"], 3)] {
+        let rf = run(racefree(d).args(["-q", "--"]).args(&args));
+        assert_eq!(rf.code, 0, "{args:?}: {}{}", rf.stdout, rf.stderr);
+        assert!(
+            rf.stdout.contains(&format!("{tests} passed")),
+            "{args:?}: {}",
+            rf.stdout
+        );
+    }
+    // Test files outside the rootdir `--rootdir` names would not get pytest's ids: refused.
+    std::fs::create_dir(d.join("elsewhere")).unwrap();
+    let rf = run(racefree(d).args(["--", "--rootdir=elsewhere"]));
+    assert_eq!(rf.code, 4, "{}{}", rf.stdout, rf.stderr);
+    assert!(
+        one_line(&rf.stderr).contains("outside pytest's rootdir"),
         "{}",
         rf.stderr
     );
@@ -1984,24 +2009,31 @@ fn warnings_of_the_configuration_and_conftests_are_counted_once_per_run() {
             "test_a.py",
             "import warnings\n\ndef test_a():\n    warnings.warn('in a test')\n",
         ),
-        ("test_b.py", "def test_b():\n    pass\n"),
-        ("test_c.py", "def test_c():\n    pass\n"),
+        // Warnings at a test module's import are each file's own: counted each time.
+        (
+            "test_b.py",
+            "import warnings\nwarnings.warn('at import')\n\ndef test_b():\n    pass\n",
+        ),
+        (
+            "test_c.py",
+            "import warnings\nwarnings.warn('at import')\n\ndef test_c():\n    pass\n",
+        ),
     ]);
     let d = dir.path();
     std::fs::write(d.join("pytest.ini"), "[pytest]\nunknown_key = 1\n").unwrap();
     let py = run(pytest(d).arg("-q"));
-    assert!(py.stdout.contains("3 passed, 3 warnings"), "{}", py.stdout);
+    assert!(py.stdout.contains("3 passed, 5 warnings"), "{}", py.stdout);
     for mode in [None, Some("--no-fork")] {
         let rf = run(racefree(d)
             .args(["-n", "2", "--events", "rf.ndjson"])
             .args(mode));
         assert_eq!(rf.code, 0, "{mode:?}: {}{}", rf.stdout, rf.stderr);
         assert!(
-            rf.stdout.contains("3 passed, 3 warnings"),
+            rf.stdout.contains("3 passed, 5 warnings"),
             "{mode:?}: {}",
             rf.stdout
         );
         let ev = events(&d.join("rf.ndjson"));
-        assert_eq!(ev.last().unwrap()["totals"]["warnings"], 3, "{mode:?}");
+        assert_eq!(ev.last().unwrap()["totals"]["warnings"], 5, "{mode:?}");
     }
 }

@@ -191,7 +191,7 @@ impl Junit {
             Outcome::Passed | Outcome::Xpassed => TestCaseStatus::success(),
             Outcome::Failed => {
                 let mut s = TestCaseStatus::non_success(NonSuccessKind::Failure);
-                s.set_message(junit_message(r));
+                s.set_message(shorten_message(&junit_message(r)));
                 // pytest writes one <failure> per failed subtest; one status holds them all here.
                 let mut text = subtest_failures_text(r);
                 text.push_str(&r.longrepr);
@@ -208,7 +208,10 @@ impl Junit {
             Outcome::Error => {
                 let mut s = TestCaseStatus::non_success(NonSuccessKind::Error);
                 let when = r.when.as_deref().unwrap_or("setup");
-                s.set_message(format!("failed on {when} with \"{}\"", junit_message(r)));
+                s.set_message(shorten_message(&format!(
+                    "failed on {when} with \"{}\"",
+                    junit_message(r)
+                )));
                 if r.teardown_error {
                     s.set_description(format!(
                         "{}\n\nthen failed on teardown with \"{}\":\n{}",
@@ -365,6 +368,43 @@ fn keep_line_breaks_in_attributes(xml: &[u8]) -> Vec<u8> {
     out
 }
 
+/// At most this many characters of a message go in JUnit's `message` attribute (pytest's
+/// `MESSAGE_ATTR_BUDGET`); the element's text holds the whole report.
+const MESSAGE_BUDGET: usize = 500;
+
+/// A message shortened as pytest 9's junitxml shortens it: whole lines while they fit the
+/// budget (a first line longer than it is cut), then a line saying what was left out.
+fn shorten_message(message: &str) -> String {
+    let lines: Vec<&str> = message.lines().collect();
+    let lines = if lines.is_empty() { vec![""] } else { lines };
+    let (mut kept, mut size) = (0, 0);
+    for line in &lines {
+        let len = line.chars().count();
+        if kept > 0 && size + len + 1 > MESSAGE_BUDGET {
+            break;
+        }
+        kept += 1;
+        size += len + 1;
+    }
+    let mut shortened = lines[..kept].join("\n");
+    let first_line_cut = shortened.chars().count() > MESSAGE_BUDGET;
+    if first_line_cut {
+        shortened = shortened.chars().take(MESSAGE_BUDGET).collect::<String>() + "...";
+    }
+    let remaining = lines.len() - kept;
+    let note = if remaining > 0 {
+        format!(
+            "+{remaining} more line{}",
+            if remaining > 1 { "s" } else { "" }
+        )
+    } else if first_line_cut {
+        "truncated".to_string()
+    } else {
+        return message.to_string();
+    };
+    format!("{shortened}\n[{note}; full report in element text]")
+}
+
 /// pytest's JUnit message for a failure or error: the crash line, or for a report without one
 /// (a doctest's) the whole report, as pytest's junitxml writes it.
 fn junit_message(r: &TestResult) -> String {
@@ -388,6 +428,7 @@ fn subtest_failures_text(r: &TestResult) -> String {
 mod tests {
     use super::{
         CountAdjustment, Junit, TestResult, classname_and_name, keep_line_breaks_in_attributes,
+        shorten_message,
     };
     use crate::events::Outcome;
 
@@ -401,6 +442,26 @@ mod tests {
             when: Some("setup".into()),
             ..TestResult::sample("t.py::test_x", outcome, 0.5)
         }
+    }
+
+    #[test]
+    fn long_messages_are_shortened_as_pytests_junitxml_does() {
+        assert_eq!(shorten_message("short\ntwo"), "short\ntwo");
+        let lines: Vec<String> = (0..100)
+            .map(|i| format!("line {i:03} {}", "x".repeat(40)))
+            .collect();
+        let short = shorten_message(&lines.join("\n"));
+        // 49-character lines, 50 with their newline: ten fit in 500.
+        assert!(short.starts_with("line 000"), "{short}");
+        assert!(short.ends_with("line 009 xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx\n[+90 more lines; full report in element text]"), "{short}");
+        let long = "y".repeat(600);
+        assert_eq!(
+            shorten_message(&long),
+            format!(
+                "{}...\n[truncated; full report in element text]",
+                "y".repeat(500)
+            )
+        );
     }
 
     #[test]

@@ -109,8 +109,11 @@ impl Progress {
     /// What a unit wrote with pytest's capturing off, on the stream it wrote to, with any
     /// bars out of its way.
     fn pass_on(&mut self, stream: OutputStream, text: &str) {
+        // A unit's last line may lack its newline: racefree's next line starts on its own.
+        let newline = if text.ends_with('\n') { "" } else { "\n" };
         let write = |out: &mut dyn Write| {
             let _ = out.write_all(text.as_bytes());
+            let _ = out.write_all(newline.as_bytes());
             let _ = out.flush();
         };
         match (&mut self.mode, stream) {
