@@ -27,6 +27,9 @@ pub const HOTPAGES_SOURCE: &str = include_str!("../../../python/racefree_hotpage
 /// The fork server's once-per-server fixture scan of the plugins, which it imports.
 pub const FIXTURESCAN_SOURCE: &str = include_str!("../../../python/racefree_fixturescan.py");
 
+/// The directory of a run's units' `--basetemp`s, in its session root.
+const BASETEMPS: &str = "basetemp";
+
 /// The embedded Python modules, by their path in the plugin directory.
 const PYTHON_FILES: [(&str, &str); 5] = [
     ("racefree_pytest/__init__.py", PLUGIN_SOURCE),
@@ -90,6 +93,8 @@ impl Session {
         })?;
         crate::unix::mkdir_private(&root)
             .map_err(io(format!("creating session directory {}", root.display())))?;
+        crate::unix::mkdir_private(&root.join(BASETEMPS))
+            .map_err(io(format!("creating {}", root.join(BASETEMPS).display())))?;
         let own = root.join("plugin");
         write_python_files(&own)?;
         let python_dir = shared_python_dir(&user_dir, &own).unwrap_or(own);
@@ -119,11 +124,13 @@ impl Session {
         Ok(dir)
     }
 
-    /// A fresh `--basetemp` for one unit (pytest creates it).
+    /// A fresh `--basetemp` for one unit (pytest creates it). Their parent is the run's, as
+    /// pytest-xdist's workers share theirs: xdist's recipe for a session fixture that runs
+    /// once per run keeps its result and lock in `tmp_path_factory.getbasetemp().parent`.
     pub fn basetemp(&self, slot: usize, unit: usize, attempt: u32) -> PathBuf {
         self.root
-            .join(format!("w{slot}"))
-            .join(format!("basetemp-u{unit}-a{attempt}"))
+            .join(BASETEMPS)
+            .join(format!("gw{slot}-u{unit}-a{attempt}"))
     }
 
     /// A file describing a unit to the plugin (node-id selection, walked files).

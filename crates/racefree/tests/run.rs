@@ -2037,3 +2037,42 @@ fn warnings_of_the_configuration_and_conftests_are_counted_once_per_run() {
         assert_eq!(ev.last().unwrap()["totals"]["warnings"], 5, "{mode:?}");
     }
 }
+
+#[test]
+fn xdists_recipe_for_a_session_fixture_that_runs_once_per_run_works() {
+    // pytest-xdist's documented recipe keeps a session fixture's result, under a file lock,
+    // in `tmp_path_factory.getbasetemp().parent`, which its workers share. Each slot had a
+    // parent of its own, so the "once" ran once per slot.
+    let conftest = "import fcntl, json, os\nimport pytest\n\n\
+        @pytest.fixture(scope='session')\n\
+        def data(tmp_path_factory):\n\
+        \x20   root = tmp_path_factory.getbasetemp().parent\n\
+        \x20   with open(root / 'data.lock', 'w') as lock:\n\
+        \x20       fcntl.flock(lock, fcntl.LOCK_EX)\n\
+        \x20       made = root / 'data.json'\n\
+        \x20       if not made.exists():\n\
+        \x20           with open(os.environ['PRODUCED_LOG'], 'a') as log:\n\
+        \x20               log.write('made\\n')\n\
+        \x20           made.write_text(json.dumps({'value': 42}))\n\
+        \x20       return json.loads(made.read_text())\n";
+    let test = "def test_uses(data):\n    assert data['value'] == 42\n";
+    let dir = suite(&[
+        ("conftest.py", conftest),
+        ("test_a.py", test),
+        ("test_b.py", test),
+        ("test_c.py", test),
+        ("test_d.py", test),
+    ]);
+    let d = dir.path();
+    let log = d.join("produced.log");
+    for mode in [None, Some("--no-fork")] {
+        let _ = std::fs::remove_file(&log);
+        let rf = run(racefree(d)
+            .args(["-n", "2", "--unit", "file"])
+            .args(mode)
+            .env("PRODUCED_LOG", &log));
+        assert_eq!(rf.code, 0, "{mode:?}: {}{}", rf.stdout, rf.stderr);
+        assert!(rf.stdout.contains("4 passed"), "{}", rf.stdout);
+        assert_eq!(std::fs::read_to_string(&log).unwrap(), "made\n", "{mode:?}");
+    }
+}
