@@ -173,10 +173,20 @@ fn slot_env(
 /// The arguments every pytest process of the run gets before its own (`-p` plugins,
 /// rootdir, options), and after them (`-k`, `-m`, the passthrough after `--`).
 fn shared_args(ctx: &ExecContext) -> (Vec<OsString>, Vec<OsString>) {
-    let mut before: Vec<OsString> = ["-p", "racefree_pytest", "-p", "no:cacheprovider"]
-        .iter()
-        .map(OsString::from)
-        .collect();
+    // pytest's cache stays (the `cache` fixture, `config.cache`, as in xdist's workers); its
+    // last-failed and new-first plugins, which would rewrite `.pytest_cache` from every
+    // unit's partial view, do not: racefree's history does their work.
+    let mut before: Vec<OsString> = [
+        "-p",
+        "racefree_pytest",
+        "-p",
+        "no:lfplugin",
+        "-p",
+        "no:nfplugin",
+    ]
+    .iter()
+    .map(OsString::from)
+    .collect();
     before.push(format!("--rootdir={}", ctx.rootdir.display()).into());
     // Where pytest found none, none is given: `-c /dev/null` would make pytest resolve
     // path-valued options (`-o pythonpath=src`) against /dev.

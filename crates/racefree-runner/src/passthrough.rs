@@ -20,9 +20,9 @@ pub fn env_addopts() -> Result<Vec<String>> {
 }
 
 /// Refuses pytest options that make a pytest process print something and run no tests, ask
-/// for a terminal, or need pytest's cache plugin (racefree runs pytest with
-/// `-p no:cacheprovider`): each would otherwise end in units that report nothing, or a
-/// debugger prompt nobody sees. The message names the option and what to do instead.
+/// for a terminal, or need pytest's own last-failed state (racefree runs pytest with
+/// `-p no:lfplugin -p no:nfplugin`): each would otherwise end in units that report nothing,
+/// a debugger prompt nobody sees, or state rewritten from each unit's share of the tests. The message names the option and what to do instead.
 pub fn refuse_unworkable(flags: &[String]) -> Result<()> {
     for flag in flags {
         let name = flag.split_once('=').map_or(flag.as_str(), |(name, _)| name);
@@ -57,7 +57,7 @@ fn instead_of(name: &str) -> Option<&'static str> {
             "a debugger needs a terminal and racefree's pytest processes have none; run the failing test alone with `pytest --pdb NODE_ID`"
         }
         "--lf" | "--last-failed" | "--ff" | "--failed-first" => {
-            "racefree runs pytest without its cache; use racefree's own `--lf`/`--ff` (before `--`), which read racefree's history"
+            "racefree runs pytest without its last-failed plugin; use racefree's own `--lf`/`--ff` (before `--`), which read racefree's history"
         }
         "--sw"
         | "--stepwise"
@@ -69,7 +69,7 @@ fn instead_of(name: &str) -> Option<&'static str> {
         | "--cache-clear"
         | "--lfnf"
         | "--last-failed-no-failures" => {
-            "racefree runs pytest without its cache plugin (-p no:cacheprovider); drop the option (racefree's history orders and selects runs: see `--lf`, `--ff`)"
+            "each of racefree's pytest processes sees only its share of the tests, so pytest's own last-failed, new-first and stepwise state cannot work there (racefree runs pytest with -p no:lfplugin -p no:nfplugin); drop the option (racefree's history orders and selects runs: see `--lf`, `--ff`)"
         }
         _ => return None,
     })

@@ -477,6 +477,9 @@ pub fn run(mut req: RunRequest) -> Result<u8> {
         given_ids: &given_ids,
         initial_dirs: &initial_dirs,
         interrupts: req.interrupts.clone(),
+        continue_on_collection_errors: pytest_flags
+            .iter()
+            .any(|f| f == "--continue-on-collection-errors"),
     };
     let outcome = dispatcher.run(units, started);
     let errors = bus.finish();

@@ -2076,3 +2076,78 @@ fn xdists_recipe_for_a_session_fixture_that_runs_once_per_run_works() {
         assert_eq!(std::fs::read_to_string(&log).unwrap(), "made\n", "{mode:?}");
     }
 }
+
+#[test]
+fn the_cache_fixture_works_but_pytests_last_failed_state_is_left_alone() {
+    // racefree ran pytest with -p no:cacheprovider: a test using the `cache` fixture errored
+    // with "fixture 'cache' not found", where pytest and xdist's workers pass.
+    let dir = suite(&[
+        (
+            "test_a.py",
+            "def test_cache(cache):\n    cache.set('racefree/x', 1)\n    assert cache.get('racefree/x', 0) == 1\n",
+        ),
+        ("test_b.py", "def test_fails():\n    assert 0\n"),
+    ]);
+    let d = dir.path();
+    for mode in [None, Some("--no-fork")] {
+        let rf = run(racefree(d).args(["-n", "2"]).args(mode));
+        assert_eq!(rf.code, 1, "{mode:?}: {}{}", rf.stdout, rf.stderr);
+        assert!(
+            rf.stdout.contains("1 failed, 1 passed"),
+            "{mode:?}: {}",
+            rf.stdout
+        );
+    }
+    // Each unit saw a share of the tests: pytest's own last-failed state is not written.
+    let cache = d.join(".pytest_cache").join("v");
+    assert!(cache.join("racefree").join("x").is_file());
+    assert!(!cache.join("cache").join("lastfailed").exists());
+    assert!(!cache.join("cache").join("nodeids").exists());
+}
+
+#[test]
+fn a_collection_error_ends_the_run_as_it_ends_pytests_session() {
+    // With --continue-on-collection-errors, or -x reached by collection errors alone, pytest
+    // counts them as failures (exit 1); racefree exited 2 whatever it was told.
+    let dir = suite(&[
+        ("test_bad.py", "import nonexistent_module_for_racefree\n"),
+        ("test_ok.py", "def test_ok():\n    pass\n"),
+    ]);
+    let d = dir.path();
+    for args in [
+        vec![],
+        vec!["--continue-on-collection-errors"],
+        vec!["-x"],
+        vec!["--maxfail=2"],
+        vec!["-x", "--continue-on-collection-errors"],
+    ] {
+        let py = run(pytest(d).args(&args));
+        let rf = run(racefree(d).args(["-n", "2", "--"]).args(&args));
+        assert_eq!(rf.code, py.code, "{args:?}: {}{}", rf.stdout, rf.stderr);
+    }
+}
+
+#[test]
+fn junit_counts_a_teardown_error_as_pytest_does_with_each_outcome_alone() {
+    // The outcomes fixture has a pass and a failure with teardown errors, whose count errors
+    // cancelled out; alone, each was off by one test.
+    let dir = suite(&[(
+        "test_td.py",
+        "import pytest\n\n@pytest.fixture\ndef bad_teardown():\n    yield\n    raise RuntimeError('teardown boom')\n\n\
+         def test_fail_td(bad_teardown):\n    assert 0\n\ndef test_pass_td(bad_teardown):\n    pass\n\n\
+         @pytest.mark.skip(reason='no')\ndef test_skip_td(bad_teardown):\n    pass\n\n\
+         @pytest.fixture\ndef bad_setup(bad_teardown):\n    raise RuntimeError('setup boom')\n\n\
+         def test_error_td(bad_setup):\n    pass\n",
+    )]);
+    let d = dir.path();
+    for k in ["pass_td", "fail_td", "skip_td", "error_td", "td"] {
+        let py = run(pytest(d).args(["-k", k, "--junitxml", "py.xml"]));
+        let rf = run(racefree(d).args(["-k", k, "--junit-xml", "rf.xml"]));
+        assert_eq!(rf.code, py.code, "{k}: {}{}", rf.stdout, rf.stderr);
+        assert_eq!(
+            junit_counts(&d.join("rf.xml")),
+            junit_counts(&d.join("py.xml")),
+            "-k {k}"
+        );
+    }
+}

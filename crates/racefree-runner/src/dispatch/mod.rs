@@ -91,6 +91,9 @@ pub struct Dispatcher<'a> {
     /// How many times SIGINT/SIGTERM reached racefree (the CLI's handler counts them): the
     /// first stops the run gracefully, the second kills at once.
     pub interrupts: Option<Arc<AtomicUsize>>,
+    /// pytest was given `--continue-on-collection-errors`: a collection error is then one
+    /// more failure (exit 1), not the end of the session (exit 2).
+    pub continue_on_collection_errors: bool,
 }
 
 #[derive(Default)]
@@ -260,7 +263,13 @@ impl Dispatcher<'_> {
                 reason
             }
         });
-        let exit_code = exit_code(&st, self.policy.flaky_fails);
+        // pytest counts a collection error as a failure when told to carry on past them, or
+        // when they alone reach -x/--maxfail (it then stops after collecting: exit 1).
+        let collect_errors_fail = self.continue_on_collection_errors
+            || self
+                .maxfail
+                .is_some_and(|max| st.collect_errors >= u64::from(max));
+        let exit_code = exit_code(&st, self.policy.flaky_fails, collect_errors_fail);
         self.bus.emit(Event::RunFinished {
             totals: st.totals.clone(),
             collect_errors: st.collect_errors,
@@ -690,7 +699,7 @@ fn test_duration(reported: Option<f64>, arrived: Option<f64>) -> f64 {
 }
 
 /// pytest's exit codes, decided from the run's state (DESIGN §2.1).
-fn exit_code(st: &State, flaky_fails: bool) -> u8 {
+fn exit_code(st: &State, flaky_fails: bool, collect_errors_fail: bool) -> u8 {
     if let Some(code) = st.exit_status.and_then(|c| u8::try_from(c).ok()) {
         return code;
     }
@@ -700,13 +709,14 @@ fn exit_code(st: &State, flaky_fails: bool) -> u8 {
     if st.unit_error_codes.contains(&Some(exit::INTERNAL as i32)) {
         return exit::INTERNAL;
     }
-    if st.interrupted || st.collect_errors > 0 || !st.unit_error_codes.is_empty() {
+    let collect_errors_end = st.collect_errors > 0 && !collect_errors_fail;
+    if st.interrupted || collect_errors_end || !st.unit_error_codes.is_empty() {
         return exit::INTERRUPTED;
     }
     // A failed subtest fails the run as pytest's session counts it, even where its test
     // itself passed (unittest's subTest).
     let failed = st.totals.failures() + st.totals.subtest_failures();
-    if failed > 0 || st.lost > 0 || (flaky_fails && st.totals.flaky > 0) {
+    if failed > 0 || st.lost > 0 || st.collect_errors > 0 || (flaky_fails && st.totals.flaky > 0) {
         return exit::TESTS_FAILED;
     }
     if !st.reported_any {
@@ -745,30 +755,32 @@ mod tests {
     #[test]
     fn exit_code_table() {
         let mut st = State::default();
-        assert_eq!(exit_code(&st, false), exit::NO_TESTS);
+        assert_eq!(exit_code(&st, false, false), exit::NO_TESTS);
         st.reported_any = true;
-        assert_eq!(exit_code(&st, false), exit::OK);
+        assert_eq!(exit_code(&st, false, false), exit::OK);
         st.totals.flaky = 1;
-        assert_eq!(exit_code(&st, false), exit::OK);
-        assert_eq!(exit_code(&st, true), exit::TESTS_FAILED);
+        assert_eq!(exit_code(&st, false, false), exit::OK);
+        assert_eq!(exit_code(&st, true, false), exit::TESTS_FAILED);
         st.lost = 1;
-        assert_eq!(exit_code(&st, false), exit::TESTS_FAILED);
+        assert_eq!(exit_code(&st, false, false), exit::TESTS_FAILED);
         st.interrupted = true;
-        assert_eq!(exit_code(&st, false), exit::INTERRUPTED);
+        assert_eq!(exit_code(&st, false, false), exit::INTERRUPTED);
         st.interrupted = false;
         st.collect_errors = 1;
-        assert_eq!(exit_code(&st, false), exit::INTERRUPTED);
+        assert_eq!(exit_code(&st, false, false), exit::INTERRUPTED);
+        // Counted as failures (--continue-on-collection-errors, or -x reached by them).
+        assert_eq!(exit_code(&st, false, true), exit::TESTS_FAILED);
         st.unit_error_codes.push(Some(3));
-        assert_eq!(exit_code(&st, false), exit::INTERNAL);
+        assert_eq!(exit_code(&st, false, false), exit::INTERNAL);
         st.unit_error_codes.push(Some(4));
-        assert_eq!(exit_code(&st, false), exit::USAGE);
+        assert_eq!(exit_code(&st, false, false), exit::USAGE);
         // No tests: a hook's replacement status counts when every unit's hook gave it.
         let mut st = State {
             no_tests_became: vec![Some(0), Some(0)],
             ..State::default()
         };
-        assert_eq!(exit_code(&st, false), exit::OK);
+        assert_eq!(exit_code(&st, false, false), exit::OK);
         st.no_tests_became.push(None);
-        assert_eq!(exit_code(&st, false), exit::NO_TESTS);
+        assert_eq!(exit_code(&st, false, false), exit::NO_TESTS);
     }
 }
