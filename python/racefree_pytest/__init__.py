@@ -54,6 +54,9 @@ The unit's description comes from the JSON file named by ``RACEFREE_UNIT_FILE``:
            would apply ``collect_ignore`` and ``pytest_ignore_collect`` to them, but racefree
            passes them as arguments, which pytest never ignores; so the plugin asks the
            ignore hook itself, for the file and each directory below the walk root.
+  skip     absolute paths this unit must not collect: in a unit given directories for
+           pytest to walk itself (for what a conftest's or plugin's collector finds and
+           racefree's discovery cannot), every file racefree runs in other units.
 """
 
 import faulthandler
@@ -195,9 +198,14 @@ def _list_wanted_entries_only(plugin):
         def scandir(path, *args, _listing=listing, **kwargs):
             entries = _listing(path, *args, **kwargs)
             latest = _LATEST[0]
-            if latest is None or latest.wanted is None:
+            if latest is None or (latest.wanted is None and not latest.skip):
                 return entries
-            return [entry for entry in entries if latest.wanted_path(entry.path)]
+            return [
+                entry
+                for entry in entries
+                if entry.path not in latest.skip
+                and (latest.wanted is None or latest.wanted_path(entry.path))
+            ]
 
         scandir.racefree_filtered = True
         module.scandir = scandir
@@ -365,6 +373,7 @@ class _RacefreePlugin:
         self.selection = {f: frozenset(ids) for f, ids in (unit.get("select") or {}).items()}
         self.exclusion = {f: frozenset(ids) for f, ids in (unit.get("exclude") or {}).items()}
         self.walked = unit.get("walked") or {}
+        self.skip = frozenset(unit.get("skip") or ())
         self.wanted = _wanted_paths(self.config)
 
     @pytest.hookimpl(tryfirst=True)
@@ -374,7 +383,10 @@ class _RacefreePlugin:
         ignore it and builds a collector for it, only to keep the ones on the command line:
         per unit, work in proportion to the size of its directory. Entries that are not
         one of the unit's paths, inside one, or on the way to one, are skipped at once."""
-        if self.wanted is None or self.wanted_path(str(collection_path)):
+        path = str(collection_path)
+        if path in self.skip:
+            return True
+        if self.wanted is None or self.wanted_path(path):
             return None
         return True
 

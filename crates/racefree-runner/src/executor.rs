@@ -83,6 +83,9 @@ pub struct UnitSpec {
     pub exclude: BTreeMap<String, Vec<String>>,
     /// Files found by walking a directory -> that directory (for pytest's collect_ignore).
     pub walked: BTreeMap<PathBuf, PathBuf>,
+    /// Files pytest must not collect here: they run in other units (for a unit that walks
+    /// directories itself, see `TestFile::remainder`).
+    pub skip: Vec<PathBuf>,
     /// Random, in the unit's environment, so processes it leaves behind can be found.
     pub token: String,
 }
@@ -224,6 +227,7 @@ fn unit_invocation(ctx: &ExecContext, session: &Session, spec: &UnitSpec) -> Res
         "select": spec.selection,
         "exclude": spec.exclude,
         "walked": spec.walked,
+        "skip": spec.skip,
     });
     let json = serde_json::to_vec(&description)
         .map_err(|e| Error::io("encoding a unit description", io::Error::other(e)))?;

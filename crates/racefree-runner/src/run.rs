@@ -9,7 +9,7 @@ use std::sync::atomic::AtomicUsize;
 use std::time::{Duration, Instant};
 
 use crate::config::{self, FlakyResult, UnitMode, Workers};
-use crate::discovery::{self, DiscoverOptions};
+use crate::discovery::{self, DiscoverOptions, TestFile};
 use crate::dispatch::{Bus, Dispatcher, Reporter};
 use crate::error::Result;
 use crate::events::Event;
@@ -226,7 +226,7 @@ pub fn run(mut req: RunRequest) -> Result<u8> {
             .filter(|&n| n > 0)
     };
     let discover = || {
-        discovery::discover(
+        discovery::discover_all(
             &pytest_cfg,
             cwd,
             &req.args,
@@ -234,7 +234,7 @@ pub fn run(mut req: RunRequest) -> Result<u8> {
         )
     };
     if req.list_files {
-        for f in &discover()? {
+        for f in &discover()?.files {
             println!("{}\t{}", f.estimate, f.rel);
         }
         return Ok(crate::error::exit::OK);
@@ -252,7 +252,7 @@ pub fn run(mut req: RunRequest) -> Result<u8> {
     // Fork servers take the longest to get ready (an interpreter start-up, pytest, the
     // preloaded modules) and need neither discovery nor the plan: they start while discovery
     // runs. Discovery's errors (a path that does not exist, say) still come first, and alone.
-    let (mut files, early) = std::thread::scope(|scope| {
+    let (discovered, early) = std::thread::scope(|scope| {
         let discovering = scope.spawn(discover);
         // On this thread, not the scoped one: a server's parent-death signal (Linux) comes
         // when the thread that started it ends.
@@ -265,6 +265,11 @@ pub fn run(mut req: RunRequest) -> Result<u8> {
         })??;
         Ok::<_, crate::error::Error>((files, early?))
     })?;
+    let discovery::Discovery {
+        mut files,
+        custom_collectors,
+        walked_roots,
+    } = discovered;
     let Early {
         python,
         mut pytest_check,
@@ -381,7 +386,7 @@ pub fn run(mut req: RunRequest) -> Result<u8> {
             collect: predictions.collect.get(&f.rel).copied(),
         })
         .collect();
-    let units = plan::plan(
+    let mut units = plan::plan(
         &work,
         PlanParams {
             workers,
@@ -390,6 +395,26 @@ pub fn run(mut req: RunRequest) -> Result<u8> {
             split,
         },
     );
+    // What racefree's discovery cannot see (a conftest's own collector, a plugin's), pytest
+    // finds in a unit that walks the directories itself; on one shard only, and not when
+    // the run is narrowed to tests it knows (--lf).
+    let one_shard = req.sharding.shard.is_none_or(|s| s.index == 1);
+    if one_shard
+        && !req.last_failed
+        && let Some(unit) = remainder_unit(
+            &custom_collectors,
+            &walked_roots,
+            &pytest_flags,
+            &pytest_cfg.rootdir,
+            &mut files,
+            &predictions,
+        )
+    {
+        units.insert(0, unit);
+        for (i, u) in units.iter_mut().enumerate() {
+            u.id = i;
+        }
+    }
     let predicted_total: f64 = units.iter().map(|u| u.predicted).sum();
 
     let launched = match launched {
@@ -490,6 +515,72 @@ pub fn run(mut req: RunRequest) -> Result<u8> {
         learn_preload(&project_dir, req.no_history, &outcome.imports, pool);
     }
     Ok(outcome.exit_code)
+}
+
+/// pytest plugins that, when their flag is given, collect tests from files racefree's
+/// discovery does not look at (type checkers, linters, notebooks).
+const COLLECTING_PLUGIN_FLAGS: &[&str] = &[
+    "--mypy",
+    "--ruff",
+    "--ruff-format",
+    "--flake8",
+    "--pylint",
+    "--pycodestyle",
+    "--pydocstyle",
+    "--black",
+    "--isort",
+    "--nbval",
+    "--nbval-lax",
+    "--doctest-cython",
+];
+
+/// The unit in which pytest walks the run's directories itself and collects what racefree's
+/// discovery did not (see `discovery::Discovery::custom_collectors`), leaving out every
+/// file racefree runs elsewhere; None when nothing but pytest's own rules collects. Its
+/// directories are added to `files`, marked `remainder`.
+fn remainder_unit(
+    custom_collectors: &[PathBuf],
+    walked_roots: &[PathBuf],
+    pytest_flags: &[String],
+    rootdir: &Path,
+    files: &mut Vec<TestFile>,
+    predictions: &Predictions,
+) -> Option<plan::UnitPlan> {
+    let by_plugin = pytest_flags.iter().any(|f| {
+        let name = f.split_once('=').map_or(f.as_str(), |(n, _)| n);
+        COLLECTING_PLUGIN_FLAGS.contains(&name)
+    });
+    if walked_roots.is_empty() || (custom_collectors.is_empty() && !by_plugin) {
+        return None;
+    }
+    let known: HashSet<&str> = files.iter().map(|f| f.rel.as_str()).collect();
+    // What it ran before: the files history knows that discovery did not find.
+    let predicted: f64 = predictions
+        .files
+        .iter()
+        .filter(|(rel, _)| !known.contains(rel.as_str()))
+        .map(|(_, secs)| secs)
+        .sum();
+    let first = files.len();
+    files.extend(walked_roots.iter().map(|dir| {
+        TestFile {
+            path: dir.clone(),
+            rel: Some(discovery::rel_path(rootdir, dir))
+                .filter(|rel| !rel.is_empty())
+                .unwrap_or_else(|| ".".to_string()),
+            estimate: 0,
+            selection: None,
+            walk_root: None,
+            remainder: true,
+        }
+    }));
+    Some(plan::UnitPlan {
+        id: 0,
+        files: (first..files.len()).collect(),
+        predicted: predicted + predictions.startup(),
+        first: false,
+        chunk: None,
+    })
 }
 
 /// Fork by default where fork-without-exec is well trodden (macOS frameworks may abort in a

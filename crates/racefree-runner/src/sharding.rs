@@ -231,6 +231,7 @@ mod tests {
             estimate,
             selection: None,
             walk_root: None,
+            remainder: false,
         }
     }
 

@@ -2151,3 +2151,59 @@ fn junit_counts_a_teardown_error_as_pytest_does_with_each_outcome_alone() {
         );
     }
 }
+
+#[test]
+fn tests_a_conftest_collects_from_other_files_run_as_under_pytest() {
+    // A conftest's pytest_collect_file (YAML specs, say) collects tests racefree's discovery
+    // cannot see: they were silently not run, and a failing suite passed.
+    let conftest = "import pytest\n\n\
+        def pytest_collect_file(parent, file_path):\n\
+        \x20   if file_path.suffix == '.yaml' and file_path.name.startswith('test'):\n\
+        \x20       return YamlFile.from_parent(parent, path=file_path)\n\n\
+        class YamlFile(pytest.File):\n\
+        \x20   def collect(self):\n\
+        \x20       for line in self.path.read_text().splitlines():\n\
+        \x20           name, value = line.split(':')\n\
+        \x20           yield YamlItem.from_parent(self, name=name.strip(), value=value.strip())\n\n\
+        class YamlItem(pytest.Item):\n\
+        \x20   def __init__(self, *, value, **kw):\n\
+        \x20       super().__init__(**kw)\n\
+        \x20       self.value = value\n\n\
+        \x20   def runtest(self):\n\
+        \x20       assert self.value == 'ok'\n";
+    let dir = suite(&[
+        ("conftest.py", conftest),
+        ("test_spec.yaml", "a: ok\nb: bad\n"),
+        ("test_a.py", "def test_a():\n    pass\n"),
+        ("sub/test_more.yaml", "c: ok\n"),
+        ("sub/test_s.py", "def test_s():\n    pass\n"),
+        ("sub/notes.yaml", "not: a test\n"),
+    ]);
+    let d = dir.path();
+    let py = run(pytest(d).args(["--junitxml", "py.xml"]));
+    assert_eq!(py.code, 1, "{}", py.stdout);
+    for mode in [None, Some("--no-fork")] {
+        // Twice: without history, then planned from it.
+        for _ in 0..2 {
+            let rf = run(racefree(d)
+                .args(["-n", "2", "--junit-xml", "rf.xml"])
+                .args(mode));
+            assert_eq!(rf.code, 1, "{mode:?}: {}{}", rf.stdout, rf.stderr);
+            assert_eq!(
+                junit_results(&d.join("rf.xml")),
+                junit_results(&d.join("py.xml")),
+                "{mode:?}"
+            );
+        }
+    }
+    // A collector that finds nothing costs nothing but its unit.
+    std::fs::remove_file(d.join("test_spec.yaml")).unwrap();
+    std::fs::remove_file(d.join("sub/test_more.yaml")).unwrap();
+    let py = run(pytest(d).args(["--junitxml", "py.xml"]));
+    let rf = run(racefree(d).args(["-n", "2", "--junit-xml", "rf.xml"]));
+    assert_eq!((rf.code, py.code), (0, 0), "{}{}", rf.stdout, rf.stderr);
+    assert_eq!(
+        junit_results(&d.join("rf.xml")),
+        junit_results(&d.join("py.xml"))
+    );
+}

@@ -27,6 +27,22 @@ pub struct TestFile {
     /// The directory whose walk found this file; None if the file was named explicitly.
     /// pytest applies `collect_ignore` only to files it finds by walking.
     pub walk_root: Option<PathBuf>,
+    /// Not a test file but a directory pytest walks itself, for what racefree's discovery
+    /// cannot see (see `Discovery::custom_collectors`); every test file racefree found is
+    /// left out of it.
+    pub remainder: bool,
+}
+
+/// What discovery found.
+#[derive(Debug, Default)]
+pub struct Discovery {
+    pub files: Vec<TestFile>,
+    /// conftest.py files (under the collection roots, or above them up to the rootdir) that
+    /// define `pytest_collect_file`: they may collect tests from files racefree's rules do
+    /// not know (YAML specs, notebooks), which only pytest's own walk finds.
+    pub custom_collectors: Vec<PathBuf>,
+    /// The directories pytest starts collecting from (see `collection_roots`).
+    pub walked_roots: Vec<PathBuf>,
 }
 
 /// What decides discovery beyond the config file.
@@ -139,6 +155,16 @@ pub fn discover(
     args: &[String],
     opts: DiscoverOptions,
 ) -> Result<Vec<TestFile>> {
+    Ok(discover_all(cfg, invocation_dir, args, opts)?.files)
+}
+
+/// Finds the files to run, and what else pytest might collect (see `Discovery`).
+pub fn discover_all(
+    cfg: &PytestConfig,
+    invocation_dir: &Path,
+    args: &[String],
+    opts: DiscoverOptions,
+) -> Result<Discovery> {
     let rules = Rules {
         python_files: cfg.python_files()?,
         norecursedirs: cfg.norecursedirs()?,
@@ -152,10 +178,26 @@ pub fn discover(
     let mut chosen: BTreeMap<PathBuf, (Option<Vec<String>>, Option<PathBuf>)> = BTreeMap::new();
     let roots = collection_roots(cfg, invocation_dir, args)?;
     let mut visited = HashSet::new();
+    let mut conftests: Vec<PathBuf> = Vec::new();
+    let mut walked_roots = Vec::new();
     for (path, rest) in roots {
+        // conftest.py files above where collection starts, up to the rootdir, apply too.
+        let dir = if path.is_dir() {
+            path.clone()
+        } else {
+            path.parent().map(Path::to_path_buf).unwrap_or_default()
+        };
+        for above in dir.ancestors().take_while(|d| d.starts_with(&cfg.rootdir)) {
+            conftests.push(above.join("conftest.py"));
+        }
         if path.is_dir() {
+            walked_roots.push(path.clone());
             walk(&path, &rules, &mut visited, &mut |file| {
-                chosen.entry(file).or_insert((None, Some(path.clone())));
+                if file_name(&file) == "conftest.py" {
+                    conftests.push(file);
+                } else {
+                    chosen.entry(file).or_insert((None, Some(path.clone())));
+                }
             })?;
         } else if let Some(rest) = rest {
             let id = format!("{}{}", rel_path(&cfg.rootdir, &path), rest);
@@ -178,7 +220,19 @@ pub fn discover(
         .into_iter()
         .map(|(p, (sel, root))| (p, sel, root))
         .collect();
-    Ok(estimate_all(cfg, &rules, files))
+    conftests.sort();
+    conftests.dedup();
+    let custom_collectors = conftests
+        .into_iter()
+        .filter(|c| {
+            std::fs::read_to_string(c).is_ok_and(|text| text.contains("def pytest_collect_file"))
+        })
+        .collect();
+    Ok(Discovery {
+        files: estimate_all(cfg, &rules, files),
+        custom_collectors,
+        walked_roots,
+    })
 }
 
 fn walk(
@@ -206,7 +260,9 @@ fn walk(
             if rules.recurse_into(&path) {
                 walk(&path, rules, visited, found)?;
             }
-        } else if path.is_file() && rules.is_collected_file(&path) {
+        } else if path.is_file()
+            && (rules.is_collected_file(&path) || file_name(&path) == "conftest.py")
+        {
             found(path);
         }
     }
@@ -354,6 +410,7 @@ fn estimate_all(
                 estimate,
                 selection,
                 walk_root,
+                remainder: false,
             }
         })
         .collect()

@@ -357,6 +357,17 @@ impl Dispatcher<'_> {
         if let Some(sel) = &job.selection {
             selection = sel.clone();
         }
+        // A unit that walks directories for what racefree's discovery cannot see leaves out
+        // every file that runs elsewhere.
+        let skip = if job.files.iter().any(|&i| self.files[i].remainder) {
+            self.files
+                .iter()
+                .filter(|f| !f.remainder)
+                .map(|f| f.path.clone())
+                .collect()
+        } else {
+            Vec::new()
+        };
         let token = crate::session::random_id()?;
         let spec = UnitSpec {
             unit: job.id,
@@ -366,6 +377,7 @@ impl Dispatcher<'_> {
             selection,
             exclude,
             walked,
+            skip,
             token: token.clone(),
         };
         let handle = executor::spawn(self.ctx, self.session, &spec, tx.clone())?;
