@@ -20,7 +20,8 @@ Messages (all fields are strings unless noted):
                report), longrepr, message, head_line, sections ([[title, text], ...]),
                wasxfail (present only for xfail/xpass), skip_reason
   finish       id
-  exit         reason, returncode (int or null): pytest.exit() ended the session
+  exit         reason, returncode (int or null), interrupt (bool): pytest.exit() ended the
+               session, or (interrupt) a KeyboardInterrupt the process raised itself
   done         exitstatus (int), warnings (int: of tests and files), process_warnings (list
                of strings, present only when there are any: the warnings pytest recorded
                while configuring itself, of the configuration file or an initial conftest's
@@ -486,6 +487,11 @@ class _RacefreePlugin:
                 reason=_text(getattr(excinfo.value, "msg", "") or str(excinfo.value)),
                 returncode=getattr(excinfo.value, "returncode", None),
             )
+        elif excinfo.errisinstance(KeyboardInterrupt):
+            # Raised in this process (racefree stops units with signals of its own, and a
+            # terminal's Ctrl-C reaches racefree, not units in process groups of their own):
+            # pytest's session ends interrupted, and so does the run.
+            self.channel.send("exit", reason="KeyboardInterrupt", returncode=2, interrupt=True)
 
     def pytest_collectreport(self, report):
         if report.failed or report.skipped:

@@ -42,11 +42,15 @@ pub enum Wire {
         #[serde(default)]
         duration: Option<f64>,
     },
-    /// `pytest.exit()` ended the unit's session: the run ends so (see the dispatcher).
+    /// `pytest.exit()`, or a KeyboardInterrupt the unit raised itself, ended the unit's
+    /// session: the run ends so (see the dispatcher).
     Exit {
         reason: String,
         #[serde(default)]
         returncode: Option<i32>,
+        /// A KeyboardInterrupt, not `pytest.exit()`.
+        #[serde(default)]
+        interrupt: bool,
     },
     Done {
         exitstatus: i32,

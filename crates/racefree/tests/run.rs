@@ -2207,3 +2207,70 @@ fn tests_a_conftest_collects_from_other_files_run_as_under_pytest() {
         junit_results(&d.join("py.xml"))
     );
 }
+
+#[test]
+fn a_keyboard_interrupt_raised_in_a_test_interrupts_the_run_as_pytests_session() {
+    // It was reported as a crash, the rest of the unit resumed and the run went on.
+    let dir = suite(&[
+        (
+            "test_a.py",
+            "def test_k():\n    raise KeyboardInterrupt\n\ndef test_after():\n    pass\n",
+        ),
+        ("test_b.py", "def test_b():\n    pass\n"),
+    ]);
+    let d = dir.path();
+    let py = run(pytest(d).arg("test_a.py"));
+    assert_eq!(py.code, 2, "{}", py.stdout);
+    for mode in [None, Some("--no-fork")] {
+        let rf = run(racefree(d).args(["-n", "1", "test_a.py"]).args(mode));
+        assert_eq!(rf.code, 2, "{mode:?}: {}{}", rf.stdout, rf.stderr);
+        assert!(
+            rf.stdout.contains("KeyboardInterrupt in test_a.py::test_k"),
+            "{mode:?}: {}",
+            rf.stdout
+        );
+        assert!(!rf.stdout.contains("crashed"), "{mode:?}: {}", rf.stdout);
+        assert!(!rf.stdout.contains("1 passed"), "{mode:?}: {}", rf.stdout);
+    }
+}
+
+#[test]
+fn arguments_pytest_refuses_stop_the_run_with_pytests_message_once() {
+    // Every unit exited 4 with pytest's usage message, and each was retried as an
+    // infrastructure failure: dozens of the same blocks for one typo.
+    let dir = suite(&[
+        ("test_a.py", "def test_a():\n    pass\n"),
+        ("test_b.py", "def test_b():\n    pass\n"),
+        ("test_c.py", "def test_c():\n    pass\n"),
+    ]);
+    let d = dir.path();
+    for (args, says) in [
+        (
+            vec!["--nonexistent-opt"],
+            "unrecognized arguments: --nonexistent-opt",
+        ),
+        (vec!["-k", "bad(("], "Wrong expression passed to '-k'"),
+        (
+            vec!["-p", "no_such_plugin_racefree"],
+            "no_such_plugin_racefree",
+        ),
+    ] {
+        for mode in [None, Some("--no-fork")] {
+            let py = run(pytest(d).args(&args));
+            let rf = run(racefree(d)
+                .args(["-n", "2"])
+                .args(mode)
+                .arg("--")
+                .args(&args));
+            assert_eq!(
+                rf.code, py.code,
+                "{args:?} {mode:?}: {}{}",
+                rf.stdout, rf.stderr
+            );
+            let all = format!("{}{}", rf.stdout, rf.stderr);
+            assert!(all.contains("pytest refused the run's arguments"), "{all}");
+            assert!(all.contains(says), "{all}");
+            assert!(!all.contains("INFRA"), "{args:?} {mode:?}: {all}");
+        }
+    }
+}

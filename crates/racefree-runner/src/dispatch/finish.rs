@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, HashSet};
 use std::time::{Duration, Instant};
 
-use super::text::{build_result, last_lines, read_fault_file, traceback_section};
+use super::text::{build_result, last_lines, read_fault_file, traceback_section, usage_error};
 use super::unit::{Job, Reason, Running};
 use super::{Dispatcher, State};
 use crate::error::exit;
@@ -186,6 +186,32 @@ impl Dispatcher<'_> {
             };
             self.on_wire(&mut r, wire, at, st);
             r.collected = Some(Vec::new());
+        }
+        // pytest refused the arguments every unit shares (an unknown option, a bad -k, a
+        // plugin that does not import): every unit would say the same. The run stops, and
+        // pytest's message is said once, not retried as an infrastructure failure.
+        if !r.cancelled
+            && exit.code == Some(i32::from(exit::USAGE))
+            && r.finished.is_empty()
+            && r.current.is_none()
+            && let Some(message) = usage_error(stderr)
+        {
+            st.stop(
+                format!("pytest refused the run's arguments: {message}"),
+                "not run: pytest refused the run's arguments",
+            );
+            st.unit_error_codes.push(Some(i32::from(exit::USAGE)));
+            self.bus.emit(Event::UnitFinished {
+                unit,
+                slot: r.slot,
+                exit,
+                pytest_exitstatus: r.pytest_exitstatus,
+                duration: at.duration_since(r.started).as_secs_f64(),
+                unreported: 0,
+                error: Some(format!("pytest: {message}")),
+                cancelled: false,
+            });
+            return;
         }
         let reported_here = !r.finished.is_empty() || r.current.is_some() || r.reported_collect;
         if !r.cancelled

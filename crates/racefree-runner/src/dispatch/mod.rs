@@ -621,7 +621,11 @@ impl Dispatcher<'_> {
                 }
             }
             Wire::Imports { modules } => st.imports.extend(modules),
-            Wire::Exit { reason, returncode } => {
+            Wire::Exit {
+                reason,
+                returncode,
+                interrupt,
+            } => {
                 // As pytest ends its one session: the run stops, with pytest.exit's status
                 // (2, interrupted, by default). The unit is ending by itself, not crashing:
                 // the test that called it, and the tests after it, did not run (unless
@@ -637,10 +641,17 @@ impl Dispatcher<'_> {
                         .clone()
                         .map(|t| format!(" in {t}"))
                         .unwrap_or_default();
-                    st.stop(
-                        format!("pytest.exit(){test}: {reason}"),
-                        "not run: the run was stopped by pytest.exit()",
-                    );
+                    if interrupt {
+                        st.stop(
+                            format!("KeyboardInterrupt{test}"),
+                            "not run: the run was interrupted (KeyboardInterrupt)",
+                        );
+                    } else {
+                        st.stop(
+                            format!("pytest.exit(){test}: {reason}"),
+                            "not run: the run was stopped by pytest.exit()",
+                        );
+                    }
                     st.exit_status
                         .get_or_insert(returncode.unwrap_or(i32::from(exit::INTERRUPTED)));
                 }

@@ -58,6 +58,28 @@ pub(super) fn hide_runner_frames(dump: &str) -> String {
     out.join("\n")
 }
 
+/// pytest's complaint about its arguments, from a process's stderr: the option parser's
+/// `error: ...` line, or pytest's own `ERROR: ...` for a usage error. None for the usage
+/// errors that are about files (a path pytest did not find, a conftest it could not
+/// import), which the infrastructure rules judge by whether the files exist.
+pub(super) fn usage_error(stderr: &str) -> Option<String> {
+    if let Some(line) = stderr.lines().find(|l| l.contains(": error: ")) {
+        return line
+            .split_once(": error: ")
+            .map(|(_, m)| m.trim().to_string());
+    }
+    let line = stderr.lines().find_map(|l| l.strip_prefix("ERROR: "))?;
+    let about_files = [
+        "file or directory not found",
+        "not found:",
+        "found no collectors",
+    ];
+    if about_files.iter().any(|p| line.starts_with(p)) || line.starts_with("usage:") {
+        return None;
+    }
+    Some(line.trim().to_string())
+}
+
 pub(super) fn last_lines(text: &str, n: usize) -> String {
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(n)..].join("\n")
@@ -115,6 +137,29 @@ pub(super) fn build_result(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pytests_complaint_about_its_arguments_is_found_but_not_one_about_files() {
+        let argparse = "ERROR: usage: python -m pytest [options] [file_or_dir]\n\
+                        python -m pytest: error: unrecognized arguments: --nope\n  inifile: x\n";
+        assert_eq!(
+            usage_error(argparse).as_deref(),
+            Some("unrecognized arguments: --nope")
+        );
+        assert_eq!(
+            usage_error("ERROR: Wrong expression passed to '-k': bad((\n\n").as_deref(),
+            Some("Wrong expression passed to '-k': bad((")
+        );
+        assert_eq!(
+            usage_error("ERROR: file or directory not found: t.py\n"),
+            None
+        );
+        assert_eq!(
+            usage_error("ImportError while loading conftest '/x/conftest.py'.\n"),
+            None
+        );
+        assert_eq!(usage_error("Traceback (most recent call last):\n"), None);
+    }
 
     #[test]
     fn runner_frames_are_counted_not_shown() {
