@@ -181,6 +181,10 @@ pub struct TestResult {
     pub head_line: String,
     /// Captured output of failing phases: (title, text).
     pub sections: Vec<(String, String)>,
+    /// Captured output as the failed teardown's report holds it (every phase's), when
+    /// `teardown_error`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub teardown_sections: Vec<(String, String)>,
     /// Reports of the test's subtests that failed (pytest 9's `subtests` fixture).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub failed_subtests: Vec<PhaseReport>,
@@ -213,6 +217,7 @@ impl TestResult {
             longrepr: String::new(),
             teardown_longrepr: String::new(),
             teardown_message: String::new(),
+            teardown_sections: Vec::new(),
             when: Some("call".into()),
             head_line: String::new(),
             sections: vec![],

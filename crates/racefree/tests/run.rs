@@ -2274,3 +2274,29 @@ fn arguments_pytest_refuses_stop_the_run_with_pytests_message_once() {
         }
     }
 }
+
+#[test]
+fn errors_in_setup_and_teardown_show_what_the_test_printed_as_pytest_does() {
+    let dir = suite(&[(
+        "test_e.py",
+        "import pytest\n\n\
+         @pytest.fixture\ndef broken_setup():\n    print('said in setup')\n    raise RuntimeError('setup boom')\n\n\
+         @pytest.fixture\ndef broken_teardown():\n    yield\n    print('said in teardown')\n    raise RuntimeError('teardown boom')\n\n\
+         def test_setup(broken_setup):\n    pass\n\n\
+         def test_teardown(broken_teardown):\n    print('said in call')\n",
+    )]);
+    let d = dir.path();
+    let py = run(pytest(d).arg("-q"));
+    let rf = run(racefree(d).arg("-q"));
+    assert_eq!(rf.code, py.code, "{}{}", rf.stdout, rf.stderr);
+    for said in [
+        "Captured stdout setup",
+        "said in setup",
+        "Captured stdout teardown",
+        "said in teardown",
+        "said in call",
+    ] {
+        assert!(py.stdout.contains(said), "pytest: {said}: {}", py.stdout);
+        assert!(rf.stdout.contains(said), "racefree: {said}: {}", rf.stdout);
+    }
+}

@@ -547,6 +547,7 @@ impl Dispatcher<'_> {
                         longrepr,
                         teardown_longrepr: String::new(),
                         teardown_message: String::new(),
+                        teardown_sections: Vec::new(),
                         when: Some("collect".into()),
                         head_line: String::new(),
                         sections: Vec::new(),

@@ -124,6 +124,11 @@ pub(super) fn build_result(
         } else {
             String::new()
         },
+        teardown_sections: if teardown_error {
+            teardown.map(|p| p.sections.clone()).unwrap_or_default()
+        } else {
+            Vec::new()
+        },
         when: deciding.map(|p| p.when.clone()),
         head_line: deciding.map(|p| p.head_line.clone()).unwrap_or_default(),
         sections: deciding.map(|p| p.sections.clone()).unwrap_or_default(),

@@ -433,6 +433,7 @@ mod tests {
             longrepr: "first".into(),
             teardown_longrepr: "teardown traceback".into(),
             teardown_message: "boom".into(),
+            teardown_sections: Vec::new(),
             when: Some("setup".into()),
             ..TestResult::sample("t.py::test_x", outcome, 0.5)
         }

@@ -193,6 +193,19 @@ impl Summary {
     }
 }
 
+/// A failure's text followed by the output its report captured, each section under a
+/// `----- title -----` line, as pytest prints an error.
+fn with_sections(longrepr: &str, sections: &[(String, String)], width: usize) -> String {
+    let mut text = longrepr.trim_end().to_string();
+    for (title, captured) in sections {
+        text.push('\n');
+        text.push_str(&sep('-', title, width));
+        text.push('\n');
+        text.push_str(captured.trim_end());
+    }
+    text
+}
+
 impl Reporter for Summary {
     fn on_event(&mut self, event: &Event) {
         match event {
@@ -293,7 +306,7 @@ impl Reporter for Summary {
                         let when = r.when.as_deref().unwrap_or("setup");
                         self.errors.push((
                             format!("ERROR at {when} of {}", head_line(r)),
-                            r.longrepr.clone(),
+                            with_sections(&r.longrepr, &r.sections, self.width),
                         ));
                         self.short
                             .push(Self::short_line("ERROR", &r.nodeid, &r.message));
@@ -307,7 +320,7 @@ impl Reporter for Summary {
                 if r.teardown_error {
                     self.errors.push((
                         format!("ERROR at teardown of {}", head_line(r)),
-                        r.teardown_longrepr.clone(),
+                        with_sections(&r.teardown_longrepr, &r.teardown_sections, self.width),
                     ));
                     self.short
                         .push(Self::short_line("ERROR", &r.nodeid, &r.teardown_message));
