@@ -491,6 +491,8 @@ pub struct Resolved {
     pub command_line: CommandLine,
     /// The configuration's `addopts`, as written.
     pub addopts: Vec<String>,
+    /// The same, split.
+    pub addopts_argv: Argv,
 }
 
 impl Resolved {
@@ -517,7 +519,22 @@ impl Resolved {
             project_dir,
             command_line,
             addopts,
+            addopts_argv,
         })
+    }
+
+    /// The value pytest takes for an option given under any of `names`: the last one, of
+    /// addopts, `$PYTEST_ADDOPTS` and the command line in that order.
+    pub fn last_value(&self, names: &[&str]) -> Option<String> {
+        [
+            &self.addopts_argv,
+            &self.command_line.env,
+            &self.command_line.given,
+        ]
+        .iter()
+        .flat_map(|argv| argv.values(names))
+        .last()
+        .map(str::to_string)
     }
 
     /// The options every unit's pytest also reads, in pytest's order: addopts, then

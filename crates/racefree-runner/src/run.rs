@@ -183,7 +183,18 @@ pub fn run(mut req: RunRequest) -> Result<u8> {
         .events
         .clone()
         .or(rf.events.as_ref().map(|p| project_dir.join(p)));
-    let durations = req.durations.or(rf.durations);
+    // pytest's own --durations N (after `--`, in addopts): racefree's report, as its own.
+    let pytest_durations = match resolved.last_value(&["--durations"]) {
+        None => None,
+        Some(n) => Some(n.parse::<usize>().map_err(|_| {
+            crate::error::Error::Usage(format!(
+                "pytest option `--durations {n}`: not a number of tests (0 for all)"
+            ))
+        })?),
+    };
+    let durations = req.durations.or(rf.durations).or(pytest_durations);
+    // pytest's --tb=no: no tracebacks in the report.
+    let tracebacks = resolved.last_value(&["--tb"]).as_deref() != Some("no");
     // pytest's own options, in the order pytest reads them: the configuration's addopts,
     // then $PYTEST_ADDOPTS, then the command line's (after `--`).
     let ini_addopts = resolved.addopts.clone();
@@ -452,12 +463,10 @@ pub fn run(mut req: RunRequest) -> Result<u8> {
         )));
     }
     let width = terminal_width();
-    reporters.push(Box::new(Summary::new(
-        Box::new(std::io::stdout()),
-        width,
-        req.verbosity,
-        durations,
-    )));
+    reporters.push(Box::new(
+        Summary::new(Box::new(std::io::stdout()), width, req.verbosity, durations)
+            .with_tracebacks(tracebacks),
+    ));
     if let Some(path) = &junit_xml {
         reporters.push(Box::new(Junit::new(&crate::config::absolute(cwd, path))));
     }

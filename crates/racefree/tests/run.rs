@@ -2300,3 +2300,23 @@ fn errors_in_setup_and_teardown_show_what_the_test_printed_as_pytest_does() {
         assert!(rf.stdout.contains(said), "racefree: {said}: {}", rf.stdout);
     }
 }
+
+#[test]
+fn pytests_own_tb_no_and_durations_shape_the_report() {
+    let dir = suite(&[(
+        "test_f.py",
+        "def test_fails():\n    assert 1 == 2\n\ndef test_ok():\n    pass\n",
+    )]);
+    let d = dir.path();
+    let rf = run(racefree(d).args(["--", "--tb=no", "--durations", "1"]));
+    assert_eq!(rf.code, 1, "{}{}", rf.stdout, rf.stderr);
+    assert!(!rf.stdout.contains("= FAILURES ="), "{}", rf.stdout);
+    assert!(
+        rf.stdout.contains("FAILED test_f.py::test_fails"),
+        "{}",
+        rf.stdout
+    );
+    assert!(rf.stdout.contains("slowest 1 durations"), "{}", rf.stdout);
+    let rf = run(racefree(d).args(["--", "--durations=x"]));
+    assert_eq!(rf.code, 4, "{}{}", rf.stdout, rf.stderr);
+}

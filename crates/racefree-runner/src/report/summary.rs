@@ -81,6 +81,8 @@ pub struct Summary {
     out: Box<dyn Write + Send>,
     width: usize,
     quiet: bool,
+    /// The FAILURES and ERRORS sections are printed (not with pytest's `--tb=no`).
+    tracebacks: bool,
     durations: Option<usize>,
     failures: Vec<TestResult>,
     errors: Vec<(String, String)>,
@@ -101,6 +103,7 @@ impl Summary {
             out,
             width,
             quiet: verbosity < 0,
+            tracebacks: true,
             durations,
             failures: Vec::new(),
             errors: Vec::new(),
@@ -108,6 +111,12 @@ impl Summary {
             timings: Vec::new(),
             infra: Vec::new(),
         }
+    }
+
+    /// Whether the FAILURES and ERRORS sections are printed (pytest's `--tb=no` says not).
+    pub fn with_tracebacks(mut self, tracebacks: bool) -> Summary {
+        self.tracebacks = tracebacks;
+        self
     }
 
     fn short_line(word: &str, id: &str, message: &str) -> String {
@@ -128,6 +137,10 @@ impl Summary {
     ) -> std::io::Result<()> {
         let w = self.width;
         let out = &mut self.out;
+        if !self.tracebacks {
+            self.errors.clear();
+            self.failures.clear();
+        }
         if !self.errors.is_empty() {
             writeln!(out, "{}", sep('=', "ERRORS", w))?;
             for (title, body) in &self.errors {
