@@ -278,6 +278,10 @@ def _report_fields(report, subtest, category, word):
     }
     if hasattr(report, "wasxfail"):
         fields["wasxfail"] = _text(report.wasxfail)
+    properties = getattr(report, "user_properties", None)
+    if properties:
+        # record_property's (name, value) pairs, as pytest's JUnit writes them: as text.
+        fields["properties"] = [[_text(name), _text(value)] for name, value in properties]
     if report.failed or report.outcome == _RERUN:
         fields["longrepr"] = _text(report.longreprtext)
         fields["message"] = _crash_message(report)

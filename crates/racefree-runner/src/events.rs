@@ -110,6 +110,9 @@ pub struct PhaseReport {
     /// A pytest 9 subtest's report (several per test, all with `when == "call"`).
     #[serde(default)]
     pub subtest: bool,
+    /// What the test recorded with `record_property` so far: (name, value as text).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub properties: Vec<(String, String)>,
 }
 
 impl Wire {
@@ -185,6 +188,9 @@ pub struct TestResult {
     /// `teardown_error`.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub teardown_sections: Vec<(String, String)>,
+    /// What the test recorded with `record_property`: (name, value), for JUnit.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub properties: Vec<(String, String)>,
     /// Reports of the test's subtests that failed (pytest 9's `subtests` fixture).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub failed_subtests: Vec<PhaseReport>,
@@ -218,6 +224,7 @@ impl TestResult {
             teardown_longrepr: String::new(),
             teardown_message: String::new(),
             teardown_sections: Vec::new(),
+            properties: Vec::new(),
             when: Some("call".into()),
             head_line: String::new(),
             sections: vec![],
@@ -596,6 +603,7 @@ mod tests {
             skip_reason: None,
             category: String::new(),
             word: String::new(),
+            properties: Vec::new(),
             subtest: false,
         }
     }

@@ -2320,3 +2320,43 @@ fn pytests_own_tb_no_and_durations_shape_the_report() {
     let rf = run(racefree(d).args(["--", "--durations=x"]));
     assert_eq!(rf.code, 4, "{}{}", rf.stdout, rf.stderr);
 }
+
+/// (testcase name, its properties as `name=value`) for each testcase that has any.
+fn junit_properties(path: &Path) -> BTreeSet<(String, Vec<String>)> {
+    let text = std::fs::read_to_string(path).unwrap();
+    let doc = roxmltree::Document::parse(&text).unwrap();
+    doc.descendants()
+        .filter(|n| n.has_tag_name("testcase"))
+        .filter_map(|case| {
+            let props: Vec<String> = case
+                .descendants()
+                .filter(|n| n.has_tag_name("property"))
+                .map(|p| {
+                    format!(
+                        "{}={}",
+                        p.attribute("name").unwrap_or(""),
+                        p.attribute("value").unwrap_or("")
+                    )
+                })
+                .collect();
+            (!props.is_empty()).then(|| (case.attribute("name").unwrap().to_string(), props))
+        })
+        .collect()
+}
+
+#[test]
+fn what_tests_record_with_record_property_is_in_junit_as_in_pytests() {
+    let dir = suite(&[(
+        "test_p.py",
+        "def test_props(record_property):\n    record_property('ticket', 'ABC-1')\n    record_property('size', 3)\n\n\
+         def test_fails_with_props(record_property):\n    record_property('k', 'v')\n    assert 0\n\n\
+         def test_plain():\n    pass\n",
+    )]);
+    let d = dir.path();
+    run(pytest(d).args(["--junitxml", "py.xml"]));
+    let rf = run(racefree(d).args(["--junit-xml", "rf.xml"]));
+    assert_eq!(rf.code, 1, "{}{}", rf.stdout, rf.stderr);
+    let ours = junit_properties(&d.join("rf.xml"));
+    assert_eq!(ours, junit_properties(&d.join("py.xml")));
+    assert_eq!(ours.len(), 2, "{ours:?}");
+}

@@ -548,6 +548,7 @@ impl Dispatcher<'_> {
                         teardown_longrepr: String::new(),
                         teardown_message: String::new(),
                         teardown_sections: Vec::new(),
+                        properties: Vec::new(),
                         when: Some("collect".into()),
                         head_line: String::new(),
                         sections: Vec::new(),

@@ -129,6 +129,13 @@ pub(super) fn build_result(
         } else {
             Vec::new()
         },
+        // The last phase's: the item's properties grow from phase to phase.
+        properties: phases
+            .iter()
+            .rev()
+            .find(|p| !p.properties.is_empty())
+            .map(|p| p.properties.clone())
+            .unwrap_or_default(),
         when: deciding.map(|p| p.when.clone()),
         head_line: deciding.map(|p| p.head_line.clone()).unwrap_or_default(),
         sections: deciding.map(|p| p.sections.clone()).unwrap_or_default(),

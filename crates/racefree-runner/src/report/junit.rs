@@ -143,6 +143,13 @@ impl Junit {
         if r.teardown_error && r.outcome == Outcome::Failed {
             cases.push(Self::case(&r.nodeid, Self::teardown_status(r), 0.0));
         }
+        // What the test recorded with `record_property`, on each of its testcases as pytest
+        // writes it.
+        for case in &mut cases {
+            for (name, value) in &r.properties {
+                case.add_property((name.as_str(), value.as_str()));
+            }
+        }
         cases
     }
 
@@ -434,6 +441,7 @@ mod tests {
             teardown_longrepr: "teardown traceback".into(),
             teardown_message: "boom".into(),
             teardown_sections: Vec::new(),
+            properties: Vec::new(),
             when: Some("setup".into()),
             ..TestResult::sample("t.py::test_x", outcome, 0.5)
         }
