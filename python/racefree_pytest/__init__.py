@@ -491,10 +491,12 @@ class _RacefreePlugin:
                 reason=_text(getattr(excinfo.value, "msg", "") or str(excinfo.value)),
                 returncode=getattr(excinfo.value, "returncode", None),
             )
-        elif excinfo.errisinstance(KeyboardInterrupt):
+        elif excinfo.type is KeyboardInterrupt:
             # Raised in this process (racefree stops units with signals of its own, and a
             # terminal's Ctrl-C reaches racefree, not units in process groups of their own):
-            # pytest's session ends interrupted, and so does the run.
+            # pytest's session ends interrupted, and so does the run. Only KeyboardInterrupt
+            # itself: pytest ends a session with collection errors by raising
+            # Session.Interrupted, a subclass, which is one file's business here.
             self.channel.send("exit", reason="KeyboardInterrupt", returncode=2, interrupt=True)
 
     def pytest_collectreport(self, report):

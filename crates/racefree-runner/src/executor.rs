@@ -151,7 +151,7 @@ fn slot_env(
 ) -> Result<Vec<(OsString, OsString)>> {
     let mut env: Vec<(OsString, OsString)> = Vec::new();
     let mut set = |k: &str, v: &dyn AsRef<std::ffi::OsStr>| env.push((k.into(), v.as_ref().into()));
-    // Created in every mode: the slot's directory also holds the unit's basetemp.
+    // Created in every mode (`--isolate none` leaves it unused).
     let tmp = session.slot_tmp(slot)?;
     if ctx.isolation.private_tmp() {
         for var in ["TMPDIR", "TEMP", "TMP", "PYTEST_DEBUG_TEMPROOT"] {
@@ -177,8 +177,8 @@ fn slot_env(
 /// rootdir, options), and after them (`-k`, `-m`, the passthrough after `--`).
 fn shared_args(ctx: &ExecContext) -> (Vec<OsString>, Vec<OsString>) {
     // pytest's cache stays (the `cache` fixture, `config.cache`, as in xdist's workers); its
-    // last-failed and new-first plugins, which would rewrite `.pytest_cache` from every
-    // unit's partial view, do not: racefree's history does their work.
+    // last-failed, new-first and stepwise plugins, which would rewrite `.pytest_cache` from
+    // every unit's partial view, do not: racefree's history does their work.
     let mut before: Vec<OsString> = [
         "-p",
         "racefree_pytest",
@@ -186,6 +186,8 @@ fn shared_args(ctx: &ExecContext) -> (Vec<OsString>, Vec<OsString>) {
         "no:lfplugin",
         "-p",
         "no:nfplugin",
+        "-p",
+        "no:stepwise",
     ]
     .iter()
     .map(OsString::from)

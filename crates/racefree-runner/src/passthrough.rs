@@ -21,7 +21,7 @@ pub fn env_addopts() -> Result<Vec<String>> {
 
 /// Refuses pytest options that make a pytest process print something and run no tests, ask
 /// for a terminal, or need pytest's own last-failed state (racefree runs pytest with
-/// `-p no:lfplugin -p no:nfplugin`): each would otherwise end in units that report nothing,
+/// `-p no:lfplugin -p no:nfplugin -p no:stepwise`): each would otherwise end in units that report nothing,
 /// a debugger prompt nobody sees, or state rewritten from each unit's share of the tests. The message names the option and what to do instead.
 pub fn refuse_unworkable(flags: &[String]) -> Result<()> {
     for flag in flags {
@@ -63,13 +63,15 @@ fn instead_of(name: &str) -> Option<&'static str> {
         | "--stepwise"
         | "--sw-skip"
         | "--stepwise-skip"
+        | "--sw-reset"
+        | "--stepwise-reset"
         | "--nf"
         | "--new-first"
         | "--cache-show"
         | "--cache-clear"
         | "--lfnf"
         | "--last-failed-no-failures" => {
-            "each of racefree's pytest processes sees only its share of the tests, so pytest's own last-failed, new-first and stepwise state cannot work there (racefree runs pytest with -p no:lfplugin -p no:nfplugin); drop the option (racefree's history orders and selects runs: see `--lf`, `--ff`)"
+            "each of racefree's pytest processes sees only its share of the tests, so pytest's own last-failed, new-first and stepwise state cannot work there (racefree runs pytest with -p no:lfplugin -p no:nfplugin -p no:stepwise); drop the option (racefree's history orders and selects runs: see `--lf`, `--ff`)"
         }
         _ => return None,
     })

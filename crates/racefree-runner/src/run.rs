@@ -311,6 +311,10 @@ pub fn run(mut req: RunRequest) -> Result<u8> {
         None => Predictions::default(),
     };
     // CI sharding: keep this machine's share of the files (docs/ci.md).
+    // Every file discovery found, before sharding and --lf narrow them: a unit that walks
+    // directories for what discovery cannot see leaves all of them out (see remainder_unit).
+    let discovered_paths: Vec<PathBuf> = files.iter().map(|f| f.path.clone()).collect();
+    let discovered_rels: HashSet<String> = files.iter().map(|f| f.rel.clone()).collect();
     let predictions = crate::sharding::prepare(&req.sharding, cwd, predictions, &mut files)?;
     let failed_before: Vec<String> = match &history {
         Some(h) if req.last_failed || req.failed_first => or_without_history(h.last_failed()),
@@ -407,21 +411,23 @@ pub fn run(mut req: RunRequest) -> Result<u8> {
         },
     );
     // What racefree's discovery cannot see (a conftest's own collector, a plugin's), pytest
-    // finds in a unit that walks the directories itself; on one shard only, and not when
-    // the run is narrowed to tests it knows (--lf).
+    // finds in a unit that walks the directories itself; on one shard only. Under --lf it
+    // runs whole: racefree cannot select within it.
     let one_shard = req.sharding.shard.is_none_or(|s| s.index == 1);
     if one_shard
-        && !req.last_failed
         && let Some(unit) = remainder_unit(
             &custom_collectors,
             &walked_roots,
             &pytest_flags,
             &pytest_cfg.rootdir,
+            &discovered_rels,
             &mut files,
             &predictions,
         )
     {
-        units.insert(0, unit);
+        // After the failed-first units (--ff), before the others.
+        let at = units.iter().take_while(|u| u.first).count();
+        units.insert(at, unit);
         for (i, u) in units.iter_mut().enumerate() {
             u.id = i;
         }
@@ -511,6 +517,7 @@ pub fn run(mut req: RunRequest) -> Result<u8> {
         given_ids: &given_ids,
         initial_dirs: &initial_dirs,
         interrupts: req.interrupts.clone(),
+        remainder_skip: &discovered_paths,
         continue_on_collection_errors: pytest_flags
             .iter()
             .any(|f| f == "--continue-on-collection-errors"),
@@ -552,6 +559,7 @@ fn remainder_unit(
     walked_roots: &[PathBuf],
     pytest_flags: &[String],
     rootdir: &Path,
+    discovered: &HashSet<String>,
     files: &mut Vec<TestFile>,
     predictions: &Predictions,
 ) -> Option<plan::UnitPlan> {
@@ -562,12 +570,16 @@ fn remainder_unit(
     if walked_roots.is_empty() || (custom_collectors.is_empty() && !by_plugin) {
         return None;
     }
-    let known: HashSet<&str> = files.iter().map(|f| f.rel.as_str()).collect();
-    // What it ran before: the files history knows that discovery did not find.
+    // What it ran before: the files under its directories that history knows and
+    // discovery did not find (and that still exist).
     let predicted: f64 = predictions
         .files
         .iter()
-        .filter(|(rel, _)| !known.contains(rel.as_str()))
+        .filter(|(rel, _)| !discovered.contains(rel.as_str()))
+        .filter(|(rel, _)| {
+            let path = rootdir.join(rel);
+            path.is_file() && walked_roots.iter().any(|root| path.starts_with(root))
+        })
         .map(|(_, secs)| secs)
         .sum();
     let first = files.len();

@@ -2360,3 +2360,41 @@ fn what_tests_record_with_record_property_is_in_junit_as_in_pytests() {
     assert_eq!(ours, junit_properties(&d.join("py.xml")));
     assert_eq!(ours.len(), 2, "{ours:?}");
 }
+
+#[test]
+fn a_collection_error_does_not_stop_the_units_running_beside_it() {
+    // pytest ends a session with collection errors by raising Session.Interrupted, a
+    // KeyboardInterrupt: it must not read as a test's KeyboardInterrupt that ends the run.
+    let dir = suite(&[
+        ("test_bad.py", "import nonexistent_module_for_racefree\n"),
+        (
+            "test_slow.py",
+            "import time\n\ndef test_slow():\n    time.sleep(1.5)\n",
+        ),
+    ]);
+    let d = dir.path();
+    let rf = run(racefree(d).args(["-n", "2", "--no-history"]));
+    assert_eq!(rf.code, 2, "{}{}", rf.stdout, rf.stderr);
+    assert!(rf.stdout.contains("1 passed, 1 error"), "{}", rf.stdout);
+    assert!(!rf.stdout.contains("KeyboardInterrupt"), "{}", rf.stdout);
+}
+
+#[test]
+fn a_conftest_with_doctests_runs_them_under_doctest_modules_as_pytest() {
+    let dir = suite(&[
+        (
+            "conftest.py",
+            "def helper():\n    \"\"\"\n    >>> helper()\n    1\n    \"\"\"\n    return 1\n",
+        ),
+        ("test_a.py", "def test_a():\n    pass\n"),
+    ]);
+    let d = dir.path();
+    let py = run(pytest(d).args(["--doctest-modules", "--junitxml", "py.xml"]));
+    let rf = run(racefree(d).args(["--junit-xml", "rf.xml", "--", "--doctest-modules"]));
+    assert_eq!(rf.code, py.code, "{}{}", rf.stdout, rf.stderr);
+    assert_eq!(
+        junit_results(&d.join("rf.xml")),
+        junit_results(&d.join("py.xml"))
+    );
+    assert!(py.stdout.contains("2 passed"), "{}", py.stdout);
+}

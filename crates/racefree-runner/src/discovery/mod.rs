@@ -193,10 +193,16 @@ pub fn discover_all(
         if path.is_dir() {
             walked_roots.push(path.clone());
             walk(&path, &rules, &mut visited, &mut |file| {
-                if file_name(&file) == "conftest.py" {
+                let conftest = file_name(&file) == "conftest.py";
+                // A conftest is a test file too where pytest's rules collect it
+                // (`--doctest-modules`, `python_files = *.py`).
+                if !conftest || rules.is_collected_file(&file) {
+                    chosen
+                        .entry(file.clone())
+                        .or_insert((None, Some(path.clone())));
+                }
+                if conftest {
                     conftests.push(file);
-                } else {
-                    chosen.entry(file).or_insert((None, Some(path.clone())));
                 }
             })?;
         } else if let Some(rest) = rest {
@@ -224,8 +230,10 @@ pub fn discover_all(
     conftests.dedup();
     let custom_collectors = conftests
         .into_iter()
+        // The hook's name anywhere (`def pytest_collect_file`, or Sybil's
+        // `pytest_collect_file = Sybil(...).pytest()`).
         .filter(|c| {
-            std::fs::read_to_string(c).is_ok_and(|text| text.contains("def pytest_collect_file"))
+            std::fs::read_to_string(c).is_ok_and(|text| text.contains("pytest_collect_file"))
         })
         .collect();
     Ok(Discovery {

@@ -194,6 +194,9 @@ impl Dispatcher<'_> {
             && exit.code == Some(i32::from(exit::USAGE))
             && r.finished.is_empty()
             && r.current.is_none()
+            // Not a collection error already reported (a conftest's, say). A bad -k is
+            // refused after collecting.
+            && !r.reported_collect
             && let Some(message) = usage_error(stderr)
         {
             st.stop(

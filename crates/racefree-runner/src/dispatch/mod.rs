@@ -91,6 +91,9 @@ pub struct Dispatcher<'a> {
     /// How many times SIGINT/SIGTERM reached racefree (the CLI's handler counts them): the
     /// first stops the run gracefully, the second kills at once.
     pub interrupts: Option<Arc<AtomicUsize>>,
+    /// Every test file discovery found (before sharding or --lf chose among them): what a
+    /// unit that walks directories itself must leave out (see `TestFile::remainder`).
+    pub remainder_skip: &'a [std::path::PathBuf],
     /// pytest was given `--continue-on-collection-errors`: a collection error is then one
     /// more failure (exit 1), not the end of the session (exit 2).
     pub continue_on_collection_errors: bool,
@@ -360,11 +363,7 @@ impl Dispatcher<'_> {
         // A unit that walks directories for what racefree's discovery cannot see leaves out
         // every file that runs elsewhere.
         let skip = if job.files.iter().any(|&i| self.files[i].remainder) {
-            self.files
-                .iter()
-                .filter(|f| !f.remainder)
-                .map(|f| f.path.clone())
-                .collect()
+            self.remainder_skip.to_vec()
         } else {
             Vec::new()
         };
@@ -632,7 +631,10 @@ impl Dispatcher<'_> {
                 // (2, interrupted, by default). The unit is ending by itself, not crashing:
                 // the test that called it, and the tests after it, did not run (unless
                 // the test had already reported its call: see finish_unit).
-                let stopped_already = r.cancelled || st.stop_reason.is_some();
+                // A unit racefree stopped itself (its time ran out) may turn the signal into a
+                // KeyboardInterrupt: that is racefree's doing, not the test's.
+                let stopped_already =
+                    r.cancelled || st.stop_reason.is_some() || (interrupt && r.timed_out.is_some());
                 r.cancelled = true;
                 r.exited_by_request = true;
                 if !stopped_already {

@@ -63,18 +63,21 @@ pub(super) fn hide_runner_frames(dump: &str) -> String {
 /// errors that are about files (a path pytest did not find, a conftest it could not
 /// import), which the infrastructure rules judge by whether the files exist.
 pub(super) fn usage_error(stderr: &str) -> Option<String> {
-    if let Some(line) = stderr.lines().find(|l| l.contains(": error: ")) {
-        return line
+    let mut lines = stderr.lines().skip_while(|l| !l.starts_with("ERROR: "));
+    let line = lines.next()?.strip_prefix("ERROR: ")?;
+    if line.starts_with("usage:") {
+        // The option parser's: its complaint is on the next line.
+        return lines
+            .next()?
             .split_once(": error: ")
             .map(|(_, m)| m.trim().to_string());
     }
-    let line = stderr.lines().find_map(|l| l.strip_prefix("ERROR: "))?;
     let about_files = [
         "file or directory not found",
         "not found:",
         "found no collectors",
     ];
-    if about_files.iter().any(|p| line.starts_with(p)) || line.starts_with("usage:") {
+    if about_files.iter().any(|p| line.starts_with(p)) {
         return None;
     }
     Some(line.trim().to_string())
@@ -171,6 +174,8 @@ mod tests {
             None
         );
         assert_eq!(usage_error("Traceback (most recent call last):\n"), None);
+        // Only pytest's own lines count: a traceback's "error: " is not the parser's.
+        assert_eq!(usage_error("E   ValueError: error: bad value\n"), None);
     }
 
     #[test]
