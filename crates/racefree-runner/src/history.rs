@@ -323,7 +323,11 @@ impl History {
             .map_err(|e| self.err(e))?;
         for row in rows {
             let (t, d) = row.map_err(|e| self.err(e))?;
-            p.tests.insert(t, d);
+            // A file's own row (a collection error, a module that skipped itself) is no
+            // test to plan.
+            if t.contains("::") {
+                p.tests.insert(t, d);
+            }
         }
         let (secs, tests): (Option<f64>, Option<i64>) = self
             .conn
@@ -505,6 +509,21 @@ impl History {
                     "INSERT INTO results (run, nodeid, outcome, duration) VALUES (?1, ?2, ?3, ?4)",
                 )
                 .map_err(err)?;
+            // A file whose tests ran collected this time: its earlier collection error (a
+            // row of its own, see the recorder) is over.
+            let collected: std::collections::BTreeSet<&str> = run
+                .results
+                .iter()
+                .filter(|r| r.nodeid.contains("::"))
+                .map(|r| r.file.as_str())
+                .collect();
+            for file in collected {
+                tx.execute(
+                    "UPDATE tests SET last_outcome = 'passed' WHERE nodeid = ?1 AND last_outcome = 'error'",
+                    params![file],
+                )
+                .map_err(err)?;
+            }
             for r in &run.results {
                 if r.outcome == Outcome::NotRun {
                     continue;

@@ -132,6 +132,20 @@ impl Reporter for HistoryRecorder {
             } => {
                 self.add_test_time(*unit, file_of(nodeid), *duration, 0);
             }
+            // A file that failed to collect is one of the run's failures, as in pytest's
+            // last-failed: `--lf` runs it again.
+            Event::CollectError {
+                nodeid, outcome, ..
+            } if outcome == "failed" => {
+                self.record.results.push(crate::history::TestRecord {
+                    nodeid: nodeid.clone(),
+                    file: nodeid.clone(),
+                    outcome: Outcome::Error,
+                    teardown_error: false,
+                    duration: 0.0,
+                    flaky: false,
+                });
+            }
             Event::TestFinished(r) => {
                 self.add_test_time(r.unit, &r.file, r.duration, 1);
                 if self.whole_files && matches!(r.outcome, Outcome::Crashed | Outcome::NotRun) {

@@ -2398,3 +2398,55 @@ fn a_conftest_with_doctests_runs_them_under_doctest_modules_as_pytest() {
     );
     assert!(py.stdout.contains("2 passed"), "{}", py.stdout);
 }
+
+#[test]
+fn last_failed_runs_a_file_that_failed_to_collect_again_as_pytest() {
+    // History kept no trace of a collection error: after the import was fixed, --lf ran the
+    // other failures only, never checking the broken file.
+    let dir = suite(&[
+        (
+            "test_bad.py",
+            "import os\n\nif os.environ.get('BREAK'):\n    raise ImportError('broken')\n\ndef test_b():\n    pass\n",
+        ),
+        (
+            "test_f.py",
+            "import os\n\ndef test_f():\n    assert not os.environ.get('BREAK')\n\ndef test_g():\n    pass\n",
+        ),
+    ]);
+    let d = dir.path();
+    let pytest_lf = |args: &[&str], broken: bool| {
+        let mut cmd = Command::new(python());
+        cmd.current_dir(d)
+            .args(["-m", "pytest", "--junitxml", "py.xml"])
+            .args(args);
+        if broken {
+            cmd.env("BREAK", "1");
+        } else {
+            cmd.env_remove("BREAK");
+        }
+        run(&mut cmd)
+    };
+    // racefree runs the other files past a collection error; so does pytest told to.
+    assert_eq!(
+        pytest_lf(&["--continue-on-collection-errors"], true).code,
+        1
+    );
+    let first = run(racefree(d).args(["-n", "2"]).env("BREAK", "1"));
+    assert_eq!(first.code, 2, "{}{}", first.stdout, first.stderr);
+    let py = pytest_lf(&["--lf"], false);
+    let rf = run(racefree(d)
+        .args(["-n", "2", "--lf", "--junit-xml", "rf.xml"])
+        .env_remove("BREAK"));
+    assert_eq!(rf.code, py.code, "{}{}", rf.stdout, rf.stderr);
+    assert_eq!(
+        junit_results(&d.join("rf.xml")),
+        junit_results(&d.join("py.xml"))
+    );
+    // Fixed and run, the file is no longer a last failure.
+    let again = run(racefree(d).args(["-n", "2", "--lf"]).env_remove("BREAK"));
+    assert!(
+        again.stdout.contains("no previously failed tests"),
+        "{}",
+        again.stdout
+    );
+}
