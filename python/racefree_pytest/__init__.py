@@ -233,6 +233,24 @@ def _crash_message(report):
     return ""
 
 
+def _skip_where(report):
+    """Where a skip happened, as pytest's folded "SKIPPED [N] path:line: reason" summary lines
+    name it: the path relative to where pytest was started, and the line, which pytest leaves
+    out for a test skipped by its own ``skip`` marker (not a module's ``pytestmark``)."""
+    longrepr = getattr(report, "longrepr", None)
+    if not (isinstance(longrepr, tuple) and len(longrepr) == 3):
+        return None
+    path, lineno = str(longrepr[0]), longrepr[1]
+    try:
+        path = os.path.relpath(path)
+    except ValueError:
+        pass
+    keywords = getattr(report, "keywords", {}) or {}
+    if getattr(report, "when", None) == "setup" and "skip" in keywords and "pytestmark" not in keywords:
+        lineno = None
+    return [path, lineno]
+
+
 def _skip_reason(report):
     longrepr = getattr(report, "longrepr", None)
     if isinstance(longrepr, tuple) and len(longrepr) == 3:
@@ -289,6 +307,9 @@ def _report_fields(report, subtest, category, word):
         fields["sections"] = [[_text(t), _text(c)] for (t, c) in report.sections]
     elif report.skipped:
         fields["skip_reason"] = _skip_reason(report)
+        where = _skip_where(report)
+        if where is not None:
+            fields["skip_where"] = where
         if not subtest:
             fields["longrepr"] = _text(getattr(report, "longreprtext", ""))
     return fields
@@ -501,12 +522,16 @@ class _RacefreePlugin:
 
     def pytest_collectreport(self, report):
         if report.failed or report.skipped:
+            fields = {}
+            if report.skipped:
+                fields["skip_where"] = _skip_where(report)
             self.channel.send(
                 "collect",
                 id=report.nodeid,
                 outcome=report.outcome,
                 longrepr=_text(getattr(report, "longreprtext", "")),
                 message=_skip_reason(report) if report.skipped else _crash_message(report),
+                **fields,
             )
 
     @pytest.hookimpl(trylast=True)

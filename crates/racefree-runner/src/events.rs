@@ -28,6 +28,9 @@ pub enum Wire {
         longrepr: String,
         #[serde(default)]
         message: String,
+        /// For a skipped collector: where, as pytest's summary names it (see `PhaseReport`).
+        #[serde(default)]
+        skip_where: Option<SkipWhere>,
     },
     Start {
         id: String,
@@ -101,6 +104,9 @@ pub struct PhaseReport {
     pub wasxfail: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub skip_reason: Option<String>,
+    /// Where a skip happened, as pytest's folded summary line names it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub skip_where: Option<SkipWhere>,
     /// How pytest's terminal counts this report ("passed", "subtests passed", "" ...).
     #[serde(default)]
     pub category: String,
@@ -114,6 +120,11 @@ pub struct PhaseReport {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub properties: Vec<(String, String)>,
 }
+
+/// Where a test or module was skipped: the path relative to where pytest was started, and
+/// the line (none for a test skipped by its own `skip` marker), as pytest's folded
+/// `SKIPPED [N] path:line: reason` lines say it.
+pub type SkipWhere = (String, Option<u64>);
 
 impl Wire {
     pub fn parse(line: &str) -> Result<Wire, serde_json::Error> {
@@ -191,6 +202,9 @@ pub struct TestResult {
     /// What the test recorded with `record_property`: (name, value), for JUnit.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub properties: Vec<(String, String)>,
+    /// Where it was skipped, when it was (see `SkipWhere`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub skip_where: Option<SkipWhere>,
     /// Reports of the test's subtests that failed (pytest 9's `subtests` fixture).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub failed_subtests: Vec<PhaseReport>,
@@ -225,6 +239,7 @@ impl TestResult {
             teardown_message: String::new(),
             teardown_sections: Vec::new(),
             properties: Vec::new(),
+            skip_where: None,
             when: Some("call".into()),
             head_line: String::new(),
             sections: vec![],
@@ -601,6 +616,7 @@ mod tests {
             sections: vec![],
             wasxfail: xfail.then(String::new),
             skip_reason: None,
+            skip_where: None,
             category: String::new(),
             word: String::new(),
             properties: Vec::new(),

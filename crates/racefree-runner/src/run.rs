@@ -195,6 +195,10 @@ pub fn run(mut req: RunRequest) -> Result<u8> {
     let durations = req.durations.or(rf.durations).or(pytest_durations);
     // pytest's --tb=no: no tracebacks in the report.
     let tracebacks = resolved.last_value(&["--tb"]).as_deref() != Some("no");
+    // pytest's -r characters: what the short test summary lists (pytest's default "fE").
+    let report_chars = resolved
+        .last_value(&["-r", "--report-chars"])
+        .unwrap_or_else(|| "fE".to_string());
     // pytest's own options, in the order pytest reads them: the configuration's addopts,
     // then $PYTEST_ADDOPTS, then the command line's (after `--`).
     let ini_addopts = resolved.addopts.clone();
@@ -471,7 +475,8 @@ pub fn run(mut req: RunRequest) -> Result<u8> {
     let width = terminal_width();
     reporters.push(Box::new(
         Summary::new(Box::new(std::io::stdout()), width, req.verbosity, durations)
-            .with_tracebacks(tracebacks),
+            .with_tracebacks(tracebacks)
+            .with_report_chars(&report_chars),
     ));
     if let Some(path) = &junit_xml {
         reporters.push(Box::new(Junit::new(&crate::config::absolute(cwd, path))));

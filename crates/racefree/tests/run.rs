@@ -2450,3 +2450,56 @@ fn last_failed_runs_a_file_that_failed_to_collect_again_as_pytest() {
         again.stdout
     );
 }
+
+/// The short test summary section's lines, without its title and the final summary line.
+fn short_summary(stdout: &str) -> Vec<String> {
+    stdout
+        .lines()
+        .skip_while(|l| !l.contains("short test summary info"))
+        .skip(1)
+        .filter(|l| !l.trim().is_empty() && !l.contains(" in ") && !l.starts_with('!'))
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn report_characters_choose_the_short_summary_lines_as_in_pytest() {
+    // racefree listed failures and errors whatever -r said, in the order units ended.
+    let dir = suite(&[
+        (
+            "test_r.py",
+            "import pytest\n\ndef test_pass():\n    pass\n\ndef test_fail():\n    assert 0\n\n\
+             @pytest.mark.skip(reason='marker skip')\ndef test_skip_marker():\n    pass\n\n\
+             def test_skip_inline():\n    pytest.skip('inline skip')\n\n\
+             @pytest.mark.xfail(reason='known')\ndef test_xfail():\n    assert 0\n\n\
+             @pytest.mark.xfail(reason='maybe')\ndef test_xpass():\n    pass\n\n\
+             @pytest.fixture\ndef broken():\n    raise RuntimeError('x')\n\n\
+             def test_error(broken):\n    pass\n",
+        ),
+        (
+            "test_mod.py",
+            "import pytest\npytest.skip('module skip', allow_module_level=True)\n",
+        ),
+        ("test_zz.py", "def test_late_failure():\n    assert 0\n"),
+    ]);
+    let d = dir.path();
+    for chars in [
+        vec![],
+        vec!["-ra"],
+        vec!["-rA"],
+        vec!["-rN"],
+        vec!["-rsx"],
+        vec!["-rfE"],
+    ] {
+        let py = run(pytest(d).arg("-q").args(&chars));
+        let rf = run(racefree(d).args(["-q", "-n", "2", "--"]).args(&chars));
+        assert_eq!(rf.code, py.code, "{chars:?}: {}{}", rf.stdout, rf.stderr);
+        assert_eq!(
+            short_summary(&rf.stdout),
+            short_summary(&py.stdout),
+            "{chars:?}\npytest:\n{}\nracefree:\n{}",
+            py.stdout,
+            rf.stdout
+        );
+    }
+}

@@ -183,6 +183,7 @@ impl Dispatcher<'_> {
                 outcome: "failed".into(),
                 longrepr: last_lines(stderr, 40),
                 message,
+                skip_where: None,
             };
             self.on_wire(&mut r, wire, at, st);
             r.collected = Some(Vec::new());

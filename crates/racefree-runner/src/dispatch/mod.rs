@@ -524,6 +524,7 @@ impl Dispatcher<'_> {
                 outcome,
                 longrepr,
                 message,
+                skip_where,
             } => {
                 r.reported_collect = true;
                 r.collect_failed |= outcome != "skipped";
@@ -548,6 +549,7 @@ impl Dispatcher<'_> {
                         teardown_message: String::new(),
                         teardown_sections: Vec::new(),
                         properties: Vec::new(),
+                        skip_where,
                         when: Some("collect".into()),
                         head_line: String::new(),
                         sections: Vec::new(),

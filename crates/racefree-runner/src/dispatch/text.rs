@@ -132,6 +132,10 @@ pub(super) fn build_result(
         } else {
             Vec::new()
         },
+        skip_where: match (outcome, deciding) {
+            (Outcome::Skipped, Some(p)) => p.skip_where.clone(),
+            _ => None,
+        },
         // The last phase's: the item's properties grow from phase to phase.
         properties: phases
             .iter()

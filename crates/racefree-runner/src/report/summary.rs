@@ -77,6 +77,16 @@ fn head_line(r: &TestResult) -> String {
         .unwrap_or_else(|| r.nodeid.clone())
 }
 
+/// One line of the short test summary.
+struct ShortLine {
+    /// The `-r` character that shows it; `!` for racefree's own lines, always shown.
+    kind: char,
+    /// Where pytest would have reported it, as near as racefree can tell: collection before
+    /// tests, then by file (each file's tests in the order they ran).
+    order: (bool, String),
+    text: String,
+}
+
 pub struct Summary {
     out: Box<dyn Write + Send>,
     width: usize,
@@ -86,7 +96,14 @@ pub struct Summary {
     durations: Option<usize>,
     failures: Vec<TestResult>,
     errors: Vec<(String, String)>,
-    short: Vec<String>,
+    /// The short test summary's lines, each with the `-r` character that shows it (`!`:
+    /// racefree's own, always shown).
+    short: Vec<ShortLine>,
+    /// Skips, folded as pytest folds them: where (path, line), the reason, how many, and
+    /// whether it was a module's at collection (pytest reports those first).
+    skips: Vec<(crate::events::SkipWhere, String, usize, bool)>,
+    /// pytest's `-r` characters as pytest expands them (`a`, `A`, `N`); default `fE`.
+    report_chars: String,
     timings: Vec<(f64, String)>,
     /// Infrastructure retries with their forensics: (title, text).
     infra: Vec<(String, String)>,
@@ -108,9 +125,44 @@ impl Summary {
             failures: Vec::new(),
             errors: Vec::new(),
             short: Vec::new(),
+            skips: Vec::new(),
+            report_chars: "fE".to_string(),
             timings: Vec::new(),
             infra: Vec::new(),
         }
+    }
+
+    fn push_short(&mut self, kind: char, id: &str, text: String) {
+        let file = id.split("::").next().unwrap_or(id).to_string();
+        self.short.push(ShortLine {
+            kind,
+            order: (id.contains("::"), file),
+            text,
+        });
+    }
+
+    /// pytest's `-r` characters (`-rA`, `-ra`, `-rN`, `-rsx` ...): which lines the short test
+    /// summary holds, in which order, as pytest expands them.
+    pub fn with_report_chars(mut self, given: &str) -> Summary {
+        let mut chars = String::new();
+        for c in given.chars() {
+            match c.to_ascii_lowercase() {
+                _ if c == 'a' => chars = "sxXEf".to_string(),
+                _ if c == 'A' => chars = "PpsxXEf".to_string(),
+                _ if c == 'N' => chars.clear(),
+                // pytest's old aliases.
+                _ if c == 'F' || c == 'S' => {
+                    let lower = c.to_ascii_lowercase();
+                    if !chars.contains(lower) {
+                        chars.push(lower);
+                    }
+                }
+                _ if !chars.contains(c) => chars.push(c),
+                _ => {}
+            }
+        }
+        self.report_chars = chars;
+        self
     }
 
     /// Whether the FAILURES and ERRORS sections are printed (pytest's `--tb=no` says not).
@@ -189,9 +241,39 @@ impl Summary {
                 writeln!(out, "{d:.2}s {id}")?;
             }
         }
-        if !self.short.is_empty() {
+        // In the order of pytest's `-r` characters, then racefree's own lines.
+        let mut lines: Vec<String> = Vec::new();
+        // Units end in any order; pytest reports in collection order. By file is as near as
+        // racefree gets (stable: a file's tests stay in the order they ran).
+        // racefree's own lines keep the order they came in (equal keys, a stable sort).
+        self.short.sort_by_key(|l| {
+            if l.kind == '!' {
+                (false, String::new())
+            } else {
+                l.order.clone()
+            }
+        });
+        self.skips
+            .sort_by(|a, b| (!a.3, &a.0.0, a.0.1).cmp(&(!b.3, &b.0.0, b.0.1)));
+        for c in self.report_chars.chars().chain(['!']) {
+            if c == 's' {
+                for ((path, line), reason, n, _) in &self.skips {
+                    lines.push(match line {
+                        Some(line) => format!("SKIPPED [{n}] {path}:{line}: {reason}"),
+                        None => format!("SKIPPED [{n}] {path}: {reason}"),
+                    });
+                }
+            }
+            lines.extend(
+                self.short
+                    .iter()
+                    .filter(|l| l.kind == c)
+                    .map(|l| l.text.clone()),
+            );
+        }
+        if !lines.is_empty() {
             writeln!(out, "{}", sep('=', "short test summary info", w))?;
-            for line in &self.short {
+            for line in &lines {
                 writeln!(out, "{line}")?;
             }
         }
@@ -205,6 +287,15 @@ impl Summary {
             writeln!(out, "{}", sep('=', &line, w))?;
         }
         out.flush()
+    }
+}
+
+/// `line - reason`, or the line alone without a reason (pytest's XFAIL/XPASS lines).
+fn with_reason(line: String, reason: &str) -> String {
+    if reason.is_empty() {
+        line
+    } else {
+        format!("{line} - {reason}")
     }
 }
 
@@ -233,7 +324,8 @@ impl Reporter for Summary {
             } if outcome == "failed" => {
                 self.errors
                     .push((format!("ERROR collecting {nodeid}"), longrepr.clone()));
-                self.short.push(Self::short_line("ERROR", nodeid, message));
+                let line = Self::short_line("ERROR", nodeid, message);
+                self.push_short('E', nodeid, line);
             }
             Event::UnitFinished {
                 error: Some(text),
@@ -242,10 +334,11 @@ impl Reporter for Summary {
             } => {
                 self.errors
                     .push((format!("ERROR in unit {unit}"), text.clone()));
-                self.short.push(format!(
+                let line = format!(
                     "ERROR unit {unit} - {}",
                     text.lines().next().unwrap_or_default()
-                ));
+                );
+                self.push_short('!', "", line);
             }
             Event::Leak {
                 unit,
@@ -255,9 +348,10 @@ impl Reporter for Summary {
                 ..
             } => {
                 let test = nodeid.as_deref().unwrap_or("test unknown");
-                self.short.push(format!(
+                let line = format!(
                     "LEAK unit {unit} ({test}) - left pid {pid} running, killed: {cmdline}"
-                ));
+                );
+                self.push_short('!', "", line);
             }
             Event::InfraRetry {
                 unit,
@@ -283,14 +377,14 @@ impl Reporter for Summary {
                         listed.join("\n")
                     ),
                 ));
-                self.short.push(format!(
-                    "INFRA RETRY unit {unit} - {exit} before any test; retry {retry}"
-                ));
+                let line =
+                    format!("INFRA RETRY unit {unit} - {exit} before any test; retry {retry}");
+                self.push_short('!', "", line);
             }
             Event::TestFinished(r) if r.flaky => {
                 self.timings.push((r.duration, r.nodeid.clone()));
                 let first = r.reruns.first().map(|x| x.message.as_str()).unwrap_or("");
-                self.short.push(Self::short_line(
+                let line = Self::short_line(
                     "FLAKY",
                     &r.nodeid,
                     &format!(
@@ -298,7 +392,8 @@ impl Reporter for Summary {
                         r.attempt,
                         r.reruns.len()
                     ),
-                ));
+                );
+                self.push_short('!', "", line);
             }
             Event::TestFinished(r) => {
                 self.timings.push((r.duration, r.nodeid.clone()));
@@ -308,13 +403,13 @@ impl Reporter for Summary {
                     } else {
                         &sub.word
                     };
-                    self.short
-                        .push(Self::short_line(word, &r.nodeid, &sub.message));
+                    let line = Self::short_line(word, &r.nodeid, &sub.message);
+                    self.push_short('f', &r.nodeid, line);
                 }
                 match r.outcome {
                     Outcome::Failed | Outcome::Crashed => {
-                        self.short
-                            .push(Self::short_line("FAILED", &r.nodeid, &r.message));
+                        let line = Self::short_line("FAILED", &r.nodeid, &r.message);
+                        self.push_short('f', &r.nodeid, line);
                         self.failures.push(r.clone());
                     }
                     Outcome::Error => {
@@ -323,12 +418,41 @@ impl Reporter for Summary {
                             format!("ERROR at {when} of {}", head_line(r)),
                             with_sections(&r.longrepr, &r.sections, self.width),
                         ));
-                        self.short
-                            .push(Self::short_line("ERROR", &r.nodeid, &r.message));
+                        let line = Self::short_line("ERROR", &r.nodeid, &r.message);
+                        self.push_short('E', &r.nodeid, line);
                     }
                     Outcome::NotRun if !r.message.contains("was stopped") => {
-                        self.short
-                            .push(Self::short_line("NOT RUN", &r.nodeid, &r.message));
+                        let line = Self::short_line("NOT RUN", &r.nodeid, &r.message);
+                        self.push_short('!', "", line);
+                    }
+                    Outcome::Skipped => {
+                        let file = r.nodeid.split("::").next().unwrap_or(&r.nodeid);
+                        let at = r.skip_where.clone().unwrap_or((file.to_string(), None));
+                        let at_collection = !r.nodeid.contains("::");
+                        match self
+                            .skips
+                            .iter_mut()
+                            .find(|(w, reason, _, _)| *w == at && *reason == r.message)
+                        {
+                            Some((_, _, n, _)) => *n += 1,
+                            None => self.skips.push((at, r.message.clone(), 1, at_collection)),
+                        }
+                    }
+                    Outcome::Xfailed => {
+                        let when = r.when.as_deref().unwrap_or("call");
+                        let what = if when == "call" {
+                            format!("XFAIL {}", r.nodeid)
+                        } else {
+                            format!("XFAIL at {when} of {}", r.nodeid)
+                        };
+                        self.push_short('x', &r.nodeid, with_reason(what, &r.message));
+                    }
+                    Outcome::Xpassed => {
+                        let line = with_reason(format!("XPASS {}", r.nodeid), &r.message);
+                        self.push_short('X', &r.nodeid, line);
+                    }
+                    Outcome::Passed => {
+                        self.push_short('p', &r.nodeid, format!("PASSED {}", r.nodeid));
                     }
                     _ => {}
                 }
@@ -337,8 +461,8 @@ impl Reporter for Summary {
                         format!("ERROR at teardown of {}", head_line(r)),
                         with_sections(&r.teardown_longrepr, &r.teardown_sections, self.width),
                     ));
-                    self.short
-                        .push(Self::short_line("ERROR", &r.nodeid, &r.teardown_message));
+                    let line = Self::short_line("ERROR", &r.nodeid, &r.teardown_message);
+                    self.push_short('E', &r.nodeid, line);
                 }
             }
             Event::RunFinished {
@@ -353,16 +477,15 @@ impl Reporter for Summary {
             } => {
                 // As pytest says it (its usage error, exit 4).
                 for id in not_found {
-                    self.short.push(format!(
-                        "ERROR not found: {id} - no test it selects was collected"
-                    ));
+                    let line = format!("ERROR not found: {id} - no test it selects was collected");
+                    self.push_short('!', "", line);
                 }
                 // After -x/--maxfail the untouched files are expected; after an interrupt
                 // or a run timeout they are named.
                 if !not_run_message.contains("was stopped") {
                     for file in not_started {
-                        self.short
-                            .push(Self::short_line("NOT STARTED", file, not_run_message));
+                        let line = Self::short_line("NOT STARTED", file, not_run_message);
+                        self.push_short('!', "", line);
                     }
                 }
                 // A closed stdout (`| head`) is not worth failing the run over.
