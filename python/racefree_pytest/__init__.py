@@ -378,6 +378,8 @@ class _RacefreePlugin:
         # Warnings pytest records while it configures itself (the configuration's, the
         # initial conftests' at import): every unit has them, and the run counts each once.
         self.process_warnings = set()
+        # Those warnings as the "warnings summary" shows them: (where, text).
+        self.config_warnings = []
         self.timeouts = {}
         self.fault_file = None
         # The current test's passed setup report, not sent yet (see pytest_runtest_logreport),
@@ -620,6 +622,7 @@ class _RacefreePlugin:
         self.channel.send("finish", id=nodeid, duration=duration)
 
     def pytest_warning_recorded(self, warning_message, when, nodeid, location):
+        self._send_warning(warning_message, when, nodeid)
         if when != "config":
             # A test's, or a file's at its collection: one unit has it.
             self.warnings += 1
@@ -635,6 +638,37 @@ class _RacefreePlugin:
             )
         )
 
+    def _send_warning(self, warning_message, when, nodeid):
+        """One warning, for racefree's "warnings summary": where, as pytest's terminal names
+        it (the test, else the warning's own path and line), and pytest's text for it."""
+        try:
+            from _pytest.warnings import warning_record_to_str
+
+            message = warning_record_to_str(warning_message)
+        except Exception:  # noqa: BLE001 - an old pytest: Python's own format
+            import warnings
+
+            message = warnings.formatwarning(
+                warning_message.message,
+                warning_message.category,
+                warning_message.filename,
+                warning_message.lineno,
+                warning_message.line,
+            )
+        where = nodeid
+        if not where and warning_message.filename:
+            try:
+                path = os.path.relpath(str(warning_message.filename))
+            except ValueError:
+                path = str(warning_message.filename)
+            where = "%s:%s" % (path, warning_message.lineno)
+        if when == "config":
+            # Recorded while pytest configures itself: in a forked unit, in the server,
+            # before the unit's channel exists. Sent with the unit's end (see below).
+            self.config_warnings.append((_text(where), _text(message)))
+        else:
+            self.channel.send("warning", location=_text(where), message=_text(message))
+
     @pytest.hookimpl(trylast=True)
     def pytest_sessionfinish(self, session, exitstatus):
         if os.environ.get(_LEARN_ENV):
@@ -642,6 +676,8 @@ class _RacefreePlugin:
                 self.channel.send_encoded("imports", "modules", _preloadable_json(self.config))
             except Exception:  # noqa: BLE001 - learning is an optimisation, never a failure
                 pass
+        for where, message in self.config_warnings:
+            self.channel.send("warning", location=where, message=message, config=True)
         fields = {"exitstatus": int(exitstatus), "warnings": self.warnings}
         if self.process_warnings:
             fields["process_warnings"] = sorted(self.process_warnings)

@@ -84,6 +84,16 @@ pub enum Wire {
         #[serde(default)]
         test: Option<String>,
     },
+    /// A warning pytest recorded: where (the test's node id, or `path:line`) and pytest's
+    /// text for it; `config` when pytest recorded it while configuring itself (every unit
+    /// has those: the run shows each once).
+    Warning {
+        #[serde(default)]
+        location: String,
+        message: String,
+        #[serde(default)]
+        config: bool,
+    },
 }
 
 /// One phase (setup, call, teardown) of one test, as pytest reported it.
@@ -561,6 +571,17 @@ pub enum Event {
         stream: OutputStream,
         /// Whole lines, each ending in a newline (the last maybe not, at the unit's end).
         text: String,
+    },
+    /// A warning pytest recorded in a unit, for the report's "warnings summary".
+    Warning {
+        unit: usize,
+        /// The test's node id, or `path:line` for a warning of no test.
+        location: String,
+        /// pytest's text for it (`path:line: Category: message` and the source line).
+        message: String,
+        /// Recorded while pytest configured itself (the configuration's, an initial
+        /// conftest's): every unit has it, and it is shown once.
+        config: bool,
     },
     /// A process left behind by a unit, killed by racefree.
     Leak {

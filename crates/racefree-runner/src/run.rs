@@ -476,7 +476,12 @@ pub fn run(mut req: RunRequest) -> Result<u8> {
     reporters.push(Box::new(
         Summary::new(Box::new(std::io::stdout()), width, req.verbosity, durations)
             .with_tracebacks(tracebacks)
-            .with_report_chars(&report_chars),
+            .with_report_chars(&report_chars)
+            .with_warnings_summary(
+                !pytest_flags
+                    .iter()
+                    .any(|f| f == "--disable-warnings" || f == "--disable-pytest-warnings"),
+            ),
     ));
     if let Some(path) = &junit_xml {
         reporters.push(Box::new(Junit::new(&crate::config::absolute(cwd, path))));

@@ -2503,3 +2503,65 @@ fn report_characters_choose_the_short_summary_lines_as_in_pytest() {
         );
     }
 }
+
+/// The "warnings summary" section, from its title line to pytest's docs line.
+fn warnings_section(stdout: &str) -> Vec<String> {
+    let mut lines: Vec<String> = stdout
+        .lines()
+        .skip_while(|l| !l.contains("warnings summary"))
+        .take_while(|l| !l.starts_with("-- Docs"))
+        .map(str::to_string)
+        .collect();
+    // The title line's width is the terminal's.
+    if !lines.is_empty() {
+        lines.remove(0);
+    }
+    lines
+}
+
+#[test]
+fn the_warnings_summary_shows_what_pytests_shows() {
+    // racefree counted warnings but showed none of them.
+    let mut files = vec![
+        (
+            "conftest.py".to_string(),
+            "import warnings\nwarnings.warn('from conftest', UserWarning)\n".to_string(),
+        ),
+        (
+            "test_a.py".to_string(),
+            "import warnings\n\ndef test_a():\n    warnings.warn('in a test')\n".to_string(),
+        ),
+        (
+            "test_b.py".to_string(),
+            "import warnings\nwarnings.warn('at import')\n\ndef test_b():\n    pass\n".to_string(),
+        ),
+    ];
+    // Ten tests with the same warning: pytest counts them per file instead of listing them.
+    let many: String = (0..10)
+        .map(|i| format!("def test_{i}():\n    warnings.warn(DeprecationWarning('old'))\n\n"))
+        .collect();
+    files.push(("test_many.py".into(), format!("import warnings\n\n{many}")));
+    let borrowed: Vec<(&str, &str)> = files
+        .iter()
+        .map(|(a, b)| (a.as_str(), b.as_str()))
+        .collect();
+    let dir = suite(&borrowed);
+    let d = dir.path();
+    std::fs::write(d.join("pytest.ini"), "[pytest]\nunknown_key = 1\n").unwrap();
+    let py = run(pytest(d).arg("-q"));
+    let expected = warnings_section(&py.stdout);
+    assert!(expected.len() > 8, "{}", py.stdout);
+    for mode in [None, Some("--no-fork")] {
+        let rf = run(racefree(d).args(["-q", "-n", "2"]).args(mode));
+        assert_eq!(rf.code, py.code, "{mode:?}: {}{}", rf.stdout, rf.stderr);
+        assert_eq!(
+            warnings_section(&rf.stdout),
+            expected,
+            "{mode:?}: {}",
+            rf.stdout
+        );
+    }
+    // pytest's --disable-warnings leaves it out.
+    let rf = run(racefree(d).args(["-q", "--", "--disable-warnings"]));
+    assert!(!rf.stdout.contains("warnings summary"), "{}", rf.stdout);
+}

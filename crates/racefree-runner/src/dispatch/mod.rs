@@ -138,6 +138,8 @@ struct State {
     exit_status: Option<i32>,
     /// The process-level warnings units reported (see `Wire::Done`), each counted once.
     process_warnings: HashSet<String>,
+    /// Configure-time warnings already shown (see `Wire::Warning`).
+    shown_config_warnings: HashSet<(String, String)>,
 }
 
 impl State {
@@ -677,6 +679,25 @@ impl Dispatcher<'_> {
                 }
                 if exitstatus == i32::from(exit::NO_TESTS) {
                     st.no_tests_became.push(final_status);
+                }
+            }
+            Wire::Warning {
+                location,
+                message,
+                config,
+            } => {
+                // A configure-time warning comes from every unit: shown once.
+                if !config
+                    || st
+                        .shown_config_warnings
+                        .insert((location.clone(), message.clone()))
+                {
+                    self.bus.emit(Event::Warning {
+                        unit,
+                        location,
+                        message,
+                        config,
+                    });
                 }
             }
             Wire::Leak { pid, cmdline, test } => {

@@ -104,6 +104,10 @@ pub struct Summary {
     skips: Vec<(crate::events::SkipWhere, String, usize, bool)>,
     /// pytest's `-r` characters as pytest expands them (`a`, `A`, `N`); default `fE`.
     report_chars: String,
+    /// The warnings units recorded: (where, pytest's text, recorded while configuring).
+    warnings: Vec<(String, String, bool)>,
+    /// The "warnings summary" is shown (not with pytest's `--disable-warnings`).
+    show_warnings: bool,
     timings: Vec<(f64, String)>,
     /// Infrastructure retries with their forensics: (title, text).
     infra: Vec<(String, String)>,
@@ -127,6 +131,8 @@ impl Summary {
             short: Vec::new(),
             skips: Vec::new(),
             report_chars: "fE".to_string(),
+            warnings: Vec::new(),
+            show_warnings: true,
             timings: Vec::new(),
             infra: Vec::new(),
         }
@@ -162,6 +168,12 @@ impl Summary {
             }
         }
         self.report_chars = chars;
+        self
+    }
+
+    /// Whether the "warnings summary" is printed (pytest's `--disable-warnings` says not).
+    pub fn with_warnings_summary(mut self, show: bool) -> Summary {
+        self.show_warnings = show;
         self
     }
 
@@ -220,6 +232,14 @@ impl Summary {
                     writeln!(out, "{}", text.trim_end())?;
                 }
             }
+        }
+        if self.show_warnings && !self.warnings.is_empty() {
+            writeln!(out, "{}", sep('=', "warnings summary", w))?;
+            write!(out, "{}", warnings_summary(&mut self.warnings))?;
+            writeln!(
+                out,
+                "-- Docs: https://docs.pytest.org/en/stable/how-to/capture-warnings.html"
+            )?;
         }
         if !self.infra.is_empty() {
             writeln!(out, "{}", sep('=', "INFRASTRUCTURE RETRIES", w))?;
@@ -290,6 +310,66 @@ impl Summary {
     }
 }
 
+/// The body of pytest's "warnings summary": warnings grouped by their text, each group's
+/// places first (the tests, or with ten or more, how many per file), then the text indented
+/// by two spaces, then a blank line. Units end in any order: warnings are taken as pytest
+/// records them, the configuration's first, then collection's, then the tests' by file
+/// (each file's in the order they came).
+fn warnings_summary(warnings: &mut [(String, String, bool)]) -> String {
+    warnings.sort_by_key(|(at, _, config)| {
+        let stage = if *config {
+            0
+        } else if at.contains("::") {
+            2
+        } else {
+            1
+        };
+        let file = if stage == 2 {
+            at.split("::").next().unwrap_or(at).to_string()
+        } else {
+            String::new()
+        };
+        (stage, file)
+    });
+    let mut groups: Vec<(&str, Vec<&str>)> = Vec::new();
+    for (at, message, _) in warnings.iter() {
+        match groups.iter_mut().find(|(m, _)| *m == message.as_str()) {
+            Some((_, places)) => places.push(at),
+            None => groups.push((message, vec![at])),
+        }
+    }
+    let mut out = String::new();
+    for (message, places) in groups {
+        let places: Vec<&str> = places.into_iter().filter(|p| !p.is_empty()).collect();
+        if places.is_empty() {
+            out.push_str(message.trim_end());
+        } else {
+            if places.len() < 10 {
+                out.push_str(&places.join("\n"));
+            } else {
+                let mut per_file: Vec<(&str, usize)> = Vec::new();
+                for place in &places {
+                    let file = place.split("::").next().unwrap_or(place);
+                    match per_file.iter_mut().find(|(f, _)| *f == file) {
+                        Some((_, n)) => *n += 1,
+                        None => per_file.push((file, 1)),
+                    }
+                }
+                let lines: Vec<String> = per_file
+                    .iter()
+                    .map(|(f, n)| format!("{f}: {n} warning{}", if *n > 1 { "s" } else { "" }))
+                    .collect();
+                out.push_str(&lines.join("\n"));
+            }
+            out.push('\n');
+            let indented: Vec<String> = message.lines().map(|l| format!("  {l}")).collect();
+            out.push_str(indented.join("\n").trim_end());
+        }
+        out.push_str("\n\n");
+    }
+    out
+}
+
 /// `line - reason`, or the line alone without a reason (pytest's XFAIL/XPASS lines).
 fn with_reason(line: String, reason: &str) -> String {
     if reason.is_empty() {
@@ -340,6 +420,14 @@ impl Reporter for Summary {
                 );
                 self.push_short('!', "", line);
             }
+            Event::Warning {
+                location,
+                message,
+                config,
+                ..
+            } => self
+                .warnings
+                .push((location.clone(), message.clone(), *config)),
             Event::Leak {
                 unit,
                 nodeid,
