@@ -484,7 +484,13 @@ pub fn run(mut req: RunRequest) -> Result<u8> {
             ),
     ));
     if let Some(path) = &junit_xml {
-        reporters.push(Box::new(Junit::new(&crate::config::absolute(cwd, path))));
+        let suite_name = match pytest_cfg.values.get("junit_suite_name") {
+            Some(config::IniValue::Str(name)) if !name.trim().is_empty() => name.trim().to_string(),
+            _ => "pytest".to_string(),
+        };
+        reporters.push(Box::new(
+            Junit::new(&crate::config::absolute(cwd, path)).with_suite_name(&suite_name),
+        ));
     }
     if let Some(path) = &events_path {
         reporters.push(Box::new(NdjsonLog::create(

@@ -2565,3 +2565,33 @@ fn the_warnings_summary_shows_what_pytests_shows() {
     let rf = run(racefree(d).args(["-q", "--", "--disable-warnings"]));
     assert!(!rf.stdout.contains("warnings summary"), "{}", rf.stdout);
 }
+
+#[test]
+fn the_junit_testsuite_is_named_and_stamped_as_pytests() {
+    let dir = suite(&[("test_a.py", "def test_a():\n    pass\n")]);
+    let d = dir.path();
+    std::fs::write(
+        d.join("pytest.ini"),
+        "[pytest]\njunit_suite_name = my suite\n",
+    )
+    .unwrap();
+    run(pytest(d).args(["--junitxml", "py.xml"]));
+    let rf = run(racefree(d).args(["--junit-xml", "rf.xml"]));
+    assert_eq!(rf.code, 0, "{}{}", rf.stdout, rf.stderr);
+    let attrs = |file: &str| {
+        let text = std::fs::read_to_string(d.join(file)).unwrap();
+        let doc = roxmltree::Document::parse(&text).unwrap();
+        let root = doc.root_element();
+        let suite = doc
+            .descendants()
+            .find(|n| n.has_tag_name("testsuite"))
+            .unwrap();
+        (
+            root.attribute("name").map(str::to_string),
+            suite.attribute("name").map(str::to_string),
+            suite.attribute("hostname").map(str::to_string),
+            suite.attribute("timestamp").is_some(),
+        )
+    };
+    assert_eq!(attrs("rf.xml"), attrs("py.xml"));
+}

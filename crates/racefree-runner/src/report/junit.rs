@@ -42,6 +42,10 @@ pub struct Junit {
     infra: Vec<(String, String)>,
     /// What pytest's testsuite counts beyond what the testcases say (see `CountAdjustment`).
     adjust: CountAdjustment,
+    /// The testsuite's name: pytest's `junit_suite_name` ini option, "pytest" by default.
+    suite_name: String,
+    /// When the run started, for the testsuite's `timestamp`, as pytest writes it.
+    started: chrono::DateTime<chrono::FixedOffset>,
 }
 
 /// pytest's testsuite attributes count a test's reports: a teardown error beside a setup
@@ -92,7 +96,15 @@ impl Junit {
             time: 0.0,
             infra: Vec::new(),
             adjust: CountAdjustment::default(),
+            suite_name: "pytest".to_string(),
+            started: now_utc(),
         }
+    }
+
+    /// The testsuite's name (pytest's `junit_suite_name`).
+    pub fn with_suite_name(mut self, name: &str) -> Junit {
+        self.suite_name = name.to_string();
+        self
     }
 
     fn case(nodeid: &str, status: TestCaseStatus, secs: f64) -> TestCase {
@@ -310,7 +322,12 @@ impl Reporter for Junit {
     }
 
     fn finish(&mut self) -> Result<()> {
-        let mut suite = TestSuite::new("pytest");
+        let mut suite = TestSuite::new(self.suite_name.as_str());
+        // As pytest's testsuite: when the run started, and on which machine.
+        suite.set_timestamp(self.started);
+        if let Ok(host) = rustix::system::uname().nodename().to_str() {
+            suite.extra.insert("hostname".into(), host.into());
+        }
         suite.set_time(Duration::from_secs_f64(self.time.max(0.0)));
         suite.add_test_cases(std::mem::take(&mut self.cases));
         self.adjust.apply(&mut suite);
@@ -321,7 +338,8 @@ impl Reporter for Junit {
             let text: Vec<&str> = self.infra.iter().map(|(_, t)| t.as_str()).collect();
             suite.set_system_err(text.join("\n\n"));
         }
-        let mut report = Report::new("pytest");
+        // pytest names its <testsuites> "pytest tests".
+        let mut report = Report::new("pytest tests");
         report.add_test_suite(suite);
         let ctx = || format!("writing --junit-xml {}", self.path.display());
         // As pytest's --junit-xml: a missing directory is created, not an error after the run.
@@ -335,6 +353,16 @@ impl Reporter for Junit {
         std::fs::write(&self.path, keep_line_breaks_in_attributes(&xml))
             .map_err(|e| Error::io(ctx(), e))
     }
+}
+
+/// Now, in UTC (pytest writes local time with its offset; the same instant).
+fn now_utc() -> chrono::DateTime<chrono::FixedOffset> {
+    let since = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    chrono::DateTime::from_timestamp(since.as_secs() as i64, since.subsec_nanos())
+        .unwrap_or_default()
+        .fixed_offset()
 }
 
 /// XML parsers turn a line break or tab written as itself in an attribute value into a space
