@@ -22,11 +22,11 @@ Messages (all fields are strings unless noted):
   finish       id
   exit         reason, returncode (int or null), interrupt (bool): pytest.exit() ended the
                session, or (interrupt) a KeyboardInterrupt the process raised itself
-  done         exitstatus (int), warnings (int: of tests and files), process_warnings (list
-               of strings, present only when there are any: the warnings pytest recorded
-               while configuring itself, of the configuration file or an initial conftest's
-               import, one key each, which racefree counts once for the run), final (int: the status a sessionfinish hook set instead,
-               present only when one did)
+  done         exitstatus (int), warnings (int: of tests and files; the warnings pytest
+               recorded while configuring itself come as ``warning`` messages with
+               ``config``, which racefree counts once for the run), final (int: the status a
+               sessionfinish hook set instead, present only when one did)
+  warning      location, message, config (bool): one warning, for the warnings summary
   imports      modules (list of names): modules this process imported that a fork server
                could preload (sent before done, only when ``RACEFREE_LEARN_IMPORTS`` is set)
 
@@ -376,9 +376,8 @@ class _RacefreePlugin:
         self.unmatched = []
         self.warnings = 0
         # Warnings pytest records while it configures itself (the configuration's, the
-        # initial conftests' at import): every unit has them, and the run counts each once.
-        self.process_warnings = set()
-        # Those warnings as the "warnings summary" shows them: (where, text).
+        # initial conftests' at import), as the "warnings summary" shows them: (where,
+        # text). Every unit has them; racefree counts and shows each once.
         self.config_warnings = []
         self.timeouts = {}
         self.fault_file = None
@@ -626,17 +625,6 @@ class _RacefreePlugin:
         if when != "config":
             # A test's, or a file's at its collection: one unit has it.
             self.warnings += 1
-            return
-        self.process_warnings.add(
-            "%s|%s|%s|%s|%s"
-            % (
-                when,
-                getattr(warning_message.category, "__name__", ""),
-                _text(warning_message.message),
-                _text(warning_message.filename),
-                warning_message.lineno,
-            )
-        )
 
     def _send_warning(self, warning_message, when, nodeid):
         """One warning, for racefree's "warnings summary": where, as pytest's terminal names
@@ -679,8 +667,6 @@ class _RacefreePlugin:
         for where, message in self.config_warnings:
             self.channel.send("warning", location=where, message=message, config=True)
         fields = {"exitstatus": int(exitstatus), "warnings": self.warnings}
-        if self.process_warnings:
-            fields["process_warnings"] = sorted(self.process_warnings)
         # After every other plugin's and conftest's hook: what pytest will exit with.
         final = getattr(session, "exitstatus", exitstatus)
         if int(final) != int(exitstatus):

@@ -521,38 +521,34 @@ fn load_by_suffix(path: &Path) -> Result<Option<BTreeMap<String, IniValue>>> {
 
 /// The directories of the paths among `args` that exist (a file's own directory).
 fn arg_dirs(invocation_dir: &Path, args: &[String]) -> Vec<PathBuf> {
+    existing_args(invocation_dir, args)
+        .iter()
+        .map(|p| dir_of(p))
+        .collect()
+}
+
+/// The paths among `args` (node ids' path parts) that exist, made absolute.
+fn existing_args(invocation_dir: &Path, args: &[String]) -> Vec<PathBuf> {
     args.iter()
         .filter(|a| !a.starts_with('-'))
         .map(|a| absolute(invocation_dir, Path::new(arg_path(a))))
         .filter(|p| p.exists())
-        .map(|p| {
-            if p.is_dir() {
-                p
-            } else {
-                p.parent().map(Path::to_path_buf).unwrap_or_default()
-            }
-        })
         .collect()
+}
+
+/// A directory itself, or a file's directory.
+fn dir_of(path: &Path) -> PathBuf {
+    if path.is_dir() {
+        path.to_path_buf()
+    } else {
+        path.parent().map(Path::to_path_buf).unwrap_or_default()
+    }
 }
 
 /// Determines rootdir and config as pytest does for these command-line arguments.
 pub fn determine_setup(invocation_dir: &Path, args: &[String]) -> Result<PytestConfig> {
-    let existing: Vec<PathBuf> = args
-        .iter()
-        .filter(|a| !a.starts_with('-'))
-        .map(|a| absolute(invocation_dir, Path::new(arg_path(a))))
-        .filter(|p| p.exists())
-        .collect();
-    let dirs: Vec<PathBuf> = existing
-        .iter()
-        .map(|p| {
-            if p.is_dir() {
-                p.clone()
-            } else {
-                p.parent().map(Path::to_path_buf).unwrap_or_default()
-            }
-        })
-        .collect();
+    let existing = existing_args(invocation_dir, args);
+    let dirs: Vec<PathBuf> = existing.iter().map(|p| dir_of(p)).collect();
     let mut ancestor = common_ancestor(&existing).unwrap_or_else(|| invocation_dir.to_path_buf());
     if ancestor.is_file() {
         ancestor = ancestor.parent().map(Path::to_path_buf).unwrap_or(ancestor);

@@ -57,13 +57,10 @@ pub enum Wire {
     },
     Done {
         exitstatus: i32,
-        /// Warnings of the unit's tests and files.
+        /// Warnings of the unit's tests and files (those pytest recorded while configuring
+        /// itself come as `Warning` messages with `config`, counted once for the run).
         #[serde(default)]
         warnings: u64,
-        /// Warnings pytest recorded while configuring itself (the configuration file's, an
-        /// initial conftest's at import), which every unit has: each is counted once.
-        #[serde(default)]
-        process_warnings: Vec<String>,
         /// The status a `pytest_sessionfinish` hook (a conftest's, say) set in place of
         /// `exitstatus`, which pytest then exits with; absent if none changed it.
         #[serde(default, rename = "final")]

@@ -177,8 +177,7 @@ fn is_short_bundle_with(flag: &str, wanted: char) -> bool {
     for letter in letters.chars() {
         match letter {
             l if l == wanted => return true,
-            // pytest's short flags that take no value.
-            'v' | 'q' | 's' | 'x' | 'l' | 'h' | 'V' => continue,
+            l if crate::pytest_argv::is_short_flag(l) => continue,
             _ => return false,
         }
     }

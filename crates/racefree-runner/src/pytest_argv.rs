@@ -229,6 +229,11 @@ const PLUGIN_MAYBE: &[&str] = &["--cov", "--benchmark-compare", "--benchmark-his
 /// Plugin short options that take a value (pytest-xdist's `-n`).
 const PLUGIN_SHORT_VALUED: &[char] = &['n'];
 
+/// Whether `letter` is one of pytest's short flags (no value: `-v -q -s -l -x -h -V`).
+pub(crate) fn is_short_flag(letter: char) -> bool {
+    PYTEST_SHORT_FLAGS.contains(&letter)
+}
+
 fn long_takes(name: &str) -> Option<Takes> {
     if PYTEST_VALUED.contains(&name) || PLUGIN_VALUED.contains(&name) {
         Some(Takes::One)

@@ -96,8 +96,13 @@ impl Session {
         crate::unix::mkdir_private(&root.join(BASETEMPS))
             .map_err(io(format!("creating {}", root.join(BASETEMPS).display())))?;
         let own = root.join("plugin");
-        write_python_files(&own)?;
-        let python_dir = shared_python_dir(&user_dir, &own).unwrap_or(own);
+        let python_dir = match shared_python_dir(&user_dir, &own) {
+            Some(shared) => shared,
+            None => {
+                write_python_files(&own)?;
+                own
+            }
+        };
         Ok(Session {
             root,
             run_id,
@@ -178,10 +183,10 @@ fn write_python_files(dir: &Path) -> Result<()> {
 /// directory: Python keeps their compiled bytecode beside them (`__pycache__`), so a fork
 /// server or spawned unit does not compile some 3,000 lines again (tens of milliseconds on
 /// the way to a run's first test). It is named by a hash of the sources, and comes into
-/// being whole: the run's own copy (`own`, in its session directory) is renamed to it. A
-/// directory of that name whose files are not ours is not used, and None means the run uses
-/// its own copy. It holds no run's state, so sweeps (which remove dead runs' directories
-/// only) leave it; each build leaves one of a few hundred KiB.
+/// being whole: the first run writes a copy in its session directory (`own`) and renames it
+/// to it. A directory of that name whose files are not ours is not used, and None means the
+/// run is to write and use its own copy. It holds no run's state, so sweeps (which remove
+/// dead runs' directories only) leave it; each build leaves one of a few hundred KiB.
 fn shared_python_dir(user_dir: &Path, own: &Path) -> Option<PathBuf> {
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
     for (name, source) in PYTHON_FILES {
@@ -190,22 +195,15 @@ fn shared_python_dir(user_dir: &Path, own: &Path) -> Option<PathBuf> {
         }
     }
     let shared = user_dir.join(format!("python-{hash:016x}"));
-    if !shared.exists() {
-        // Another run may rename its copy first: then ours stays in its session directory.
+    if !shared.exists() && write_python_files(own).is_ok() {
+        // Another run may rename its copy first: then ours stays in its session directory
+        // (and is written again there, harmlessly, if the shared one is not ours).
         let _ = std::fs::rename(own, &shared);
     }
     let ours = PYTHON_FILES.iter().all(|(name, source)| {
         std::fs::read(shared.join(name)).is_ok_and(|bytes| bytes == source.as_bytes())
     });
-    if ours {
-        Some(shared)
-    } else {
-        if !own.exists() {
-            // Renamed, then found changed: not ours to use after all.
-            write_python_files(own).ok()?;
-        }
-        None
-    }
+    ours.then_some(shared)
 }
 
 fn user_dir_in(base: &Path) -> PathBuf {

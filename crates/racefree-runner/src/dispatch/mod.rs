@@ -136,10 +136,8 @@ struct State {
     no_tests_became: Vec<Option<i32>>,
     /// The status the first `pytest.exit()` asked for: the run's, as it is pytest's.
     exit_status: Option<i32>,
-    /// The process-level warnings units reported (see `Wire::Done`), each counted once.
-    process_warnings: HashSet<String>,
-    /// Configure-time warnings already shown (see `Wire::Warning`).
-    shown_config_warnings: HashSet<(String, String)>,
+    /// Configure-time warnings already counted and shown (see `Wire::Warning`).
+    config_warnings: HashSet<(String, String)>,
 }
 
 impl State {
@@ -667,16 +665,10 @@ impl Dispatcher<'_> {
             Wire::Done {
                 exitstatus,
                 warnings,
-                process_warnings,
                 final_status,
             } => {
                 r.pytest_exitstatus = Some(exitstatus);
                 st.totals.warnings += warnings;
-                for warning in process_warnings {
-                    if st.process_warnings.insert(warning) {
-                        st.totals.warnings += 1;
-                    }
-                }
                 if exitstatus == i32::from(exit::NO_TESTS) {
                     st.no_tests_became.push(final_status);
                 }
@@ -686,12 +678,16 @@ impl Dispatcher<'_> {
                 message,
                 config,
             } => {
-                // A configure-time warning comes from every unit: shown once.
-                if !config
-                    || st
-                        .shown_config_warnings
-                        .insert((location.clone(), message.clone()))
-                {
+                // A configure-time warning comes from every unit: counted and shown once (a
+                // test's or a file's is counted in its unit's `Done`).
+                let first = config
+                    && st
+                        .config_warnings
+                        .insert((location.clone(), message.clone()));
+                if first {
+                    st.totals.warnings += 1;
+                }
+                if !config || first {
                     self.bus.emit(Event::Warning {
                         unit,
                         location,

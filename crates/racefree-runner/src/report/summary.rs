@@ -219,18 +219,10 @@ impl Summary {
             for r in &self.failures {
                 for sub in &r.failed_subtests {
                     writeln!(out, "{}", sep('_', &sub.head_line, w))?;
-                    writeln!(out, "{}", sub.longrepr.trim_end())?;
-                    for (title, text) in &sub.sections {
-                        writeln!(out, "{}", sep('-', title, w))?;
-                        writeln!(out, "{}", text.trim_end())?;
-                    }
+                    writeln!(out, "{}", with_sections(&sub.longrepr, &sub.sections, w))?;
                 }
                 writeln!(out, "{}", sep('_', &head_line(r), w))?;
-                writeln!(out, "{}", r.longrepr.trim_end())?;
-                for (title, text) in &r.sections {
-                    writeln!(out, "{}", sep('-', title, w))?;
-                    writeln!(out, "{}", text.trim_end())?;
-                }
+                writeln!(out, "{}", with_sections(&r.longrepr, &r.sections, w))?;
             }
         }
         if self.show_warnings && !self.warnings.is_empty() {
