@@ -29,6 +29,9 @@ Messages (all fields are strings unless noted):
   warning      location, message, config (bool): one warning, for the warnings summary
   imports      modules (list of names): modules this process imported that a fork server
                could preload (sent before done, only when ``RACEFREE_LEARN_IMPORTS`` is set)
+  coverage     source, report, config, append, branch, precision, fail_under,
+               no_cov_on_fail: pytest-cov's report options, taken from it at session start
+               so that racefree reports once for the run (see _take_coverage_report)
 
 racefree enforces per-test timeouts itself, from these messages. The plugin only says which
 limit a ``@pytest.mark.timeout(N)`` marker sets (pytest-timeout's marker; registered here so
@@ -427,6 +430,9 @@ class _RacefreePlugin:
     def pytest_sessionstart(self, session):
         _quiet_reporter(session.config)
         _share_suite_reruns(session.config)
+        coverage = _take_coverage_report(session.config)
+        if coverage is not None:
+            self.channel.send("coverage", **coverage)
         # After every plugin's pytest_configure, so pytest's own faulthandler plugin (which
         # writes to stderr) does not take the handler back.
         path = os.environ.pop(_FAULT_FILE_ENV, None)
@@ -871,6 +877,39 @@ def _imported_since_fork():
             break
         names.append(name)
     return names
+
+
+def _take_coverage_report(config):
+    """pytest-cov measuring in this unit: the options of its report, for racefree to make
+    once from every unit's data, or None. The unit still measures (into a data file of its
+    own, ``COVERAGE_FILE``, which racefree set), but neither reports nor checks
+    ``--cov-fail-under``: each unit would report its own share of the tests, and fail
+    where the whole run would pass. pytest-cov reports only when asked for a report or a
+    minimum (``CovPlugin._should_report``), so both are taken from it here, before its
+    ``pytest_runtestloop`` looks."""
+    plugin = config.pluginmanager.get_plugin("_cov")
+    options = getattr(plugin, "options", None)
+    if plugin is None or options is None or getattr(plugin, "_disabled", False):
+        return None
+    if getattr(plugin, "cov_controller", None) is None:
+        return None
+    report = getattr(options, "cov_report", None) or {}
+    if not isinstance(report, dict):
+        # pytest-cov's default, a list: ["term"].
+        report = {kind: None for kind in report}
+    fields = {
+        "source": getattr(options, "cov_source", None),
+        "report": {str(k): (None if v is None else str(v)) for k, v in report.items()},
+        "config": getattr(options, "cov_config", True),
+        "append": bool(getattr(options, "cov_append", False)),
+        "branch": getattr(options, "cov_branch", None),
+        "precision": getattr(options, "cov_precision", None),
+        "fail_under": getattr(options, "cov_fail_under", None),
+        "no_cov_on_fail": bool(getattr(options, "no_cov_on_fail", False)),
+    }
+    options.cov_report = {}
+    options.cov_fail_under = None
+    return fields
 
 
 def _wanted_paths(config):

@@ -66,6 +66,13 @@ pub enum Wire {
         #[serde(default, rename = "final")]
         final_status: Option<i32>,
     },
+    /// pytest-cov measures the unit: the options of its report (source, report, config,
+    /// append, branch, precision, fail_under, no_cov_on_fail), which racefree applies once
+    /// for the run (see `coverage`).
+    Coverage {
+        #[serde(flatten)]
+        options: serde_json::Map<String, serde_json::Value>,
+    },
     /// Modules the unit imported that a fork server could preload (see `forkserver`).
     Imports {
         modules: Vec<String>,
@@ -600,6 +607,12 @@ pub enum Event {
         /// Which infrastructure retry this is (1-based) and the pause before it.
         retry: u32,
         delay: f64,
+    },
+    /// pytest-cov's report for the whole run, made once every unit has ended (see
+    /// `coverage`): its terminal section, and whether the total is below its minimum.
+    Coverage {
+        text: String,
+        below_minimum: bool,
     },
     RunFinished {
         totals: Totals,

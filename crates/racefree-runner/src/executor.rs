@@ -68,6 +68,8 @@ pub struct ExecContext {
     pub isolation: Isolation,
     /// pytest's capturing is off (`-s`): units' output is passed on as it comes.
     pub show_output: bool,
+    /// pytest-cov measures the run: each unit into a data file of its own (see `coverage`).
+    pub coverage: bool,
 }
 
 /// One unit to start.
@@ -241,6 +243,14 @@ fn unit_invocation(ctx: &ExecContext, session: &Session, spec: &UnitSpec) -> Res
         "RACEFREE_FAULT_FILE".into(),
         session.fault_file(spec.unit, spec.attempt).into(),
     ));
+    if ctx.coverage {
+        let data_file = session.coverage_file(spec.unit, spec.attempt);
+        if let Some(dir) = data_file.parent() {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
+        }
+        env.push(("COVERAGE_FILE".into(), data_file.into()));
+    }
     if ctx.fork.is_some() {
         // Units teach the fork servers of later runs what to preload.
         env.push(("RACEFREE_LEARN_IMPORTS".into(), "1".into()));

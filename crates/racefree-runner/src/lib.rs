@@ -7,6 +7,7 @@
 //! the consumers in `report/` and the history store receive in order.
 
 pub mod config;
+pub mod coverage;
 pub mod discovery;
 pub mod dispatch;
 pub mod durations;

@@ -112,6 +112,16 @@ pub fn interpreter_paths(python: &Path) -> Result<Vec<PathBuf>> {
     Ok(ask(python, &script)?.paths)
 }
 
+/// The last line of a Python process's stderr that says something (its exception, when
+/// it died of one).
+pub(crate) fn last_line(stderr: &[u8]) -> Option<String> {
+    String::from_utf8_lossy(stderr)
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .map(|l| l.trim().to_string())
+}
+
 #[derive(serde::Deserialize)]
 struct Answer {
     #[serde(default)]
@@ -130,14 +140,7 @@ fn ask(python: &Path, script: &str) -> Result<Answer> {
             detail: format!("cannot start it: {e}"),
         })?;
     if !out.status.success() {
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        let detail = stderr
-            .lines()
-            .rev()
-            .find(|l| !l.trim().is_empty())
-            .unwrap_or("import failed")
-            .trim()
-            .to_string();
+        let detail = last_line(&out.stderr).unwrap_or_else(|| "import failed".to_string());
         return Err(Error::NoPytest {
             python: python.to_path_buf(),
             detail,

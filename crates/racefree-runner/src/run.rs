@@ -523,6 +523,7 @@ pub fn run(mut req: RunRequest) -> Result<u8> {
             .sum(),
         predicted_secs: predicted_total,
     });
+    let python_dir = session.plugin_dir();
     let mut dispatcher = Dispatcher {
         ctx,
         session,
@@ -537,6 +538,13 @@ pub fn run(mut req: RunRequest) -> Result<u8> {
         continue_on_collection_errors: pytest_flags
             .iter()
             .any(|f| f == "--continue-on-collection-errors"),
+        coverage: ctx.coverage.then(|| crate::coverage::Step {
+            python: &ctx.python,
+            python_dir: &python_dir,
+            cwd: &ctx.invocation_dir,
+            session_root: &session.root,
+            width,
+        }),
     };
     let outcome = dispatcher.run(units, started);
     let errors = bus.finish();
@@ -849,6 +857,7 @@ fn launch(
         python_paths,
         isolation: isolation.isolation,
         show_output: passthrough::capture_off(p.pytest_flags),
+        coverage: crate::coverage::requested(p.pytest_flags),
     };
     // From here on, an error removes the session directory.
     let mut launched = Launch {
@@ -862,6 +871,11 @@ fn launch(
             None => Vec::new(),
         };
         preload.extend(p.rf.preload.iter().flatten().cloned());
+        if launched.ctx.coverage {
+            // What a server imported, a unit does not import again: coverage would miss
+            // the module-level lines of the code it measures (see `coverage`).
+            preload.clear();
+        }
         let preload_file = launched.session.root.join("preload.json");
         let json = serde_json::to_vec(&preload).map_err(|e| {
             crate::error::Error::io("encoding the preload list", std::io::Error::other(e))

@@ -26,17 +26,20 @@ pub const UNITNS_SOURCE: &str = include_str!("../../../python/racefree_unitns.py
 pub const HOTPAGES_SOURCE: &str = include_str!("../../../python/racefree_hotpages.py");
 /// The fork server's once-per-server fixture scan of the plugins, which it imports.
 pub const FIXTURESCAN_SOURCE: &str = include_str!("../../../python/racefree_fixturescan.py");
+/// The run's one coverage report under pytest-cov, from every unit's data (see `coverage`).
+pub const COVERAGE_SOURCE: &str = include_str!("../../../python/racefree_coverage.py");
 
 /// The directory of a run's units' `--basetemp`s, in its session root.
 const BASETEMPS: &str = "basetemp";
 
 /// The embedded Python modules, by their path in the plugin directory.
-const PYTHON_FILES: [(&str, &str); 5] = [
+const PYTHON_FILES: [(&str, &str); 6] = [
     ("racefree_pytest/__init__.py", PLUGIN_SOURCE),
     ("racefree_forkserver.py", FORKSERVER_SOURCE),
     ("racefree_unitns.py", UNITNS_SOURCE),
     ("racefree_fixturescan.py", FIXTURESCAN_SOURCE),
     ("racefree_hotpages.py", HOTPAGES_SOURCE),
+    ("racefree_coverage.py", COVERAGE_SOURCE),
 ];
 
 pub struct Session {
@@ -136,6 +139,15 @@ impl Session {
         self.root
             .join(BASETEMPS)
             .join(format!("gw{slot}-u{unit}-a{attempt}"))
+    }
+
+    /// The coverage data file of a unit under pytest-cov (its `COVERAGE_FILE`), alone in
+    /// its directory with what it combines (see `coverage`).
+    pub fn coverage_file(&self, unit: usize, attempt: u32) -> PathBuf {
+        self.root
+            .join(crate::coverage::DATA_DIR)
+            .join(format!("u{unit}-a{attempt}"))
+            .join(".coverage")
     }
 
     /// A file describing a unit to the plugin (node-id selection, walked files).

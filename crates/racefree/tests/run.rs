@@ -1119,20 +1119,9 @@ fn failed_subtests_fail_their_test_under_a_stand_in_terminal_reporter() {
     );
 }
 
-/// The directory scripts/setup-venv.sh installs python/requirements-plugins.txt into, beside
-/// the test interpreter's site-packages.
+/// Where pytest-rerunfailures is installed for the tests (see `common::plugins_dir`).
 fn plugins_dir() -> PathBuf {
-    let dir = python()
-        .parent()
-        .and_then(Path::parent)
-        .unwrap()
-        .join("plugins");
-    assert!(
-        dir.join("pytest_rerunfailures.py").exists(),
-        "{} lacks pytest-rerunfailures: run scripts/setup-venv.sh",
-        dir.display()
-    );
-    dir
+    common::plugins_dir("pytest_rerunfailures.py")
 }
 
 #[test]

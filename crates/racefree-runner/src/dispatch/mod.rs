@@ -97,6 +97,8 @@ pub struct Dispatcher<'a> {
     /// pytest was given `--continue-on-collection-errors`: a collection error is then one
     /// more failure (exit 1), not the end of the session (exit 2).
     pub continue_on_collection_errors: bool,
+    /// Under pytest-cov: how the run's one coverage report is made once the units end.
+    pub coverage: Option<crate::coverage::Step<'a>>,
 }
 
 #[derive(Default)]
@@ -138,6 +140,10 @@ struct State {
     exit_status: Option<i32>,
     /// Configure-time warnings already counted and shown (see `Wire::Warning`).
     config_warnings: HashSet<(String, String)>,
+    /// pytest-cov's report options, from the first unit it measured (see `coverage`).
+    coverage: Option<serde_json::Value>,
+    /// The run's coverage is below pytest-cov's minimum: the run fails, as pytest's does.
+    coverage_below_minimum: bool,
 }
 
 impl State {
@@ -272,6 +278,7 @@ impl Dispatcher<'_> {
             || self
                 .maxfail
                 .is_some_and(|max| st.collect_errors >= u64::from(max));
+        self.report_coverage(&mut st);
         let exit_code = exit_code(&st, self.policy.flaky_fails, collect_errors_fail);
         self.bus.emit(Event::RunFinished {
             totals: st.totals.clone(),
@@ -287,6 +294,35 @@ impl Dispatcher<'_> {
             exit_code,
             totals: st.totals,
             imports: st.imports,
+        }
+    }
+
+    /// Under pytest-cov: the run's coverage report, from every unit's data, as pytest-cov
+    /// makes it at the end of its session (not after an interrupt, as it does not either).
+    fn report_coverage(&mut self, st: &mut State) {
+        let (Some(step), Some(options)) = (&self.coverage, &st.coverage) else {
+            return;
+        };
+        if st.interrupted {
+            return;
+        }
+        let failed = st.totals.failures() + st.totals.subtest_failures() > 0;
+        match step.report(options, failed) {
+            Ok(report) => {
+                st.coverage_below_minimum = report.below_minimum;
+                self.bus.emit(Event::Coverage {
+                    text: report.text,
+                    below_minimum: report.below_minimum,
+                });
+            }
+            Err(why) => {
+                // As pytest-cov when its report fails: said, and a minimum counts as missed.
+                eprintln!("racefree: warning: the coverage report failed: {why}");
+                st.coverage_below_minimum = options
+                    .get("fail_under")
+                    .and_then(serde_json::Value::as_f64)
+                    .is_some_and(|min| min > 0.0);
+            }
         }
     }
 
@@ -624,6 +660,11 @@ impl Dispatcher<'_> {
                 }
             }
             Wire::Imports { modules } => st.imports.extend(modules),
+            Wire::Coverage { options } => {
+                // Every unit parses the same options: the first to say them is heard.
+                st.coverage
+                    .get_or_insert(serde_json::Value::Object(options));
+            }
             Wire::Exit {
                 reason,
                 returncode,
@@ -762,7 +803,12 @@ fn exit_code(st: &State, flaky_fails: bool, collect_errors_fail: bool) -> u8 {
     // A failed subtest fails the run as pytest's session counts it, even where its test
     // itself passed (unittest's subTest).
     let failed = st.totals.failures() + st.totals.subtest_failures();
-    if failed > 0 || st.lost > 0 || st.collect_errors > 0 || (flaky_fails && st.totals.flaky > 0) {
+    if failed > 0
+        || st.lost > 0
+        || st.collect_errors > 0
+        || (flaky_fails && st.totals.flaky > 0)
+        || st.coverage_below_minimum
+    {
         return exit::TESTS_FAILED;
     }
     if !st.reported_any {
@@ -802,7 +848,12 @@ mod tests {
     fn exit_code_table() {
         let mut st = State::default();
         assert_eq!(exit_code(&st, false, false), exit::NO_TESTS);
+        // pytest-cov's minimum missed fails the session, even one that ran no test.
+        st.coverage_below_minimum = true;
+        assert_eq!(exit_code(&st, false, false), exit::TESTS_FAILED);
         st.reported_any = true;
+        assert_eq!(exit_code(&st, false, false), exit::TESTS_FAILED);
+        st.coverage_below_minimum = false;
         assert_eq!(exit_code(&st, false, false), exit::OK);
         st.totals.flaky = 1;
         assert_eq!(exit_code(&st, false, false), exit::OK);

@@ -111,6 +111,8 @@ pub struct Summary {
     timings: Vec<(f64, String)>,
     /// Infrastructure retries with their forensics: (title, text).
     infra: Vec<(String, String)>,
+    /// pytest-cov's terminal section for the run (see `coverage`).
+    coverage: String,
 }
 
 impl Summary {
@@ -135,6 +137,7 @@ impl Summary {
             show_warnings: true,
             timings: Vec::new(),
             infra: Vec::new(),
+            coverage: String::new(),
         }
     }
 
@@ -253,6 +256,8 @@ impl Summary {
                 writeln!(out, "{d:.2}s {id}")?;
             }
         }
+        // Where pytest shows other plugins' terminal summaries: pytest-cov's report.
+        write!(out, "{}", self.coverage)?;
         // In the order of pytest's `-r` characters, then racefree's own lines.
         let mut lines: Vec<String> = Vec::new();
         // Units end in any order; pytest reports in collection order. By file is as near as
@@ -545,6 +550,7 @@ impl Reporter for Summary {
                     self.push_short('E', &r.nodeid, line);
                 }
             }
+            Event::Coverage { text, .. } => self.coverage = text.clone(),
             Event::RunFinished {
                 totals,
                 collect_errors,

@@ -121,3 +121,19 @@ pub fn suite(files: &[(&str, &str)]) -> tempfile::TempDir {
     }
     dir
 }
+
+/// The directory scripts/setup-venv.sh installs python/requirements-plugins.txt into, beside
+/// the test interpreter's site-packages; `holding` is a file or directory it must have.
+pub fn plugins_dir(holding: &str) -> PathBuf {
+    let dir = python()
+        .parent()
+        .and_then(Path::parent)
+        .unwrap()
+        .join("plugins");
+    assert!(
+        dir.join(holding).exists(),
+        "{} lacks {holding}: run scripts/setup-venv.sh",
+        dir.display()
+    );
+    dir
+}
