@@ -65,6 +65,7 @@ The unit's description comes from the JSON file named by ``RACEFREE_UNIT_FILE``:
 
 import faulthandler
 import fnmatch
+import io
 import json
 import os
 import signal
@@ -283,6 +284,22 @@ def _decisive(report):
     return report.outcome in ("failed", "skipped", _RERUN)
 
 
+def _terminal_text(report):
+    """The report's text as pytest's terminal shows it: ``longreprtext`` is the same text
+    stripped, and a traceback's first source line loses its indentation and the blank line
+    before it (racefree's JUnit strips it, as pytest's ``str(longrepr)`` does)."""
+    try:
+        from _pytest._io import TerminalWriter
+
+        out = io.StringIO()
+        writer = TerminalWriter(out)
+        writer.hasmarkup = False
+        report.toterminal(writer)
+        return _text(out.getvalue().rstrip())
+    except Exception:  # noqa: BLE001 - another pytest: its own text, stripped
+        return _text(getattr(report, "longreprtext", ""))
+
+
 def _report_fields(report, subtest, category, word):
     """The message racefree reads a phase report from."""
     fields = {
@@ -304,7 +321,7 @@ def _report_fields(report, subtest, category, word):
         # record_property's (name, value) pairs, as pytest's JUnit writes them: as text.
         fields["properties"] = [[_text(name), _text(value)] for name, value in properties]
     if report.failed or report.outcome == _RERUN:
-        fields["longrepr"] = _text(report.longreprtext)
+        fields["longrepr"] = _terminal_text(report)
         fields["message"] = _crash_message(report)
         # Captured output is only worth its bytes when it will be shown: on failure.
         fields["sections"] = [[_text(t), _text(c)] for (t, c) in report.sections]
@@ -314,7 +331,7 @@ def _report_fields(report, subtest, category, word):
         if where is not None:
             fields["skip_where"] = where
         if not subtest:
-            fields["longrepr"] = _text(getattr(report, "longreprtext", ""))
+            fields["longrepr"] = _terminal_text(report)
     return fields
 
 
@@ -536,7 +553,7 @@ class _RacefreePlugin:
                 "collect",
                 id=report.nodeid,
                 outcome=report.outcome,
-                longrepr=_text(getattr(report, "longreprtext", "")),
+                longrepr=_terminal_text(report),
                 message=_skip_reason(report) if report.skipped else _crash_message(report),
                 **fields,
             )

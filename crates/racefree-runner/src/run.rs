@@ -195,6 +195,15 @@ pub fn run(mut req: RunRequest) -> Result<u8> {
     let durations = req.durations.or(rf.durations).or(pytest_durations);
     // pytest's --tb=no: no tracebacks in the report.
     let tracebacks = resolved.last_value(&["--tb"]).as_deref() != Some("no");
+    // pytest's --show-capture: which captured output failures show (pytest's default all).
+    let show_capture = resolved
+        .last_value(&["--show-capture"])
+        .unwrap_or_else(|| "all".to_string());
+    if !["no", "stdout", "stderr", "log", "all"].contains(&show_capture.as_str()) {
+        return Err(crate::error::Error::Usage(format!(
+            "pytest option `--show-capture={show_capture}`: choose from no, stdout, stderr, log, all"
+        )));
+    }
     // pytest's -r characters: what the short test summary lists (pytest's default "fE").
     let report_chars = resolved
         .last_value(&["-r", "--report-chars"])
@@ -477,6 +486,8 @@ pub fn run(mut req: RunRequest) -> Result<u8> {
         Summary::new(Box::new(std::io::stdout()), width, req.verbosity, durations)
             .with_tracebacks(tracebacks)
             .with_report_chars(&report_chars)
+            .with_show_capture(&show_capture)
+            .with_no_summary(pytest_flags.iter().any(|f| f == "--no-summary"))
             .with_warnings_summary(
                 !pytest_flags
                     .iter()

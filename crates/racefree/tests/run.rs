@@ -2493,6 +2493,70 @@ fn report_characters_choose_the_short_summary_lines_as_in_pytest() {
     }
 }
 
+/// Everything pytest's terminal summary printed: from its first section's title to the
+/// summary line (left out: its time differs).
+fn summary_sections(stdout: &str) -> Vec<String> {
+    let mut lines: Vec<String> = stdout
+        .lines()
+        .skip_while(|l| !l.starts_with("=="))
+        .map(str::to_string)
+        .collect();
+    lines.pop();
+    lines
+}
+
+#[test]
+fn failures_and_errors_read_as_pytest_prints_them() {
+    // racefree printed a traceback's first source line unindented and without the blank line
+    // before it (pytest's longreprtext strips them), in the order units ended, and ignored
+    // --show-capture and --no-summary.
+    let dir = suite(&[
+        (
+            "test_a.py",
+            "import logging\nimport sys\n\ndef test_fail():\n    print('to stdout')\n    \
+             print('to stderr', file=sys.stderr)\n    logging.getLogger('x').warning('a log line')\n    \
+             assert 1 == 2\n\ndef test_ok():\n    pass\n",
+        ),
+        (
+            "test_b.py",
+            "def helper(x):\n    raise ValueError('bad %s' % x)\n\ndef test_raise():\n    helper(3)\n",
+        ),
+        (
+            "test_c.py",
+            "import pytest\n\n@pytest.fixture\ndef broken():\n    print('setting up')\n    \
+             raise RuntimeError('no setup')\n\ndef test_setup_error(broken):\n    pass\n",
+        ),
+        (
+            "test_d.py",
+            "import pytest\n\n@pytest.fixture\ndef leaky():\n    yield\n    \
+             raise OSError('no teardown')\n\ndef test_teardown_error(leaky):\n    pass\n",
+        ),
+    ]);
+    let d = dir.path();
+    for options in [
+        vec![],
+        vec!["--show-capture=no"],
+        vec!["--show-capture=stderr"],
+        vec!["--show-capture=log"],
+        vec!["--no-summary"],
+        vec!["--tb=short"],
+    ] {
+        let py = run(pytest(d).arg("-q").args(&options).env_remove("COLUMNS"));
+        let rf = run(racefree(d)
+            .args(["-q", "-n", "2", "--"])
+            .args(&options)
+            .env_remove("COLUMNS"));
+        assert_eq!(rf.code, py.code, "{options:?}: {}{}", rf.stdout, rf.stderr);
+        assert_eq!(
+            summary_sections(&rf.stdout),
+            summary_sections(&py.stdout),
+            "{options:?}\npytest:\n{}\nracefree:\n{}",
+            py.stdout,
+            rf.stdout
+        );
+    }
+}
+
 /// The "warnings summary" section, from its title line to pytest's docs line.
 fn warnings_section(stdout: &str) -> Vec<String> {
     let mut lines: Vec<String> = stdout

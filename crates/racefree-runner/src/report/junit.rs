@@ -149,6 +149,8 @@ impl Junit {
     /// and then errored in teardown: pytest closes the failed testcase and opens a second one
     /// for the teardown error, since a JUnit testcase has one outcome.
     fn cases(r: &TestResult) -> Vec<TestCase> {
+        let r = as_pytest_writes(r);
+        let r = r.as_ref();
         let mut status = Self::final_status(r);
         status.add_reruns(r.reruns.iter().map(Self::rerun));
         let mut cases = vec![Self::case(&r.nodeid, status, r.duration)];
@@ -278,7 +280,7 @@ impl Reporter for Junit {
             } if outcome == "failed" => {
                 let mut s = TestCaseStatus::non_success(NonSuccessKind::Error);
                 s.set_message("collection failure");
-                s.set_description(longrepr.clone());
+                s.set_description(longrepr.trim());
                 self.cases.push(Self::case(nodeid, s, 0.0));
             }
             Event::InfraRetry {
@@ -432,6 +434,30 @@ fn shorten_message(message: &str) -> String {
         return message.to_string();
     };
     format!("{shortened}\n[{note}; full report in element text]")
+}
+
+/// The result with its failure texts as pytest's JUnit writes them (`str(longrepr)`): the
+/// terminal's text (which the plugin sends, for racefree's own report), stripped.
+fn as_pytest_writes(r: &TestResult) -> std::borrow::Cow<'_, TestResult> {
+    let plain = |text: &str| text.trim().len() == text.len();
+    if plain(&r.longrepr)
+        && plain(&r.teardown_longrepr)
+        && r.reruns.is_empty()
+        && r.failed_subtests.is_empty()
+    {
+        // A passing test's, nearly always: nothing to copy.
+        return std::borrow::Cow::Borrowed(r);
+    }
+    let mut r = r.clone();
+    r.longrepr = r.longrepr.trim().to_string();
+    r.teardown_longrepr = r.teardown_longrepr.trim().to_string();
+    for x in &mut r.reruns {
+        x.longrepr = x.longrepr.trim().to_string();
+    }
+    for sub in &mut r.failed_subtests {
+        sub.longrepr = sub.longrepr.trim().to_string();
+    }
+    std::borrow::Cow::Owned(r)
 }
 
 /// pytest's JUnit message for a failure or error: the crash line, or for a report without one

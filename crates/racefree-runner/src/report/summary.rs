@@ -95,7 +95,14 @@ pub struct Summary {
     tracebacks: bool,
     durations: Option<usize>,
     failures: Vec<TestResult>,
-    errors: Vec<(String, String)>,
+    /// The ERRORS section's entries: where it goes (see `error_order`), title, text.
+    errors: Vec<(ErrorOrder, String, String)>,
+    /// pytest's `--show-capture`: which captured output a failure shows (`all`, `no`, or a
+    /// word its sections' titles hold: `stdout`, `stderr`, `log`).
+    show_capture: String,
+    /// pytest's `--no-summary`: none of pytest's own sections, only the summary line (and
+    /// what other plugins add, pytest-cov's report).
+    no_summary: bool,
     /// The short test summary's lines, each with the `-r` character that shows it (`!`:
     /// racefree's own, always shown).
     short: Vec<ShortLine>,
@@ -130,6 +137,8 @@ impl Summary {
             durations,
             failures: Vec::new(),
             errors: Vec::new(),
+            show_capture: "all".to_string(),
+            no_summary: false,
             short: Vec::new(),
             skips: Vec::new(),
             report_chars: "fE".to_string(),
@@ -180,6 +189,18 @@ impl Summary {
         self
     }
 
+    /// pytest's `--show-capture`: which captured output failures and errors show.
+    pub fn with_show_capture(mut self, which: &str) -> Summary {
+        self.show_capture = which.to_string();
+        self
+    }
+
+    /// pytest's `--no-summary`: none of pytest's own sections.
+    pub fn with_no_summary(mut self, no_summary: bool) -> Summary {
+        self.no_summary = no_summary;
+        self
+    }
+
     /// Whether the FAILURES and ERRORS sections are printed (pytest's `--tb=no` says not).
     pub fn with_tracebacks(mut self, tracebacks: bool) -> Summary {
         self.tracebacks = tracebacks;
@@ -203,16 +224,25 @@ impl Summary {
         interrupted: Option<&str>,
     ) -> std::io::Result<()> {
         let w = self.width;
+        let show_capture = self.show_capture.clone();
+        let shown = |longrepr: &str, sections: &[(String, String)]| {
+            shown_sections(longrepr, sections, &show_capture, w)
+        };
         let out = &mut self.out;
-        if !self.tracebacks {
+        if !self.tracebacks || self.no_summary {
             // pytest's tracebacks go; racefree's own word on a unit or a crash stays.
             self.errors
-                .retain(|(title, _)| title.starts_with("ERROR in unit"));
+                .retain(|(_, title, _)| title.starts_with("ERROR in unit"));
             self.failures.retain(|r| r.outcome == Outcome::Crashed);
         }
+        // Units end in any order; pytest reports in collection order: by file is as near
+        // as racefree gets (stable sorts: a file's tests stay in the order they ran).
+        self.errors.sort_by(|a, b| a.0.cmp(&b.0));
+        self.failures
+            .sort_by(|a, b| file_of(&a.nodeid).cmp(file_of(&b.nodeid)));
         if !self.errors.is_empty() {
             writeln!(out, "{}", sep('=', "ERRORS", w))?;
-            for (title, body) in &self.errors {
+            for (_, title, body) in &self.errors {
                 writeln!(out, "{}", sep('_', title, w))?;
                 writeln!(out, "{}", body.trim_end())?;
             }
@@ -222,13 +252,13 @@ impl Summary {
             for r in &self.failures {
                 for sub in &r.failed_subtests {
                     writeln!(out, "{}", sep('_', &sub.head_line, w))?;
-                    writeln!(out, "{}", with_sections(&sub.longrepr, &sub.sections, w))?;
+                    writeln!(out, "{}", shown(&sub.longrepr, &sub.sections))?;
                 }
                 writeln!(out, "{}", sep('_', &head_line(r), w))?;
-                writeln!(out, "{}", with_sections(&r.longrepr, &r.sections, w))?;
+                writeln!(out, "{}", shown(&r.longrepr, &r.sections))?;
             }
         }
-        if self.show_warnings && !self.warnings.is_empty() {
+        if self.show_warnings && !self.no_summary && !self.warnings.is_empty() {
             writeln!(out, "{}", sep('=', "warnings summary", w))?;
             write!(out, "{}", warnings_summary(&mut self.warnings))?;
             writeln!(
@@ -272,7 +302,13 @@ impl Summary {
         });
         self.skips
             .sort_by(|a, b| (!a.3, &a.0.0, a.0.1).cmp(&(!b.3, &b.0.0, b.0.1)));
-        for c in self.report_chars.chars().chain(['!']) {
+        // With --no-summary pytest's own lines go; racefree's stay, to say what went wrong.
+        let chars = if self.no_summary {
+            String::new()
+        } else {
+            self.report_chars.clone()
+        };
+        for c in chars.chars().chain(['!']) {
             if c == 's' {
                 for ((path, line), reason, n, _) in &self.skips {
                     lines.push(match line {
@@ -378,6 +414,52 @@ fn with_reason(line: String, reason: &str) -> String {
 
 /// A failure's text followed by the output its report captured, each section under a
 /// `----- title -----` line, as pytest prints an error.
+/// When an error came, for the order pytest shows them in: collection errors first (pytest
+/// collects before it runs), then the tests' setup and teardown errors, then racefree's
+/// own word on units, each group by file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum ErrorWhen {
+    Collect,
+    Test,
+    Racefree,
+}
+
+type ErrorOrder = (ErrorWhen, String);
+
+fn error_order(when: &str, nodeid: &str) -> ErrorOrder {
+    let phase = if when == "collect" {
+        ErrorWhen::Collect
+    } else {
+        ErrorWhen::Test
+    };
+    (phase, file_of(nodeid).to_string())
+}
+
+fn file_of(nodeid: &str) -> &str {
+    nodeid.split("::").next().unwrap_or(nodeid)
+}
+
+/// A failure's or error's text with the captured output pytest's `--show-capture` lets
+/// through: `all`, `no`, or the sections whose titles hold its word (`stdout`, `stderr`,
+/// `log`).
+fn shown_sections(
+    longrepr: &str,
+    sections: &[(String, String)],
+    show_capture: &str,
+    width: usize,
+) -> String {
+    let wanted: Vec<(String, String)> = sections
+        .iter()
+        .filter(|(title, _)| match show_capture {
+            "no" => false,
+            "all" => true,
+            word => title.contains(word),
+        })
+        .cloned()
+        .collect();
+    with_sections(longrepr, &wanted, width)
+}
+
 fn with_sections(longrepr: &str, sections: &[(String, String)], width: usize) -> String {
     let mut text = longrepr.trim_end().to_string();
     for (title, captured) in sections {
@@ -399,8 +481,11 @@ impl Reporter for Summary {
                 message,
                 ..
             } if outcome == "failed" => {
-                self.errors
-                    .push((format!("ERROR collecting {nodeid}"), longrepr.clone()));
+                self.errors.push((
+                    error_order("collect", nodeid),
+                    format!("ERROR collecting {nodeid}"),
+                    longrepr.clone(),
+                ));
                 let line = Self::short_line("ERROR", nodeid, message);
                 self.push_short('E', nodeid, line);
             }
@@ -409,8 +494,11 @@ impl Reporter for Summary {
                 unit,
                 ..
             } => {
-                self.errors
-                    .push((format!("ERROR in unit {unit}"), text.clone()));
+                self.errors.push((
+                    (ErrorWhen::Racefree, String::new()),
+                    format!("ERROR in unit {unit}"),
+                    text.clone(),
+                ));
                 let line = format!(
                     "ERROR unit {unit} - {}",
                     text.lines().next().unwrap_or_default()
@@ -500,8 +588,14 @@ impl Reporter for Summary {
                     Outcome::Error => {
                         let when = r.when.as_deref().unwrap_or("setup");
                         self.errors.push((
+                            error_order(when, &r.nodeid),
                             format!("ERROR at {when} of {}", head_line(r)),
-                            with_sections(&r.longrepr, &r.sections, self.width),
+                            shown_sections(
+                                &r.longrepr,
+                                &r.sections,
+                                &self.show_capture,
+                                self.width,
+                            ),
                         ));
                         let line = Self::short_line("ERROR", &r.nodeid, &r.message);
                         self.push_short('E', &r.nodeid, line);
@@ -543,8 +637,14 @@ impl Reporter for Summary {
                 }
                 if r.teardown_error {
                     self.errors.push((
+                        error_order("teardown", &r.nodeid),
                         format!("ERROR at teardown of {}", head_line(r)),
-                        with_sections(&r.teardown_longrepr, &r.teardown_sections, self.width),
+                        shown_sections(
+                            &r.teardown_longrepr,
+                            &r.teardown_sections,
+                            &self.show_capture,
+                            self.width,
+                        ),
                     ));
                     let line = Self::short_line("ERROR", &r.nodeid, &r.teardown_message);
                     self.push_short('E', &r.nodeid, line);
