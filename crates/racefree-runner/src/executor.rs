@@ -68,6 +68,9 @@ pub struct ExecContext {
     pub isolation: Isolation,
     /// pytest's capturing is off (`-s`): units' output is passed on as it comes.
     pub show_output: bool,
+    /// racefree writes JUnit XML: the plugin sends what pytest's junitxml would take from
+    /// each test (which costs messages otherwise spared).
+    pub junit: bool,
 }
 
 /// One unit to start.
@@ -230,6 +233,7 @@ fn unit_invocation(ctx: &ExecContext, session: &Session, spec: &UnitSpec) -> Res
         "exclude": spec.exclude,
         "walked": spec.walked,
         "skip": spec.skip,
+        "junit": ctx.junit,
     });
     let json = serde_json::to_vec(&description)
         .map_err(|e| Error::io("encoding a unit description", io::Error::other(e)))?;

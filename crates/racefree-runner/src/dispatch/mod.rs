@@ -15,7 +15,9 @@ use crossbeam_channel::{RecvTimeoutError, unbounded};
 
 use crate::discovery::TestFile;
 use crate::error::{Result, exit};
-use crate::events::{ChunkOf, Event, ExitInfo, Outcome, RERUN, TestResult, Totals, Wire};
+use crate::events::{
+    ChunkOf, Event, ExitInfo, JunitExtras, Outcome, RERUN, TestResult, Totals, Wire,
+};
 use crate::executor::{self, ExecContext, ExecMsg, UnitHandle, UnitSpec};
 use crate::plan::{Part, UnitPlan};
 use crate::procs;
@@ -525,6 +527,7 @@ impl Dispatcher<'_> {
                 longrepr,
                 message,
                 skip_where,
+                skip_details,
             } => {
                 r.reported_collect = true;
                 r.collect_failed |= outcome != "skipped";
@@ -549,6 +552,10 @@ impl Dispatcher<'_> {
                         teardown_message: String::new(),
                         teardown_sections: Vec::new(),
                         properties: Vec::new(),
+                        junit: Box::new(JunitExtras {
+                            skip_details,
+                            ..JunitExtras::default()
+                        }),
                         skip_where,
                         when: Some("collect".into()),
                         head_line: String::new(),
@@ -624,6 +631,9 @@ impl Dispatcher<'_> {
                 }
             }
             Wire::Imports { modules } => st.imports.extend(modules),
+            Wire::SuiteProperties { properties } => {
+                self.bus.emit(Event::SuiteProperties { unit, properties })
+            }
             Wire::Exit {
                 reason,
                 returncode,
