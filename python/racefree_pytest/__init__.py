@@ -18,8 +18,15 @@ Messages (all fields are strings unless noted):
                "skipped"), category and word (pytest_report_teststatus's answer: how
                pytest's terminal counts and names it), subtest (bool: a pytest 9 subtest's
                report), longrepr, message, head_line, sections ([[title, text], ...]),
-               wasxfail (present only for xfail/xpass), skip_reason
+               wasxfail (present only for xfail/xpass), skip_reason; when racefree
+               writes JUnit XML (the unit's ``junit``), also what pytest's junitxml would
+               take from the report: skip_details (a skip's element text), xml_attributes
+               ([[name, value], ...]: the testcase's attributes, present when
+               record_xml_attribute was used or junit_family is xunit1), junit_output
+               ([[tag, text], ...]: the <system-out>/<system-err> of junit_logging)
   finish       id
+  suite_properties  properties ([[name, value], ...]): every record_testsuite_property this
+               process recorded so far (sent when it grows; only with ``junit``)
   exit         reason, returncode (int or null), interrupt (bool): pytest.exit() ended the
                session, or (interrupt) a KeyboardInterrupt the process raised itself
   done         exitstatus (int), warnings (int: of tests and files; the warnings pytest
@@ -61,6 +68,8 @@ The unit's description comes from the JSON file named by ``RACEFREE_UNIT_FILE``:
   skip     absolute paths this unit must not collect: in a unit given directories for
            pytest to walk itself (for what a conftest's or plugin's collector finds and
            racefree's discovery cannot), every file racefree runs in other units.
+  junit    true when racefree writes JUnit XML: the plugin then sends what pytest's own
+           junitxml would have written (see _Junit).
 """
 
 import faulthandler
@@ -389,6 +398,145 @@ class _IgnoredFile(pytest.File):
         return []
 
 
+def _ini(config, name, default):
+    """An ini option of pytest's, or ``default`` if this pytest has no such option."""
+    try:
+        return config.getini(name)
+    except (ValueError, KeyError):
+        return default
+
+
+class _Junit:
+    """What pytest's own ``--junitxml`` would write from this process, for the report racefree
+    writes in its place (units run without ``--junitxml``): each report's captured output
+    under ``junit_logging``, a skip's text, the testcase's attributes, the testsuite's
+    properties. pytest's own code decides wherever it can."""
+
+    def __init__(self, config):
+        self.logging = _ini(config, "junit_logging", "no")
+        self.log_passing = _ini(config, "junit_log_passing_tests", True)
+        self.xml = self._stand_in(config)
+        self.suite_sent = 0
+
+    def _stand_in(self, config):
+        """pytest's ``record_xml_attribute`` and ``record_testsuite_property`` fixtures record
+        into the LogXML that ``--junitxml`` keeps in the config's stash, and do nothing (or
+        nothing visible) without one. So one of pytest's own goes there: the fixtures then
+        record, check and escape as they do under ``--junitxml``, and warn as they do there.
+        It is never registered as a plugin, so it writes no file (see pytest_unconfigure)."""
+        try:
+            from _pytest.junitxml import LogXML, xml_key
+
+            if xml_key in config.stash:
+                return config.stash[xml_key]
+            xml = LogXML(
+                os.devnull,
+                None,
+                _ini(config, "junit_suite_name", "pytest"),
+                self.logging,
+                _ini(config, "junit_duration_report", "total"),
+                _ini(config, "junit_family", "xunit2"),
+                self.log_passing,
+            )
+        except Exception:  # noqa: BLE001 - a pytest without these: the fixtures stay no-ops
+            return None
+        config.stash[xml_key] = xml
+        self.key = xml_key
+        return xml
+
+    def forget(self, config):
+        """Takes the stand-in out of the stash before pytest's junitxml unconfigures, which
+        would unregister it as a plugin (and fail: it never was one)."""
+        key = getattr(self, "key", None)
+        if key is not None and config.stash.get(key, None) is self.xml:
+            del config.stash[key]
+
+    def fields(self, report, fields, output):
+        """Adds to a report's message what pytest's junitxml takes from the report."""
+        if report.skipped and not hasattr(report, "wasxfail"):
+            longrepr = report.longrepr
+            if isinstance(longrepr, tuple) and len(longrepr) == 3:
+                # pytest's append_skipped: the skip's element text.
+                filename, lineno, reason = longrepr
+                reason = _text(reason)
+                if reason.startswith("Skipped: "):
+                    reason = reason[len("Skipped: "):]
+                fields["skip_details"] = self.escape("%s:%s: %s" % (filename, lineno, reason))
+        attributes = self._attributes(report)
+        if attributes:
+            fields["xml_attributes"] = attributes
+        if output:
+            fields["junit_output"] = output
+
+    def escape(self, text):
+        try:
+            from _pytest.junitxml import bin_xml_escape
+        except ImportError:
+            return text
+        return bin_xml_escape(text)
+
+    def _attributes(self, report):
+        """The testcase's attributes as pytest's junitxml sets them from this report, with
+        what ``record_xml_attribute`` recorded (pytest keeps only ``classname`` and ``name`` of
+        those under xunit2, and adds ``file`` and ``line`` under xunit1). Only when they may
+        differ from racefree's own ``classname`` and ``name``."""
+        xml = self.xml
+        if xml is None or (not xml.node_reporters_ordered and xml.family == "xunit2"):
+            return None
+        try:
+            reporter = xml.node_reporter(report)
+            reporter.record_testreport(report)
+        except Exception:  # noqa: BLE001 - another pytest's internals: racefree's own names
+            return None
+        return [[_text(name), _text(value)] for name, value in reporter.attrs.items()]
+
+    def output(self, report):
+        """The ``<system-out>`` and ``<system-err>`` pytest's junitxml appends for this report
+        under ``junit_logging`` and ``junit_log_passing_tests`` (its pytest_runtest_logreport
+        and write_captured_output): ``[[tag, text], ...]``."""
+        if self.logging == "no":
+            return []
+        written = (
+            report.when == "teardown"
+            or (report.skipped and not hasattr(report, "wasxfail"))
+            or (report.when == "call" and report.failed and not self.log_passing)
+        )
+        if not written or (not self.log_passing and report.passed):
+            return []
+
+        def content(text, header):
+            return "\n".join([header.center(80, "-"), text, ""])
+
+        out = []
+        text = ""
+        if self.logging in ("log", "all"):
+            text = content(report.caplog, " Captured Log ")
+        if self.logging in ("system-out", "out-err", "all"):
+            out.append(["system-out", text + content(report.capstdout, " Captured Out ")])
+            text = ""
+        if self.logging in ("system-err", "out-err", "all"):
+            out.append(["system-err", text + content(report.capstderr, " Captured Err ")])
+            text = ""
+        if text:
+            out.append(["system-out", text])
+        return [[tag, self.escape(value)] for tag, value in out]
+
+    def suite_properties(self):
+        """Every ``record_testsuite_property`` of this process, if there are more than when
+        last asked; else None."""
+        xml = self.xml
+        if xml is None or len(xml.global_properties) == self.suite_sent:
+            return None
+        self.suite_sent = len(xml.global_properties)
+        return [[_text(name), _text(value)] for name, value in xml.global_properties]
+
+    def test_done(self):
+        """Forgets the finished test's testcase attributes."""
+        if self.xml is not None and self.xml.node_reporters_ordered:
+            self.xml.node_reporters.clear()
+            del self.xml.node_reporters_ordered[:]
+
+
 class _RacefreePlugin:
     def __init__(self, config, channel, unit):
         self.config = config
@@ -422,6 +570,12 @@ class _RacefreePlugin:
         self.walked = unit.get("walked") or {}
         self.skip = frozenset(unit.get("skip") or ())
         self.wanted = _wanted_paths(self.config)
+        self.junit = _Junit(self.config) if unit.get("junit") else None
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_unconfigure(self, config):
+        if self.junit is not None:
+            self.junit.forget(config)
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_ignore_collect(self, collection_path, config):
@@ -549,6 +703,9 @@ class _RacefreePlugin:
             fields = {}
             if report.skipped:
                 fields["skip_where"] = _skip_where(report)
+                if self.junit is not None:
+                    # pytest's append_collect_skipped: the report's text, a tuple's repr.
+                    fields["skip_details"] = self.junit.escape(str(report.longrepr))
             self.channel.send(
                 "collect",
                 id=report.nodeid,
@@ -579,7 +736,10 @@ class _RacefreePlugin:
     @pytest.hookimpl(trylast=True)
     def pytest_runtest_logreport(self, report):
         subtest = type(report).__name__ == "SubtestReport"
-        if not subtest and _quiet_phase(report):
+        # What pytest's junitxml writes of this report's captured output: a teardown that
+        # has some is not quiet.
+        output = self.junit.output(report) if self.junit is not None and not subtest else None
+        if not subtest and _quiet_phase(report) and not output:
             # A passed setup or teardown decides nothing when another phase of the test
             # does (racefree derives the outcome as pytest's terminal does), so it is not
             # sent then: two messages of every passing test's five. The setup is held
@@ -608,7 +768,7 @@ class _RacefreePlugin:
             if self.held is not None and self.held.nodeid == report.nodeid:
                 self.held = None
         self._release_held()
-        fields = _report_fields(report, subtest, category, word)
+        fields = self._fields(report, subtest, category, word, output)
         if report.failed or report.outcome == _RERUN:
             # A failure is news now: if the process dies next, racefree still has it.
             self.channel.send("report", **fields)
@@ -618,8 +778,14 @@ class _RacefreePlugin:
     def _release_held(self):
         """Queues the held setup report: no phase of its test has decided yet."""
         if self.held is not None:
-            self.channel.queue("report", **_report_fields(self.held, False, "", ""))
+            self.channel.queue("report", **self._fields(self.held, False, "", "", None))
             self.held = None
+
+    def _fields(self, report, subtest, category, word, output):
+        fields = _report_fields(report, subtest, category, word)
+        if self.junit is not None and not subtest:
+            self.junit.fields(report, fields, output)
+        return fields
 
     def _terminal_asks(self):
         """True if pytest's own terminal reporter is registered (as "terminalreporter"),
@@ -641,7 +807,15 @@ class _RacefreePlugin:
         self._release_held()
         started, self.started = self.started, None
         duration = None if started is None else _CLOCK.now() - started
+        if self.junit is not None:
+            self.junit.test_done()
+            self._queue_suite_properties()
         self.channel.send("finish", id=nodeid, duration=duration)
+
+    def _queue_suite_properties(self):
+        properties = self.junit.suite_properties()
+        if properties is not None:
+            self.channel.queue("suite_properties", properties=properties)
 
     def pytest_warning_recorded(self, warning_message, when, nodeid, location):
         self._send_warning(warning_message, when, nodeid)
@@ -689,6 +863,9 @@ class _RacefreePlugin:
                 pass
         for where, message in self.config_warnings:
             self.channel.send("warning", location=where, message=message, config=True)
+        if self.junit is not None:
+            # Recorded after the last test (a sessionfinish hook's, say).
+            self._queue_suite_properties()
         fields = {"exitstatus": int(exitstatus), "warnings": self.warnings}
         # After every other plugin's and conftest's hook: what pytest will exit with.
         final = getattr(session, "exitstatus", exitstatus)

@@ -31,6 +31,9 @@ pub enum Wire {
         /// For a skipped collector: where, as pytest's summary names it (see `PhaseReport`).
         #[serde(default)]
         skip_where: Option<SkipWhere>,
+        /// For a skipped collector, when racefree writes JUnit XML: pytest's element text.
+        #[serde(default)]
+        skip_details: Option<String>,
     },
     Start {
         id: String,
@@ -44,6 +47,10 @@ pub enum Wire {
         /// Seconds from the test's start to its end, as the plugin measured them.
         #[serde(default)]
         duration: Option<f64>,
+    },
+    /// Every `record_testsuite_property` the process recorded so far (name, value as text).
+    SuiteProperties {
+        properties: Vec<(String, String)>,
     },
     /// `pytest.exit()`, or a KeyboardInterrupt the unit raised itself, ended the unit's
     /// session: the run ends so (see the dispatcher).
@@ -133,6 +140,17 @@ pub struct PhaseReport {
     /// What the test recorded with `record_property` so far: (name, value as text).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub properties: Vec<(String, String)>,
+    /// When racefree writes JUnit XML: pytest's text for a skip's `<skipped>` element.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub skip_details: Option<String>,
+    /// When racefree writes JUnit XML: the testcase's attributes as pytest's junitxml sets
+    /// them (with `record_xml_attribute`'s), when they may differ from racefree's own.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub xml_attributes: Vec<(String, String)>,
+    /// When racefree writes JUnit XML: the `<system-out>`/`<system-err>` elements pytest's
+    /// junitxml appends for this report under `junit_logging`: (tag, text).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub junit_output: Vec<(String, String)>,
 }
 
 /// Where a test or module was skipped: the path relative to where pytest was started, and
@@ -216,6 +234,9 @@ pub struct TestResult {
     /// What the test recorded with `record_property`: (name, value), for JUnit.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub properties: Vec<(String, String)>,
+    /// The rest of what pytest's junitxml takes from the test, when racefree writes JUnit.
+    #[serde(skip_serializing_if = "JunitExtras::is_empty")]
+    pub junit: Box<JunitExtras>,
     /// Where it was skipped, when it was (see `SkipWhere`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub skip_where: Option<SkipWhere>,
@@ -253,6 +274,7 @@ impl TestResult {
             teardown_message: String::new(),
             teardown_sections: Vec::new(),
             properties: Vec::new(),
+            junit: Box::default(),
             skip_where: None,
             when: Some("call".into()),
             head_line: String::new(),
@@ -279,6 +301,31 @@ impl TestResult {
     pub fn fails_by_subtests(&self) -> bool {
         matches!(self.outcome, Outcome::Passed | Outcome::Xpassed)
             && !self.failed_subtests.is_empty()
+    }
+}
+
+/// What pytest's junitxml takes from a test beyond its outcome, sent by the plugin only when
+/// racefree writes JUnit XML (see `PhaseReport`'s fields of the same names).
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct JunitExtras {
+    /// A skip's (or a skipped module's) `<skipped>` element text.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub skip_details: Option<String>,
+    /// The testcase's attributes, as pytest sets them.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub xml_attributes: Vec<(String, String)>,
+    /// `<system-out>`/`<system-err>` elements: (tag, text), in pytest's order.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub output: Vec<(String, String)>,
+    /// Those of a failed teardown, which pytest writes in a testcase of their own after a
+    /// failed call (see `TestResult::teardown_error`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub teardown_output: Vec<(String, String)>,
+}
+
+impl JunitExtras {
+    pub fn is_empty(&self) -> bool {
+        *self == JunitExtras::default()
     }
 }
 
@@ -587,6 +634,12 @@ pub enum Event {
         /// conftest's): every unit has it, and it is shown once.
         config: bool,
     },
+    /// What a unit's process recorded with `record_testsuite_property` so far (every one,
+    /// each time more come), for the JUnit testsuite's properties.
+    SuiteProperties {
+        unit: usize,
+        properties: Vec<(String, String)>,
+    },
     /// A process left behind by a unit, killed by racefree.
     Leak {
         unit: usize,
@@ -651,6 +704,9 @@ mod tests {
             category: String::new(),
             word: String::new(),
             properties: Vec::new(),
+            skip_details: None,
+            xml_attributes: Vec::new(),
+            junit_output: Vec::new(),
             subtest: false,
         }
     }

@@ -70,6 +70,9 @@ pub struct ExecContext {
     pub show_output: bool,
     /// pytest-cov measures the run: each unit into a data file of its own (see `coverage`).
     pub coverage: bool,
+    /// racefree writes JUnit XML: the plugin sends what pytest's junitxml would take from
+    /// each test (which costs messages otherwise spared).
+    pub junit: bool,
 }
 
 /// One unit to start.
@@ -232,6 +235,7 @@ fn unit_invocation(ctx: &ExecContext, session: &Session, spec: &UnitSpec) -> Res
         "exclude": spec.exclude,
         "walked": spec.walked,
         "skip": spec.skip,
+        "junit": ctx.junit,
     });
     let json = serde_json::to_vec(&description)
         .map_err(|e| Error::io("encoding a unit description", io::Error::other(e)))?;

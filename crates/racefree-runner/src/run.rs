@@ -272,6 +272,7 @@ pub fn run(mut req: RunRequest) -> Result<u8> {
         inifile: pytest_cfg.inifile.as_deref(),
         pytest_flags: &pytest_flags,
         workers,
+        junit: junit_xml.is_some(),
     };
     // Fork servers take the longest to get ready (an interpreter start-up, pytest, the
     // preloaded modules) and need neither discovery nor the plan: they start while discovery
@@ -758,6 +759,8 @@ struct RunParams<'a> {
     /// addopts, then the arguments after `--`.
     pytest_flags: &'a [String],
     workers: usize,
+    /// racefree writes JUnit XML (see `ExecContext::junit`).
+    junit: bool,
 }
 
 /// Where a run's units start: its session directory and the context every unit gets, with
@@ -869,6 +872,7 @@ fn launch(
         isolation: isolation.isolation,
         show_output: passthrough::capture_off(p.pytest_flags),
         coverage: crate::coverage::requested(p.pytest_flags),
+        junit: p.junit,
     };
     // From here on, an error removes the session directory.
     let mut launched = Launch {

@@ -2648,3 +2648,248 @@ fn the_junit_testsuite_is_named_and_stamped_as_pytests() {
     };
     assert_eq!(attrs("rf.xml"), attrs("py.xml"));
 }
+
+/// A JUnit report as the tests below compare it: the testsuite's properties, and for each
+/// testcase (by name, in order) its attributes but `time` and its children but
+/// `<properties>`, each as (tag, attributes, text).
+type JunitCase = (
+    Vec<(String, String)>,
+    Vec<(String, Vec<(String, String)>, String)>,
+);
+
+type JunitDetail = (Vec<(String, String)>, BTreeSet<(String, Vec<JunitCase>)>);
+
+fn junit_detail(path: &Path) -> JunitDetail {
+    let text = std::fs::read_to_string(path).unwrap();
+    let doc = roxmltree::Document::parse(&text).unwrap();
+    let attrs = |n: roxmltree::Node| -> Vec<(String, String)> {
+        let mut a: Vec<(String, String)> = n
+            .attributes()
+            .filter(|a| a.name() != "time")
+            .map(|a| (a.name().to_string(), a.value().to_string()))
+            .collect();
+        a.sort();
+        a
+    };
+    let suite = doc
+        .descendants()
+        .find(|n| n.has_tag_name("testsuite"))
+        .unwrap();
+    let properties = suite
+        .children()
+        .filter(|n| n.has_tag_name("properties"))
+        .flat_map(|p| p.children().filter(|n| n.has_tag_name("property")))
+        .map(|p| {
+            (
+                p.attribute("name").unwrap().to_string(),
+                p.attribute("value").unwrap().to_string(),
+            )
+        })
+        .collect();
+    let mut cases: std::collections::BTreeMap<String, Vec<JunitCase>> = Default::default();
+    for case in suite.children().filter(|n| n.has_tag_name("testcase")) {
+        let children = case
+            .children()
+            .filter(|c| c.is_element() && !c.has_tag_name("properties"))
+            .map(|c| {
+                (
+                    c.tag_name().name().to_string(),
+                    attrs(c),
+                    c.text().unwrap_or("").to_string(),
+                )
+            })
+            .collect();
+        cases
+            .entry(case.attribute("name").unwrap().to_string())
+            .or_default()
+            .push((attrs(case), children));
+    }
+    (properties, cases.into_iter().collect())
+}
+
+/// pytest's `<skipped>` texts for test skips, xfails and a skipped module, in one suite.
+const SKIPS: &[(&str, &str)] = &[
+    (
+        "test_s.py",
+        "import pytest\n\n\
+         def test_skip_call():\n    pytest.skip('not today')\n\n\
+         @pytest.mark.skip(reason='marked')\ndef test_skip_marker():\n    pass\n\n\
+         @pytest.mark.skipif(True, reason='cond')\ndef test_skipif():\n    pass\n\n\
+         @pytest.mark.xfail(reason='known bug')\ndef test_xfail():\n    assert 0\n\n\
+         def test_xfail_call():\n    pytest.xfail('imperative')\n",
+    ),
+    (
+        "test_m.py",
+        "import pytest\npytest.skip('whole module', allow_module_level=True)\n",
+    ),
+];
+
+#[test]
+fn skips_have_pytests_text_in_junit() {
+    let dir = suite(SKIPS);
+    let d = dir.path();
+    run(pytest(d).args(["--junitxml", "py.xml"]));
+    let rf = run(racefree(d).args(["-n", "2", "--junit-xml", "rf.xml"]));
+    assert_eq!(rf.code, 0, "{}{}", rf.stdout, rf.stderr);
+    let ours = junit_detail(&d.join("rf.xml"));
+    assert_eq!(ours, junit_detail(&d.join("py.xml")));
+    // What pytest writes: where, and why.
+    let (_, cases) = &ours;
+    let skip = cases
+        .iter()
+        .find(|(name, _)| name == "test_skip_call")
+        .unwrap();
+    let text = &skip.1[0].1[0].2;
+    assert!(text.ends_with("test_s.py:4: not today"), "{text}");
+}
+
+#[test]
+fn testsuite_properties_are_in_junit_as_in_pytests() {
+    let dir = suite(&[
+        (
+            "conftest.py",
+            "import pytest\n\n\
+             @pytest.fixture(scope='session', autouse=True)\n\
+             def env(record_testsuite_property):\n    \
+                 record_testsuite_property('ARCH', 'PPC')\n    \
+                 record_testsuite_property('n', 3)\n",
+        ),
+        (
+            "test_a.py",
+            "def test_a(record_testsuite_property):\n    record_testsuite_property('ARCH', 'PPC')\n",
+        ),
+        ("test_b.py", "def test_b():\n    pass\n"),
+    ]);
+    let d = dir.path();
+    // One process, as pytest: its list exactly (the same property twice, too).
+    run(pytest(d).args(["--junitxml", "py.xml", "test_a.py"]));
+    let rf = run(racefree(d).args(["--junit-xml", "rf.xml", "test_a.py"]));
+    assert_eq!(rf.code, 0, "{}{}", rf.stdout, rf.stderr);
+    let py = junit_detail(&d.join("py.xml"));
+    assert_eq!(junit_detail(&d.join("rf.xml")), py);
+    assert_eq!(py.0.len(), 3, "{py:?}");
+    // Several processes each run the session fixture that pytest runs once: each property
+    // as many times as one process recorded it.
+    run(pytest(d).args(["--junitxml", "py.xml"]));
+    let rf = run(racefree(d).args(["-n", "2", "--junit-xml", "rf.xml"]));
+    assert_eq!(rf.code, 0, "{}{}", rf.stdout, rf.stderr);
+    assert_eq!(
+        junit_detail(&d.join("rf.xml")).0,
+        junit_detail(&d.join("py.xml")).0
+    );
+}
+
+#[test]
+fn record_xml_attribute_sets_testcase_attributes_as_in_pytest() {
+    let dir = suite(&[(
+        "test_x.py",
+        "def test_attr(record_xml_attribute):\n    \
+             record_xml_attribute('assertions', 'REQ-1234')\n    \
+             record_xml_attribute('classname', 'custom.class')\n\n\
+         def test_plain():\n    pass\n\n\
+         def test_fails(record_xml_attribute):\n    \
+             record_xml_attribute('name', 'renamed')\n    \
+             __import__('pytest').fail('no', pytrace=False)\n",
+    )]);
+    let d = dir.path();
+    // xunit2 (pytest's default) keeps only classname and name; xunit1 every attribute, with
+    // the test's file and line.
+    for family in ["xunit2", "xunit1"] {
+        let ini = format!("[pytest]\njunit_family = {family}\n");
+        std::fs::write(d.join("pytest.ini"), ini).unwrap();
+        let py = run(pytest(d).args(["--junitxml", "py.xml"]));
+        let rf = run(racefree(d).args(["--junit-xml", "rf.xml"]));
+        assert_eq!(rf.code, 1, "{}{}", rf.stdout, rf.stderr);
+        let ours = junit_detail(&d.join("rf.xml"));
+        assert_eq!(ours, junit_detail(&d.join("py.xml")), "{family}");
+        let names: Vec<&str> = ours.1.iter().map(|(n, _)| n.as_str()).collect();
+        assert!(names.contains(&"renamed"), "{family}: {names:?}");
+        // pytest's warnings about the fixture, as under pytest's own --junitxml.
+        assert_eq!(
+            summary_counts(&rf.stdout),
+            summary_counts(&py.stdout),
+            "{family}"
+        );
+    }
+}
+
+#[test]
+fn junit_logging_writes_captured_output_as_pytest() {
+    let dir = suite(&[(
+        "test_o.py",
+        "import logging, sys\nimport pytest\n\n\
+         @pytest.fixture\ndef bad():\n    yield\n    print('teardown out')\n    raise RuntimeError('boom')\n\n\
+         def test_pass():\n    print('hello out')\n    sys.stderr.write('hello err\\n')\n    \
+             logging.getLogger().warning('a log line')\n\n\
+         def test_fail():\n    print('fail out')\n    assert 0\n\n\
+         def test_fail_then_teardown(bad):\n    print('call out')\n    assert 0\n\n\
+         def test_error(bad):\n    sys.stderr.write('err\\n')\n\n\
+         @pytest.mark.xfail\ndef test_xfail():\n    print('x')\n    assert 0\n\n\
+         def test_quiet():\n    pass\n",
+    )]);
+    let d = dir.path();
+    for logging in ["no", "log", "system-out", "system-err", "out-err", "all"] {
+        for passing in ["true", "false"] {
+            let ini = format!(
+                "[pytest]\njunit_logging = {logging}\njunit_log_passing_tests = {passing}\n"
+            );
+            std::fs::write(d.join("pytest.ini"), ini).unwrap();
+            run(pytest(d).args(["--junitxml", "py.xml"]));
+            let rf = run(racefree(d).args(["--junit-xml", "rf.xml"]));
+            assert_eq!(rf.code, 1, "{}{}", rf.stdout, rf.stderr);
+            let ours = junit_detail(&d.join("rf.xml"));
+            assert_eq!(
+                ours,
+                junit_detail(&d.join("py.xml")),
+                "junit_logging={logging} junit_log_passing_tests={passing}"
+            );
+            let text = std::fs::read_to_string(d.join("rf.xml")).unwrap();
+            assert_eq!(
+                text.contains("hello out"),
+                matches!(logging, "system-out" | "out-err" | "all") && passing == "true",
+                "{logging} {passing}: {text}"
+            );
+        }
+    }
+    // Given after `--` (pytest's -o), as pytest takes it.
+    std::fs::remove_file(d.join("pytest.ini")).unwrap();
+    run(pytest(d).args(["--junitxml", "py.xml", "-o", "junit_logging=all"]));
+    let rf = run(racefree(d).args(["--junit-xml", "rf.xml", "--", "-o", "junit_logging=all"]));
+    assert_eq!(rf.code, 1, "{}{}", rf.stdout, rf.stderr);
+    assert_eq!(
+        junit_detail(&d.join("rf.xml")),
+        junit_detail(&d.join("py.xml"))
+    );
+}
+
+#[test]
+fn a_skipped_tests_output_is_in_junit_once_with_every_phases() {
+    // pytest writes a skipped test's output twice (at the skip, then at teardown, with every
+    // phase's); racefree's testcase holds one of each element: the last, with it all.
+    let dir = suite(&[(
+        "test_k.py",
+        "import pytest\n\ndef test_skips():\n    print('before the skip')\n    pytest.skip('no')\n",
+    )]);
+    let d = dir.path();
+    std::fs::write(d.join("pytest.ini"), "[pytest]\njunit_logging = all\n").unwrap();
+    run(pytest(d).args(["--junitxml", "py.xml"]));
+    let rf = run(racefree(d).args(["--junit-xml", "rf.xml"]));
+    assert_eq!(rf.code, 0, "{}{}", rf.stdout, rf.stderr);
+    let last_of_each = |path: &Path| {
+        let (_, cases) = junit_detail(path);
+        let mut children = cases.into_iter().next().unwrap().1.remove(0).1;
+        let mut kept = Vec::new();
+        while let Some(child) = children.pop() {
+            if !kept.iter().any(|k: &(String, _, _)| k.0 == child.0) {
+                kept.insert(0, child);
+            }
+        }
+        kept
+    };
+    let ours = last_of_each(&d.join("rf.xml"));
+    assert_eq!(ours, last_of_each(&d.join("py.xml")));
+    assert!(
+        ours.iter().any(|c| c.2.contains("before the skip")),
+        "{ours:?}"
+    );
+}

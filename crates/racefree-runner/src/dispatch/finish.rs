@@ -184,6 +184,7 @@ impl Dispatcher<'_> {
                 longrepr: last_lines(stderr, 40),
                 message,
                 skip_where: None,
+                skip_details: None,
             };
             self.on_wire(&mut r, wire, at, st);
             r.collected = Some(Vec::new());

@@ -15,7 +15,9 @@ use crossbeam_channel::{RecvTimeoutError, unbounded};
 
 use crate::discovery::TestFile;
 use crate::error::{Result, exit};
-use crate::events::{ChunkOf, Event, ExitInfo, Outcome, RERUN, TestResult, Totals, Wire};
+use crate::events::{
+    ChunkOf, Event, ExitInfo, JunitExtras, Outcome, RERUN, TestResult, Totals, Wire,
+};
 use crate::executor::{self, ExecContext, ExecMsg, UnitHandle, UnitSpec};
 use crate::plan::{Part, UnitPlan};
 use crate::procs;
@@ -561,6 +563,7 @@ impl Dispatcher<'_> {
                 longrepr,
                 message,
                 skip_where,
+                skip_details,
             } => {
                 r.reported_collect = true;
                 r.collect_failed |= outcome != "skipped";
@@ -585,6 +588,10 @@ impl Dispatcher<'_> {
                         teardown_message: String::new(),
                         teardown_sections: Vec::new(),
                         properties: Vec::new(),
+                        junit: Box::new(JunitExtras {
+                            skip_details,
+                            ..JunitExtras::default()
+                        }),
                         skip_where,
                         when: Some("collect".into()),
                         head_line: String::new(),
@@ -664,6 +671,9 @@ impl Dispatcher<'_> {
                 // Every unit parses the same options: the first to say them is heard.
                 st.coverage
                     .get_or_insert(serde_json::Value::Object(options));
+            }
+            Wire::SuiteProperties { properties } => {
+                self.bus.emit(Event::SuiteProperties { unit, properties })
             }
             Wire::Exit {
                 reason,

@@ -1,7 +1,7 @@
 //! Turning what a unit left behind into report text: results built from phase reports,
 //! the faulthandler dump of a crash or timeout, the tail of a process's stderr.
 
-use crate::events::{Outcome, PhaseReport, RERUN, TestResult, derive_outcome};
+use crate::events::{JunitExtras, Outcome, PhaseReport, RERUN, TestResult, derive_outcome};
 
 /// At most this much of a faulthandler file is attached to a report.
 const FAULT_BYTES: u64 = 64 * 1024;
@@ -143,6 +143,7 @@ pub(super) fn build_result(
             .find(|p| !p.properties.is_empty())
             .map(|p| p.properties.clone())
             .unwrap_or_default(),
+        junit: Box::new(junit_extras(phases, outcome, teardown_error, deciding)),
         when: deciding.map(|p| p.when.clone()),
         head_line: deciding.map(|p| p.head_line.clone()).unwrap_or_default(),
         sections: deciding.map(|p| p.sections.clone()).unwrap_or_default(),
@@ -151,6 +152,44 @@ pub(super) fn build_result(
         flaky: false,
         reruns: Vec::new(),
     }
+}
+
+/// What pytest's junitxml takes from the phases beyond the outcome (see `JunitExtras`).
+fn junit_extras(
+    phases: &[PhaseReport],
+    outcome: Outcome,
+    teardown_error: bool,
+    deciding: Option<&PhaseReport>,
+) -> JunitExtras {
+    let mut extras = JunitExtras {
+        skip_details: match (outcome, deciding) {
+            (Outcome::Skipped, Some(p)) => p.skip_details.clone(),
+            _ => None,
+        },
+        // The last phase's, as with `properties`: pytest sets them anew from each report.
+        xml_attributes: phases
+            .iter()
+            .rev()
+            .find(|p| !p.xml_attributes.is_empty())
+            .map(|p| p.xml_attributes.clone())
+            .unwrap_or_default(),
+        ..JunitExtras::default()
+    };
+    for p in phases {
+        // After a failed call, pytest writes a failed teardown in a testcase of its own, and
+        // that teardown's output with it.
+        let own_case = teardown_error
+            && outcome == Outcome::Failed
+            && p.when == "teardown"
+            && matches!(p.outcome.as_str(), "failed" | RERUN);
+        let into = if own_case {
+            &mut extras.teardown_output
+        } else {
+            &mut extras.output
+        };
+        into.extend(p.junit_output.iter().cloned());
+    }
+    extras
 }
 
 #[cfg(test)]

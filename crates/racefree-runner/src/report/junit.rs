@@ -46,6 +46,31 @@ pub struct Junit {
     suite_name: String,
     /// When the run started, for the testsuite's `timestamp`, as pytest writes it.
     started: chrono::DateTime<chrono::FixedOffset>,
+    /// What tests recorded with `record_testsuite_property` (see `SuiteProperties`).
+    suite_properties: SuiteProperties,
+}
+
+/// The testsuite's properties from every pytest process of the run. Each process runs the
+/// session fixtures that record them (pytest runs them once): a property is written as many
+/// times as any one process recorded it, in the order recorded, so a suite run as one
+/// process gets pytest's list, and a conftest's fixture run in every unit gets it once.
+#[derive(Debug, Default)]
+struct SuiteProperties {
+    merged: Vec<(String, String)>,
+}
+
+impl SuiteProperties {
+    /// Takes every property one process recorded so far (it sends them all each time).
+    fn add(&mut self, recorded: &[(String, String)]) {
+        let mut seen: Vec<&(String, String)> = Vec::new();
+        for property in recorded {
+            seen.push(property);
+            let times = seen.iter().filter(|p| **p == property).count();
+            if self.merged.iter().filter(|p| *p == property).count() < times {
+                self.merged.push(property.clone());
+            }
+        }
+    }
 }
 
 /// pytest's testsuite attributes count a test's reports: a teardown error beside a setup
@@ -98,6 +123,7 @@ impl Junit {
             adjust: CountAdjustment::default(),
             suite_name: "pytest".to_string(),
             started: now_utc(),
+            suite_properties: SuiteProperties::default(),
         }
     }
 
@@ -153,9 +179,15 @@ impl Junit {
         let r = r.as_ref();
         let mut status = Self::final_status(r);
         status.add_reruns(r.reruns.iter().map(Self::rerun));
-        let mut cases = vec![Self::case(&r.nodeid, status, r.duration)];
+        let mut first = Self::case(&r.nodeid, status, r.duration);
+        Self::set_attributes(&mut first, &r.junit.xml_attributes);
+        set_output(&mut first, &r.junit.output);
+        let mut cases = vec![first];
         if r.teardown_error && r.outcome == Outcome::Failed {
-            cases.push(Self::case(&r.nodeid, Self::teardown_status(r), 0.0));
+            let mut second = Self::case(&r.nodeid, Self::teardown_status(r), 0.0);
+            Self::set_attributes(&mut second, &r.junit.xml_attributes);
+            set_output(&mut second, &r.junit.teardown_output);
+            cases.push(second);
         }
         // What the test recorded with `record_property`, on each of its testcases as pytest
         // writes it.
@@ -165,6 +197,24 @@ impl Junit {
             }
         }
         cases
+    }
+
+    /// The testcase's attributes as pytest's junitxml set them (`record_xml_attribute`'s, and
+    /// under junit_family xunit1 `file` and `line`); `time` is the testcase's own.
+    fn set_attributes(case: &mut TestCase, attributes: &[(String, String)]) {
+        for (name, value) in attributes {
+            match name.as_str() {
+                "name" => case.name = value.as_str().into(),
+                "classname" => {
+                    case.set_classname(value.as_str());
+                }
+                "time" => {}
+                _ => {
+                    case.extra
+                        .insert(name.as_str().into(), value.as_str().into());
+                }
+            }
+        }
     }
 
     fn teardown_status(r: &TestResult) -> TestCaseStatus {
@@ -240,19 +290,26 @@ impl Junit {
             Outcome::Skipped if r.when.as_deref() == Some("collect") => {
                 let mut s = TestCaseStatus::skipped();
                 s.set_message("collection skipped");
-                s.set_description(r.message.clone());
+                // pytest's text is its report's (a tuple's repr); the reason if not known.
+                s.set_description(r.junit.skip_details.as_ref().unwrap_or(&r.message).clone());
                 s
             }
             Outcome::Skipped => {
                 let mut s = TestCaseStatus::skipped();
                 s.set_type("pytest.skip");
                 s.set_message(r.message.clone());
+                // pytest's text says where: `path:line: reason`.
+                if let Some(details) = &r.junit.skip_details {
+                    s.set_description(details.clone());
+                }
                 s
             }
             Outcome::Xfailed => {
                 let mut s = TestCaseStatus::skipped();
                 s.set_type("pytest.xfail");
-                s.set_message(r.message.clone());
+                // As pytest's junitxml, without the "reason: " older pytests put before it.
+                let reason = r.message.strip_prefix("reason: ").unwrap_or(&r.message);
+                s.set_message(reason);
                 s
             }
             Outcome::NotRun => {
@@ -283,6 +340,7 @@ impl Reporter for Junit {
                 s.set_description(longrepr.trim());
                 self.cases.push(Self::case(nodeid, s, 0.0));
             }
+            Event::SuiteProperties { properties, .. } => self.suite_properties.add(properties),
             Event::InfraRetry {
                 unit,
                 exit,
@@ -333,6 +391,9 @@ impl Reporter for Junit {
         suite.set_time(Duration::from_secs_f64(self.time.max(0.0)));
         suite.add_test_cases(std::mem::take(&mut self.cases));
         self.adjust.apply(&mut suite);
+        for (name, value) in &self.suite_properties.merged {
+            suite.add_property((name.as_str(), value.as_str()));
+        }
         for (summary, _) in &self.infra {
             suite.add_property(("racefree.infra_retry", summary.as_str()));
         }
@@ -354,6 +415,19 @@ impl Reporter for Junit {
             .map_err(|e| Error::io(ctx(), std::io::Error::other(e.to_string())))?;
         std::fs::write(&self.path, keep_line_breaks_in_attributes(&xml))
             .map_err(|e| Error::io(ctx(), e))
+    }
+}
+
+/// A testcase's `<system-out>` and `<system-err>` under pytest's `junit_logging`. A testcase
+/// holds one of each here; pytest writes a skipped test's twice (at the skip, then at
+/// teardown with every phase's output), and the last of each is kept, which has it all.
+fn set_output(case: &mut TestCase, output: &[(String, String)]) {
+    for (tag, text) in output {
+        match tag.as_str() {
+            "system-out" => case.set_system_out(text.as_str()),
+            "system-err" => case.set_system_err(text.as_str()),
+            _ => continue,
+        };
     }
 }
 
@@ -482,8 +556,8 @@ fn subtest_failures_text(r: &TestResult) -> String {
 #[cfg(test)]
 mod tests {
     use super::{
-        CountAdjustment, Junit, TestResult, classname_and_name, keep_line_breaks_in_attributes,
-        shorten_message,
+        CountAdjustment, Junit, SuiteProperties, TestResult, classname_and_name,
+        keep_line_breaks_in_attributes, shorten_message,
     };
     use crate::events::Outcome;
 
@@ -558,6 +632,19 @@ mod tests {
             assert_eq!(Junit::cases(&clean).len(), 1, "{outcome:?}");
             assert_eq!(CountAdjustment::of(&clean), CountAdjustment::default());
         }
+    }
+
+    #[test]
+    fn suite_properties_are_kept_as_often_as_one_process_recorded_them() {
+        let p = |n: &str| (n.to_string(), "v".to_string());
+        let mut merged = SuiteProperties::default();
+        // One process, sent twice as it grows: its list.
+        merged.add(&[p("a")]);
+        merged.add(&[p("a"), p("b"), p("a")]);
+        assert_eq!(merged.merged, vec![p("a"), p("b"), p("a")]);
+        // Another process running the same session fixture adds nothing; a new one does.
+        merged.add(&[p("a"), p("b"), p("c")]);
+        assert_eq!(merged.merged, vec![p("a"), p("b"), p("a"), p("c")]);
     }
 
     #[test]
