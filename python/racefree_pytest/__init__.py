@@ -293,6 +293,16 @@ def _decisive(report):
     return report.outcome in ("failed", "skipped", _RERUN)
 
 
+def _crash_line(report):
+    """The failure's one line under ``--tb=line``, as pytest's terminal reporter takes it
+    (``_getcrashline``): ``path:line: message``."""
+    longrepr = getattr(report, "longrepr", None)
+    try:
+        return _text(str(longrepr.reprcrash))
+    except AttributeError:
+        return _text(str(longrepr)[:50]) if longrepr is not None else ""
+
+
 def _terminal_text(report):
     """The report's text as pytest's terminal shows it: ``longreprtext`` is the same text
     stripped, and a traceback's first source line loses its indentation and the blank line
@@ -783,6 +793,9 @@ class _RacefreePlugin:
 
     def _fields(self, report, subtest, category, word, output):
         fields = _report_fields(report, subtest, category, word)
+        if report.failed and getattr(self.config.option, "tbstyle", None) == "line":
+            # pytest's --tb=line shows a failure by its crash line, after its output.
+            fields["crash_line"] = _crash_line(report)
         if self.junit is not None and not subtest:
             self.junit.fields(report, fields, output)
         return fields

@@ -140,6 +140,9 @@ pub struct PhaseReport {
     /// What the test recorded with `record_property` so far: (name, value as text).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub properties: Vec<(String, String)>,
+    /// Under pytest's `--tb=line`: the failure's one line (`path:line: message`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub crash_line: Option<String>,
     /// When racefree writes JUnit XML: pytest's text for a skip's `<skipped>` element.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub skip_details: Option<String>,
@@ -227,6 +230,9 @@ pub struct TestResult {
     pub head_line: String,
     /// Captured output of failing phases: (title, text).
     pub sections: Vec<(String, String)>,
+    /// Under pytest's `--tb=line`: the failure's one line (`path:line: message`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub crash_line: Option<String>,
     /// Captured output as the failed teardown's report holds it (every phase's), when
     /// `teardown_error`.
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -279,6 +285,7 @@ impl TestResult {
             when: Some("call".into()),
             head_line: String::new(),
             sections: vec![],
+            crash_line: None,
             failed_subtests: vec![],
             subtest_counts: Default::default(),
             flaky: false,
@@ -588,7 +595,7 @@ pub enum Event {
         slot: usize,
         nodeid: String,
     },
-    TestFinished(TestResult),
+    TestFinished(Box<TestResult>),
     UnitFinished {
         unit: usize,
         slot: usize,
@@ -698,6 +705,7 @@ mod tests {
             message: String::new(),
             head_line: String::new(),
             sections: vec![],
+            crash_line: None,
             wasxfail: xfail.then(String::new),
             skip_reason: None,
             skip_where: None,

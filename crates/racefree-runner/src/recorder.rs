@@ -151,7 +151,7 @@ impl Reporter for HistoryRecorder {
                 if self.whole_files && matches!(r.outcome, Outcome::Crashed | Outcome::NotRun) {
                     self.broken_files.push(r.file.clone());
                 }
-                self.record.results.push(r.into());
+                self.record.results.push(r.as_ref().into());
             }
             Event::RunFinished {
                 exit_code,
@@ -270,7 +270,7 @@ mod tests {
         let in_place = vec![
             started(0, "planned"),
             retried(0, 0.0),
-            Event::TestFinished(passed(0, 2.0)),
+            Event::TestFinished(Box::new(passed(0, 2.0))),
             finished(0),
         ];
         assert_eq!(file_time(in_place), 4.0);
@@ -280,7 +280,7 @@ mod tests {
             retried(0, 0.1),
             finished(0),
             started(1, "retry"),
-            Event::TestFinished(passed(1, 2.0)),
+            Event::TestFinished(Box::new(passed(1, 2.0))),
             finished(1),
         ];
         assert_eq!(file_time(retried_apart), 2.0);

@@ -193,8 +193,9 @@ pub fn run(mut req: RunRequest) -> Result<u8> {
         })?),
     };
     let durations = req.durations.or(rf.durations).or(pytest_durations);
-    // pytest's --tb=no: no tracebacks in the report.
-    let tracebacks = resolved.last_value(&["--tb"]).as_deref() != Some("no");
+    // pytest's --tb=no: no tracebacks in the report; --tb=line: a line per failure.
+    let tb_style = resolved.last_value(&["--tb"]);
+    let tracebacks = tb_style.as_deref() != Some("no");
     // pytest's --show-capture: which captured output failures show (pytest's default all).
     let show_capture = resolved
         .last_value(&["--show-capture"])
@@ -488,6 +489,7 @@ pub fn run(mut req: RunRequest) -> Result<u8> {
             .with_tracebacks(tracebacks)
             .with_report_chars(&report_chars)
             .with_show_capture(&show_capture)
+            .with_tb_line(tb_style.as_deref() == Some("line"))
             .with_no_summary(pytest_flags.iter().any(|f| f == "--no-summary"))
             .with_warnings_summary(
                 !pytest_flags

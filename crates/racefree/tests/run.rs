@@ -2509,7 +2509,7 @@ fn summary_sections(stdout: &str) -> Vec<String> {
 fn failures_and_errors_read_as_pytest_prints_them() {
     // racefree printed a traceback's first source line unindented and without the blank line
     // before it (pytest's longreprtext strips them), in the order units ended, and ignored
-    // --show-capture and --no-summary.
+    // --show-capture, --no-summary and --tb=line (a title per failure, no crash line).
     let dir = suite(&[
         (
             "test_a.py",
@@ -2540,6 +2540,8 @@ fn failures_and_errors_read_as_pytest_prints_them() {
         vec!["--show-capture=log"],
         vec!["--no-summary"],
         vec!["--tb=short"],
+        vec!["--tb=line"],
+        vec!["--tb=line", "--show-capture=no"],
     ] {
         let py = run(pytest(d).arg("-q").args(&options).env_remove("COLUMNS"));
         let rf = run(racefree(d)

@@ -62,7 +62,7 @@ impl Dispatcher<'_> {
         let failures = own + result.failed_subtests.len();
         st.totals.add_result(&result);
         st.reported_any = true;
-        self.bus.emit(Event::TestFinished(result));
+        self.bus.emit(Event::TestFinished(Box::new(result)));
         for _ in 0..failures {
             self.count_failure(st);
         }

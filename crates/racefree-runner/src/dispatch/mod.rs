@@ -596,6 +596,7 @@ impl Dispatcher<'_> {
                         when: Some("collect".into()),
                         head_line: String::new(),
                         sections: Vec::new(),
+                        crash_line: None,
                         failed_subtests: Vec::new(),
                         subtest_counts: Default::default(),
                         flaky: false,
@@ -604,7 +605,7 @@ impl Dispatcher<'_> {
                     // Counted as skipped, but not as a collected test: a run whose every
                     // module skips itself collected nothing, and pytest exits 5.
                     st.totals.add_result(&result);
-                    self.bus.emit(Event::TestFinished(result));
+                    self.bus.emit(Event::TestFinished(Box::new(result)));
                 } else {
                     st.collect_errors += 1;
                     self.count_failure(st);

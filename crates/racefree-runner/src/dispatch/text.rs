@@ -147,6 +147,7 @@ pub(super) fn build_result(
         when: deciding.map(|p| p.when.clone()),
         head_line: deciding.map(|p| p.head_line.clone()).unwrap_or_default(),
         sections: deciding.map(|p| p.sections.clone()).unwrap_or_default(),
+        crash_line: deciding.and_then(|p| p.crash_line.clone()),
         failed_subtests: Vec::new(),
         subtest_counts: Default::default(),
         flaky: false,

@@ -100,6 +100,9 @@ pub struct Summary {
     /// pytest's `--show-capture`: which captured output a failure shows (`all`, `no`, or a
     /// word its sections' titles hold: `stdout`, `stderr`, `log`).
     show_capture: String,
+    /// pytest's `--tb=line`: a failure is its text and output, then its crash line, with
+    /// no title of its own.
+    tb_line: bool,
     /// pytest's `--no-summary`: none of pytest's own sections, only the summary line (and
     /// what other plugins add, pytest-cov's report).
     no_summary: bool,
@@ -138,6 +141,7 @@ impl Summary {
             failures: Vec::new(),
             errors: Vec::new(),
             show_capture: "all".to_string(),
+            tb_line: false,
             no_summary: false,
             short: Vec::new(),
             skips: Vec::new(),
@@ -192,6 +196,12 @@ impl Summary {
     /// pytest's `--show-capture`: which captured output failures and errors show.
     pub fn with_show_capture(mut self, which: &str) -> Summary {
         self.show_capture = which.to_string();
+        self
+    }
+
+    /// pytest's `--tb=line`: each failure by its crash line.
+    pub fn with_tb_line(mut self, tb_line: bool) -> Summary {
+        self.tb_line = tb_line;
         self
     }
 
@@ -250,12 +260,31 @@ impl Summary {
         if !self.failures.is_empty() {
             writeln!(out, "{}", sep('=', "FAILURES", w))?;
             for r in &self.failures {
-                for sub in &r.failed_subtests {
-                    writeln!(out, "{}", sep('_', &sub.head_line, w))?;
-                    writeln!(out, "{}", shown(&sub.longrepr, &sub.sections))?;
+                let failed = r.failed_subtests.iter().map(|sub| {
+                    (
+                        sub.head_line.clone(),
+                        &sub.longrepr,
+                        &sub.sections,
+                        &sub.crash_line,
+                    )
+                });
+                let own = (head_line(r), &r.longrepr, &r.sections, &r.crash_line);
+                for (title, longrepr, sections, crash_line) in failed.chain([own]) {
+                    match crash_line {
+                        // pytest's --tb=line: no title; the crash line after the output.
+                        Some(line) if self.tb_line => {
+                            let text = shown(longrepr, sections);
+                            if !text.trim().is_empty() {
+                                writeln!(out, "{text}")?;
+                            }
+                            writeln!(out, "{line}")?;
+                        }
+                        _ => {
+                            writeln!(out, "{}", sep('_', &title, w))?;
+                            writeln!(out, "{}", shown(longrepr, sections))?;
+                        }
+                    }
                 }
-                writeln!(out, "{}", sep('_', &head_line(r), w))?;
-                writeln!(out, "{}", shown(&r.longrepr, &r.sections))?;
             }
         }
         if self.show_warnings && !self.no_summary && !self.warnings.is_empty() {
@@ -583,7 +612,7 @@ impl Reporter for Summary {
                     Outcome::Failed | Outcome::Crashed => {
                         let line = Self::short_line("FAILED", &r.nodeid, &r.message);
                         self.push_short('f', &r.nodeid, line);
-                        self.failures.push(r.clone());
+                        self.failures.push(r.as_ref().clone());
                     }
                     Outcome::Error => {
                         let when = r.when.as_deref().unwrap_or("setup");
