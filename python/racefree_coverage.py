@@ -10,7 +10,8 @@ data into the data file pytest-cov would have written (the configuration's, or
 ``$COVERAGE_FILE``), then makes the reports pytest-cov would have made, with its wording
 (pytest-cov 7), and checks its minimum.
 
-Input on stdin, one JSON object: ``data_files`` (the units' data files), ``options`` (as a
+Input on stdin, one JSON object: ``data_files`` (the units' data files), ``omit_dirs``
+(where racefree's own modules are, left out of the data), ``options`` (as a
 unit's pytest-cov parsed them: source, report, config, append, branch, precision,
 fail_under, no_cov_on_fail), ``failed`` (some test failed), ``width`` (the terminal's).
 Output: the report on stdout, as pytest prints it in its terminal summary; exit status 0,
@@ -18,6 +19,7 @@ or 3 if the total is below the minimum. Anything else is an error, said on stder
 """
 
 import json
+import os
 import sys
 
 BELOW_MINIMUM = 3
@@ -38,21 +40,65 @@ def _sep(out, char, title, width):
     out.write(line + "\n")
 
 
-def _combined(options, data_files):
+def _combined(options, data_files, omit_dirs):
     import coverage
 
-    cov = coverage.Coverage(
-        source=options.get("source"),
-        branch=options.get("branch"),
-        config_file=options.get("config", True),
-    )
+    def measurer():
+        return coverage.Coverage(
+            source=options.get("source"),
+            branch=options.get("branch"),
+            config_file=options.get("config", True),
+        )
+
+    cov = measurer()
     if not options.get("append"):
         cov.erase()
     cov.load()
     if data_files:
         cov.combine(data_paths=list(data_files), keep=False)
     cov.save()
+    if _without_own_files(cov.get_data(), omit_dirs):
+        # The data file was replaced under this object's open database: read it afresh.
+        cov = measurer()
+        cov.load()
     return cov
+
+
+def _without_own_files(data, omit_dirs):
+    """Rewrites the data file without racefree's own modules (its plugin, its fork
+    server): they ran in every unit, and with ``--cov`` and no source coverage measures
+    every file that is not the standard library's or an installed package's. True if
+    there were any. (``CoverageData.purge_files`` would leave them listed, at 0 %.)"""
+    import coverage
+
+    roots = set()
+    for directory in omit_dirs:
+        for path in (directory, os.path.realpath(directory)):
+            roots.add(path.rstrip(os.sep) + os.sep)
+    measured = data.measured_files()
+    own = {f for f in measured if any(f.startswith(root) for root in roots)}
+    if not own:
+        return False
+    keep = sorted(measured - own)
+    path = data.data_filename()
+    fresh = coverage.CoverageData(basename=path + ".racefree-tmp")
+    fresh.erase()
+    # Context by context, so that --cov-context=test survives.
+    for context in sorted(data.measured_contexts()) or [""]:
+        data.set_query_context(context)
+        read = data.arcs if data.has_arcs() else data.lines
+        found = {f: measured for f in keep if (measured := read(f))}
+        if found:
+            fresh.set_context(context)
+            (fresh.add_arcs if data.has_arcs() else fresh.add_lines)(found)
+    data.set_query_contexts(None)
+    # A file measured with nothing run in it is listed still (at 0 %), as coverage lists it.
+    fresh.touch_files([f for f in keep if f not in fresh.measured_files()])
+    tracers = {f: data.file_tracer(f) for f in keep}
+    fresh.add_file_tracers({f: t for f, t in tracers.items() if t})
+    fresh.write()
+    os.replace(fresh.data_filename(), path)
+    return True
 
 
 def _reports(cov, report, precision, out):
@@ -102,7 +148,7 @@ def main():
     options = spec["options"]
     width = int(spec.get("width") or 80)
     out = sys.stdout
-    cov = _combined(options, spec.get("data_files") or [])
+    cov = _combined(options, spec.get("data_files") or [], spec.get("omit_dirs") or [])
     report = options.get("report") or {}
     fail_under = options.get("fail_under")
     if options.get("no_cov_on_fail") and spec.get("failed"):
@@ -128,12 +174,13 @@ def main():
             _sep(out, "=", "tests coverage", width)
             heading[0] = True
 
-    if report:
-        head()
-        version = "%d.%d.%d-%s-%d" % tuple(sys.version_info[:5])
-        _sep(out, "_", "coverage: platform %s, python %s" % (sys.platform, version), width)
-        out.write("\n")
-        _reports(cov, report, precision, out)
+    # pytest-cov's report starts with the platform line whenever it reports at all (a
+    # minimum without any report included).
+    head()
+    version = "%d.%d.%d-%s-%d" % tuple(sys.version_info[:5])
+    _sep(out, "_", "coverage: platform %s, python %s" % (sys.platform, version), width)
+    out.write("\n")
+    _reports(cov, report, precision, out)
     if fail_under:
         head()
         out.write(

@@ -1094,6 +1094,10 @@ def _take_coverage_report(config):
     where the whole run would pass. pytest-cov reports only when asked for a report or a
     minimum (``CovPlugin._should_report``), so both are taken from it here, before its
     ``pytest_runtestloop`` looks."""
+    if not os.environ.get("RACEFREE_COVERAGE"):
+        # racefree did not see pytest-cov asked for: it neither set this unit's data file
+        # nor will it report, so pytest-cov's own report and minimum are left alone.
+        return None
     plugin = config.pluginmanager.get_plugin("_cov")
     options = getattr(plugin, "options", None)
     if plugin is None or options is None or getattr(plugin, "_disabled", False):
@@ -1116,7 +1120,31 @@ def _take_coverage_report(config):
     }
     options.cov_report = {}
     options.cov_fail_under = None
+    _save_coverage_on_sigterm(plugin)
     return fields
+
+
+def _save_coverage_on_sigterm(plugin):
+    """racefree stops a unit with SIGTERM (a test's timeout, a run that stops): pytest-cov
+    saves only at the end of its session, and the coverage of the tests the unit had run
+    would be lost. Set before pytest's faulthandler registers for SIGTERM (in
+    ``pytest_sessionstart``), so that its traceback still comes first."""
+    previous = signal.getsignal(signal.SIGTERM)
+
+    def save_and_end(signum, frame):
+        try:
+            cov = plugin.cov_controller.cov
+            cov.stop()
+            cov.save()
+        except Exception:  # noqa: BLE001 - the unit is ending either way
+            pass
+        signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    try:
+        signal.signal(signal.SIGTERM, save_and_end)
+    except (ValueError, OSError):  # not the main thread
+        pass
 
 
 def _wanted_paths(config):

@@ -59,6 +59,7 @@ impl Step<'_> {
         let data_files = data_files(&self.session_root.join(DATA_DIR));
         let spec = serde_json::json!({
             "data_files": data_files,
+            "omit_dirs": [self.python_dir],
             "options": options,
             "failed": failed,
             "width": self.width,
@@ -97,7 +98,7 @@ impl Step<'_> {
             _ => {
                 let why = crate::python::last_line(&out.stderr)
                     .unwrap_or_else(|| "no message".to_string());
-                Err(format!("{text}{why} ({})", out.status))
+                Err(format!("{}{why} ({})", text.trim_end(), out.status))
             }
         }
     }

@@ -254,6 +254,8 @@ fn unit_invocation(ctx: &ExecContext, session: &Session, spec: &UnitSpec) -> Res
                 .map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
         }
         env.push(("COVERAGE_FILE".into(), data_file.into()));
+        // Tells the plugin that racefree makes the report (see `coverage`).
+        env.push(("RACEFREE_COVERAGE".into(), "1".into()));
     }
     if ctx.fork.is_some() {
         // Units teach the fork servers of later runs what to preload.

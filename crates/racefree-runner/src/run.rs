@@ -306,14 +306,25 @@ pub fn run(mut req: RunRequest) -> Result<u8> {
         &pytest_cfg.rootdir,
         files.iter().map(|f| f.path.as_path()),
     )?;
+    let roots = discovery::collection_roots(&pytest_cfg, cwd, &req.args)?;
     // Where plain pytest would start collecting (see Dispatcher::initial_dirs).
-    let initial_dirs: Vec<PathBuf> = discovery::collection_roots(&pytest_cfg, cwd, &req.args)?
-        .into_iter()
+    let initial_dirs: Vec<PathBuf> = roots
+        .iter()
         .map(|(path, _)| match path.parent() {
             Some(parent) if !path.is_dir() => parent.to_path_buf(),
-            _ => path,
+            _ => path.clone(),
         })
         .collect();
+    // pytest's collection order, which its report follows: the paths in the order given,
+    // each one's files by path (discovery keeps them by path).
+    let mut collection_order: Vec<String> = files.iter().map(|f| f.rel.clone()).collect();
+    collection_order.sort_by_key(|rel| {
+        let path = pytest_cfg.rootdir.join(rel);
+        roots
+            .iter()
+            .position(|(root, _)| path.starts_with(root))
+            .unwrap_or(usize::MAX)
+    });
     // The node ids the command line gave (before --lf replaces selections with its own).
     let given_ids: HashSet<String> = files
         .iter()
@@ -489,6 +500,7 @@ pub fn run(mut req: RunRequest) -> Result<u8> {
             .with_tracebacks(tracebacks)
             .with_report_chars(&report_chars)
             .with_show_capture(&show_capture)
+            .with_file_order(collection_order.iter().map(String::as_str))
             .with_tb_line(tb_style.as_deref() == Some("line"))
             .with_no_summary(pytest_flags.iter().any(|f| f == "--no-summary"))
             .with_warnings_summary(

@@ -208,3 +208,76 @@ fn no_cov_turns_it_off_as_in_pytest() {
     assert!(!rf.stdout.contains("coverage: platform"), "{}", rf.stdout);
     assert!(!d.join(".coverage").exists());
 }
+
+#[test]
+fn cov_without_a_source_measures_the_project_not_racefree() {
+    // With `--cov` alone coverage measures every file outside the standard library and
+    // installed packages: racefree's own plugin and fork server, run in every unit, were
+    // counted (TOTAL 2 % where pytest says 91 %).
+    let dir = project();
+    let d = dir.path();
+    let py = run(pytest(d).args(["--cov", "--cov-branch"]));
+    assert_eq!(py.code, 0, "{}", show(&py));
+    let expected_table = table(&py.stdout);
+    let expected_data = data_report(d);
+    for extra in [&[][..], &["--no-fork"][..]] {
+        let rf =
+            run(racefree(d)
+                .args(["-n", "2"])
+                .args(extra)
+                .args(["--", "--cov", "--cov-branch"]));
+        assert_eq!(rf.code, 0, "{extra:?}: {}", show(&rf));
+        assert_eq!(
+            table(&rf.stdout),
+            expected_table,
+            "{extra:?}: {}",
+            show(&rf)
+        );
+        assert_eq!(data_report(d), expected_data, "{extra:?}");
+    }
+}
+
+#[test]
+fn a_unit_stopped_for_a_timeout_keeps_the_coverage_of_the_tests_it_ran() {
+    // pytest-cov saves its data when the session ends: a unit racefree stopped (SIGTERM)
+    // lost the coverage of every test it had already passed.
+    let dir = project();
+    let d = dir.path();
+    std::fs::write(
+        d.join("tests/test_0.py"),
+        "import time\nfrom pkg.more import triple\n\n\
+         def test_covers_triple():\n    assert triple(2) == 6\n\n\
+         def test_hangs():\n    time.sleep(30)\n",
+    )
+    .unwrap();
+    let rf = run(racefree(d).args(["-n", "2", "--timeout", "2", "--", "--cov=pkg"]));
+    assert_eq!(rf.code, 1, "{}", show(&rf));
+    assert!(rf.stdout.contains("timeout"), "{}", rf.stdout);
+    let data = data_report(d);
+    // pkg/more.py: `double` (line 2) and `triple` (line 6) both ran; nothing is missing.
+    let more = data.lines().find(|l| l.starts_with("pkg/more.py")).unwrap();
+    assert!(more.contains("100%"), "{data}");
+}
+
+#[test]
+fn a_run_stopped_by_exitfirst_makes_no_report_as_pytest_does_not() {
+    let dir = project();
+    let d = dir.path();
+    std::fs::write(
+        d.join("tests/test_5.py"),
+        "def test_f():\n    assert False\n",
+    )
+    .unwrap();
+    let args = ["-x", "--cov=pkg", "--cov-fail-under=10"];
+    let py = run(pytest(d).args(args));
+    assert_eq!(py.code, 1, "{}", show(&py));
+    assert!(!py.stdout.contains("coverage: platform"), "{}", py.stdout);
+    let rf = run(racefree(d).args(["-n", "1", "--"]).args(args));
+    assert_eq!(rf.code, 1, "{}", show(&rf));
+    assert!(!rf.stdout.contains("coverage: platform"), "{}", rf.stdout);
+    assert!(
+        !rf.stderr.contains("coverage report failed"),
+        "{}",
+        rf.stderr
+    );
+}

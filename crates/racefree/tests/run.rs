@@ -2542,6 +2542,8 @@ fn failures_and_errors_read_as_pytest_prints_them() {
         vec!["--tb=short"],
         vec!["--tb=line"],
         vec!["--tb=line", "--show-capture=no"],
+        // Files in the order given, not by name.
+        vec!["test_d.py", "test_c.py", "test_b.py", "test_a.py"],
     ] {
         let py = run(pytest(d).arg("-q").args(&options).env_remove("COLUMNS"));
         let rf = run(racefree(d)

@@ -280,7 +280,8 @@ impl Dispatcher<'_> {
             || self
                 .maxfail
                 .is_some_and(|max| st.collect_errors >= u64::from(max));
-        self.report_coverage(&mut st);
+        let collect_errors_end = st.collect_errors > 0 && !self.continue_on_collection_errors;
+        self.report_coverage(&mut st, collect_errors_end);
         let exit_code = exit_code(&st, self.policy.flaky_fails, collect_errors_fail);
         self.bus.emit(Event::RunFinished {
             totals: st.totals.clone(),
@@ -300,15 +301,20 @@ impl Dispatcher<'_> {
     }
 
     /// Under pytest-cov: the run's coverage report, from every unit's data, as pytest-cov
-    /// makes it at the end of its session (not after an interrupt, as it does not either).
-    fn report_coverage(&mut self, st: &mut State) {
+    /// makes it when pytest's test loop ends. Not when the session was cut short: pytest
+    /// stops its loop (and pytest-cov its report) at `-x`/`--maxfail`, on an interrupt, a
+    /// `pytest.exit()`, a usage error, or collection errors it was not told to carry on
+    /// past.
+    fn report_coverage(&mut self, st: &mut State, collect_errors_end: bool) {
         let (Some(step), Some(options)) = (&self.coverage, &st.coverage) else {
             return;
         };
-        if st.interrupted {
+        if st.interrupted || st.stop_reason.is_some() || collect_errors_end {
             return;
         }
-        let failed = st.totals.failures() + st.totals.subtest_failures() > 0;
+        // pytest-cov's --no-cov-on-fail asks pytest's count of failures, which counts
+        // collection errors too.
+        let failed = st.totals.failures() + st.totals.subtest_failures() + st.collect_errors > 0;
         match step.report(options, failed) {
             Ok(report) => {
                 st.coverage_below_minimum = report.below_minimum;

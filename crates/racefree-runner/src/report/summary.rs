@@ -83,7 +83,7 @@ struct ShortLine {
     kind: char,
     /// Where pytest would have reported it, as near as racefree can tell: collection before
     /// tests, then by file (each file's tests in the order they ran).
-    order: (bool, String),
+    order: (bool, FileRank),
     text: String,
 }
 
@@ -100,6 +100,8 @@ pub struct Summary {
     /// pytest's `--show-capture`: which captured output a failure shows (`all`, `no`, or a
     /// word its sections' titles hold: `stdout`, `stderr`, `log`).
     show_capture: String,
+    /// Each file's place in the run's files, as pytest collects them (see `FileRank`).
+    file_order: std::collections::HashMap<String, usize>,
     /// pytest's `--tb=line`: a failure is its text and output, then its crash line, with
     /// no title of its own.
     tb_line: bool,
@@ -141,6 +143,7 @@ impl Summary {
             failures: Vec::new(),
             errors: Vec::new(),
             show_capture: "all".to_string(),
+            file_order: Default::default(),
             tb_line: false,
             no_summary: false,
             short: Vec::new(),
@@ -155,12 +158,8 @@ impl Summary {
     }
 
     fn push_short(&mut self, kind: char, id: &str, text: String) {
-        let file = id.split("::").next().unwrap_or(id).to_string();
-        self.short.push(ShortLine {
-            kind,
-            order: (id.contains("::"), file),
-            text,
-        });
+        let order = (id.contains("::"), self.file_rank(id));
+        self.short.push(ShortLine { kind, order, text });
     }
 
     /// pytest's `-r` characters (`-rA`, `-ra`, `-rN`, `-rsx` ...): which lines the short test
@@ -197,6 +196,30 @@ impl Summary {
     pub fn with_show_capture(mut self, which: &str) -> Summary {
         self.show_capture = which.to_string();
         self
+    }
+
+    /// The run's files (rootdir-relative) in pytest's collection order: results are
+    /// reported in it, whichever unit ended first.
+    pub fn with_file_order<'a>(mut self, files: impl IntoIterator<Item = &'a str>) -> Summary {
+        for (i, file) in files.into_iter().enumerate() {
+            self.file_order.entry(file.to_string()).or_insert(i);
+        }
+        self
+    }
+
+    fn file_rank(&self, nodeid: &str) -> FileRank {
+        let file = file_of(nodeid);
+        let at = self.file_order.get(file).copied().unwrap_or(usize::MAX);
+        (at, file.to_string())
+    }
+
+    fn error_order(&self, when: &str, nodeid: &str) -> ErrorOrder {
+        let phase = if when == "collect" {
+            ErrorWhen::Collect
+        } else {
+            ErrorWhen::Test
+        };
+        (phase, self.file_rank(nodeid))
     }
 
     /// pytest's `--tb=line`: each failure by its crash line.
@@ -238,7 +261,6 @@ impl Summary {
         let shown = |longrepr: &str, sections: &[(String, String)]| {
             shown_sections(longrepr, sections, &show_capture, w)
         };
-        let out = &mut self.out;
         if !self.tracebacks || self.no_summary {
             // pytest's tracebacks go; racefree's own word on a unit or a crash stays.
             self.errors
@@ -248,8 +270,14 @@ impl Summary {
         // Units end in any order; pytest reports in collection order: by file is as near
         // as racefree gets (stable sorts: a file's tests stay in the order they ran).
         self.errors.sort_by(|a, b| a.0.cmp(&b.0));
-        self.failures
-            .sort_by(|a, b| file_of(&a.nodeid).cmp(file_of(&b.nodeid)));
+        let failures = std::mem::take(&mut self.failures);
+        let mut ranked: Vec<(FileRank, TestResult)> = failures
+            .into_iter()
+            .map(|r| (self.file_rank(&r.nodeid), r))
+            .collect();
+        ranked.sort_by(|a, b| a.0.cmp(&b.0));
+        self.failures = ranked.into_iter().map(|(_, r)| r).collect();
+        let out = &mut self.out;
         if !self.errors.is_empty() {
             writeln!(out, "{}", sep('=', "ERRORS", w))?;
             for (_, title, body) in &self.errors {
@@ -302,6 +330,9 @@ impl Summary {
                 writeln!(out, "{}", body.trim_end())?;
             }
         }
+        // Where pytest shows other plugins' terminal summaries (pytest-cov's report), before
+        // its own durations plugin's.
+        write!(out, "{}", self.coverage)?;
         if let Some(n) = self.durations {
             self.timings.sort_by(|a, b| b.0.total_cmp(&a.0));
             let title = if n == 0 {
@@ -315,8 +346,6 @@ impl Summary {
                 writeln!(out, "{d:.2}s {id}")?;
             }
         }
-        // Where pytest shows other plugins' terminal summaries: pytest-cov's report.
-        write!(out, "{}", self.coverage)?;
         // In the order of pytest's `-r` characters, then racefree's own lines.
         let mut lines: Vec<String> = Vec::new();
         // Units end in any order; pytest reports in collection order. By file is as near as
@@ -324,7 +353,7 @@ impl Summary {
         // racefree's own lines keep the order they came in (equal keys, a stable sort).
         self.short.sort_by_key(|l| {
             if l.kind == '!' {
-                (false, String::new())
+                (false, (0, String::new()))
             } else {
                 l.order.clone()
             }
@@ -441,11 +470,9 @@ fn with_reason(line: String, reason: &str) -> String {
     }
 }
 
-/// A failure's text followed by the output its report captured, each section under a
-/// `----- title -----` line, as pytest prints an error.
 /// When an error came, for the order pytest shows them in: collection errors first (pytest
 /// collects before it runs), then the tests' setup and teardown errors, then racefree's
-/// own word on units, each group by file.
+/// own word on units, each group in the order of the files.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum ErrorWhen {
     Collect,
@@ -453,16 +480,11 @@ enum ErrorWhen {
     Racefree,
 }
 
-type ErrorOrder = (ErrorWhen, String);
+/// Where a file's results go: its place in the run's files (pytest's collection order),
+/// then its path for a file the run did not list.
+type FileRank = (usize, String);
 
-fn error_order(when: &str, nodeid: &str) -> ErrorOrder {
-    let phase = if when == "collect" {
-        ErrorWhen::Collect
-    } else {
-        ErrorWhen::Test
-    };
-    (phase, file_of(nodeid).to_string())
-}
+type ErrorOrder = (ErrorWhen, FileRank);
 
 fn file_of(nodeid: &str) -> &str {
     nodeid.split("::").next().unwrap_or(nodeid)
@@ -489,6 +511,8 @@ fn shown_sections(
     with_sections(longrepr, &wanted, width)
 }
 
+/// A failure's text followed by the output its report captured, each section under a
+/// `----- title -----` line, as pytest prints an error.
 fn with_sections(longrepr: &str, sections: &[(String, String)], width: usize) -> String {
     let mut text = longrepr.trim_end().to_string();
     for (title, captured) in sections {
@@ -511,7 +535,7 @@ impl Reporter for Summary {
                 ..
             } if outcome == "failed" => {
                 self.errors.push((
-                    error_order("collect", nodeid),
+                    self.error_order("collect", nodeid),
                     format!("ERROR collecting {nodeid}"),
                     longrepr.clone(),
                 ));
@@ -524,7 +548,7 @@ impl Reporter for Summary {
                 ..
             } => {
                 self.errors.push((
-                    (ErrorWhen::Racefree, String::new()),
+                    (ErrorWhen::Racefree, (0, String::new())),
                     format!("ERROR in unit {unit}"),
                     text.clone(),
                 ));
@@ -617,7 +641,7 @@ impl Reporter for Summary {
                     Outcome::Error => {
                         let when = r.when.as_deref().unwrap_or("setup");
                         self.errors.push((
-                            error_order(when, &r.nodeid),
+                            self.error_order(when, &r.nodeid),
                             format!("ERROR at {when} of {}", head_line(r)),
                             shown_sections(
                                 &r.longrepr,
@@ -666,7 +690,7 @@ impl Reporter for Summary {
                 }
                 if r.teardown_error {
                     self.errors.push((
-                        error_order("teardown", &r.nodeid),
+                        self.error_order("teardown", &r.nodeid),
                         format!("ERROR at teardown of {}", head_line(r)),
                         shown_sections(
                             &r.teardown_longrepr,
