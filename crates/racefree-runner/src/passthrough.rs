@@ -207,6 +207,32 @@ pub fn capture_off(flags: &[String]) -> bool {
     off
 }
 
+/// Plugins' options that make every pytest process write one report file of the session
+/// (pytest-html, pytest-json-report, pytest-reportlog, pytest-csv): under racefree each unit
+/// writes it in turn, and it ends with the tests of the unit that ended last. Under
+/// pytest-xdist their controller writes the whole run's; racefree has no such process for
+/// plugins. One line each, naming the option and what holds the whole run instead.
+pub fn single_session_reports(flags: &[String]) -> Vec<String> {
+    let mut lines = Vec::new();
+    for flag in flags {
+        let name = flag.split_once('=').map_or(flag.as_str(), |(name, _)| name);
+        let plugin = match name {
+            "--html" => "pytest-html",
+            "--json-report" | "--json-report-file" => "pytest-json-report",
+            "--report-log" => "pytest-reportlog",
+            "--csv" => "pytest-csv",
+            _ => continue,
+        };
+        let line = format!(
+            "{plugin}'s `{name}`: each of racefree's pytest processes writes that report for its own tests, so it will hold only the last one's; racefree's `--junit-xml` and `--events` hold the whole run"
+        );
+        if !lines.contains(&line) {
+            lines.push(line);
+        }
+    }
+    lines
+}
+
 /// pytest-rerunfailures's `--fail-on-flaky`: a pytest process whose tests passed only on a
 /// rerun exits 7.
 pub fn fails_on_flaky(flags: &[String]) -> bool {
@@ -228,6 +254,26 @@ pub fn asks_for_xdist(flags: &[String]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn report_plugins_that_write_one_session_file_are_named_once_each() {
+        let f = |a: &[&str]| {
+            single_session_reports(&a.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+        };
+        let lines = f(&[
+            "--html=r.html",
+            "-q",
+            "--report-log",
+            "log.jsonl",
+            "--html=x.html",
+        ]);
+        assert_eq!(lines.len(), 2, "{lines:?}");
+        assert!(lines[0].starts_with("pytest-html's `--html`"), "{lines:?}");
+        assert!(lines[1].starts_with("pytest-reportlog's `--report-log`"));
+        assert_eq!(f(&["--json-report"]).len(), 1);
+        // Options that merely resemble them, or racefree's own report options, are not.
+        assert!(f(&["--html-report", "--junit-xml=j.xml", "--csv-delimiter=;"]).is_empty());
+    }
 
     #[test]
     fn junit_paths_expand_as_pythons_expandvars_and_expanduser() {

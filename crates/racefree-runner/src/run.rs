@@ -215,6 +215,9 @@ pub fn run(mut req: RunRequest) -> Result<u8> {
     let command_line = resolved.command_line.options();
     let pytest_flags = resolved.pytest_flags();
     passthrough::refuse_unworkable(&pytest_flags)?;
+    for line in passthrough::single_session_reports(&pytest_flags) {
+        eprintln!("racefree: warning: {line}");
+    }
     if passthrough::fails_on_flaky(&pytest_flags) {
         // pytest-rerunfailures's own way to fail a run with flaky tests: racefree's, unless
         // racefree was told otherwise (--flaky-result, flaky-result).
