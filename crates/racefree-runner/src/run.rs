@@ -430,6 +430,14 @@ pub fn run(mut req: RunRequest) -> Result<u8> {
             collect: predictions.collect.get(&f.rel).copied(),
         })
         .collect();
+    // pytest-xdist's `--dist loadgroup` runs each `xdist_group`'s tests in one worker, one
+    // after another (tests that share a database, a port, a file). The files that name a
+    // group run in one unit, whole: all groups together, since racefree does not read which
+    // group each test is in, and one process keeps every group's promise.
+    let loadgroup = resolved.last_value(&["--dist"]).as_deref() == Some("loadgroup");
+    let (grouped, work): (Vec<FileWork>, Vec<FileWork>) = work
+        .into_iter()
+        .partition(|w| loadgroup && names_an_xdist_group(&files[w.index].path));
     let mut units = plan::plan(
         &work,
         PlanParams {
@@ -439,6 +447,26 @@ pub fn run(mut req: RunRequest) -> Result<u8> {
             split,
         },
     );
+    if !grouped.is_empty() {
+        let unit = plan::UnitPlan {
+            id: 0,
+            files: grouped.iter().map(|w| w.index).collect(),
+            predicted: grouped.iter().map(|w| w.predicted).sum::<f64>() + predictions.startup(),
+            first: grouped.iter().any(|w| w.first),
+            chunk: None,
+        };
+        // Where the planner would have put it: longest first, failed-first units ahead.
+        let at = units
+            .iter()
+            .position(|u| {
+                (unit.first && !u.first) || (u.first == unit.first && u.predicted < unit.predicted)
+            })
+            .unwrap_or(units.len());
+        units.insert(at, unit);
+        for (i, u) in units.iter_mut().enumerate() {
+            u.id = i;
+        }
+    }
     // What racefree's discovery cannot see (a conftest's own collector, a plugin's), pytest
     // finds in a unit that walks the directories itself; on one shard only. Under --lf it
     // runs whole: racefree cannot select within it.
@@ -584,6 +612,13 @@ pub fn run(mut req: RunRequest) -> Result<u8> {
         learn_preload(&project_dir, req.no_history, &outcome.imports, pool);
     }
     Ok(outcome.exit_code)
+}
+
+/// Whether a test file names a pytest-xdist group (`@pytest.mark.xdist_group(...)`, or a
+/// `pytestmark` of one): read as text, as pytest would import it. A file that cannot be read
+/// is pytest's to report.
+fn names_an_xdist_group(path: &Path) -> bool {
+    std::fs::read_to_string(path).is_ok_and(|text| text.contains("xdist_group"))
 }
 
 /// pytest plugins that, when their flag is given, collect tests from files racefree's

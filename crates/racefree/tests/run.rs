@@ -2493,6 +2493,61 @@ fn report_characters_choose_the_short_summary_lines_as_in_pytest() {
     }
 }
 
+#[test]
+fn dist_loadgroup_keeps_an_xdist_groups_tests_in_one_process() {
+    // pytest-xdist's `--dist loadgroup` promises that tests of one `xdist_group` run in one
+    // worker, one after another (they share a database, a port, a file); racefree ran each
+    // file in a process of its own, side by side.
+    let grouped = |name: &str| {
+        format!(
+            "import os\nimport pytest\n\n@pytest.mark.xdist_group(name='db')\ndef test_{name}():\n    \
+             with open(os.environ['PIDS'], 'a') as f:\n        f.write('%d\\n' % os.getpid())\n"
+        )
+    };
+    let (a, b, c) = (grouped("a"), grouped("b"), grouped("c"));
+    let dir = suite(&[
+        ("test_a.py", a.as_str()),
+        ("test_b.py", b.as_str()),
+        ("test_c.py", c.as_str()),
+        ("test_d.py", "def test_d():\n    pass\n"),
+        ("test_e.py", "def test_e():\n    pass\n"),
+    ]);
+    let d = dir.path();
+    let pids = d.join("pids.txt");
+    let units_of = || {
+        events(&d.join("rf.ndjson"))
+            .iter()
+            .filter(|e| e["event"] == "unit_started")
+            .map(|e| e["files"].as_array().unwrap().len())
+            .collect::<Vec<_>>()
+    };
+    for loadgroup in [true, false] {
+        let _ = std::fs::remove_file(&pids);
+        let mut cmd = racefree(d);
+        cmd.args(["-n", "2", "--unit", "file", "--events", "rf.ndjson"])
+            .env("PIDS", &pids);
+        if loadgroup {
+            cmd.args(["--", "--dist", "loadgroup"]);
+        }
+        let rf = run(&mut cmd);
+        assert_eq!(rf.code, 0, "{}{}", rf.stdout, rf.stderr);
+        let seen: BTreeSet<String> = std::fs::read_to_string(&pids)
+            .unwrap()
+            .lines()
+            .map(str::to_string)
+            .collect();
+        let mut units = units_of();
+        units.sort();
+        if loadgroup {
+            assert_eq!(seen.len(), 1, "one process for the group: {seen:?}");
+            // The group's three files in one unit; the others one per unit as asked.
+            assert_eq!(units, vec![1, 1, 3], "{}", rf.stdout);
+        } else {
+            assert_eq!(units, vec![1, 1, 1, 1, 1], "{}", rf.stdout);
+        }
+    }
+}
+
 /// Everything pytest's terminal summary printed: from its first section's title to the
 /// summary line (left out: its time differs).
 fn summary_sections(stdout: &str) -> Vec<String> {
