@@ -87,7 +87,7 @@ def _without_own_files(data, omit_dirs):
     for context in sorted(data.measured_contexts()) or [""]:
         data.set_query_context(context)
         read = data.arcs if data.has_arcs() else data.lines
-        found = {f: measured for f in keep if (measured := read(f))}
+        found = {f: seen for f in keep if (seen := read(f))}
         if found:
             fresh.set_context(context)
             (fresh.add_arcs if data.has_arcs() else fresh.add_lines)(found)

@@ -218,7 +218,8 @@ pub fn single_session_reports(flags: &[String]) -> Vec<String> {
         let name = flag.split_once('=').map_or(flag.as_str(), |(name, _)| name);
         let plugin = match name {
             "--html" => "pytest-html",
-            "--json-report" | "--json-report-file" => "pytest-json-report",
+            // (`--json-report-file` alone names the file; `--json-report` turns it on.)
+            "--json-report" => "pytest-json-report",
             "--report-log" => "pytest-reportlog",
             "--csv" => "pytest-csv",
             _ => continue,

@@ -409,7 +409,11 @@ pub fn run(mut req: RunRequest) -> Result<u8> {
         python_info = Some(info);
         pytest_check = None;
     }
-    let split = !req.no_split && rf.split.unwrap_or(true);
+    // pytest-xdist's `--dist loadfile` and `--dist loadscope` keep each file's (each
+    // module's or class's) tests in one worker: racefree then never splits a file.
+    let dist = resolved.last_value(&["--dist"]);
+    let keeps_files_whole = matches!(dist.as_deref(), Some("loadfile" | "loadscope"));
+    let split = !req.no_split && rf.split.unwrap_or(true) && !keeps_files_whole;
     let mut known_tests = if split {
         predictions.tests_by_file()
     } else {
@@ -434,10 +438,11 @@ pub fn run(mut req: RunRequest) -> Result<u8> {
     // after another (tests that share a database, a port, a file). The files that name a
     // group run in one unit, whole: all groups together, since racefree does not read which
     // group each test is in, and one process keeps every group's promise.
-    let loadgroup = resolved.last_value(&["--dist"]).as_deref() == Some("loadgroup");
+    let loadgroup = dist.as_deref() == Some("loadgroup");
     let (grouped, work): (Vec<FileWork>, Vec<FileWork>) = work
         .into_iter()
         .partition(|w| loadgroup && names_an_xdist_group(&files[w.index].path));
+    let grouped_files: HashSet<usize> = grouped.iter().map(|w| w.index).collect();
     let mut units = plan::plan(
         &work,
         PlanParams {
@@ -595,6 +600,7 @@ pub fn run(mut req: RunRequest) -> Result<u8> {
         continue_on_collection_errors: pytest_flags
             .iter()
             .any(|f| f == "--continue-on-collection-errors"),
+        grouped: &grouped_files,
         coverage: ctx.coverage.then(|| crate::coverage::Step {
             python: &ctx.python,
             python_dir: &python_dir,

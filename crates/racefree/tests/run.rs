@@ -1620,6 +1620,14 @@ fn a_long_file_is_split_over_the_slots() {
     assert_eq!(units.len(), 1, "{units:?}");
     assert!(units[0]["chunk"].is_null());
     assert_eq!(finished(&ev), split_expected(&[added]));
+    // pytest-xdist's --dist loadfile and loadscope keep a file's tests in one worker.
+    for dist in ["loadfile", "loadscope"] {
+        let rf =
+            run(racefree(d).args(["-n", "2", "--events", "dist.ndjson", "--", "--dist", dist]));
+        assert_eq!(rf.code, 1, "{dist}: {}{}", rf.stdout, rf.stderr);
+        let units = events(&d.join("dist.ndjson"));
+        assert_eq!(units_of(&units, big).len(), 1, "{dist}");
+    }
     std::fs::write(d.join("pyproject.toml"), "[tool.racefree]\nsplit = false\n").unwrap();
     let rf = run(racefree(d).args(["-n", "2", "--events", "cfg.ndjson"]));
     assert_eq!(rf.code, 1, "{}{}", rf.stdout, rf.stderr);
@@ -2545,6 +2553,59 @@ fn dist_loadgroup_keeps_an_xdist_groups_tests_in_one_process() {
         } else {
             assert_eq!(units, vec![1, 1, 1, 1, 1], "{}", rf.stdout);
         }
+    }
+}
+
+#[test]
+fn a_retry_of_a_grouped_test_waits_until_its_group_has_run() {
+    // A retry was queued as a unit of its own and started beside the group's unit, so two of
+    // the group's tests ran at once.
+    let dir = suite(&[
+        (
+            "conftest.py",
+            "import os\nimport time\nimport pytest\n\n@pytest.fixture(autouse=True)\n\
+             def log(request):\n    start = time.time()\n    yield\n    \
+             with open(os.environ['LOG'], 'a') as f:\n        \
+             f.write('%s %f %f\\n' % (request.node.nodeid, start, time.time()))\n",
+        ),
+        (
+            "test_a.py",
+            "import os\nimport time\nimport pytest\n\npytestmark = pytest.mark.xdist_group('db')\n\n\
+             def test_flaky():\n    once = os.environ['ONCE']\n    if not os.path.exists(once):\n        \
+             open(once, 'w').close()\n        assert False\n\n\
+             def test_slow():\n    time.sleep(1.5)\n",
+        ),
+        (
+            "test_b.py",
+            "import time\nimport pytest\n\n@pytest.mark.xdist_group('db')\ndef test_b():\n    \
+             time.sleep(1.0)\n",
+        ),
+    ]);
+    let d = dir.path();
+    let rf = run(racefree(d)
+        .args(["-n", "2", "--retries", "1", "--", "--dist", "loadgroup"])
+        .env("LOG", d.join("log.txt"))
+        .env("ONCE", d.join("once")));
+    assert_eq!(rf.code, 0, "{}{}", rf.stdout, rf.stderr);
+    let mut spans: Vec<(String, f64, f64)> = std::fs::read_to_string(d.join("log.txt"))
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let f: Vec<&str> = l.split(' ').collect();
+            (
+                f[0].to_string(),
+                f[1].parse().unwrap(),
+                f[2].parse().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(spans.len(), 4, "{spans:?}");
+    spans.sort_by(|a, b| a.1.total_cmp(&b.1));
+    for pair in spans.windows(2) {
+        assert!(
+            pair[1].1 >= pair[0].2,
+            "the group's tests overlapped: {spans:?}"
+        );
     }
 }
 

@@ -101,6 +101,10 @@ pub struct Dispatcher<'a> {
     pub continue_on_collection_errors: bool,
     /// Under pytest-cov: how the run's one coverage report is made once the units end.
     pub coverage: Option<crate::coverage::Step<'a>>,
+    /// Files (indices into `files`) that name an `xdist_group` under `--dist loadgroup`:
+    /// planned into one unit, and no unit with any of them (a retry, say) starts while
+    /// another runs.
+    pub grouped: &'a HashSet<usize>,
 }
 
 #[derive(Default)]
@@ -174,7 +178,11 @@ impl Dispatcher<'_> {
             self.check_stop(&mut running, &mut st, started);
             while st.stop_reason.is_none() && !free.is_empty() {
                 let now = Instant::now();
-                let Some(pos) = st.queue.iter().position(|j| j.ready(now)) else {
+                let Some(pos) = st
+                    .queue
+                    .iter()
+                    .position(|j| j.ready(now) && !self.waits_for_its_group(j, &running))
+                else {
                     break;
                 };
                 let (Some(slot), Some(job)) = (free.pop_first(), st.queue.remove(pos)) else {
@@ -332,6 +340,13 @@ impl Dispatcher<'_> {
                     .is_some_and(|min| min > 0.0);
             }
         }
+    }
+
+    /// Whether `job` holds a file of an `xdist_group` while a unit with one runs: pytest-xdist
+    /// runs a group's tests one after another, so a retry of one waits for the group.
+    fn waits_for_its_group(&self, job: &Job, running: &HashMap<usize, Running>) -> bool {
+        let grouped = |files: &[usize]| files.iter().any(|i| self.grouped.contains(i));
+        grouped(&job.files) && running.values().any(|r| grouped(&r.job.files))
     }
 
     /// Ctrl-C, SIGTERM and --run-timeout.
