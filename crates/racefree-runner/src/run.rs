@@ -434,44 +434,14 @@ pub fn run(mut req: RunRequest) -> Result<u8> {
             collect: predictions.collect.get(&f.rel).copied(),
         })
         .collect();
-    // pytest-xdist's `--dist loadgroup` runs each `xdist_group`'s tests in one worker, one
-    // after another (tests that share a database, a port, a file). The files that name a
-    // group run in one unit, whole: all groups together, since racefree does not read which
-    // group each test is in, and one process keeps every group's promise.
+    let params = PlanParams {
+        workers,
+        startup: predictions.startup(),
+        mode: unit_mode,
+        split,
+    };
     let loadgroup = dist.as_deref() == Some("loadgroup");
-    let (grouped, work): (Vec<FileWork>, Vec<FileWork>) = work
-        .into_iter()
-        .partition(|w| loadgroup && names_an_xdist_group(&files[w.index].path));
-    let grouped_files: HashSet<usize> = grouped.iter().map(|w| w.index).collect();
-    let mut units = plan::plan(
-        &work,
-        PlanParams {
-            workers,
-            startup: predictions.startup(),
-            mode: unit_mode,
-            split,
-        },
-    );
-    if !grouped.is_empty() {
-        let unit = plan::UnitPlan {
-            id: 0,
-            files: grouped.iter().map(|w| w.index).collect(),
-            predicted: grouped.iter().map(|w| w.predicted).sum::<f64>() + predictions.startup(),
-            first: grouped.iter().any(|w| w.first),
-            chunk: None,
-        };
-        // Where the planner would have put it: longest first, failed-first units ahead.
-        let at = units
-            .iter()
-            .position(|u| {
-                (unit.first && !u.first) || (u.first == unit.first && u.predicted < unit.predicted)
-            })
-            .unwrap_or(units.len());
-        units.insert(at, unit);
-        for (i, u) in units.iter_mut().enumerate() {
-            u.id = i;
-        }
-    }
+    let (mut units, grouped_files) = plan_with_groups(work, &files, loadgroup, params);
     // What racefree's discovery cannot see (a conftest's own collector, a plugin's), pytest
     // finds in a unit that walks the directories itself; on one shard only. Under --lf it
     // runs whole: racefree cannot select within it.
@@ -618,6 +588,45 @@ pub fn run(mut req: RunRequest) -> Result<u8> {
         learn_preload(&project_dir, req.no_history, &outcome.imports, pool);
     }
     Ok(outcome.exit_code)
+}
+
+/// The run's units. Under pytest-xdist's `--dist loadgroup`, which runs each
+/// `xdist_group`'s tests in one worker, one after another (tests that share a database, a
+/// port, a file), the files that name a group make one unit of their own, whole: all groups
+/// together, since racefree does not read which group each test is in, and one process
+/// keeps every group's promise. Also returns those files (indices into `files`).
+fn plan_with_groups(
+    work: Vec<FileWork>,
+    files: &[TestFile],
+    loadgroup: bool,
+    params: PlanParams,
+) -> (Vec<plan::UnitPlan>, HashSet<usize>) {
+    let (grouped, work): (Vec<FileWork>, Vec<FileWork>) = work
+        .into_iter()
+        .partition(|w| loadgroup && names_an_xdist_group(&files[w.index].path));
+    let mut units = plan::plan(&work, params);
+    if grouped.is_empty() {
+        return (units, HashSet::new());
+    }
+    let unit = plan::UnitPlan {
+        id: 0,
+        files: grouped.iter().map(|w| w.index).collect(),
+        predicted: grouped.iter().map(|w| w.predicted).sum::<f64>() + params.startup,
+        first: grouped.iter().any(|w| w.first),
+        chunk: None,
+    };
+    // Where the planner would have put it: longest first, failed-first units ahead.
+    let at = units
+        .iter()
+        .position(|u| {
+            (unit.first && !u.first) || (u.first == unit.first && u.predicted < unit.predicted)
+        })
+        .unwrap_or(units.len());
+    units.insert(at, unit);
+    for (i, u) in units.iter_mut().enumerate() {
+        u.id = i;
+    }
+    (units, grouped.iter().map(|w| w.index).collect())
 }
 
 /// Whether a test file names a pytest-xdist group (`@pytest.mark.xdist_group(...)`, or a
