@@ -581,6 +581,9 @@ class _RacefreePlugin:
         self.skip = frozenset(unit.get("skip") or ())
         self.wanted = _wanted_paths(self.config)
         self.junit = _Junit(self.config) if unit.get("junit") else None
+        # A test's place in its file's whole collection, when this process runs part of
+        # the file (a chunk, a resumption): racefree reports in pytest's order with it.
+        self.positions = {}
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_unconfigure(self, config):
@@ -665,6 +668,7 @@ class _RacefreePlugin:
         # share of the file: the other chunks count theirs.
         if not self.selection and not self.exclusion:
             return
+        self.positions = {item.nodeid: i for i, item in enumerate(items)}
         kept = []
         # Selected ids that select nothing collected: racefree reports those it was given
         # on its command line as pytest does ("not found", a usage error).
@@ -823,7 +827,11 @@ class _RacefreePlugin:
         if self.junit is not None:
             self.junit.test_done()
             self._queue_suite_properties()
-        self.channel.send("finish", id=nodeid, duration=duration)
+        position = self.positions.get(nodeid)
+        if position is None:
+            self.channel.send("finish", id=nodeid, duration=duration)
+        else:
+            self.channel.send("finish", id=nodeid, duration=duration, position=position)
 
     def _queue_suite_properties(self):
         properties = self.junit.suite_properties()

@@ -47,6 +47,10 @@ pub enum Wire {
         /// Seconds from the test's start to its end, as the plugin measured them.
         #[serde(default)]
         duration: Option<f64>,
+        /// The test's place in its file's whole collection, when the unit ran part of the
+        /// file (a chunk of a split file, a resumption).
+        #[serde(default)]
+        position: Option<u64>,
     },
     /// Every `record_testsuite_property` the process recorded so far (name, value as text).
     SuiteProperties {
@@ -233,6 +237,10 @@ pub struct TestResult {
     /// Under pytest's `--tb=line`: the failure's one line (`path:line: message`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub crash_line: Option<String>,
+    /// Its place in its file's collection, when its unit ran part of the file (see
+    /// `Wire::Finish`): the report puts a split file's tests back in pytest's order.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub position: Option<u64>,
     /// Captured output as the failed teardown's report holds it (every phase's), when
     /// `teardown_error`.
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -286,6 +294,7 @@ impl TestResult {
             head_line: String::new(),
             sections: vec![],
             crash_line: None,
+            position: None,
             failed_subtests: vec![],
             subtest_counts: Default::default(),
             flaky: false,

@@ -2609,6 +2609,47 @@ fn a_retry_of_a_grouped_test_waits_until_its_group_has_run() {
     }
 }
 
+#[test]
+fn a_split_files_failures_are_reported_in_pytests_order() {
+    // Chunks of a split file report as they end: its failures came in a different order
+    // from run to run.
+    let mut big = String::from("import time\n");
+    for i in 1..=12 {
+        let check = if [4, 5, 6, 7, 12].contains(&i) {
+            "assert False"
+        } else {
+            "pass"
+        };
+        big.push_str(&format!(
+            "\ndef test_s{i:02}():\n    time.sleep(0.2)\n    {check}\n"
+        ));
+    }
+    let dir = suite(&[
+        ("test_big.py", big.as_str()),
+        ("test_o.py", "def test_o():\n    pass\n"),
+    ]);
+    let d = dir.path();
+    let py = run(pytest(d).args(["-q", "--tb=no"]));
+    // History first, then runs that split the file.
+    let first = run(racefree(d).args(["-q", "-n", "2", "--", "--tb=no"]));
+    assert_eq!(first.code, 1, "{}{}", first.stdout, first.stderr);
+    for _ in 0..2 {
+        let rf = run(racefree(d).args(["-q", "-n", "2", "--events", "rf.ndjson", "--", "--tb=no"]));
+        assert_eq!(rf.code, py.code, "{}{}", rf.stdout, rf.stderr);
+        assert!(
+            units_of(&events(&d.join("rf.ndjson")), "test_big.py").len() >= 2,
+            "not split: {}",
+            rf.stdout
+        );
+        assert_eq!(
+            short_summary(&rf.stdout),
+            short_summary(&py.stdout),
+            "{}",
+            rf.stdout
+        );
+    }
+}
+
 /// Everything pytest's terminal summary printed: from its first section's title to the
 /// summary line (left out: its time differs).
 fn summary_sections(stdout: &str) -> Vec<String> {

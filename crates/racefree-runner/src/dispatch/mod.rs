@@ -618,6 +618,7 @@ impl Dispatcher<'_> {
                         head_line: String::new(),
                         sections: Vec::new(),
                         crash_line: None,
+                        position: None,
                         failed_subtests: Vec::new(),
                         subtest_counts: Default::default(),
                         flaky: false,
@@ -666,7 +667,11 @@ impl Dispatcher<'_> {
                 }
             }
             Wire::Report(p) => r.phases.entry(p.id.clone()).or_default().push(*p),
-            Wire::Finish { id, duration } => {
+            Wire::Finish {
+                id,
+                duration,
+                position,
+            } => {
                 let arrived = r
                     .started_at
                     .remove(&id)
@@ -674,6 +679,7 @@ impl Dispatcher<'_> {
                 let duration = test_duration(duration, arrived);
                 let phases = r.phases.remove(&id).unwrap_or_default();
                 let mut result = build_result(&id, unit, r.slot, &phases, duration);
+                result.position = position;
                 result.attempt = Self::attempt_of(st, &id);
                 result.failed_subtests = r.failed_subtests.remove(&id).unwrap_or_default();
                 result.subtest_counts = r.subtest_counts.remove(&id).unwrap_or_default();

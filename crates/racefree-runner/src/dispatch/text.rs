@@ -148,6 +148,7 @@ pub(super) fn build_result(
         head_line: deciding.map(|p| p.head_line.clone()).unwrap_or_default(),
         sections: deciding.map(|p| p.sections.clone()).unwrap_or_default(),
         crash_line: deciding.and_then(|p| p.crash_line.clone()),
+        position: None,
         failed_subtests: Vec::new(),
         subtest_counts: Default::default(),
         flaky: false,

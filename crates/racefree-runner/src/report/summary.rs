@@ -82,8 +82,9 @@ struct ShortLine {
     /// The `-r` character that shows it; `!` for racefree's own lines, always shown.
     kind: char,
     /// Where pytest would have reported it, as near as racefree can tell: collection before
-    /// tests, then by file (each file's tests in the order they ran).
-    order: (bool, FileRank),
+    /// tests, then by file (each file's tests in the order they ran, or by their place in
+    /// it when their units ran parts of it).
+    order: (bool, FileRank, Option<u64>),
     text: String,
 }
 
@@ -158,7 +159,12 @@ impl Summary {
     }
 
     fn push_short(&mut self, kind: char, id: &str, text: String) {
-        let order = (id.contains("::"), self.file_rank(id));
+        self.push_short_at(kind, id, None, text);
+    }
+
+    /// A test's line, with its place in its file when its unit ran part of the file.
+    fn push_short_at(&mut self, kind: char, id: &str, position: Option<u64>, text: String) {
+        let order = (id.contains("::"), self.file_rank(id), position);
         self.short.push(ShortLine { kind, order, text });
     }
 
@@ -213,13 +219,13 @@ impl Summary {
         (at, file.to_string())
     }
 
-    fn error_order(&self, when: &str, nodeid: &str) -> ErrorOrder {
+    fn error_order(&self, when: &str, nodeid: &str, position: Option<u64>) -> ErrorOrder {
         let phase = if when == "collect" {
             ErrorWhen::Collect
         } else {
             ErrorWhen::Test
         };
-        (phase, self.file_rank(nodeid))
+        (phase, self.file_rank(nodeid), position)
     }
 
     /// pytest's `--tb=line`: each failure by its crash line.
@@ -271,9 +277,9 @@ impl Summary {
         // as racefree gets (stable sorts: a file's tests stay in the order they ran).
         self.errors.sort_by(|a, b| a.0.cmp(&b.0));
         let failures = std::mem::take(&mut self.failures);
-        let mut ranked: Vec<(FileRank, TestResult)> = failures
+        let mut ranked: Vec<((FileRank, Option<u64>), TestResult)> = failures
             .into_iter()
-            .map(|r| (self.file_rank(&r.nodeid), r))
+            .map(|r| ((self.file_rank(&r.nodeid), r.position), r))
             .collect();
         ranked.sort_by(|a, b| a.0.cmp(&b.0));
         self.failures = ranked.into_iter().map(|(_, r)| r).collect();
@@ -353,7 +359,7 @@ impl Summary {
         // racefree's own lines keep the order they came in (equal keys, a stable sort).
         self.short.sort_by_key(|l| {
             if l.kind == '!' {
-                (false, (0, String::new()))
+                (false, (0, String::new()), None)
             } else {
                 l.order.clone()
             }
@@ -484,7 +490,7 @@ enum ErrorWhen {
 /// then its path for a file the run did not list.
 type FileRank = (usize, String);
 
-type ErrorOrder = (ErrorWhen, FileRank);
+type ErrorOrder = (ErrorWhen, FileRank, Option<u64>);
 
 fn file_of(nodeid: &str) -> &str {
     nodeid.split("::").next().unwrap_or(nodeid)
@@ -535,7 +541,7 @@ impl Reporter for Summary {
                 ..
             } if outcome == "failed" => {
                 self.errors.push((
-                    self.error_order("collect", nodeid),
+                    self.error_order("collect", nodeid, None),
                     format!("ERROR collecting {nodeid}"),
                     longrepr.clone(),
                 ));
@@ -548,7 +554,7 @@ impl Reporter for Summary {
                 ..
             } => {
                 self.errors.push((
-                    (ErrorWhen::Racefree, (0, String::new())),
+                    (ErrorWhen::Racefree, (0, String::new()), None),
                     format!("ERROR in unit {unit}"),
                     text.clone(),
                 ));
@@ -630,18 +636,18 @@ impl Reporter for Summary {
                         &sub.word
                     };
                     let line = Self::short_line(word, &r.nodeid, &sub.message);
-                    self.push_short('f', &r.nodeid, line);
+                    self.push_short_at('f', &r.nodeid, r.position, line);
                 }
                 match r.outcome {
                     Outcome::Failed | Outcome::Crashed => {
                         let line = Self::short_line("FAILED", &r.nodeid, &r.message);
-                        self.push_short('f', &r.nodeid, line);
+                        self.push_short_at('f', &r.nodeid, r.position, line);
                         self.failures.push(r.as_ref().clone());
                     }
                     Outcome::Error => {
                         let when = r.when.as_deref().unwrap_or("setup");
                         self.errors.push((
-                            self.error_order(when, &r.nodeid),
+                            self.error_order(when, &r.nodeid, r.position),
                             format!("ERROR at {when} of {}", head_line(r)),
                             shown_sections(
                                 &r.longrepr,
@@ -651,7 +657,7 @@ impl Reporter for Summary {
                             ),
                         ));
                         let line = Self::short_line("ERROR", &r.nodeid, &r.message);
-                        self.push_short('E', &r.nodeid, line);
+                        self.push_short_at('E', &r.nodeid, r.position, line);
                     }
                     Outcome::NotRun if !r.message.contains("was stopped") => {
                         let line = Self::short_line("NOT RUN", &r.nodeid, &r.message);
@@ -677,20 +683,30 @@ impl Reporter for Summary {
                         } else {
                             format!("XFAIL at {when} of {}", r.nodeid)
                         };
-                        self.push_short('x', &r.nodeid, with_reason(what, &r.message));
+                        self.push_short_at(
+                            'x',
+                            &r.nodeid,
+                            r.position,
+                            with_reason(what, &r.message),
+                        );
                     }
                     Outcome::Xpassed => {
                         let line = with_reason(format!("XPASS {}", r.nodeid), &r.message);
-                        self.push_short('X', &r.nodeid, line);
+                        self.push_short_at('X', &r.nodeid, r.position, line);
                     }
                     Outcome::Passed => {
-                        self.push_short('p', &r.nodeid, format!("PASSED {}", r.nodeid));
+                        self.push_short_at(
+                            'p',
+                            &r.nodeid,
+                            r.position,
+                            format!("PASSED {}", r.nodeid),
+                        );
                     }
                     _ => {}
                 }
                 if r.teardown_error {
                     self.errors.push((
-                        self.error_order("teardown", &r.nodeid),
+                        self.error_order("teardown", &r.nodeid, r.position),
                         format!("ERROR at teardown of {}", head_line(r)),
                         shown_sections(
                             &r.teardown_longrepr,
@@ -700,7 +716,7 @@ impl Reporter for Summary {
                         ),
                     ));
                     let line = Self::short_line("ERROR", &r.nodeid, &r.teardown_message);
-                    self.push_short('E', &r.nodeid, line);
+                    self.push_short_at('E', &r.nodeid, r.position, line);
                 }
             }
             Event::Coverage { text, .. } => self.coverage = text.clone(),
