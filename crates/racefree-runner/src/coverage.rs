@@ -28,8 +28,12 @@ const BELOW_MINIMUM: i32 = 3;
 /// Whether pytest-cov measures the run: `--cov` (with a source or without) among pytest's
 /// options, and no `--no-cov`, which turns it off wherever it comes.
 pub fn requested(pytest_flags: &[String]) -> bool {
-    let named = |f: &String, name: &str| f == name || f.starts_with(&format!("{name}="));
-    pytest_flags.iter().any(|f| named(f, "--cov")) && !pytest_flags.iter().any(|f| f == "--no-cov")
+    let named = |name: &str| {
+        pytest_flags
+            .iter()
+            .any(|f| crate::passthrough::option_name(f) == name)
+    };
+    named("--cov") && !named("--no-cov")
 }
 
 /// What the report step made.

@@ -19,13 +19,18 @@ pub fn env_addopts() -> Result<Vec<String>> {
     })
 }
 
+/// An option's name: `--cov` of `--cov=src` (a short option or a bare value, unchanged).
+pub fn option_name(flag: &str) -> &str {
+    flag.split_once('=').map_or(flag, |(name, _)| name)
+}
+
 /// Refuses pytest options that make a pytest process print something and run no tests, ask
 /// for a terminal, or need pytest's own last-failed state (racefree runs pytest with
 /// `-p no:lfplugin -p no:nfplugin -p no:stepwise`): each would otherwise end in units that report nothing,
 /// a debugger prompt nobody sees, or state rewritten from each unit's share of the tests. The message names the option and what to do instead.
 pub fn refuse_unworkable(flags: &[String]) -> Result<()> {
     for flag in flags {
-        let name = flag.split_once('=').map_or(flag.as_str(), |(name, _)| name);
+        let name = option_name(flag);
         let Some(instead) = instead_of(name) else {
             continue;
         };
@@ -215,7 +220,7 @@ pub fn capture_off(flags: &[String]) -> bool {
 pub fn single_session_reports(flags: &[String]) -> Vec<String> {
     let mut lines = Vec::new();
     for flag in flags {
-        let name = flag.split_once('=').map_or(flag.as_str(), |(name, _)| name);
+        let name = option_name(flag);
         let plugin = match name {
             "--html" => "pytest-html",
             // (`--json-report-file` alone names the file; `--json-report` turns it on.)

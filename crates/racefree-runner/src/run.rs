@@ -195,7 +195,6 @@ pub fn run(mut req: RunRequest) -> Result<u8> {
     let durations = req.durations.or(rf.durations).or(pytest_durations);
     // pytest's --tb=no: no tracebacks in the report; --tb=line: a line per failure.
     let tb_style = resolved.last_value(&["--tb"]);
-    let tracebacks = tb_style.as_deref() != Some("no");
     // pytest's --show-capture: which captured output failures show (pytest's default all).
     let show_capture = resolved
         .last_value(&["--show-capture"])
@@ -503,11 +502,10 @@ pub fn run(mut req: RunRequest) -> Result<u8> {
     let width = terminal_width();
     reporters.push(Box::new(
         Summary::new(Box::new(std::io::stdout()), width, req.verbosity, durations)
-            .with_tracebacks(tracebacks)
+            .with_tb_style(tb_style.as_deref())
             .with_report_chars(&report_chars)
             .with_show_capture(&show_capture)
             .with_file_order(collection_order.iter().map(String::as_str))
-            .with_tb_line(tb_style.as_deref() == Some("line"))
             .with_no_summary(pytest_flags.iter().any(|f| f == "--no-summary"))
             .with_warnings_summary(
                 !pytest_flags
@@ -666,10 +664,9 @@ fn remainder_unit(
     files: &mut Vec<TestFile>,
     predictions: &Predictions,
 ) -> Option<plan::UnitPlan> {
-    let by_plugin = pytest_flags.iter().any(|f| {
-        let name = f.split_once('=').map_or(f.as_str(), |(n, _)| n);
-        COLLECTING_PLUGIN_FLAGS.contains(&name)
-    });
+    let by_plugin = pytest_flags
+        .iter()
+        .any(|f| COLLECTING_PLUGIN_FLAGS.contains(&passthrough::option_name(f)));
     if walked_roots.is_empty() || (custom_collectors.is_empty() && !by_plugin) {
         return None;
     }

@@ -95,6 +95,13 @@ fn data_report(dir: &Path) -> String {
     ran.stdout
 }
 
+/// A racefree run (with `extra` options) passed, showed pytest's table and left pytest's data.
+fn assert_same_coverage(d: &Path, rf: &Ran, extra: &[&str], want_table: &str, want_data: &str) {
+    assert_eq!(rf.code, 0, "{extra:?}: {}", show(rf));
+    assert_eq!(table(&rf.stdout), want_table, "{extra:?}: {}", show(rf));
+    assert_eq!(data_report(d), want_data, "{extra:?}");
+}
+
 fn show(ran: &Ran) -> String {
     format!("{}{}", ran.stdout, ran.stderr)
 }
@@ -120,14 +127,7 @@ fn the_runs_coverage_and_report_are_pytests_not_one_units() {
             .args(extra)
             .arg("--")
             .args(cov));
-        assert_eq!(rf.code, 0, "{extra:?}: {}", show(&rf));
-        assert_eq!(
-            table(&rf.stdout),
-            expected_table,
-            "{extra:?}: {}",
-            show(&rf)
-        );
-        assert_eq!(data_report(d), expected_data, "{extra:?}");
+        assert_same_coverage(d, &rf, extra, &expected_table, &expected_data);
         // The table comes before the summary line, as in pytest's terminal summary.
         let at = rf.stdout.find("coverage: platform").unwrap();
         assert!(rf.stdout[at..].contains("6 passed"), "{}", rf.stdout);
@@ -226,14 +226,7 @@ fn cov_without_a_source_measures_the_project_not_racefree() {
                 .args(["-n", "2"])
                 .args(extra)
                 .args(["--", "--cov", "--cov-branch"]));
-        assert_eq!(rf.code, 0, "{extra:?}: {}", show(&rf));
-        assert_eq!(
-            table(&rf.stdout),
-            expected_table,
-            "{extra:?}: {}",
-            show(&rf)
-        );
-        assert_eq!(data_report(d), expected_data, "{extra:?}");
+        assert_same_coverage(d, &rf, extra, &expected_table, &expected_data);
     }
 }
 

@@ -206,16 +206,8 @@ impl Dispatcher<'_> {
                 "not run: pytest refused the run's arguments",
             );
             st.unit_error_codes.push(Some(i32::from(exit::USAGE)));
-            self.bus.emit(Event::UnitFinished {
-                unit,
-                slot: r.slot,
-                exit,
-                pytest_exitstatus: r.pytest_exitstatus,
-                duration: at.duration_since(r.started).as_secs_f64(),
-                unreported: 0,
-                error: Some(format!("pytest: {message}")),
-                cancelled: false,
-            });
+            let error = Some(format!("pytest: {message}"));
+            self.bus.emit(r.finished_event(exit, at, 0, error, false));
             return;
         }
         let reported_here = !r.finished.is_empty() || r.current.is_some() || r.reported_collect;
@@ -374,16 +366,8 @@ impl Dispatcher<'_> {
         } else {
             None
         };
-        self.bus.emit(Event::UnitFinished {
-            unit,
-            slot: r.slot,
-            exit,
-            pytest_exitstatus: r.pytest_exitstatus,
-            duration: at.duration_since(r.started).as_secs_f64(),
-            unreported,
-            error,
-            cancelled: r.cancelled,
-        });
+        self.bus
+            .emit(r.finished_event(exit, at, unreported, error, r.cancelled));
     }
 
     /// Queues the tests a dead unit never reached as a new unit, ahead of other work, in a
@@ -474,34 +458,19 @@ impl Dispatcher<'_> {
                 job.reason = Reason::Infra;
                 job.not_before = Some(Instant::now() + delay);
                 st.queue.push_front(job);
-                self.bus.emit(Event::UnitFinished {
-                    unit,
-                    slot: r.slot,
-                    exit,
-                    pytest_exitstatus: r.pytest_exitstatus,
-                    duration: at.duration_since(r.started).as_secs_f64(),
-                    unreported: 0,
-                    error: None,
-                    cancelled: false,
-                });
+                self.bus.emit(r.finished_event(exit, at, 0, None, false));
                 true
             }
             recovery::Infra::FilesGone(files) => {
                 st.unit_error_codes.push(Some(exit::USAGE as i32));
-                self.bus.emit(Event::UnitFinished {
-                    unit,
-                    slot: r.slot,
-                    exit,
-                    pytest_exitstatus: r.pytest_exitstatus,
-                    duration: at.duration_since(r.started).as_secs_f64(),
-                    unreported: r.collected.as_ref().map_or(0, Vec::len),
-                    error: Some(format!(
-                        "file(s) gone since discovery, not retried: {}\n{}",
-                        files.join(", "),
-                        last_lines(stderr, 20)
-                    )),
-                    cancelled: false,
-                });
+                let unreported = r.collected.as_ref().map_or(0, Vec::len);
+                let error = Some(format!(
+                    "file(s) gone since discovery, not retried: {}\n{}",
+                    files.join(", "),
+                    last_lines(stderr, 20)
+                ));
+                self.bus
+                    .emit(r.finished_event(exit, at, unreported, error, false));
                 true
             }
             recovery::Infra::NotInfra | recovery::Infra::GiveUp => false,

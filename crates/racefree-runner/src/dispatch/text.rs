@@ -137,12 +137,7 @@ pub(super) fn build_result(
             _ => None,
         },
         // The last phase's: the item's properties grow from phase to phase.
-        properties: phases
-            .iter()
-            .rev()
-            .find(|p| !p.properties.is_empty())
-            .map(|p| p.properties.clone())
-            .unwrap_or_default(),
+        properties: last_listed(phases, |p| &p.properties),
         junit: Box::new(junit_extras(phases, outcome, teardown_error, deciding)),
         when: deciding.map(|p| p.when.clone()),
         head_line: deciding.map(|p| p.head_line.clone()).unwrap_or_default(),
@@ -154,6 +149,20 @@ pub(super) fn build_result(
         flaky: false,
         reruns: Vec::new(),
     }
+}
+
+/// The list the last phase that has one holds (`field` of it), empty if none has.
+fn last_listed<T: Clone>(
+    phases: &[PhaseReport],
+    field: impl Fn(&PhaseReport) -> &Vec<T>,
+) -> Vec<T> {
+    phases
+        .iter()
+        .rev()
+        .map(field)
+        .find(|list| !list.is_empty())
+        .cloned()
+        .unwrap_or_default()
 }
 
 /// What pytest's junitxml takes from the phases beyond the outcome (see `JunitExtras`).
@@ -169,12 +178,7 @@ fn junit_extras(
             _ => None,
         },
         // The last phase's, as with `properties`: pytest sets them anew from each report.
-        xml_attributes: phases
-            .iter()
-            .rev()
-            .find(|p| !p.xml_attributes.is_empty())
-            .map(|p| p.xml_attributes.clone())
-            .unwrap_or_default(),
+        xml_attributes: last_listed(phases, |p| &p.xml_attributes),
         ..JunitExtras::default()
     };
     for p in phases {

@@ -110,6 +110,29 @@ pub(super) struct Running {
 }
 
 impl Running {
+    /// The unit's `UnitFinished` event, ending at `at`.
+    pub(super) fn finished_event(
+        &self,
+        exit: crate::events::ExitInfo,
+        at: Instant,
+        unreported: usize,
+        error: Option<String>,
+        cancelled: bool,
+    ) -> crate::events::Event {
+        crate::events::Event::UnitFinished {
+            unit: self.job.id,
+            slot: self.slot,
+            exit,
+            pytest_exitstatus: self.pytest_exitstatus,
+            duration: at.duration_since(self.started).as_secs_f64(),
+            unreported,
+            error,
+            cancelled,
+        }
+    }
+}
+
+impl Running {
     pub(super) fn new(job: Job, slot: usize, handle: UnitHandle, token: String) -> Running {
         let tag = procs::UnitTag::new(token, handle.pid);
         Running {

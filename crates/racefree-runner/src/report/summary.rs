@@ -92,8 +92,9 @@ pub struct Summary {
     out: Box<dyn Write + Send>,
     width: usize,
     quiet: bool,
-    /// The FAILURES and ERRORS sections are printed (not with pytest's `--tb=no`).
-    tracebacks: bool,
+    /// pytest's `--tb` style: `no` prints no FAILURES and ERRORS sections; `line` a
+    /// failure's text and output, then its crash line, with no title of its own.
+    tb_style: String,
     durations: Option<usize>,
     failures: Vec<TestResult>,
     /// The ERRORS section's entries: where it goes (see `error_order`), title, text.
@@ -103,9 +104,6 @@ pub struct Summary {
     show_capture: String,
     /// Each file's place in the run's files, as pytest collects them (see `FileRank`).
     file_order: std::collections::HashMap<String, usize>,
-    /// pytest's `--tb=line`: a failure is its text and output, then its crash line, with
-    /// no title of its own.
-    tb_line: bool,
     /// pytest's `--no-summary`: none of pytest's own sections, only the summary line (and
     /// what other plugins add, pytest-cov's report).
     no_summary: bool,
@@ -139,13 +137,12 @@ impl Summary {
             out,
             width,
             quiet: verbosity < 0,
-            tracebacks: true,
+            tb_style: "auto".to_string(),
             durations,
             failures: Vec::new(),
             errors: Vec::new(),
             show_capture: "all".to_string(),
             file_order: Default::default(),
-            tb_line: false,
             no_summary: false,
             short: Vec::new(),
             skips: Vec::new(),
@@ -228,21 +225,16 @@ impl Summary {
         (phase, self.file_rank(nodeid), position)
     }
 
-    /// pytest's `--tb=line`: each failure by its crash line.
-    pub fn with_tb_line(mut self, tb_line: bool) -> Summary {
-        self.tb_line = tb_line;
-        self
-    }
-
     /// pytest's `--no-summary`: none of pytest's own sections.
     pub fn with_no_summary(mut self, no_summary: bool) -> Summary {
         self.no_summary = no_summary;
         self
     }
 
-    /// Whether the FAILURES and ERRORS sections are printed (pytest's `--tb=no` says not).
-    pub fn with_tracebacks(mut self, tracebacks: bool) -> Summary {
-        self.tracebacks = tracebacks;
+    /// pytest's `--tb` style (`no`: no FAILURES and ERRORS sections; `line`: a line per
+    /// failure).
+    pub fn with_tb_style(mut self, style: Option<&str>) -> Summary {
+        self.tb_style = style.unwrap_or("auto").to_string();
         self
     }
 
@@ -267,7 +259,7 @@ impl Summary {
         let shown = |longrepr: &str, sections: &[(String, String)]| {
             shown_sections(longrepr, sections, &show_capture, w)
         };
-        if !self.tracebacks || self.no_summary {
+        if self.tb_style == "no" || self.no_summary {
             // pytest's tracebacks go; racefree's own word on a unit or a crash stays.
             self.errors
                 .retain(|(_, title, _)| title.starts_with("ERROR in unit"));
@@ -306,7 +298,7 @@ impl Summary {
                 for (title, longrepr, sections, crash_line) in failed.chain([own]) {
                     match crash_line {
                         // pytest's --tb=line: no title; the crash line after the output.
-                        Some(line) if self.tb_line => {
+                        Some(line) if self.tb_style == "line" => {
                             let text = shown(longrepr, sections);
                             if !text.trim().is_empty() {
                                 writeln!(out, "{text}")?;
@@ -505,23 +497,14 @@ fn shown_sections(
     show_capture: &str,
     width: usize,
 ) -> String {
-    let wanted: Vec<(String, String)> = sections
-        .iter()
-        .filter(|(title, _)| match show_capture {
-            "no" => false,
-            "all" => true,
-            word => title.contains(word),
-        })
-        .cloned()
-        .collect();
-    with_sections(longrepr, &wanted, width)
-}
-
-/// A failure's text followed by the output its report captured, each section under a
-/// `----- title -----` line, as pytest prints an error.
-fn with_sections(longrepr: &str, sections: &[(String, String)], width: usize) -> String {
+    let shown = sections.iter().filter(|(title, _)| match show_capture {
+        "no" => false,
+        "all" => true,
+        word => title.contains(word),
+    });
+    // Each section under a `----- title -----` line, as pytest prints them.
     let mut text = longrepr.trim_end().to_string();
-    for (title, captured) in sections {
+    for (title, captured) in shown {
         text.push('\n');
         text.push_str(&sep('-', title, width));
         text.push('\n');
