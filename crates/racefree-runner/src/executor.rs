@@ -46,13 +46,8 @@ pub struct ExecContext {
     pub python: PathBuf,
     pub invocation_dir: PathBuf,
     pub rootdir: PathBuf,
-    /// pytest's configuration file for the whole run, as plain `pytest` with the run's
-    /// arguments picks it; None if it found none or the user names one for pytest
-    /// (`-c` after `--` or in $PYTEST_ADDOPTS, which pytest reads before racefree's own
-    /// arguments). Every unit is told it (`-c`): given only its own files, pytest would
-    /// take the nearest one above them, a subproject's pytest.ini or pyproject.toml that
-    /// plain `pytest` at the top never reads.
-    pub config_file: Option<PathBuf>,
+    /// What every unit is told of pytest's configuration file (see `UnitConfig`).
+    pub config: UnitConfig,
     pub workers: usize,
     pub run_id: String,
     /// Arguments for every pytest process (`-k`, `-m`, then the passthrough after `--`).
@@ -178,6 +173,23 @@ fn slot_env(
     Ok(env)
 }
 
+/// pytest's configuration file for every unit. Given only its own files, pytest would take
+/// the nearest configuration file above them: a subproject's pytest.ini or pyproject.toml
+/// that plain `pytest` at the top never reads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UnitConfig {
+    /// The file plain `pytest` with the run's arguments picks (`-c FILE`).
+    File(PathBuf),
+    /// Plain `pytest` finds none: `-c /dev/null`, pytest's way to ask for no configuration,
+    /// with the conftest cut-off pytest then takes (the rootdir, not /dev).
+    Nothing,
+    /// Left to pytest: the user names a file for it (`-c` after `--` or in
+    /// `$PYTEST_ADDOPTS`, which pytest reads before racefree's arguments), or there is none
+    /// and an `-o` is given, whose path values (`-o pythonpath=src`) pytest would resolve
+    /// against /dev under `-c /dev/null`.
+    AsPytestFinds,
+}
+
 /// The arguments every pytest process of the run gets before its own (`-p` plugins,
 /// rootdir, options), and after them (`-k`, `-m`, the passthrough after `--`).
 fn shared_args(ctx: &ExecContext) -> (Vec<OsString>, Vec<OsString>) {
@@ -198,11 +210,17 @@ fn shared_args(ctx: &ExecContext) -> (Vec<OsString>, Vec<OsString>) {
     .map(OsString::from)
     .collect();
     before.push(format!("--rootdir={}", ctx.rootdir.display()).into());
-    // Where pytest found none, none is given: `-c /dev/null` would make pytest resolve
-    // path-valued options (`-o pythonpath=src`) against /dev.
-    if let Some(file) = &ctx.config_file {
-        before.push("-c".into());
-        before.push(file.into());
+    match &ctx.config {
+        UnitConfig::File(file) => {
+            before.push("-c".into());
+            before.push(file.into());
+        }
+        UnitConfig::Nothing => {
+            before.push("-c".into());
+            before.push("/dev/null".into());
+            before.push(format!("--confcutdir={}", ctx.rootdir.display()).into());
+        }
+        UnitConfig::AsPytestFinds => {}
     }
     // One broken file must not stop the other files packed with it; racefree still
     // reports the collection error and exits 2, as pytest would.

@@ -13,7 +13,7 @@ use crate::discovery::{self, DiscoverOptions, TestFile};
 use crate::dispatch::{Bus, Dispatcher, Reporter};
 use crate::error::Result;
 use crate::events::Event;
-use crate::executor::ExecContext;
+use crate::executor::{ExecContext, UnitConfig};
 use crate::history::History;
 use crate::passthrough;
 use crate::plan::{self, FileWork, PlanParams, Predictions};
@@ -818,7 +818,7 @@ struct RunParams<'a> {
     rootdir: &'a Path,
     /// Where racefree keeps its history (see `Resolved::project_dir`).
     project_dir: &'a Path,
-    /// pytest's configuration file for the run (see `ExecContext::config_file`).
+    /// pytest's configuration file for the run (see `UnitConfig`).
     inifile: Option<&'a Path>,
     /// addopts, then the arguments after `--`.
     pytest_flags: &'a [String],
@@ -923,10 +923,7 @@ fn launch(
         python: python.to_path_buf(),
         invocation_dir: req.invocation_dir.clone(),
         rootdir: p.rootdir.to_path_buf(),
-        config_file: p
-            .inifile
-            .filter(|_| !passthrough::names_config_file(p.pytest_flags))
-            .map(Path::to_path_buf),
+        config: unit_config(p.inifile, p.pytest_flags),
         workers: p.workers,
         run_id: session.run_id.clone(),
         pytest_args: child_args,
@@ -977,6 +974,18 @@ fn launch(
 type PytestCheck = std::thread::JoinHandle<Result<crate::python::PythonInfo>>;
 
 /// The answer of a check run on a thread of its own (`doing` names it, should it panic).
+/// What every unit is told of pytest's configuration file (see `UnitConfig`).
+fn unit_config(inifile: Option<&Path>, pytest_flags: &[String]) -> UnitConfig {
+    if passthrough::names_config_file(pytest_flags) {
+        return UnitConfig::AsPytestFinds;
+    }
+    match inifile {
+        Some(file) => UnitConfig::File(file.to_path_buf()),
+        None if passthrough::overrides_ini(pytest_flags) => UnitConfig::AsPytestFinds,
+        None => UnitConfig::Nothing,
+    }
+}
+
 fn joined<T>(handle: std::thread::JoinHandle<Result<T>>, doing: &str) -> Result<T> {
     handle.join().map_err(|_| {
         crate::error::Error::io(doing.to_string(), std::io::Error::other("it panicked"))
@@ -1009,6 +1018,34 @@ mod tests {
         assert!(selects("t.py::test_p", "t.py::test_p[1-x]"));
         assert!(!selects("t.py::test_a", "t.py::test_ab"));
         assert!(!selects("t.py::C::test_m", "t.py::C"));
+    }
+
+    #[test]
+    fn units_are_told_the_runs_configuration_file_or_that_there_is_none() {
+        let flags = |f: &[&str]| f.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let top = Path::new("/p/pytest.ini");
+        let file = UnitConfig::File(top.to_path_buf());
+        assert_eq!(unit_config(Some(top), &flags(&["-q"])), file);
+        assert_eq!(unit_config(Some(top), &flags(&["-o", "a=b"])), file);
+        assert_eq!(unit_config(None, &flags(&["-q"])), UnitConfig::Nothing);
+        for named in [
+            &["-c", "ci.ini"][..],
+            &["-cci.ini"],
+            &["--config-file=ci.ini"],
+        ] {
+            assert_eq!(
+                unit_config(Some(top), &flags(named)),
+                UnitConfig::AsPytestFinds
+            );
+            assert_eq!(unit_config(None, &flags(named)), UnitConfig::AsPytestFinds);
+        }
+        for o in [
+            &["-o", "pythonpath=src"][..],
+            &["-opythonpath=src"],
+            &["--override-ini=x=y"],
+        ] {
+            assert_eq!(unit_config(None, &flags(o)), UnitConfig::AsPytestFinds);
+        }
     }
 
     #[test]

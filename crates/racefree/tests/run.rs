@@ -646,6 +646,54 @@ fn a_subprojects_own_configuration_is_not_read_when_pytest_would_not_read_it() {
 }
 
 #[test]
+fn without_a_configuration_file_at_the_top_no_subprojects_file_is_read() {
+    // Plain `pytest` at a top with no configuration file reads none, not even the one a
+    // subproject below has; a unit given only sub/test_sub.py would have found it. The top's
+    // conftest.py must still reach every unit (pytest's conftest cut-off is the rootdir).
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(
+        d.join("conftest.py"),
+        "import pytest\n\n\n@pytest.fixture\ndef top():\n    return 1\n",
+    )
+    .unwrap();
+    for sub in ["sub", "pkg"] {
+        std::fs::create_dir(d.join(sub)).unwrap();
+        std::fs::write(
+            d.join(sub).join(format!("test_{sub}.py")),
+            "def test_a(top):\n    assert top == 1\n\n\ndef check_b():\n    assert 0\n",
+        )
+        .unwrap();
+    }
+    std::fs::write(
+        d.join("sub").join("pytest.ini"),
+        "[pytest]\npython_functions = check_*\n",
+    )
+    .unwrap();
+    std::fs::write(
+        d.join("pkg").join("pyproject.toml"),
+        "[tool.pytest.ini_options]\naddopts = \"-m nothing\"\n",
+    )
+    .unwrap();
+    let py = run(pytest(d).args(["--junit-xml", "py.xml"]));
+    assert_eq!(py.code, 0, "{}{}", py.stdout, py.stderr);
+    for fork in [true, false] {
+        let mut cmd = racefree(d);
+        cmd.args(["-n", "2", "--junit-xml", "rf.xml"]);
+        if !fork {
+            cmd.arg("--no-fork");
+        }
+        let rf = run(&mut cmd);
+        assert_eq!(rf.code, py.code, "fork {fork}: {}{}", rf.stdout, rf.stderr);
+        assert_eq!(
+            junit_results(&d.join("rf.xml")),
+            junit_results(&d.join("py.xml")),
+            "fork {fork}"
+        );
+    }
+}
+
+#[test]
 fn a_damaged_history_store_costs_a_warning_not_the_run() {
     // A store whose header is fine but whose pages are not opens, and fails at the first
     // read: that stopped the run with exit 3 before any test.
