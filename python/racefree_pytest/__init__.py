@@ -39,6 +39,8 @@ Messages (all fields are strings unless noted):
   coverage     source, report, config, append, branch, precision, fail_under,
                no_cov_on_fail: pytest-cov's report options, taken from it at session start
                so that racefree reports once for the run (see _take_coverage_report)
+  plugin_summary  text: what other plugins' and conftests' pytest_terminal_summary wrote
+               (sent after done; see _OtherSummaries)
 
 racefree enforces per-test timeouts itself, from these messages. The plugin only says which
 limit a ``@pytest.mark.timeout(N)`` marker sets (pytest-timeout's marker; registered here so
@@ -875,6 +877,16 @@ class _RacefreePlugin:
         else:
             self.channel.send("warning", location=_text(where), message=_text(message))
 
+    @pytest.hookimpl(hookwrapper=True, tryfirst=True)
+    def pytest_terminal_summary(self, terminalreporter):
+        capture = _OtherSummaries.start(self.config, terminalreporter)
+        try:
+            yield
+        finally:
+            text = capture.stop() if capture is not None else ""
+            if text.strip():
+                self.channel.send("plugin_summary", text=_text(text))
+
     @pytest.hookimpl(trylast=True)
     def pytest_sessionfinish(self, session, exitstatus):
         if os.environ.get(_LEARN_ENV):
@@ -893,6 +905,70 @@ class _RacefreePlugin:
         if int(final) != int(exitstatus):
             fields["final"] = int(final)
         self.channel.send("done", **fields)
+
+
+# Modules whose terminal summaries racefree makes itself, for the whole run: pytest's own
+# sections (failures, warnings, durations, the short summary) and pytest-cov's report.
+_OWN_SUMMARIES = frozenset({"_pytest", "pytest_cov", "racefree_pytest"})
+
+
+class _OtherSummaries:
+    """What other plugins' ``pytest_terminal_summary`` (a conftest's, Hypothesis's
+    statistics, a benchmark table) write in a unit: to the unit's terminal, which nobody
+    reads. While each of them runs, the terminal reporter writes, and ``print`` prints, into
+    a buffer instead, sent to racefree to show in the run's summary. Only plain
+    implementations are wrapped (a hook wrapper's code around the others is not)."""
+
+    def __init__(self, reporter):
+        self.reporter = reporter
+        self.buffer = io.StringIO()
+        self.wrapped = []
+
+    @classmethod
+    def start(cls, config, reporter):
+        try:
+            impls = config.pluginmanager.hook.pytest_terminal_summary.get_hookimpls()
+        except Exception:  # noqa: BLE001 - another pluggy: the unit's terminal keeps them
+            return None
+        capture = cls(reporter)
+        for impl in impls:
+            module = getattr(impl.function, "__module__", None) or ""
+            if impl.hookwrapper or getattr(impl, "wrapper", False):
+                continue
+            if module.split(".")[0] in _OWN_SUMMARIES:
+                continue
+            original = impl.function
+            try:
+                # pluggy calls ``impl.function`` afresh at each call, with the arguments
+                # named when the plugin was registered.
+                impl.function = capture._kept(original)
+            except Exception:  # noqa: BLE001 - a pluggy whose hook implementations are frozen
+                continue
+            capture.wrapped.append((impl, original))
+        return capture
+
+    def stop(self):
+        """Puts every implementation back; returns what they wrote."""
+        for impl, original in self.wrapped:
+            impl.function = original
+        return self.buffer.getvalue()
+
+    def _kept(self, function):
+        def kept(*args, **kwargs):
+            writer = self.reporter._tw
+            stdout = sys.stdout
+            own = writer.__class__(self.buffer)
+            own.hasmarkup = False
+            own.fullwidth = writer.fullwidth
+            self.reporter._tw = own
+            sys.stdout = self.buffer
+            try:
+                return function(*args, **kwargs)
+            finally:
+                sys.stdout = stdout
+                self.reporter._tw = writer
+
+        return kept
 
 
 def _quiet_reporter(config):

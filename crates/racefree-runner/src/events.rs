@@ -84,6 +84,11 @@ pub enum Wire {
         #[serde(flatten)]
         options: serde_json::Map<String, serde_json::Value>,
     },
+    /// What other plugins' and conftests' `pytest_terminal_summary` wrote in the unit (a
+    /// section of Hypothesis's statistics, a conftest's lines), sent after `Done`.
+    PluginSummary {
+        text: String,
+    },
     /// Modules the unit imported that a fork server could preload (see `forkserver`).
     Imports {
         modules: Vec<String>,
@@ -682,6 +687,13 @@ pub enum Event {
     Coverage {
         text: String,
         below_minimum: bool,
+    },
+    /// What other plugins' and conftests' `pytest_terminal_summary` wrote in one unit's
+    /// pytest process, as its terminal would have shown it; the summary shows every unit's,
+    /// sections of one title merged (see `report::plugin_sections`).
+    PluginSummary {
+        unit: usize,
+        text: String,
     },
     RunFinished {
         totals: Totals,

@@ -3102,3 +3102,69 @@ fn a_skipped_tests_output_is_in_junit_once_with_every_phases() {
         "{ours:?}"
     );
 }
+
+#[test]
+fn other_plugins_terminal_summaries_are_shown_as_pytest_shows_them() {
+    // What a conftest's or another plugin's pytest_terminal_summary wrote went to each
+    // unit's terminal, which nobody reads: racefree showed none of it. Each unit's text now
+    // comes to the run's summary, sections of one title merged, equal text shown once.
+    let given = "from hypothesis import given, settings, strategies as st\n\n\n\
+                 @settings(max_examples=20, database=None)\n@given(st.integers())\n\
+                 def test_{name}(x):\n    assert isinstance(x, int)\n";
+    let dir = suite(&[
+        (
+            "conftest.py",
+            "def pytest_terminal_summary(terminalreporter):\n\
+             \x20   terminalreporter.section('passed here')\n\
+             \x20   for report in terminalreporter.stats.get('passed', []):\n\
+             \x20       terminalreporter.write_line(report.nodeid)\n\
+             \x20   terminalreporter.section('the same everywhere', sep='-')\n\
+             \x20   print('printed, not written')\n",
+        ),
+        ("test_a.py", &given.replace("{name}", "a")),
+        ("test_b.py", &given.replace("{name}", "b")),
+        (
+            "test_c.py",
+            "import warnings\n\n\ndef test_c():\n    warnings.warn('w')\n\n\n\
+             def test_d():\n    assert 0\n",
+        ),
+    ]);
+    let d = dir.path();
+    let plugins = common::plugins_dir("_hypothesis_pytestplugin.py");
+    // Hypothesis's per-test timings differ from run to run.
+    let steady = |stdout: &str| -> Vec<String> {
+        summary_sections(stdout)
+            .into_iter()
+            .filter(|l| !l.contains("Typical runtimes") && !l.contains(" seconds)"))
+            .collect()
+    };
+    let options = ["--hypothesis-show-statistics"];
+    let py = run(pytest(d)
+        .arg("-q")
+        .args(options)
+        .env("PYTHONPATH", &plugins)
+        .env_remove("COLUMNS"));
+    assert_eq!(py.code, 1, "{}{}", py.stdout, py.stderr);
+    assert!(
+        py.stdout.contains("Hypothesis Statistics") && py.stdout.contains("passed here"),
+        "{}",
+        py.stdout
+    );
+    for mode in [None, Some("--no-fork")] {
+        let rf = run(racefree(d)
+            .args(["-q", "-n", "2"])
+            .args(mode)
+            .arg("--")
+            .args(options)
+            .env("PYTHONPATH", &plugins)
+            .env_remove("COLUMNS"));
+        assert_eq!(rf.code, py.code, "{mode:?}: {}{}", rf.stdout, rf.stderr);
+        assert_eq!(
+            steady(&rf.stdout),
+            steady(&py.stdout),
+            "{mode:?}\npytest:\n{}\nracefree:\n{}",
+            py.stdout,
+            rf.stdout
+        );
+    }
+}

@@ -695,6 +695,7 @@ impl Dispatcher<'_> {
                 }
             }
             Wire::Imports { modules } => st.imports.extend(modules),
+            Wire::PluginSummary { text } => self.bus.emit(Event::PluginSummary { unit, text }),
             Wire::Coverage { options } => {
                 // Every unit parses the same options: the first to say them is heard.
                 st.coverage

@@ -2,5 +2,6 @@
 
 pub mod junit;
 pub mod ndjson;
+pub mod plugin_sections;
 pub mod progress;
 pub mod summary;

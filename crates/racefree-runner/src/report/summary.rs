@@ -2,10 +2,12 @@
 //! and captured output, slowest durations, the short test summary, and the summary line
 //! (`3 failed, 120 passed, 2 skipped, 1 xfailed in 4.21s`).
 
+use std::collections::HashMap;
 use std::io::Write;
 
 use crate::dispatch::Reporter;
 use crate::events::{Event, Outcome, TestResult, Totals};
+use crate::report::plugin_sections;
 
 /// pytest's separator line: `===== title =====` filling `width`.
 pub fn sep(ch: char, title: &str, width: usize) -> String {
@@ -124,6 +126,10 @@ pub struct Summary {
     infra: Vec<(String, String)>,
     /// pytest-cov's terminal section for the run (see `coverage`).
     coverage: String,
+    /// Each unit's first file, for the order of the units' own texts.
+    unit_files: HashMap<usize, String>,
+    /// Other plugins' terminal summaries: (unit, text).
+    plugin_texts: Vec<(usize, String)>,
 }
 
 impl Summary {
@@ -152,6 +158,8 @@ impl Summary {
             timings: Vec::new(),
             infra: Vec::new(),
             coverage: String::new(),
+            unit_files: HashMap::new(),
+            plugin_texts: Vec::new(),
         }
     }
 
@@ -216,6 +224,20 @@ impl Summary {
         (at, file.to_string())
     }
 
+    /// Other plugins' terminal summaries, each unit's in the order of their files.
+    fn plugin_sections(&self) -> String {
+        let mut texts: Vec<(FileRank, usize, &str)> = self
+            .plugin_texts
+            .iter()
+            .map(|(unit, text)| {
+                let file = self.unit_files.get(unit).map_or("", String::as_str);
+                (self.file_rank(file), *unit, text.as_str())
+            })
+            .collect();
+        texts.sort();
+        plugin_sections::merged(texts.into_iter().map(|t| t.2), self.width)
+    }
+
     fn error_order(&self, when: &str, nodeid: &str, position: Option<u64>) -> ErrorOrder {
         let phase = if when == "collect" {
             ErrorWhen::Collect
@@ -275,6 +297,7 @@ impl Summary {
             .collect();
         ranked.sort_by(|a, b| a.0.cmp(&b.0));
         self.failures = ranked.into_iter().map(|(_, r)| r).collect();
+        let plugins = self.plugin_sections();
         let out = &mut self.out;
         if !self.errors.is_empty() {
             writeln!(out, "{}", sep('=', "ERRORS", w))?;
@@ -329,7 +352,8 @@ impl Summary {
             }
         }
         // Where pytest shows other plugins' terminal summaries (pytest-cov's report), before
-        // its own durations plugin's.
+        // its own durations plugin's: each unit's, in the order of their files.
+        write!(out, "{plugins}")?;
         write!(out, "{}", self.coverage)?;
         if let Some(n) = self.durations {
             self.timings.sort_by(|a, b| b.0.total_cmp(&a.0));
@@ -703,6 +727,12 @@ impl Reporter for Summary {
                 }
             }
             Event::Coverage { text, .. } => self.coverage = text.clone(),
+            Event::UnitStarted { unit, files, .. } => {
+                if let Some(first) = files.first() {
+                    self.unit_files.insert(*unit, first.clone());
+                }
+            }
+            Event::PluginSummary { unit, text } => self.plugin_texts.push((*unit, text.clone())),
             Event::RunFinished {
                 totals,
                 collect_errors,
