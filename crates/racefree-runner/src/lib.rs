@@ -18,6 +18,7 @@ pub mod executor;
 pub mod fnmatch;
 pub mod forkserver;
 pub mod history;
+pub mod import_names;
 pub mod isolation;
 pub mod passthrough;
 pub mod plan;

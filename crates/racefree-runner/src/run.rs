@@ -1,7 +1,7 @@
 //! `racefree run` from request to exit code: configuration, interpreter, discovery,
 //! planning, then the dispatcher with its event consumers.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -15,6 +15,7 @@ use crate::error::Result;
 use crate::events::Event;
 use crate::executor::{ExecContext, UnitConfig};
 use crate::history::History;
+use crate::import_names;
 use crate::passthrough;
 use crate::plan::{self, FileWork, PlanParams, Predictions};
 use crate::pytest_argv::Resolved;
@@ -439,8 +440,23 @@ pub fn run(mut req: RunRequest) -> Result<u8> {
         mode: unit_mode,
         split,
     };
-    let loadgroup = dist.as_deref() == Some("loadgroup");
-    let (mut units, grouped_files) = plan_with_groups(work, &files, loadgroup, params);
+    // Under --dist loadgroup, the files that name an xdist_group run together, whole: all
+    // groups in one unit, since racefree does not read which group each test is in, and
+    // one process keeps every group's promise (tests that share a database, a port, a
+    // file run one after another).
+    let grouped_files: HashSet<usize> = if dist.as_deref() == Some("loadgroup") {
+        (0..files.len())
+            .filter(|&i| names_an_xdist_group(&files[i].path))
+            .collect()
+    } else {
+        HashSet::new()
+    };
+    let mut groups = vec![grouped_files.iter().copied().collect::<Vec<_>>()];
+    if !import_names::mode_names_files_apart(resolved.last_value(&["--import-mode"]).as_deref()) {
+        let paths: Vec<&Path> = files.iter().map(|f| f.path.as_path()).collect();
+        groups.extend(import_names::colliding(&paths));
+    }
+    let mut units = plan_with_groups(work, merged_groups(groups), params);
     // What racefree's discovery cannot see (a conftest's own collector, a plugin's), pytest
     // finds in a unit that walks the directories itself; on one shard only. Under --lf it
     // runs whole: racefree cannot select within it.
@@ -588,43 +604,70 @@ pub fn run(mut req: RunRequest) -> Result<u8> {
     Ok(outcome.exit_code)
 }
 
-/// The run's units. Under pytest-xdist's `--dist loadgroup`, which runs each
-/// `xdist_group`'s tests in one worker, one after another (tests that share a database, a
-/// port, a file), the files that name a group make one unit of their own, whole: all groups
-/// together, since racefree does not read which group each test is in, and one process
-/// keeps every group's promise. Also returns those files (indices into `files`).
+/// The run's units, each of `groups` (indices into the run's files) one unit of its own,
+/// whole, its files in collection order: files that must share one pytest process.
 fn plan_with_groups(
     work: Vec<FileWork>,
-    files: &[TestFile],
-    loadgroup: bool,
+    groups: Vec<Vec<usize>>,
     params: PlanParams,
-) -> (Vec<plan::UnitPlan>, HashSet<usize>) {
+) -> Vec<plan::UnitPlan> {
+    let group_of: HashMap<usize, usize> = groups
+        .iter()
+        .enumerate()
+        .flat_map(|(g, files)| files.iter().map(move |&f| (f, g)))
+        .collect();
     let (grouped, work): (Vec<FileWork>, Vec<FileWork>) = work
         .into_iter()
-        .partition(|w| loadgroup && names_an_xdist_group(&files[w.index].path));
+        .partition(|w| group_of.contains_key(&w.index));
     let mut units = plan::plan(&work, params);
-    if grouped.is_empty() {
-        return (units, HashSet::new());
+    for files in groups {
+        let members: Vec<&FileWork> = grouped
+            .iter()
+            .filter(|w| files.contains(&w.index))
+            .collect();
+        if members.is_empty() {
+            continue;
+        }
+        let unit = plan::UnitPlan {
+            id: 0,
+            files: files.clone(),
+            predicted: members.iter().map(|w| w.predicted).sum::<f64>() + params.startup,
+            first: members.iter().any(|w| w.first),
+            chunk: None,
+        };
+        // Where the planner would have put it: longest first, failed-first units ahead.
+        let at = units
+            .iter()
+            .position(|u| {
+                (unit.first && !u.first) || (u.first == unit.first && u.predicted < unit.predicted)
+            })
+            .unwrap_or(units.len());
+        units.insert(at, unit);
     }
-    let unit = plan::UnitPlan {
-        id: 0,
-        files: grouped.iter().map(|w| w.index).collect(),
-        predicted: grouped.iter().map(|w| w.predicted).sum::<f64>() + params.startup,
-        first: grouped.iter().any(|w| w.first),
-        chunk: None,
-    };
-    // Where the planner would have put it: longest first, failed-first units ahead.
-    let at = units
-        .iter()
-        .position(|u| {
-            (unit.first && !u.first) || (u.first == unit.first && u.predicted < unit.predicted)
-        })
-        .unwrap_or(units.len());
-    units.insert(at, unit);
     for (i, u) in units.iter_mut().enumerate() {
         u.id = i;
     }
-    (units, grouped.iter().map(|w| w.index).collect())
+    units
+}
+
+/// `groups` with every two that share a file made one, each sorted (collection order),
+/// empty ones dropped.
+fn merged_groups(groups: Vec<Vec<usize>>) -> Vec<Vec<usize>> {
+    let mut merged: Vec<Vec<usize>> = Vec::new();
+    for group in groups.into_iter().filter(|g| !g.is_empty()) {
+        let mut group = group;
+        let (overlapping, apart): (Vec<_>, Vec<_>) = merged
+            .into_iter()
+            .partition(|m| m.iter().any(|f| group.contains(f)));
+        for m in overlapping {
+            group.extend(m);
+        }
+        group.sort_unstable();
+        group.dedup();
+        merged = apart;
+        merged.push(group);
+    }
+    merged
 }
 
 /// Whether a test file names a pytest-xdist group (`@pytest.mark.xdist_group(...)`, or a
@@ -1018,6 +1061,15 @@ mod tests {
         assert!(selects("t.py::test_p", "t.py::test_p[1-x]"));
         assert!(!selects("t.py::test_a", "t.py::test_ab"));
         assert!(!selects("t.py::C::test_m", "t.py::C"));
+    }
+
+    #[test]
+    fn groups_that_share_a_file_become_one() {
+        assert_eq!(
+            merged_groups(vec![vec![], vec![5, 1], vec![2, 3], vec![3, 9], vec![7, 5]]),
+            vec![vec![2, 3, 9], vec![1, 5, 7]]
+        );
+        assert!(merged_groups(vec![vec![]]).is_empty());
     }
 
     #[test]

@@ -3168,3 +3168,37 @@ fn other_plugins_terminal_summaries_are_shown_as_pytest_shows_them() {
         );
     }
 }
+
+#[test]
+fn same_named_test_files_outside_packages_fail_as_in_pytest() {
+    // pytest imports a test file outside any package as its bare name: the second
+    // test_same.py it collects fails ("import file mismatch"). Each in a process of its own,
+    // both passed under racefree; they now share one, in pytest's order.
+    let dir = suite(&[
+        ("a/test_same.py", "def test_a():\n    pass\n"),
+        ("b/test_same.py", "def test_b():\n    pass\n"),
+        ("c/test_other.py", "def test_c():\n    pass\n"),
+        ("p/__init__.py", ""),
+        ("p/test_same.py", "def test_p():\n    pass\n"),
+    ]);
+    let d = dir.path();
+    let py = run(pytest(d).arg("-q"));
+    assert_eq!(py.code, 2, "{}{}", py.stdout, py.stderr);
+    assert!(py.stdout.contains("ERROR b/test_same.py"), "{}", py.stdout);
+    for mode in [None, Some("--no-fork")] {
+        let rf = run(racefree(d).args(["-q", "-n", "2"]).args(mode));
+        assert_eq!(rf.code, py.code, "{mode:?}: {}{}", rf.stdout, rf.stderr);
+        assert_eq!(
+            short_summary(&rf.stdout),
+            short_summary(&py.stdout),
+            "{mode:?}: {}",
+            rf.stdout
+        );
+        assert!(rf.stdout.contains("import file mismatch"), "{}", rf.stdout);
+    }
+    // Under --import-mode=importlib each file has a name of its own, in pytest and here.
+    let py = run(pytest(d).args(["-q", "--import-mode=importlib"]));
+    let rf = run(racefree(d).args(["-q", "-n", "2", "--", "--import-mode=importlib"]));
+    assert_eq!((py.code, rf.code), (0, 0), "{}{}", rf.stdout, rf.stderr);
+    assert!(rf.stdout.contains("4 passed"), "{}", rf.stdout);
+}
