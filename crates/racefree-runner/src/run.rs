@@ -194,6 +194,14 @@ pub fn run(mut req: RunRequest) -> Result<u8> {
         })?),
     };
     let durations = req.durations.or(rf.durations).or(pytest_durations);
+    let durations_min = match resolved.last_value(&["--durations-min"]) {
+        None => None,
+        Some(secs) => Some(secs.parse::<f64>().map_err(|_| {
+            crate::error::Error::Usage(format!(
+                "pytest option `--durations-min {secs}`: not a number of seconds"
+            ))
+        })?),
+    };
     // pytest's --tb=no: no tracebacks in the report; --tb=line: a line per failure.
     let tb_style = resolved.last_value(&["--tb"]);
     // pytest's --show-capture: which captured output failures show (pytest's default all).
@@ -519,6 +527,7 @@ pub fn run(mut req: RunRequest) -> Result<u8> {
     reporters.push(Box::new(
         Summary::new(Box::new(std::io::stdout()), width, req.verbosity, durations)
             .with_tb_style(tb_style.as_deref())
+            .with_durations_min(durations_min)
             .with_report_chars(&report_chars)
             .with_show_capture(&show_capture)
             .with_file_order(collection_order.iter().map(String::as_str))

@@ -2364,6 +2364,54 @@ fn pytests_own_tb_no_and_durations_shape_the_report() {
     assert!(rf.stdout.contains("slowest 1 durations"), "{}", rf.stdout);
     let rf = run(racefree(d).args(["--", "--durations=x"]));
     assert_eq!(rf.code, 4, "{}{}", rf.stdout, rf.stderr);
+    // As pytest's: tests faster than --durations-min (0.005 s unless -vv) go unnamed, in one
+    // line; a bad value is a usage error.
+    let slow = suite(&[(
+        "test_s.py",
+        "import time\n\ndef test_slow():\n    time.sleep(0.3)\n\ndef test_quick():\n    pass\n",
+    )]);
+    let s = slow.path();
+    let rf = run(racefree(s).args(["--", "--durations=0"]));
+    assert_eq!(rf.code, 0, "{}{}", rf.stdout, rf.stderr);
+    let listed = |stdout: &str| -> Vec<String> {
+        stdout
+            .lines()
+            .skip_while(|l| !l.contains("slowest durations"))
+            .skip(1)
+            .take_while(|l| !l.starts_with('='))
+            .map(|l| match l.split_once("s ") {
+                Some((secs, id)) if secs.parse::<f64>().is_ok() => id.to_string(),
+                _ => l.to_string(),
+            })
+            .collect()
+    };
+    assert_eq!(
+        listed(&rf.stdout),
+        [
+            "test_s.py::test_slow",
+            "",
+            "(1 durations < 0.005s hidden.  Use -vv to show these durations.)"
+        ],
+        "{}",
+        rf.stdout
+    );
+    let rf = run(racefree(s).args(["--", "--durations=0", "--durations-min=0.1"]));
+    assert_eq!(
+        listed(&rf.stdout),
+        ["test_s.py::test_slow", "", "(1 durations < 0.1s hidden.)"],
+        "{}",
+        rf.stdout
+    );
+    let rf = run(racefree(s).args(["-vv", "--", "--durations=0"]));
+    assert_eq!(
+        listed(&rf.stdout),
+        ["test_s.py::test_slow", "test_s.py::test_quick"],
+        "{}",
+        rf.stdout
+    );
+    let rf = run(racefree(s).args(["--", "--durations=0", "--durations-min=soon"]));
+    assert_eq!(rf.code, 4, "{}{}", rf.stdout, rf.stderr);
+    assert!(rf.stderr.contains("--durations-min"), "{}", rf.stderr);
 }
 
 /// (testcase name, its properties as `name=value`) for each testcase that has any.

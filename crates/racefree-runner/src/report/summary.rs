@@ -98,6 +98,9 @@ pub struct Summary {
     /// failure's text and output, then its crash line, with no title of its own.
     tb_style: String,
     durations: Option<usize>,
+    /// pytest's `--durations-min`, if given (else 0.005 s, or 0 from `-vv` on).
+    durations_min: Option<f64>,
+    verbosity: i32,
     failures: Vec<TestResult>,
     /// The ERRORS section's entries: where it goes (see `error_order`), title, text.
     errors: Vec<(ErrorOrder, String, String)>,
@@ -145,6 +148,8 @@ impl Summary {
             quiet: verbosity < 0,
             tb_style: "auto".to_string(),
             durations,
+            durations_min: None,
+            verbosity,
             failures: Vec::new(),
             errors: Vec::new(),
             show_capture: "all".to_string(),
@@ -245,6 +250,12 @@ impl Summary {
             ErrorWhen::Test
         };
         (phase, self.file_rank(nodeid), position)
+    }
+
+    /// pytest's `--durations-min`: the shortest duration `--durations` names.
+    pub fn with_durations_min(mut self, min: Option<f64>) -> Self {
+        self.durations_min = min;
+        self
     }
 
     /// pytest's `--no-summary`: none of pytest's own sections.
@@ -364,7 +375,26 @@ impl Summary {
             };
             writeln!(out, "{}", sep('=', &title, w))?;
             let take = if n == 0 { self.timings.len() } else { n };
-            for (d, id) in self.timings.iter().take(take) {
+            let listed = &self.timings[..take.min(self.timings.len())];
+            // As pytest's durations plugin: the fastest go unnamed, counted in one line.
+            let min = self
+                .durations_min
+                .unwrap_or(if self.verbosity < 2 { 0.005 } else { 0.0 });
+            for (i, (d, id)) in listed.iter().enumerate() {
+                if *d < min {
+                    writeln!(out)?;
+                    let hint = if self.durations_min.is_none() {
+                        "  Use -vv to show these durations."
+                    } else {
+                        ""
+                    };
+                    writeln!(
+                        out,
+                        "({} durations < {min}s hidden.{hint})",
+                        listed.len() - i
+                    )?;
+                    break;
+                }
                 writeln!(out, "{d:.2}s {id}")?;
             }
         }
