@@ -185,23 +185,10 @@ pub fn run(mut req: RunRequest) -> Result<u8> {
         .clone()
         .or(rf.events.as_ref().map(|p| project_dir.join(p)));
     // pytest's own --durations N (after `--`, in addopts): racefree's report, as its own.
-    let pytest_durations = match resolved.last_value(&["--durations"]) {
-        None => None,
-        Some(n) => Some(n.parse::<usize>().map_err(|_| {
-            crate::error::Error::Usage(format!(
-                "pytest option `--durations {n}`: not a number of tests (0 for all)"
-            ))
-        })?),
-    };
+    let pytest_durations =
+        pytest_number(&resolved, "--durations", "a number of tests (0 for all)")?;
     let durations = req.durations.or(rf.durations).or(pytest_durations);
-    let durations_min = match resolved.last_value(&["--durations-min"]) {
-        None => None,
-        Some(secs) => Some(secs.parse::<f64>().map_err(|_| {
-            crate::error::Error::Usage(format!(
-                "pytest option `--durations-min {secs}`: not a number of seconds"
-            ))
-        })?),
-    };
+    let durations_min = pytest_number(&resolved, "--durations-min", "a number of seconds")?;
     // pytest's --tb=no: no tracebacks in the report; --tb=line: a line per failure.
     let tb_style = resolved.last_value(&["--tb"]);
     // pytest's --show-capture: which captured output failures show (pytest's default all).
@@ -1026,6 +1013,23 @@ fn launch(
 type PytestCheck = std::thread::JoinHandle<Result<crate::python::PythonInfo>>;
 
 /// The answer of a check run on a thread of its own (`doing` names it, should it panic).
+/// The value of pytest's option `name` (the last given, after `--` or in addopts), read as
+/// a number; a usage error naming it and what it should be (`what`) if it is not one.
+fn pytest_number<T: std::str::FromStr>(
+    resolved: &Resolved,
+    name: &str,
+    what: &str,
+) -> Result<Option<T>> {
+    resolved
+        .last_value(&[name])
+        .map(|value| {
+            value.parse::<T>().map_err(|_| {
+                crate::error::Error::Usage(format!("pytest option `{name} {value}`: not {what}"))
+            })
+        })
+        .transpose()
+}
+
 /// What every unit is told of pytest's configuration file (see `UnitConfig`).
 fn unit_config(inifile: Option<&Path>, pytest_flags: &[String]) -> UnitConfig {
     if passthrough::names_config_file(pytest_flags) {

@@ -585,18 +585,15 @@ fn subtests_are_counted_as_pytest_counts_them() {
     }
 }
 
-#[test]
-fn a_subprojects_own_configuration_is_not_read_when_pytest_would_not_read_it() {
-    // Plain `pytest` at the top reads the top's configuration only. A unit given just
-    // sub/test_x.py would find sub/pytest.ini (or pkg/pyproject.toml) first, and run other
-    // tests (python_functions) or none at all (addopts).
-    let dir = suite(&[]);
-    let d = dir.path();
+/// Two subprojects below `d`, each with a test file whose `test_a` passes and `check_b`
+/// fails (a test only under `sub/pytest.ini`'s python_functions); `pkg/pyproject.toml`'s
+/// addopts deselect every test. `test_a` takes `fixture`'s arguments (`""` or `"top"`).
+fn write_subprojects(d: &Path, fixture: &str) {
     for sub in ["sub", "pkg"] {
         std::fs::create_dir(d.join(sub)).unwrap();
         std::fs::write(
             d.join(sub).join(format!("test_{sub}.py")),
-            "def test_a():\n    pass\n\n\ndef check_b():\n    assert 0\n",
+            format!("def test_a({fixture}):\n    pass\n\n\ndef check_b():\n    assert 0\n"),
         )
         .unwrap();
     }
@@ -610,6 +607,16 @@ fn a_subprojects_own_configuration_is_not_read_when_pytest_would_not_read_it() {
         "[tool.pytest.ini_options]\naddopts = \"-m nothing\"\n",
     )
     .unwrap();
+}
+
+#[test]
+fn a_subprojects_own_configuration_is_not_read_when_pytest_would_not_read_it() {
+    // Plain `pytest` at the top reads the top's configuration only. A unit given just
+    // sub/test_x.py would find sub/pytest.ini (or pkg/pyproject.toml) first, and run other
+    // tests (python_functions) or none at all (addopts).
+    let dir = suite(&[]);
+    let d = dir.path();
+    write_subprojects(d, "");
     // With a configuration file at the top, and with another one the user names for
     // pytest (which racefree's own -c must not override).
     std::fs::write(d.join("ci.ini"), "[pytest]\npython_functions = check_*\n").unwrap();
@@ -657,24 +664,7 @@ fn without_a_configuration_file_at_the_top_no_subprojects_file_is_read() {
         "import pytest\n\n\n@pytest.fixture\ndef top():\n    return 1\n",
     )
     .unwrap();
-    for sub in ["sub", "pkg"] {
-        std::fs::create_dir(d.join(sub)).unwrap();
-        std::fs::write(
-            d.join(sub).join(format!("test_{sub}.py")),
-            "def test_a(top):\n    assert top == 1\n\n\ndef check_b():\n    assert 0\n",
-        )
-        .unwrap();
-    }
-    std::fs::write(
-        d.join("sub").join("pytest.ini"),
-        "[pytest]\npython_functions = check_*\n",
-    )
-    .unwrap();
-    std::fs::write(
-        d.join("pkg").join("pyproject.toml"),
-        "[tool.pytest.ini_options]\naddopts = \"-m nothing\"\n",
-    )
-    .unwrap();
+    write_subprojects(d, "top");
     let py = run(pytest(d).args(["--junit-xml", "py.xml"]));
     assert_eq!(py.code, 0, "{}{}", py.stdout, py.stderr);
     for fork in [true, false] {
