@@ -1,24 +1,36 @@
 //! The module names pytest imports test files under, to find the files that cannot share
 //! one pytest process. Under pytest's default import modes (`prepend`, `append`) a test
-//! file outside any package is imported as its bare file name: `a/test_same.py` and
-//! `b/test_same.py` are both `test_same`, and the second one pytest collects fails with
-//! "import file mismatch". In one process per file racefree would hide that; such files
-//! run together in one unit, in collection order, so pytest says what it says at the top.
+//! file is imported under its name inside its package (`pkg.sub.test_x`), or as its bare
+//! file name outside any package, with the directory above its package put on `sys.path`.
+//! So `a/test_same.py` and `b/test_same.py` are both `test_same`, and `p1/tests/test_a.py`
+//! and `p2/tests/test_b.py` both live in a package `tests`: whichever pytest collects
+//! second fails to import ("import file mismatch", "No module named 'tests.test_b'"). In a
+//! process per file racefree would hide that; such files run together in one unit, in
+//! collection order, so pytest says what it says at the top.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 
-/// Groups (indices into `paths`, in their order) of two or more test files that pytest's
-/// `prepend` and `append` import modes import under one module name.
+/// Groups (indices into `paths`, in their order) of test files that pytest's `prepend`
+/// and `append` import modes cannot import side by side: files whose top-level module
+/// (the bare name, or the outermost package) has one name but lies in two or more
+/// directories.
 pub fn colliding(paths: &[&Path]) -> Vec<Vec<usize>> {
     let mut packages = PackageDirs::default();
-    let mut by_name: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+    // Top-level module name -> (the directories it is imported from, the files under it).
+    let mut by_top: BTreeMap<String, (BTreeSet<PathBuf>, Vec<usize>)> = BTreeMap::new();
     for (i, path) in paths.iter().enumerate() {
-        if let Some(name) = packages.module_name(path) {
-            by_name.entry(name).or_default().push(i);
+        if let Some((root, top)) = packages.import_root(path) {
+            let entry = by_top.entry(top).or_default();
+            entry.0.insert(root);
+            entry.1.push(i);
         }
     }
-    let mut groups: Vec<Vec<usize>> = by_name.into_values().filter(|g| g.len() > 1).collect();
+    let mut groups: Vec<Vec<usize>> = by_top
+        .into_values()
+        .filter(|(roots, _)| roots.len() > 1)
+        .map(|(_, files)| files)
+        .collect();
     groups.sort();
     groups
 }
@@ -45,20 +57,37 @@ impl PackageDirs {
         package
     }
 
-    /// pytest's name for a test file: its stem, after the dotted names of the packages it
-    /// lies in (every directory upwards that holds `__init__.py`, up to the first that does
-    /// not). None for a path with no file stem.
-    fn module_name(&mut self, path: &Path) -> Option<String> {
-        let stem = path.file_stem()?.to_str()?.to_string();
-        let mut parts = vec![stem];
-        let mut dir = path.parent();
-        while let Some(d) = dir.filter(|d| self.is_package(d)) {
-            parts.push(d.file_name()?.to_str()?.to_string());
-            dir = d.parent();
+    /// Where pytest imports a test file from and under which top-level name: the directory
+    /// above its outermost package and that package's name (every directory upwards that
+    /// holds `__init__.py` and is named as a Python identifier, as pytest's
+    /// `resolve_package_path` walks), or the file's own directory and stem outside any
+    /// package. None for a path with no name.
+    fn import_root(&mut self, path: &Path) -> Option<(PathBuf, String)> {
+        let mut top = path.file_stem()?.to_str()?.to_string();
+        let mut dir = path.parent()?;
+        while self.is_package(dir) {
+            let Some(name) = dir.file_name().and_then(|n| n.to_str()) else {
+                break;
+            };
+            if !is_identifier(name) {
+                break;
+            }
+            top = name.to_string();
+            match dir.parent() {
+                Some(parent) => dir = parent,
+                None => break,
+            }
         }
-        parts.reverse();
-        Some(parts.join("."))
+        Some((dir.to_path_buf(), top))
     }
+}
+
+/// Python's `str.isidentifier` for the names directories have (ASCII letters, digits and
+/// `_`, not starting with a digit; other letters Python allows are taken as allowed).
+fn is_identifier(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars.next().is_some_and(|c| c == '_' || c.is_alphabetic())
+        && chars.all(|c| c == '_' || c.is_alphanumeric())
 }
 
 #[cfg(test)]
@@ -76,7 +105,7 @@ mod tests {
     }
 
     #[test]
-    fn files_outside_packages_collide_by_file_name_only() {
+    fn files_collide_by_their_top_level_module_from_different_directories() {
         let dir = tree(&[
             "a/test_same.py",
             "b/test_same.py",
@@ -89,8 +118,16 @@ mod tests {
             "r/sub/__init__.py",
             "r/sub/test_x.py",
             "s/sub/__init__.py",
-            "s/sub/test_x.py",
+            "s/sub/test_y.py",
             "t/test_other.py",
+            "t/test_more.py",
+            "u-1/__init__.py",
+            "u-1/test_dash.py",
+            "v-1/__init__.py",
+            "v-1/test_dash.py",
+            "w/tests/__init__.py",
+            "w/tests/test_a.py",
+            "w/tests/test_b.py",
         ]);
         let d = dir.path();
         let rel = [
@@ -100,14 +137,34 @@ mod tests {
             "p/test_same.py",
             "q/sub/test_same.py",
             "r/sub/test_x.py",
-            "s/sub/test_x.py",
+            "s/sub/test_y.py",
             "c/test_same.py",
+            "t/test_more.py",
+            "u-1/test_dash.py",
+            "v-1/test_dash.py",
+            "w/tests/test_a.py",
+            "w/tests/test_b.py",
         ];
         let paths: Vec<PathBuf> = rel.iter().map(|r| d.join(r)).collect();
         let refs: Vec<&Path> = paths.iter().map(PathBuf::as_path).collect();
-        // p.test_same and q.sub.test_same are packages' own; r/sub and s/sub are both the
-        // top-level package `sub`.
-        assert_eq!(colliding(&refs), vec![vec![0, 2, 7], vec![5, 6]]);
+        // `test_same` three times outside packages; r/sub and s/sub are both the top-level
+        // package `sub`; u-1 and v-1 are no packages to pytest (not identifiers), so their
+        // files are both `test_dash`. p.test_same and q.sub.test_same are their packages'
+        // own, and w/tests's two files share one package from one directory.
+        assert_eq!(
+            colliding(&refs),
+            vec![vec![0, 2, 7], vec![5, 6], vec![9, 10]]
+        );
+    }
+
+    #[test]
+    fn identifiers_as_python_reads_them() {
+        for yes in ["tests", "_x", "a1", "été"] {
+            assert!(is_identifier(yes), "{yes}");
+        }
+        for no in ["", "1a", "a-1", "a.b", "a b"] {
+            assert!(!is_identifier(no), "{no}");
+        }
     }
 
     #[test]

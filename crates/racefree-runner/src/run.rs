@@ -451,7 +451,21 @@ pub fn run(mut req: RunRequest) -> Result<u8> {
         let paths: Vec<&Path> = files.iter().map(|f| f.path.as_path()).collect();
         groups.extend(import_names::colliding(&paths));
     }
-    let mut units = plan_with_groups(work, merged_groups(groups), params);
+    // Each group's files in pytest's collection order: the one it imports first is fine.
+    let rank: HashMap<&str, usize> = collection_order
+        .iter()
+        .enumerate()
+        .map(|(i, rel)| (rel.as_str(), i))
+        .collect();
+    let mut groups = merged_groups(groups);
+    for group in &mut groups {
+        group.sort_by_key(|&i| {
+            rank.get(files[i].rel.as_str())
+                .copied()
+                .unwrap_or(usize::MAX)
+        });
+    }
+    let mut units = plan_with_groups(work, groups, params);
     // What racefree's discovery cannot see (a conftest's own collector, a plugin's), pytest
     // finds in a unit that walks the directories itself; on one shard only. Under --lf it
     // runs whole: racefree cannot select within it.
@@ -600,8 +614,8 @@ pub fn run(mut req: RunRequest) -> Result<u8> {
     Ok(outcome.exit_code)
 }
 
-/// The run's units, each of `groups` (indices into the run's files) one unit of its own,
-/// whole, its files in collection order: files that must share one pytest process.
+/// The run's units, each of `groups` (indices into the run's files, in the order pytest is
+/// to get them) one unit of its own, whole: files that must share one pytest process.
 fn plan_with_groups(
     work: Vec<FileWork>,
     groups: Vec<Vec<usize>>,
@@ -616,17 +630,17 @@ fn plan_with_groups(
         .into_iter()
         .partition(|w| group_of.contains_key(&w.index));
     let mut units = plan::plan(&work, params);
-    for files in groups {
-        let members: Vec<&FileWork> = grouped
-            .iter()
-            .filter(|w| files.contains(&w.index))
-            .collect();
+    let mut members: Vec<Vec<FileWork>> = groups.iter().map(|_| Vec::new()).collect();
+    for w in grouped {
+        members[group_of[&w.index]].push(w);
+    }
+    for (files, members) in groups.into_iter().zip(members) {
         if members.is_empty() {
             continue;
         }
         let unit = plan::UnitPlan {
             id: 0,
-            files: files.clone(),
+            files,
             predicted: members.iter().map(|w| w.predicted).sum::<f64>() + params.startup,
             first: members.iter().any(|w| w.first),
             chunk: None,
@@ -646,8 +660,8 @@ fn plan_with_groups(
     units
 }
 
-/// `groups` with every two that share a file made one, each sorted (collection order),
-/// empty ones dropped.
+/// `groups` with every two that share a file made one (each sorted by index), empty ones
+/// dropped.
 fn merged_groups(groups: Vec<Vec<usize>>) -> Vec<Vec<usize>> {
     let mut merged: Vec<Vec<usize>> = Vec::new();
     for group in groups.into_iter().filter(|g| !g.is_empty()) {
@@ -1012,7 +1026,6 @@ fn launch(
 
 type PytestCheck = std::thread::JoinHandle<Result<crate::python::PythonInfo>>;
 
-/// The answer of a check run on a thread of its own (`doing` names it, should it panic).
 /// The value of pytest's option `name` (the last given, after `--` or in addopts), read as
 /// a number; a usage error naming it and what it should be (`what`) if it is not one.
 fn pytest_number<T: std::str::FromStr>(
@@ -1042,6 +1055,7 @@ fn unit_config(inifile: Option<&Path>, pytest_flags: &[String]) -> UnitConfig {
     }
 }
 
+/// The answer of a check run on a thread of its own (`doing` names it, should it panic).
 fn joined<T>(handle: std::thread::JoinHandle<Result<T>>, doing: &str) -> Result<T> {
     handle.join().map_err(|_| {
         crate::error::Error::io(doing.to_string(), std::io::Error::other("it panicked"))

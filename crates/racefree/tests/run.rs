@@ -3234,6 +3234,35 @@ fn same_named_test_files_outside_packages_fail_as_in_pytest() {
         );
         assert!(rf.stdout.contains("import file mismatch"), "{}", rf.stdout);
     }
+    // The paths in the order given: pytest imports b's first, and a's fails.
+    let py = run(pytest(d).args(["-q", "b", "a", "c", "p"]));
+    let rf = run(racefree(d).args(["-q", "-n", "2", "b", "a", "c", "p"]));
+    assert!(py.stdout.contains("ERROR a/test_same.py"), "{}", py.stdout);
+    assert_eq!(rf.code, py.code, "{}{}", rf.stdout, rf.stderr);
+    assert_eq!(
+        short_summary(&rf.stdout),
+        short_summary(&py.stdout),
+        "{}",
+        rf.stdout
+    );
+    // Two packages of one name in two directories: the second is not found in the first.
+    let monorepo = suite(&[
+        ("p1/tests/__init__.py", ""),
+        ("p1/tests/test_one.py", "def test_one():\n    pass\n"),
+        ("p2/tests/__init__.py", ""),
+        ("p2/tests/test_two.py", "def test_two():\n    pass\n"),
+    ]);
+    let m = monorepo.path();
+    let py = run(pytest(m).arg("-q"));
+    assert_eq!(py.code, 2, "{}{}", py.stdout, py.stderr);
+    let rf = run(racefree(m).args(["-q", "-n", "2"]));
+    assert_eq!(rf.code, py.code, "{}{}", rf.stdout, rf.stderr);
+    assert_eq!(
+        short_summary(&rf.stdout),
+        short_summary(&py.stdout),
+        "{}",
+        rf.stdout
+    );
     // Under --import-mode=importlib each file has a name of its own, in pytest and here.
     let py = run(pytest(d).args(["-q", "--import-mode=importlib"]));
     let rf = run(racefree(d).args(["-q", "-n", "2", "--", "--import-mode=importlib"]));
