@@ -276,7 +276,15 @@ pub fn load_config_file(path: &Path) -> Result<Option<BTreeMap<String, IniValue>
         "pytest.ini" | ".pytest.ini" => Ok(Some(ini_section("pytest")?.unwrap_or_default())),
         "pyproject.toml" => pyproject_values(path),
         "tox.ini" => ini_section("pytest"),
-        "setup.cfg" => ini_section("tool:pytest"),
+        "setup.cfg" => match ini_section("tool:pytest")? {
+            Some(values) => Ok(Some(values)),
+            // pytest stops on it rather than read past it (its #3086).
+            None if ini_section("pytest")?.is_some() => Err(Error::Config {
+                path: path.to_path_buf(),
+                message: "[pytest] section in setup.cfg files is no longer supported, change to [tool:pytest] instead (as pytest says)".into(),
+            }),
+            None => Ok(None),
+        },
         _ => Ok(None),
     }
 }
@@ -817,6 +825,28 @@ mod tests {
         let cfg = determine_setup(root, &["sub/x.py::test_a".into()]).unwrap();
         assert_eq!(cfg.rootdir, root.join("sub"));
         assert_eq!(cfg.python_files().unwrap(), vec!["*.py"]);
+    }
+
+    #[test]
+    fn a_setup_cfgs_pytest_section_is_refused_as_pytest_refuses_it() {
+        let t = tempfile::tempdir().unwrap();
+        let root = t.path();
+        write(root, "setup.cfg", "[pytest]\naddopts = -x\n");
+        let err = determine_setup(root, &[]).unwrap_err().to_string();
+        assert!(
+            err.contains("setup.cfg") && err.contains("change to [tool:pytest]"),
+            "{err}"
+        );
+        // Beside [tool:pytest] it is not read, and not refused (as pytest).
+        write(
+            root,
+            "setup.cfg",
+            "[pytest]\naddopts = -x\n\n[tool:pytest]\ntestpaths = t\n",
+        );
+        assert_eq!(
+            determine_setup(root, &[]).unwrap().testpaths().unwrap(),
+            ["t"]
+        );
     }
 
     #[test]

@@ -173,6 +173,9 @@ fn slot_env(
     Ok(env)
 }
 
+/// What pytest is given as its configuration file for none at all.
+const NO_CONFIGURATION: &str = "/dev/null";
+
 /// pytest's configuration file for every unit. Given only its own files, pytest would take
 /// the nearest configuration file above them: a subproject's pytest.ini or pyproject.toml
 /// that plain `pytest` at the top never reads.
@@ -181,12 +184,13 @@ pub enum UnitConfig {
     /// The file plain `pytest` with the run's arguments picks (`-c FILE`).
     File(PathBuf),
     /// Plain `pytest` finds none: `-c /dev/null`, pytest's way to ask for no configuration,
-    /// with the conftest cut-off pytest then takes (the rootdir, not /dev).
-    Nothing,
+    /// and (`cut_conftests`, unless the user names pytest's `--confcutdir`) the conftest
+    /// cut-off pytest then takes: the rootdir, not /dev.
+    Nothing { cut_conftests: bool },
     /// Left to pytest: the user names a file for it (`-c` after `--` or in
     /// `$PYTEST_ADDOPTS`, which pytest reads before racefree's arguments), or there is none
-    /// and an `-o` is given, whose path values (`-o pythonpath=src`) pytest would resolve
-    /// against /dev under `-c /dev/null`.
+    /// and an `-o` is given that may be a path (`-o pythonpath=src`), which pytest would
+    /// resolve against /dev under `-c /dev/null`.
     AsPytestFinds,
 }
 
@@ -215,10 +219,12 @@ fn shared_args(ctx: &ExecContext) -> (Vec<OsString>, Vec<OsString>) {
             before.push("-c".into());
             before.push(file.into());
         }
-        UnitConfig::Nothing => {
+        UnitConfig::Nothing { cut_conftests } => {
             before.push("-c".into());
-            before.push("/dev/null".into());
-            before.push(format!("--confcutdir={}", ctx.rootdir.display()).into());
+            before.push(NO_CONFIGURATION.into());
+            if *cut_conftests {
+                before.push(format!("--confcutdir={}", ctx.rootdir.display()).into());
+            }
         }
         UnitConfig::AsPytestFinds => {}
     }

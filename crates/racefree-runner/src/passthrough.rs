@@ -160,22 +160,6 @@ pub fn expand_vars(path: &str) -> String {
     out
 }
 
-/// Whether pytest is told its configuration file (`-c FILE`, `-cFILE`, `--config-file`).
-pub fn names_config_file(flags: &[String]) -> bool {
-    flags.iter().any(|f| {
-        f == "--config-file"
-            || f.starts_with("--config-file=")
-            || (f.starts_with("-c") && !f.starts_with("--"))
-    })
-}
-
-/// Whether pytest is given an `-o NAME=VALUE` (`-oNAME=VALUE`, `--override-ini`).
-pub fn overrides_ini(flags: &[String]) -> bool {
-    flags
-        .iter()
-        .any(|f| f.starts_with("--override-ini") || (f.starts_with("-o") && !f.starts_with("--")))
-}
-
 /// The short flag `wanted` (`x`, `s`) alone or bundled, as pytest's parser reads short
 /// flags: each letter is a flag until one that takes a value, which takes the rest (`-vxs`
 /// and `-xrA` hold `-x`; `-kx` is `-k x` and `-rx` is `-r x`).

@@ -268,7 +268,11 @@ pub fn run(mut req: RunRequest) -> Result<u8> {
         rf_path: rf_path.as_deref(),
         rootdir: &pytest_cfg.rootdir,
         project_dir: &project_dir,
-        inifile: pytest_cfg.inifile.as_deref(),
+        unit_config: unit_config(
+            pytest_cfg.inifile.as_deref(),
+            &resolved.command_line.setup(),
+            resolved.last_value(&["--confcutdir"]).is_some(),
+        ),
         pytest_flags: &pytest_flags,
         workers,
         junit: junit_xml.is_some(),
@@ -871,8 +875,8 @@ struct RunParams<'a> {
     rootdir: &'a Path,
     /// Where racefree keeps its history (see `Resolved::project_dir`).
     project_dir: &'a Path,
-    /// pytest's configuration file for the run (see `UnitConfig`).
-    inifile: Option<&'a Path>,
+    /// What every unit is told of pytest's configuration file.
+    unit_config: UnitConfig,
     /// addopts, then the arguments after `--`.
     pytest_flags: &'a [String],
     workers: usize,
@@ -976,7 +980,7 @@ fn launch(
         python: python.to_path_buf(),
         invocation_dir: req.invocation_dir.clone(),
         rootdir: p.rootdir.to_path_buf(),
-        config: unit_config(p.inifile, p.pytest_flags),
+        config: p.unit_config.clone(),
         workers: p.workers,
         run_id: session.run_id.clone(),
         pytest_args: child_args,
@@ -1043,15 +1047,93 @@ fn pytest_number<T: std::str::FromStr>(
         .transpose()
 }
 
-/// What every unit is told of pytest's configuration file (see `UnitConfig`).
-fn unit_config(inifile: Option<&Path>, pytest_flags: &[String]) -> UnitConfig {
-    if passthrough::names_config_file(pytest_flags) {
+/// pytest's own ini options (pytest 9.2, and `cache_dir`, `xfail_strict`) whose values
+/// are not paths: an `-o` of one of them gives units nothing to resolve against the
+/// directory of `-c /dev/null`. pytest-xdist's path-valued ones, and every other plugin's
+/// option, are not listed.
+const NON_PATH_INI_OPTIONS: &[&str] = &[
+    "addopts",
+    "assertion_text_diff_style",
+    "cache_dir",
+    "collect_imported_tests",
+    "consider_namespace_packages",
+    "console_output_style",
+    "disable_test_id_escaping_and_forfeit_all_rights_to_community_support",
+    "doctest_encoding",
+    "doctest_optionflags",
+    "empty_parameter_set_mark",
+    "enable_assertion_pass_hook",
+    "faulthandler_exit_on_timeout",
+    "faulthandler_timeout",
+    "filterwarnings",
+    "junit_duration_report",
+    "junit_family",
+    "junit_log_passing_tests",
+    "junit_logging",
+    "junit_suite_name",
+    "log_auto_indent",
+    "log_cli",
+    "log_cli_date_format",
+    "log_cli_format",
+    "log_cli_level",
+    "log_date_format",
+    "log_file",
+    "log_file_date_format",
+    "log_file_format",
+    "log_file_level",
+    "log_file_mode",
+    "log_format",
+    "log_level",
+    "markers",
+    "max_warnings",
+    "minversion",
+    "norecursedirs",
+    "parametrize_long_str_id_strategy",
+    "python_classes",
+    "python_files",
+    "python_functions",
+    "required_plugins",
+    "strict",
+    "strict_config",
+    "strict_markers",
+    "strict_parametrization_ids",
+    "strict_xfail",
+    "testpaths",
+    "tmp_path_retention_count",
+    "tmp_path_retention_policy",
+    "truncation_limit_chars",
+    "truncation_limit_lines",
+    "usefixtures",
+    "verbosity_assertions",
+    "verbosity_subtests",
+    "verbosity_test_cases",
+    "xfail_strict",
+];
+
+/// What every unit is told of pytest's configuration file (see `UnitConfig`): `setup` is
+/// what `$PYTEST_ADDOPTS` and the arguments after `--` say of it, `confcutdir_given`
+/// whether they name pytest's `--confcutdir`.
+fn unit_config(
+    inifile: Option<&Path>,
+    setup: &config::SetupArgs,
+    confcutdir_given: bool,
+) -> UnitConfig {
+    if setup.config_file.is_some() {
         return UnitConfig::AsPytestFinds;
     }
+    let path_override = setup.overrides.iter().any(|o| {
+        let name = o
+            .split_once('=')
+            .map_or(o.as_str(), |(name, _)| name)
+            .trim();
+        !NON_PATH_INI_OPTIONS.contains(&name)
+    });
     match inifile {
         Some(file) => UnitConfig::File(file.to_path_buf()),
-        None if passthrough::overrides_ini(pytest_flags) => UnitConfig::AsPytestFinds,
-        None => UnitConfig::Nothing,
+        None if path_override => UnitConfig::AsPytestFinds,
+        None => UnitConfig::Nothing {
+            cut_conftests: !confcutdir_given,
+        },
     }
 }
 
@@ -1101,30 +1183,46 @@ mod tests {
 
     #[test]
     fn units_are_told_the_runs_configuration_file_or_that_there_is_none() {
-        let flags = |f: &[&str]| f.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let setup = |c: Option<&str>, o: &[&str]| config::SetupArgs {
+            config_file: c.map(str::to_string),
+            rootdir: None,
+            overrides: o.iter().map(|s| s.to_string()).collect(),
+        };
         let top = Path::new("/p/pytest.ini");
         let file = UnitConfig::File(top.to_path_buf());
-        assert_eq!(unit_config(Some(top), &flags(&["-q"])), file);
-        assert_eq!(unit_config(Some(top), &flags(&["-o", "a=b"])), file);
-        assert_eq!(unit_config(None, &flags(&["-q"])), UnitConfig::Nothing);
-        for named in [
-            &["-c", "ci.ini"][..],
-            &["-cci.ini"],
-            &["--config-file=ci.ini"],
-        ] {
+        let nothing = UnitConfig::Nothing {
+            cut_conftests: true,
+        };
+        assert_eq!(unit_config(Some(top), &setup(None, &[]), false), file);
+        assert_eq!(
+            unit_config(Some(top), &setup(None, &["pythonpath=x"]), false),
+            file
+        );
+        assert_eq!(unit_config(None, &setup(None, &[]), false), nothing);
+        let kept = UnitConfig::Nothing {
+            cut_conftests: false,
+        };
+        assert_eq!(unit_config(None, &setup(None, &[]), true), kept);
+        let named = setup(Some("ci.ini"), &[]);
+        assert_eq!(
+            unit_config(Some(top), &named, false),
+            UnitConfig::AsPytestFinds
+        );
+        assert_eq!(unit_config(None, &named, false), UnitConfig::AsPytestFinds);
+        // An option pytest resolves as a path (or one racefree does not know) is left to
+        // pytest; one of pytest's own that is no path is not.
+        for o in ["pythonpath=src", "asyncio_mode=auto", "rsyncdirs=a"] {
             assert_eq!(
-                unit_config(Some(top), &flags(named)),
-                UnitConfig::AsPytestFinds
+                unit_config(None, &setup(None, &[o]), false),
+                UnitConfig::AsPytestFinds,
+                "{o}"
             );
-            assert_eq!(unit_config(None, &flags(named)), UnitConfig::AsPytestFinds);
         }
-        for o in [
-            &["-o", "pythonpath=src"][..],
-            &["-opythonpath=src"],
-            &["--override-ini=x=y"],
-        ] {
-            assert_eq!(unit_config(None, &flags(o)), UnitConfig::AsPytestFinds);
-        }
+        let classic = setup(
+            None,
+            &["console_output_style=classic", "xfail_strict = true"],
+        );
+        assert_eq!(unit_config(None, &classic, false), nothing);
     }
 
     #[test]

@@ -681,6 +681,41 @@ fn without_a_configuration_file_at_the_top_no_subprojects_file_is_read() {
             "fork {fork}"
         );
     }
+    // An -o of pytest's own that is no path (bundled too) keeps the subproject's file unread;
+    // a --confcutdir in $PYTEST_ADDOPTS (read before racefree's arguments) is the user's.
+    let same = |py: &mut Command, rf: &mut Command, what: &str| {
+        let py = run(py.args(["--junit-xml", "py.xml"]));
+        let rf = run(rf.args(["-n", "2", "--junit-xml", "rf.xml"]));
+        assert_eq!(rf.code, py.code, "{what}: {}{}", rf.stdout, rf.stderr);
+        assert_eq!(
+            junit_results(&d.join("rf.xml")),
+            junit_results(&d.join("py.xml")),
+            "{what}"
+        );
+    };
+    same(
+        pytest(d).args(["-vo", "console_output_style=classic"]),
+        racefree(d).args(["--", "-vo", "console_output_style=classic"]),
+        "-vo",
+    );
+    let mut py = pytest(d);
+    py.env("PYTEST_ADDOPTS", "--confcutdir=sub");
+    let mut rf = racefree(d);
+    rf.env("PYTEST_ADDOPTS", "--confcutdir=sub");
+    same(&mut py, &mut rf, "--confcutdir");
+    // A path option pytest resolves against the (absent) configuration file's directory.
+    std::fs::create_dir(d.join("src")).unwrap();
+    std::fs::write(d.join("src").join("helper.py"), "VALUE = 1\n").unwrap();
+    std::fs::write(
+        d.join("test_path.py"),
+        "def test_path(top):\n    import helper\n    assert helper.VALUE == top\n",
+    )
+    .unwrap();
+    same(
+        pytest(d).args(["-vo", "pythonpath=src", "test_path.py"]),
+        racefree(d).args(["test_path.py", "--", "-vo", "pythonpath=src"]),
+        "pythonpath",
+    );
 }
 
 #[test]
