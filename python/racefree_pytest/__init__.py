@@ -915,22 +915,27 @@ _OWN_SUMMARIES = frozenset({"_pytest", "pytest_cov", "racefree_pytest"})
 class _OtherSummaries:
     """What other plugins' ``pytest_terminal_summary`` (a conftest's, Hypothesis's
     statistics, a benchmark table) write in a unit: to the unit's terminal, which nobody
-    reads. While each of them runs, the terminal reporter writes, and ``print`` prints, into
-    a buffer instead, sent to racefree to show in the run's summary. Only plain
-    implementations are wrapped (a hook wrapper's code around the others is not)."""
+    reads. While each of them runs, the terminal writer (whoever holds it: plugins keep
+    ``config.get_terminal_writer()``) writes into a buffer instead, as do ``print`` and
+    ``sys.stderr``; the buffer goes to racefree, which shows it in the run's summary. Only
+    plain implementations are wrapped (a hook wrapper's code around the others is not), and
+    writes to descriptor 1 itself are not seen."""
 
-    def __init__(self, reporter):
-        self.reporter = reporter
+    def __init__(self, writer):
+        self.writer = writer
         self.buffer = io.StringIO()
         self.wrapped = []
 
     @classmethod
     def start(cls, config, reporter):
+        writer = getattr(reporter, "_tw", None)
+        if not hasattr(writer, "_file"):
+            return None  # another pytest's writer: the unit's terminal keeps the text
         try:
             impls = config.pluginmanager.hook.pytest_terminal_summary.get_hookimpls()
         except Exception:  # noqa: BLE001 - another pluggy: the unit's terminal keeps them
             return None
-        capture = cls(reporter)
+        capture = cls(writer)
         for impl in impls:
             module = getattr(impl.function, "__module__", None) or ""
             if impl.hookwrapper or getattr(impl, "wrapper", False):
@@ -955,18 +960,12 @@ class _OtherSummaries:
 
     def _kept(self, function):
         def kept(*args, **kwargs):
-            writer = self.reporter._tw
-            stdout = sys.stdout
-            own = writer.__class__(self.buffer)
-            own.hasmarkup = False
-            own.fullwidth = writer.fullwidth
-            self.reporter._tw = own
-            sys.stdout = self.buffer
+            streams = (self.writer._file, sys.stdout, sys.stderr)
+            self.writer._file = sys.stdout = sys.stderr = self.buffer
             try:
                 return function(*args, **kwargs)
             finally:
-                sys.stdout = stdout
-                self.reporter._tw = writer
+                self.writer._file, sys.stdout, sys.stderr = streams
 
         return kept
 

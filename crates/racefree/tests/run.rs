@@ -3187,12 +3187,18 @@ fn other_plugins_terminal_summaries_are_shown_as_pytest_shows_them() {
     let dir = suite(&[
         (
             "conftest.py",
-            "def pytest_terminal_summary(terminalreporter):\n\
+            "import pytest\n\nWRITER = []\n\n\n\
+             @pytest.hookimpl(trylast=True)\n\
+             def pytest_configure(config):\n\
+             \x20   WRITER.append(config.get_terminal_writer())\n\n\n\
+             def pytest_terminal_summary(terminalreporter):\n\
              \x20   terminalreporter.section('passed here')\n\
              \x20   for report in terminalreporter.stats.get('passed', []):\n\
              \x20       terminalreporter.write_line(report.nodeid)\n\
              \x20   terminalreporter.section('the same everywhere', sep='-')\n\
-             \x20   print('printed, not written')\n",
+             \x20   print('printed, not written')\n\
+             \x20   WRITER[0].sep('=', 'a writer kept since configure')\n\
+             \x20   WRITER[0].line('kept')\n",
         ),
         ("test_a.py", &given.replace("{name}", "a")),
         ("test_b.py", &given.replace("{name}", "b")),
@@ -3240,6 +3246,28 @@ fn other_plugins_terminal_summaries_are_shown_as_pytest_shows_them() {
             rf.stdout
         );
     }
+    // A terminal summary that raises ends pytest's process with a traceback and exit 1
+    // after its session finished: racefree heard "done" and took the unit as fine.
+    std::fs::write(
+        d.join("conftest.py"),
+        "def pytest_terminal_summary(terminalreporter):\n    raise RuntimeError('summary broke')\n",
+    )
+    .unwrap();
+    let py = run(pytest(d)
+        .args(["-q", "test_a.py"])
+        .env("PYTHONPATH", &plugins));
+    assert_eq!(py.code, 1, "{}{}", py.stdout, py.stderr);
+    let rf = run(racefree(d)
+        .args(["-q", "test_a.py"])
+        .env("PYTHONPATH", &plugins));
+    assert_ne!(rf.code, 0, "{}{}", rf.stdout, rf.stderr);
+    assert!(
+        rf.stdout
+            .contains("after its session finished with status 0")
+            && rf.stdout.contains("RuntimeError: summary broke"),
+        "{}",
+        rf.stdout
+    );
 }
 
 #[test]

@@ -748,6 +748,7 @@ impl Dispatcher<'_> {
                 final_status,
             } => {
                 r.pytest_exitstatus = Some(exitstatus);
+                r.pytest_final_status = Some(final_status.unwrap_or(exitstatus));
                 st.totals.warnings += warnings;
                 if exitstatus == i32::from(exit::NO_TESTS) {
                     st.no_tests_became.push(final_status);

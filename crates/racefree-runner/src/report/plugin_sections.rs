@@ -1,8 +1,10 @@
 //! Other plugins' terminal summaries (a conftest's `pytest_terminal_summary`, Hypothesis's
 //! statistics), as one pytest process would show them for the whole run. Each unit's pytest
-//! wrote its own: racefree shows them in the order of the units' files, with the sections of
-//! one title (`=== Hypothesis Statistics ===`) merged under one heading, and a text that
-//! several units wrote alike (a plugin's constant legend) once.
+//! wrote its own, headings included: racefree shows them in the order of the units' files,
+//! under one heading per title (`=== Hypothesis Statistics ===`, written by every unit), and
+//! shows a text every unit wrote alike (a plugin's constant legend) once. Texts that differ
+//! are all shown, each as its unit wrote it: a plugin that counts what it saw counts per
+//! process, and two units that counted alike are two counts.
 
 use super::summary::sep;
 
@@ -14,15 +16,16 @@ struct Section<'a> {
     body: Vec<&'a str>,
 }
 
-/// The units' texts, in the order to show them, merged into the summary's lines at `width`.
+/// A heading's sections: each unit's body as written, and that body without the blank
+/// lines around it (to know text every unit wrote alike).
+type Bodies<'a> = Vec<(String, Vec<&'a str>)>;
+
+/// The units' texts, in the order to show them, merged into the summary's lines. `width`
+/// is the terminal's, which the units' pytest filled too (they inherit `COLUMNS`).
 pub fn merged<'a>(texts: impl IntoIterator<Item = &'a str>, width: usize) -> String {
-    // Per heading, in the order they first come: the bodies, each with its text trimmed
-    // (to know a repeated one) and its lines as written (blank lines included, as pytest
-    // would show them one after the other).
-    type Bodies<'a> = Vec<(String, Vec<&'a str>)>;
     let mut merged: Vec<(Option<(char, &str)>, Bodies)> = Vec::new();
     for text in texts {
-        for section in sections(text) {
+        for section in sections(text, width) {
             let key = trimmed(&section.body);
             if section.heading.is_none() && key.is_empty() {
                 continue;
@@ -34,10 +37,7 @@ pub fn merged<'a>(texts: impl IntoIterator<Item = &'a str>, width: usize) -> Str
                     merged.len() - 1
                 }
             };
-            let bodies = &mut merged[at].1;
-            if !key.is_empty() && !bodies.iter().any(|(k, _)| *k == key) {
-                bodies.push((key, section.body));
-            }
+            merged[at].1.push((key, section.body));
         }
     }
     let mut out = String::new();
@@ -46,7 +46,9 @@ pub fn merged<'a>(texts: impl IntoIterator<Item = &'a str>, width: usize) -> Str
             out.push_str(&sep(fill, title, width));
             out.push('\n');
         }
-        for line in bodies.iter().flat_map(|(_, lines)| lines) {
+        let alike = bodies.windows(2).all(|pair| pair[0].0 == pair[1].0);
+        let shown = if alike { &bodies[..1] } else { &bodies[..] };
+        for line in shown.iter().flat_map(|(_, lines)| lines) {
             out.push_str(line);
             out.push('\n');
         }
@@ -64,23 +66,20 @@ fn trimmed(lines: &[&str]) -> String {
     }
 }
 
-fn sections(text: &str) -> Vec<Section<'_>> {
+fn sections(text: &str, width: usize) -> Vec<Section<'_>> {
     let mut out = vec![Section {
         heading: None,
         body: Vec::new(),
     }];
     for line in text.lines() {
-        match heading(line) {
+        match heading(line, width) {
             Some(h) => out.push(Section {
                 heading: Some(h),
                 body: Vec::new(),
             }),
             None => {
                 if let Some(last) = out.last_mut() {
-                    // The newline a plugin's first write ensures is not part of its text.
-                    if !(last.heading.is_none() && last.body.is_empty() && line.trim().is_empty()) {
-                        last.body.push(line);
-                    }
+                    last.body.push(line);
                 }
             }
         }
@@ -88,29 +87,22 @@ fn sections(text: &str) -> Vec<Section<'_>> {
     out
 }
 
-/// A heading as pytest's `sep` writes it: `=== title ===` (a run of one punctuation
-/// character, at least three, on each side; the right one may be a character longer), or a
-/// whole line of one such character.
-fn heading(line: &str) -> Option<(char, &str)> {
+/// A titled heading as pytest's `sep` writes it across the terminal: `=== title ===`, a
+/// run of one punctuation character on each side (the right one may be a character
+/// longer), as wide as the terminal (or one less). A plugin's own narrower title line or
+/// a bare rule is text, not a heading.
+fn heading(line: &str, width: usize) -> Option<(char, &str)> {
+    if line.chars().count() + 1 < width {
+        return None;
+    }
     let fill = line.chars().next()?;
     if !fill.is_ascii_punctuation() {
         return None;
     }
-    let lead = line.len() - line.trim_start_matches(fill).len();
-    if lead < 3 {
-        return None;
-    }
-    let rest = &line[lead..];
-    if rest.is_empty() {
-        return Some((fill, ""));
-    }
+    let rest = line.trim_start_matches(fill);
     let inner = rest.strip_prefix(' ')?;
-    let trail = inner.len() - inner.trim_end_matches(fill).len();
-    if trail < 3 {
-        return None;
-    }
-    let title = inner[..inner.len() - trail].strip_suffix(' ')?;
-    (!title.trim().is_empty()).then_some((fill, title))
+    let title = inner.trim_end_matches(fill).strip_suffix(' ')?;
+    (!title.trim().is_empty() && inner.len() > title.len() + 1).then_some((fill, title))
 }
 
 #[cfg(test)]
@@ -120,37 +112,54 @@ mod tests {
     #[test]
     fn headings_are_read_as_pytest_writes_them() {
         assert_eq!(
-            heading(&sep('=', "my plugin", 80)),
+            heading(&sep('=', "my plugin", 80), 80),
             Some(('=', "my plugin"))
         );
-        assert_eq!(heading(&sep('-', "a b", 41)), Some(('-', "a b")));
-        assert_eq!(heading("=================="), Some(('=', "")));
-        assert_eq!(heading("== short =="), None);
-        assert_eq!(heading("ran 2 tests"), None);
-        assert_eq!(heading("=== a ==="), Some(('=', "a")));
-        assert_eq!(heading("===  ==="), None);
-        assert_eq!(heading("=== x === y"), None);
+        assert_eq!(heading(&sep('-', "a b", 41), 41), Some(('-', "a b")));
+        assert_eq!(heading(&sep('=', "odd", 40), 40), Some(('=', "odd")));
+        // Narrower than the terminal: a plugin's own title line, or a table's rule.
+        assert_eq!(heading(&sep('-', "table: 2 tests", 36), 80), None);
+        assert_eq!(heading(&"-".repeat(80), 80), None);
+        assert_eq!(heading("ran 2 tests", 80), None);
+        assert_eq!(heading(&format!("=== x === y{}", " ".repeat(80)), 80), None);
     }
 
     #[test]
-    fn sections_of_one_title_merge_and_equal_text_is_shown_once() {
-        let a = format!(
-            "{}\ntest_a.py::test_x:\n  - 100 passing examples\n\n{}\nLegend: min\n",
-            sep('=', "Hypothesis Statistics", 60),
-            sep('-', "benchmark", 60)
-        );
-        let b = format!(
-            "\n{}\ntest_b.py::test_y:\n  - 3 passing examples\n{}\nLegend: min\n",
-            sep('=', "Hypothesis Statistics", 60),
-            sep('-', "benchmark", 60)
-        );
-        let got = merged([a.as_str(), b.as_str(), "loose line\n"], 60);
+    fn sections_of_one_title_merge_and_text_every_unit_wrote_alike_is_shown_once() {
+        let w = 60;
+        let hypothesis = sep('=', "Hypothesis Statistics", w);
+        let legend = sep('-', "benchmark", w);
+        let a =
+            format!("{hypothesis}\ntest_a.py::test_x:\n  - 100 passing\n\n{legend}\nLegend: min\n");
+        let b =
+            format!("\n{hypothesis}\ntest_b.py::test_y:\n  - 3 passing\n{legend}\nLegend: min\n");
+        let got = merged([a.as_str(), b.as_str(), "loose line\n"], w);
         let want = format!(
-            "{}\ntest_a.py::test_x:\n  - 100 passing examples\n\ntest_b.py::test_y:\n  - 3 passing examples\n{}\nLegend: min\nloose line\n",
-            sep('=', "Hypothesis Statistics", 60),
-            sep('-', "benchmark", 60)
+            "{hypothesis}\ntest_a.py::test_x:\n  - 100 passing\n\ntest_b.py::test_y:\n  - 3 passing\n{legend}\nLegend: min\nloose line\n"
         );
         assert_eq!(got, want);
+    }
+
+    #[test]
+    fn counts_that_differ_are_all_shown_even_where_two_units_counted_alike() {
+        let got = merged(
+            ["passed here: 2\n", "passed here: 1\n", "passed here: 2\n"],
+            80,
+        );
+        assert_eq!(got, "passed here: 2\npassed here: 1\npassed here: 2\n");
+    }
+
+    #[test]
+    fn a_table_keeps_its_own_rules_and_title() {
+        let rule = "-".repeat(36);
+        let table = |row: &str| {
+            format!(
+                "{}\nName    Result\n{rule}\n{row}    ok\n{rule}\n\nLegend: ok means passed\n",
+                sep('-', "table: 1 tests", 36)
+            )
+        };
+        let (a, b) = (table("test_1.py::test_a"), table("test_2.py::test_a"));
+        assert_eq!(merged([a.as_str(), b.as_str()], 80), format!("{a}{b}"));
     }
 
     #[test]
