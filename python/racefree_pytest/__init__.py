@@ -17,7 +17,8 @@ Messages (all fields are strings unless noted):
   report       id, when ("setup" | "call" | "teardown"), outcome ("passed" | "failed" |
                "skipped"), category and word (pytest_report_teststatus's answer: how
                pytest's terminal counts and names it), subtest (bool: a pytest 9 subtest's
-               report), longrepr, message, head_line, sections ([[title, text], ...]),
+               report), longrepr, message, head_line, sections ([[title, text], ...]: on
+               failure, and of passing call and teardown reports under -rP/-rX/-rA),
                wasxfail (present only for xfail/xpass), skip_reason; when racefree
                writes JUnit XML (the unit's ``junit``), also what pytest's junitxml would
                take from the report: skip_details (a skip's element text), xml_attributes
@@ -571,6 +572,8 @@ class _RacefreePlugin:
         # Whether pytest's own terminal reporter asks pytest_report_teststatus about every
         # report (None: not looked up yet).
         self.terminal_asks = None
+        # Whether passing tests' captured output is sent (None: not looked up yet).
+        self.passes_shown = None
         self.wake(channel, unit)
         _list_wanted_entries_only(self)
 
@@ -755,7 +758,13 @@ class _RacefreePlugin:
         # What pytest's junitxml writes of this report's captured output: a teardown that
         # has some is not quiet.
         output = self.junit.output(report) if self.junit is not None and not subtest else None
-        if not subtest and _quiet_phase(report) and not output:
+        # pytest's PASSES section shows what a passing teardown printed.
+        shown = (
+            report.when == "teardown"
+            and any("teardown" in title for title, _ in report.sections)
+            and self._shows_passes()
+        )
+        if not subtest and _quiet_phase(report) and not output and not shown:
             # A passed setup or teardown decides nothing when another phase of the test
             # does (racefree derives the outcome as pytest's terminal does), so it is not
             # sent then: two messages of every passing test's five. The setup is held
@@ -799,12 +808,29 @@ class _RacefreePlugin:
 
     def _fields(self, report, subtest, category, word, output):
         fields = _report_fields(report, subtest, category, word)
+        if report.passed and not subtest and report.when != "setup" and self._shows_passes():
+            # pytest's -rP and -rX (and -rA) show what passing tests printed.
+            fields["sections"] = [[_text(t), _text(c)] for (t, c) in report.sections]
         if report.failed and getattr(self.config.option, "tbstyle", None) == "line":
             # pytest's --tb=line shows a failure by its crash line, after its output.
             fields["crash_line"] = _crash_line(report)
         if self.junit is not None and not subtest:
             self.junit.fields(report, fields, output)
         return fields
+
+    def _shows_passes(self):
+        """True if pytest's report would have a PASSES or XPASSES section (`-rP`, `-rX`,
+        `-rA`; not under `--tb=no`): then passing tests' captured output is sent too."""
+        if self.passes_shown is None:
+            try:
+                from _pytest.terminal import getreportopt
+
+                chars = getreportopt(self.config)
+            except (ImportError, AttributeError):
+                chars = ""
+            tbstyle = getattr(self.config.option, "tbstyle", None)
+            self.passes_shown = tbstyle != "no" and ("P" in chars or "X" in chars)
+        return self.passes_shown
 
     def _terminal_asks(self):
         """True if pytest's own terminal reporter is registered (as "terminalreporter"),

@@ -247,7 +247,7 @@ pub struct TestResult {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub position: Option<u64>,
     /// Captured output as the failed teardown's report holds it (every phase's), when
-    /// `teardown_error`.
+    /// `teardown_error`; under pytest's `-rP`/`-rX`, the passing teardown's.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub teardown_sections: Vec<(String, String)>,
     /// What the test recorded with `record_property`: (name, value), for JUnit.

@@ -3332,3 +3332,45 @@ fn same_named_test_files_outside_packages_fail_as_in_pytest() {
     assert_eq!((py.code, rf.code), (0, 0), "{}{}", rf.stdout, rf.stderr);
     assert!(rf.stdout.contains("4 passed"), "{}", rf.stdout);
 }
+
+#[test]
+fn passing_tests_output_is_shown_under_rp_as_in_pytest() {
+    // pytest's -rP, -rX and -rA show what passing (xpassing) tests printed, in PASSES and
+    // XPASSES sections: racefree showed neither.
+    let dir = suite(&[
+        (
+            "test_a.py",
+            "import sys\n\ndef test_a():\n    print('out a')\n    sys.stderr.write('err a\\n')\n\n\
+             def test_b():\n    pass\n\ndef test_c():\n    print('c out')\n    assert 0\n",
+        ),
+        (
+            "test_b.py",
+            "import pytest\n\n@pytest.fixture\ndef fx():\n    print('setup out')\n    yield\n    \
+             print('teardown out')\n\ndef test_t(fx):\n    print('call out')\n\n\
+             @pytest.mark.xfail\ndef test_xp():\n    print('xp out')\n",
+        ),
+    ]);
+    let d = dir.path();
+    for options in [
+        vec!["-rA"],
+        vec!["-rP"],
+        vec!["-rX"],
+        vec!["-rP", "--show-capture=stdout"],
+        vec!["-rA", "--tb=no"],
+        vec!["-rP", "--no-summary"],
+    ] {
+        let py = run(pytest(d).arg("-q").args(&options).env_remove("COLUMNS"));
+        let rf = run(racefree(d)
+            .args(["-q", "-n", "2", "--"])
+            .args(&options)
+            .env_remove("COLUMNS"));
+        assert_eq!(rf.code, py.code, "{options:?}: {}{}", rf.stdout, rf.stderr);
+        assert_eq!(
+            summary_sections(&rf.stdout),
+            summary_sections(&py.stdout),
+            "{options:?}\npytest:\n{}\nracefree:\n{}",
+            py.stdout,
+            rf.stdout
+        );
+    }
+}

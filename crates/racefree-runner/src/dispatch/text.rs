@@ -127,10 +127,16 @@ pub(super) fn build_result(
         } else {
             String::new()
         },
-        teardown_sections: if teardown_error {
-            teardown.map(|p| p.sections.clone()).unwrap_or_default()
-        } else {
-            Vec::new()
+        // A failed teardown's; else a passing one's, which the plugin sends only for
+        // pytest's PASSES and XPASSES sections (-rP, -rX).
+        teardown_sections: match teardown.filter(|_| teardown_error) {
+            Some(failed) => failed.sections.clone(),
+            None => phases
+                .iter()
+                .rev()
+                .find(|p| p.when == "teardown")
+                .map(|p| p.sections.clone())
+                .unwrap_or_default(),
         },
         skip_where: match (outcome, deciding) {
             (Outcome::Skipped, Some(p)) => p.skip_where.clone(),

@@ -102,6 +102,10 @@ pub struct Summary {
     durations_min: Option<f64>,
     verbosity: i32,
     failures: Vec<TestResult>,
+    /// pytest's PASSES and XPASSES sections (`-rP`, `-rX`): whether any test passed
+    /// (xpassed), and those with captured output to show.
+    passes: Shown,
+    xpasses: Shown,
     /// The ERRORS section's entries: where it goes (see `error_order`), title, text.
     errors: Vec<(ErrorOrder, String, String)>,
     /// pytest's `--show-capture`: which captured output a failure shows (`all`, `no`, or a
@@ -151,6 +155,8 @@ impl Summary {
             durations_min: None,
             verbosity,
             failures: Vec::new(),
+            passes: Shown::default(),
+            xpasses: Shown::default(),
             errors: Vec::new(),
             show_capture: "all".to_string(),
             file_order: Default::default(),
@@ -355,6 +361,33 @@ impl Summary {
                 "-- Docs: https://docs.pytest.org/en/stable/how-to/capture-warnings.html"
             )?;
         }
+        // pytest shows passing tests' output (-rP, -rX) after its warnings summary.
+        let passes_shown = self.tb_style != "no" && !self.no_summary;
+        for (shown, title, char) in [
+            (&mut self.passes, "PASSES", 'P'),
+            (&mut self.xpasses, "XPASSES", 'X'),
+        ] {
+            if !(passes_shown && shown.any && self.report_chars.contains(char)) {
+                continue;
+            }
+            writeln!(out, "{}", sep('=', title, w))?;
+            shown.tests.sort_by(|a, b| a.0.cmp(&b.0));
+            for (_, title, sections, teardown) in &shown.tests {
+                if !sections.is_empty() {
+                    writeln!(out, "{}", sep('_', title, w))?;
+                    write!(
+                        out,
+                        "{}",
+                        section_lines(sections, &self.show_capture, w, false)
+                    )?;
+                }
+                write!(
+                    out,
+                    "{}",
+                    section_lines(teardown, &self.show_capture, w, true)
+                )?;
+            }
+        }
         if !self.infra.is_empty() {
             writeln!(out, "{}", sep('=', "INFRASTRUCTURE RETRIES", w))?;
             for (title, body) in &self.infra {
@@ -545,17 +578,25 @@ fn file_of(nodeid: &str) -> &str {
 /// A failure's or error's text with the captured output pytest's `--show-capture` lets
 /// through: `all`, `no`, or the sections whose titles hold its word (`stdout`, `stderr`,
 /// `log`).
+/// Whether pytest's `--show-capture` (`no`, `all`, `stdout`, `stderr`, `log`) shows the
+/// captured output section titled `title`.
+fn capture_shown(title: &str, show_capture: &str) -> bool {
+    match show_capture {
+        "no" => false,
+        "all" => true,
+        word => title.contains(word),
+    }
+}
+
 fn shown_sections(
     longrepr: &str,
     sections: &[(String, String)],
     show_capture: &str,
     width: usize,
 ) -> String {
-    let shown = sections.iter().filter(|(title, _)| match show_capture {
-        "no" => false,
-        "all" => true,
-        word => title.contains(word),
-    });
+    let shown = sections
+        .iter()
+        .filter(|(title, _)| capture_shown(title, show_capture));
     // Each section under a `----- title -----` line, as pytest prints them.
     let mut text = longrepr.trim_end().to_string();
     for (title, captured) in shown {
@@ -563,6 +604,64 @@ fn shown_sections(
         text.push_str(&sep('-', title, width));
         text.push('\n');
         text.push_str(captured.trim_end());
+    }
+    text
+}
+
+/// Passing (or xpassing) tests for pytest's PASSES (XPASSES) section.
+#[derive(Default)]
+struct Shown {
+    /// Some test passed: pytest shows the section's title even when none printed anything.
+    any: bool,
+    /// ((file rank, place in the file), title, captured output, the teardown's output).
+    tests: Vec<PassShown>,
+}
+
+type PassShown = (
+    (FileRank, Option<u64>),
+    String,
+    Vec<(String, String)>,
+    Vec<(String, String)>,
+);
+
+impl Shown {
+    fn add(&mut self, r: &TestResult, rank: FileRank) {
+        self.any = true;
+        let teardown: Vec<(String, String)> = r
+            .teardown_sections
+            .iter()
+            .filter(|(title, _)| title.contains("teardown"))
+            .cloned()
+            .collect();
+        if !r.sections.is_empty() || !teardown.is_empty() {
+            self.tests.push((
+                (rank, r.position),
+                head_line(r),
+                r.sections.clone(),
+                teardown,
+            ));
+        }
+    }
+}
+
+/// Captured output under `----- title -----` lines, as pytest prints a passing test's
+/// (`show_capture` chooses which, as pytest's --show-capture); `teardown_only` keeps the
+/// teardown's own, as pytest adds them after the test's.
+fn section_lines(
+    sections: &[(String, String)],
+    show_capture: &str,
+    width: usize,
+    teardown_only: bool,
+) -> String {
+    let mut text = String::new();
+    for (title, captured) in sections {
+        if !capture_shown(title, show_capture) || (teardown_only && !title.contains("teardown")) {
+            continue;
+        }
+        text.push_str(&sep('-', title, width));
+        text.push('\n');
+        text.push_str(captured.strip_suffix('\n').unwrap_or(captured));
+        text.push('\n');
     }
     text
 }
@@ -728,10 +827,12 @@ impl Reporter for Summary {
                         );
                     }
                     Outcome::Xpassed => {
+                        self.xpasses.add(r, self.file_rank(&r.nodeid));
                         let line = with_reason(format!("XPASS {}", r.nodeid), &r.message);
                         self.push_short_at('X', &r.nodeid, r.position, line);
                     }
                     Outcome::Passed => {
+                        self.passes.add(r, self.file_rank(&r.nodeid));
                         self.push_short_at(
                             'p',
                             &r.nodeid,
