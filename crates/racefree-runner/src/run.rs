@@ -443,14 +443,14 @@ pub fn run(mut req: RunRequest) -> Result<u8> {
     // groups in one unit, since racefree does not read which group each test is in, and
     // one process keeps every group's promise (tests that share a database, a port, a
     // file run one after another).
-    let grouped_files: HashSet<usize> = if dist.as_deref() == Some("loadgroup") {
+    let xdist_grouped: HashSet<usize> = if dist.as_deref() == Some("loadgroup") {
         (0..files.len())
             .filter(|&i| names_an_xdist_group(&files[i].path))
             .collect()
     } else {
         HashSet::new()
     };
-    let mut groups = vec![grouped_files.iter().copied().collect::<Vec<_>>()];
+    let mut groups = vec![xdist_grouped.iter().copied().collect::<Vec<_>>()];
     if !import_names::mode_names_files_apart(resolved.last_value(&["--import-mode"]).as_deref()) {
         let paths: Vec<&Path> = files.iter().map(|f| f.path.as_path()).collect();
         groups.extend(import_names::colliding(&paths));
@@ -598,7 +598,7 @@ pub fn run(mut req: RunRequest) -> Result<u8> {
         continue_on_collection_errors: pytest_flags
             .iter()
             .any(|f| f == "--continue-on-collection-errors"),
-        grouped: &grouped_files,
+        xdist_grouped: &xdist_grouped,
         coverage: ctx.coverage.then(|| crate::coverage::Step {
             python: &ctx.python,
             python_dir: &python_dir,

@@ -104,7 +104,7 @@ pub struct Dispatcher<'a> {
     /// Files (indices into `files`) that name an `xdist_group` under `--dist loadgroup`:
     /// planned into one unit, and no unit with any of them (a retry, say) starts while
     /// another runs.
-    pub grouped: &'a HashSet<usize>,
+    pub xdist_grouped: &'a HashSet<usize>,
 }
 
 #[derive(Default)]
@@ -345,7 +345,7 @@ impl Dispatcher<'_> {
     /// Whether `job` holds a file of an `xdist_group` while a unit with one runs: pytest-xdist
     /// runs a group's tests one after another, so a retry of one waits for the group.
     fn waits_for_its_group(&self, job: &Job, running: &HashMap<usize, Running>) -> bool {
-        let grouped = |files: &[usize]| files.iter().any(|i| self.grouped.contains(i));
+        let grouped = |files: &[usize]| files.iter().any(|i| self.xdist_grouped.contains(i));
         grouped(&job.files) && running.values().any(|r| grouped(&r.job.files))
     }
 
