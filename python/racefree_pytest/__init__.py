@@ -40,8 +40,9 @@ Messages (all fields are strings unless noted):
   coverage     source, report, config, append, branch, precision, fail_under,
                no_cov_on_fail: pytest-cov's report options, taken from it at session start
                so that racefree reports once for the run (see _take_coverage_report)
-  plugin_summary  text: what other plugins' and conftests' pytest_terminal_summary wrote
-               (sent after done; see _OtherSummaries)
+  plugin_summary  text, raised (bool): what other plugins' and conftests'
+               pytest_terminal_summary wrote (sent after done; see _OtherSummaries), and
+               whether one raised (its traceback ends the text)
 
 racefree enforces per-test timeouts itself, from these messages. The plugin only says which
 limit a ``@pytest.mark.timeout(N)`` marker sets (pytest-timeout's marker; registered here so
@@ -572,8 +573,11 @@ class _RacefreePlugin:
         # Whether pytest's own terminal reporter asks pytest_report_teststatus about every
         # report (None: not looked up yet).
         self.terminal_asks = None
-        # Whether passing tests' captured output is sent (None: not looked up yet).
+        # Which of pytest's PASSES ("P") and XPASSES ("X") sections show passing tests'
+        # captured output, which is then sent (None: not looked up yet); the last test
+        # that xpassed (its teardown belongs to XPASSES).
         self.passes_shown = None
+        self.xpassed = None
         self.wake(channel, unit)
         _list_wanted_entries_only(self)
 
@@ -762,7 +766,7 @@ class _RacefreePlugin:
         shown = (
             report.when == "teardown"
             and any("teardown" in title for title, _ in report.sections)
-            and self._shows_passes()
+            and self._output_shown(report)
         )
         if not subtest and _quiet_phase(report) and not output and not shown:
             # A passed setup or teardown decides nothing when another phase of the test
@@ -808,7 +812,7 @@ class _RacefreePlugin:
 
     def _fields(self, report, subtest, category, word, output):
         fields = _report_fields(report, subtest, category, word)
-        if report.passed and not subtest and report.when != "setup" and self._shows_passes():
+        if report.passed and not subtest and self._output_shown(report):
             # pytest's -rP and -rX (and -rA) show what passing tests printed.
             fields["sections"] = [[_text(t), _text(c)] for (t, c) in report.sections]
         if report.failed and getattr(self.config.option, "tbstyle", None) == "line":
@@ -818,9 +822,10 @@ class _RacefreePlugin:
             self.junit.fields(report, fields, output)
         return fields
 
-    def _shows_passes(self):
-        """True if pytest's report would have a PASSES or XPASSES section (`-rP`, `-rX`,
-        `-rA`; not under `--tb=no`): then passing tests' captured output is sent too."""
+    def _output_shown(self, report):
+        """True if pytest's report shows what this passing call or teardown report holds:
+        in its PASSES section (`-rP`, `-rA`) for a pass, XPASSES (`-rX`, `-ra`) for an
+        xpass; not under `--tb=no`."""
         if self.passes_shown is None:
             try:
                 from _pytest.terminal import getreportopt
@@ -828,9 +833,18 @@ class _RacefreePlugin:
                 chars = getreportopt(self.config)
             except (ImportError, AttributeError):
                 chars = ""
-            tbstyle = getattr(self.config.option, "tbstyle", None)
-            self.passes_shown = tbstyle != "no" and ("P" in chars or "X" in chars)
-        return self.passes_shown
+            if getattr(self.config.option, "tbstyle", None) == "no":
+                chars = ""
+            self.passes_shown = frozenset(c for c in "PX" if c in chars)
+        if not self.passes_shown or report.when == "setup":
+            return False
+        if report.when == "call":
+            xpassed = hasattr(report, "wasxfail")
+            if xpassed:
+                self.xpassed = report.nodeid
+            return ("X" if xpassed else "P") in self.passes_shown
+        wanted = "X" if self.xpassed == report.nodeid else "P"
+        return wanted in self.passes_shown
 
     def _terminal_asks(self):
         """True if pytest's own terminal reporter is registered (as "terminalreporter"),
@@ -906,12 +920,16 @@ class _RacefreePlugin:
     @pytest.hookimpl(hookwrapper=True, tryfirst=True)
     def pytest_terminal_summary(self, terminalreporter):
         capture = _OtherSummaries.start(self.config, terminalreporter)
-        try:
-            yield
-        finally:
-            text = capture.stop() if capture is not None else ""
-            if text.strip():
-                self.channel.send("plugin_summary", text=_text(text))
+        outcome = yield
+        text = capture.stop() if capture is not None else ""
+        raised = outcome.excinfo is not None
+        if raised:
+            # pytest's process dies of it with a traceback, after its session finished.
+            import traceback
+
+            text += "".join(traceback.format_exception(*outcome.excinfo))
+        if text.strip():
+            self.channel.send("plugin_summary", text=_text(text), raised=raised)
 
     @pytest.hookimpl(trylast=True)
     def pytest_sessionfinish(self, session, exitstatus):
@@ -962,6 +980,9 @@ class _OtherSummaries:
         except Exception:  # noqa: BLE001 - another pluggy: the unit's terminal keeps them
             return None
         capture = cls(writer)
+        # The unit's progress line may still be open: its closing newline is not the
+        # plugins' text (pytest's own sections, which racefree writes, would have closed it).
+        reporter.currentfspath = None
         for impl in impls:
             module = getattr(impl.function, "__module__", None) or ""
             if impl.hookwrapper or getattr(impl, "wrapper", False):

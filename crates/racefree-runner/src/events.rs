@@ -88,6 +88,10 @@ pub enum Wire {
     /// section of Hypothesis's statistics, a conftest's lines), sent after `Done`.
     PluginSummary {
         text: String,
+        /// One of them raised (its traceback ends `text`): pytest's process dies of it,
+        /// with exit 1, after its session finished.
+        #[serde(default)]
+        raised: bool,
     },
     /// Modules the unit imported that a fork server could preload (see `forkserver`).
     Imports {
@@ -694,6 +698,8 @@ pub enum Event {
     PluginSummary {
         unit: usize,
         text: String,
+        /// One of them raised (its traceback ends `text`): the run fails, as pytest's.
+        raised: bool,
     },
     RunFinished {
         totals: Totals,

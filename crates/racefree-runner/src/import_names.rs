@@ -20,6 +20,12 @@ pub fn colliding(paths: &[&Path]) -> Vec<Vec<usize>> {
     // Top-level module name -> (the directories it is imported from, the files under it).
     let mut by_top: BTreeMap<String, (BTreeSet<PathBuf>, Vec<usize>)> = BTreeMap::new();
     for (i, path) in paths.iter().enumerate() {
+        // pytest imports a conftest.py anew wherever it lies (it drops the last one from
+        // `sys.modules` first): one collected as a test module too (`python_files = *.py`)
+        // clashes with nothing.
+        if path.file_name().is_some_and(|n| n == "conftest.py") {
+            continue;
+        }
         if let Some((root, top)) = packages.import_root(path) {
             let entry = by_top.entry(top).or_default();
             entry.0.insert(root);
@@ -128,6 +134,8 @@ mod tests {
             "w/tests/__init__.py",
             "w/tests/test_a.py",
             "w/tests/test_b.py",
+            "x/conftest.py",
+            "y/conftest.py",
         ]);
         let d = dir.path();
         let rel = [
@@ -144,6 +152,8 @@ mod tests {
             "v-1/test_dash.py",
             "w/tests/test_a.py",
             "w/tests/test_b.py",
+            "x/conftest.py",
+            "y/conftest.py",
         ];
         let paths: Vec<PathBuf> = rel.iter().map(|r| d.join(r)).collect();
         let refs: Vec<&Path> = paths.iter().map(PathBuf::as_path).collect();

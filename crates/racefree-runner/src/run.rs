@@ -1047,68 +1047,10 @@ fn pytest_number<T: std::str::FromStr>(
         .transpose()
 }
 
-/// pytest's own ini options (pytest 9.2, and `cache_dir`, `xfail_strict`) whose values
-/// are not paths: an `-o` of one of them gives units nothing to resolve against the
-/// directory of `-c /dev/null`. pytest-xdist's path-valued ones, and every other plugin's
-/// option, are not listed.
-const NON_PATH_INI_OPTIONS: &[&str] = &[
-    "addopts",
-    "assertion_text_diff_style",
-    "cache_dir",
-    "collect_imported_tests",
-    "consider_namespace_packages",
-    "console_output_style",
-    "disable_test_id_escaping_and_forfeit_all_rights_to_community_support",
-    "doctest_encoding",
-    "doctest_optionflags",
-    "empty_parameter_set_mark",
-    "enable_assertion_pass_hook",
-    "faulthandler_exit_on_timeout",
-    "faulthandler_timeout",
-    "filterwarnings",
-    "junit_duration_report",
-    "junit_family",
-    "junit_log_passing_tests",
-    "junit_logging",
-    "junit_suite_name",
-    "log_auto_indent",
-    "log_cli",
-    "log_cli_date_format",
-    "log_cli_format",
-    "log_cli_level",
-    "log_date_format",
-    "log_file",
-    "log_file_date_format",
-    "log_file_format",
-    "log_file_level",
-    "log_file_mode",
-    "log_format",
-    "log_level",
-    "markers",
-    "max_warnings",
-    "minversion",
-    "norecursedirs",
-    "parametrize_long_str_id_strategy",
-    "python_classes",
-    "python_files",
-    "python_functions",
-    "required_plugins",
-    "strict",
-    "strict_config",
-    "strict_markers",
-    "strict_parametrization_ids",
-    "strict_xfail",
-    "testpaths",
-    "tmp_path_retention_count",
-    "tmp_path_retention_policy",
-    "truncation_limit_chars",
-    "truncation_limit_lines",
-    "usefixtures",
-    "verbosity_assertions",
-    "verbosity_subtests",
-    "verbosity_test_cases",
-    "xfail_strict",
-];
+/// Ini options whose values pytest resolves as paths against the configuration file's
+/// directory: pytest's own and pytest-xdist's. An `-o` of one of them would point at /dev
+/// under `-c /dev/null`; other plugins' options are taken as no paths.
+const PATH_INI_OPTIONS: &[&str] = &["pythonpath", "rsyncdirs", "rsyncignore", "looponfailroots"];
 
 /// What every unit is told of pytest's configuration file (see `UnitConfig`): `setup` is
 /// what `$PYTEST_ADDOPTS` and the arguments after `--` say of it, `confcutdir_given`
@@ -1126,7 +1068,7 @@ fn unit_config(
             .split_once('=')
             .map_or(o.as_str(), |(name, _)| name)
             .trim();
-        !NON_PATH_INI_OPTIONS.contains(&name)
+        PATH_INI_OPTIONS.contains(&name)
     });
     match inifile {
         Some(file) => UnitConfig::File(file.to_path_buf()),
@@ -1209,9 +1151,8 @@ mod tests {
             UnitConfig::AsPytestFinds
         );
         assert_eq!(unit_config(None, &named, false), UnitConfig::AsPytestFinds);
-        // An option pytest resolves as a path (or one racefree does not know) is left to
-        // pytest; one of pytest's own that is no path is not.
-        for o in ["pythonpath=src", "asyncio_mode=auto", "rsyncdirs=a"] {
+        // An option pytest resolves as a path is left to pytest; any other is not.
+        for o in ["pythonpath=src", "rsyncdirs=a"] {
             assert_eq!(
                 unit_config(None, &setup(None, &[o]), false),
                 UnitConfig::AsPytestFinds,

@@ -336,17 +336,9 @@ impl Dispatcher<'_> {
         let collection_broke = exit.code == Some(4)
             && r.collect_failed
             && r.collected.as_ref().is_some_and(|ids| ids.is_empty());
-        // A process that exits otherwise than its finished session said (a plugin's
-        // terminal summary raised, say) broke after its tests: pytest's own run would end
-        // so too.
-        let broke_after_session = !flaky_exit
-            && exit.signal.is_none()
-            && r.pytest_final_status
-                .is_some_and(|said| exit.code.is_some_and(|code| code != said));
         let normal_exit =
             (matches!(exit.code, Some(0) | Some(1) | Some(5)) || flaky_exit || collection_broke)
-                && !died_early
-                && !broke_after_session;
+                && !died_early;
         // A process that ended while a test ran, by a signal or by exiting before pytest
         // could finish its session (`os._exit(4)` in the test), ended with that test: its
         // crash (or timeout) is already reported, and the status is the test's doing, not
@@ -357,10 +349,6 @@ impl Dispatcher<'_> {
         let error = if !r.cancelled && !normal_exit && !attributed {
             st.unit_error_codes.push(exit.code);
             let mut text = match &r.collected {
-                _ if broke_after_session => format!(
-                    "the pytest process ended ({exit}) after its session finished with status {}",
-                    r.pytest_final_status.unwrap_or_default()
-                ),
                 None => format!("the pytest process ended ({exit}) before collecting any test"),
                 Some(ids) => format!(
                     "the pytest process ended ({exit}) after collecting {} test(s)",

@@ -150,6 +150,8 @@ struct State {
     coverage: Option<serde_json::Value>,
     /// The run's coverage is below pytest-cov's minimum: the run fails, as pytest's does.
     coverage_below_minimum: bool,
+    /// A plugin's terminal summary raised in a unit: the run fails, as pytest's does.
+    summary_raised: bool,
 }
 
 impl State {
@@ -695,7 +697,10 @@ impl Dispatcher<'_> {
                 }
             }
             Wire::Imports { modules } => st.imports.extend(modules),
-            Wire::PluginSummary { text } => self.bus.emit(Event::PluginSummary { unit, text }),
+            Wire::PluginSummary { text, raised } => {
+                st.summary_raised |= raised;
+                self.bus.emit(Event::PluginSummary { unit, text, raised })
+            }
             Wire::Coverage { options } => {
                 // Every unit parses the same options: the first to say them is heard.
                 st.coverage
@@ -748,7 +753,6 @@ impl Dispatcher<'_> {
                 final_status,
             } => {
                 r.pytest_exitstatus = Some(exitstatus);
-                r.pytest_final_status = Some(final_status.unwrap_or(exitstatus));
                 st.totals.warnings += warnings;
                 if exitstatus == i32::from(exit::NO_TESTS) {
                     st.no_tests_became.push(final_status);
@@ -848,6 +852,7 @@ fn exit_code(st: &State, flaky_fails: bool, collect_errors_fail: bool) -> u8 {
         || st.collect_errors > 0
         || (flaky_fails && st.totals.flaky > 0)
         || st.coverage_below_minimum
+        || st.summary_raised
     {
         return exit::TESTS_FAILED;
     }

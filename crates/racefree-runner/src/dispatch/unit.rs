@@ -95,9 +95,6 @@ pub(super) struct Running {
     /// Pids of the leaks the unit's init reported on the event pipe.
     pub(super) leaks_reported: HashSet<u32>,
     pub(super) pytest_exitstatus: Option<i32>,
-    /// The status the unit's pytest is to exit with, as its plugin said when the session
-    /// finished (`Done`: a sessionfinish hook's, else the session's).
-    pub(super) pytest_final_status: Option<i32>,
     pub(super) cancelled: bool,
     pub(super) started: Instant,
     pub(super) bad_lines: Vec<String>,
@@ -156,7 +153,6 @@ impl Running {
             escaped: Vec::new(),
             leaks_reported: HashSet::new(),
             pytest_exitstatus: None,
-            pytest_final_status: None,
             cancelled: false,
             started: Instant::now(),
             bad_lines: Vec::new(),

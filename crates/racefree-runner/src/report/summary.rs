@@ -751,6 +751,9 @@ impl Reporter for Summary {
             }
             Event::TestFinished(r) if r.flaky => {
                 self.timings.push((r.duration, r.nodeid.clone()));
+                if self.report_chars.contains('P') {
+                    self.passes.add(r, self.file_rank(&r.nodeid));
+                }
                 let first = r.reruns.first().map(|x| x.message.as_str()).unwrap_or("");
                 let line = Self::short_line(
                     "FLAKY",
@@ -827,12 +830,16 @@ impl Reporter for Summary {
                         );
                     }
                     Outcome::Xpassed => {
-                        self.xpasses.add(r, self.file_rank(&r.nodeid));
+                        if self.report_chars.contains('X') {
+                            self.xpasses.add(r, self.file_rank(&r.nodeid));
+                        }
                         let line = with_reason(format!("XPASS {}", r.nodeid), &r.message);
                         self.push_short_at('X', &r.nodeid, r.position, line);
                     }
                     Outcome::Passed => {
-                        self.passes.add(r, self.file_rank(&r.nodeid));
+                        if self.report_chars.contains('P') {
+                            self.passes.add(r, self.file_rank(&r.nodeid));
+                        }
                         self.push_short_at(
                             'p',
                             &r.nodeid,
@@ -863,7 +870,9 @@ impl Reporter for Summary {
                     self.unit_files.insert(*unit, first.clone());
                 }
             }
-            Event::PluginSummary { unit, text } => self.plugin_texts.push((*unit, text.clone())),
+            Event::PluginSummary { unit, text, .. } => {
+                self.plugin_texts.push((*unit, text.clone()))
+            }
             Event::RunFinished {
                 totals,
                 collect_errors,
