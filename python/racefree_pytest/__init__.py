@@ -578,6 +578,8 @@ class _RacefreePlugin:
         # that xpassed (its teardown belongs to XPASSES).
         self.passes_shown = None
         self.xpassed = None
+        # The last test whose call failed: its passing teardown's output is shown too.
+        self.failed_call = None
         self.wake(channel, unit)
         _list_wanted_entries_only(self)
 
@@ -812,6 +814,8 @@ class _RacefreePlugin:
 
     def _fields(self, report, subtest, category, word, output):
         fields = _report_fields(report, subtest, category, word)
+        if report.when == "call" and report.failed and not subtest:
+            self.failed_call = report.nodeid
         if report.passed and not subtest and self._output_shown(report):
             # pytest's -rP and -rX (and -rA) show what passing tests printed.
             fields["sections"] = [[_text(t), _text(c)] for (t, c) in report.sections]
@@ -825,7 +829,7 @@ class _RacefreePlugin:
     def _output_shown(self, report):
         """True if pytest's report shows what this passing call or teardown report holds:
         in its PASSES section (`-rP`, `-rA`) for a pass, XPASSES (`-rX`, `-ra`) for an
-        xpass; not under `--tb=no`."""
+        xpass, not under `--tb=no`; and a failed test's teardown output in FAILURES."""
         if self.passes_shown is None:
             try:
                 from _pytest.terminal import getreportopt
@@ -836,6 +840,8 @@ class _RacefreePlugin:
             if getattr(self.config.option, "tbstyle", None) == "no":
                 chars = ""
             self.passes_shown = frozenset(c for c in "PX" if c in chars)
+        if report.when == "teardown" and report.nodeid == self.failed_call:
+            return True  # FAILURES shows the teardown's output after the failure
         if not self.passes_shown or report.when == "setup":
             return False
         if report.when == "call":

@@ -3360,7 +3360,8 @@ fn same_named_test_files_outside_packages_fail_as_in_pytest() {
 #[test]
 fn passing_tests_output_is_shown_under_rp_as_in_pytest() {
     // pytest's -rP, -rX and -rA show what passing (xpassing) tests printed, in PASSES and
-    // XPASSES sections: racefree showed neither.
+    // XPASSES sections: racefree showed neither. A failure shows its teardown's output too
+    // (racefree never did).
     let dir = suite(&[
         (
             "test_a.py",
@@ -3371,7 +3372,8 @@ fn passing_tests_output_is_shown_under_rp_as_in_pytest() {
             "test_b.py",
             "import pytest\n\n@pytest.fixture\ndef fx():\n    print('setup out')\n    yield\n    \
              print('teardown out')\n\ndef test_t(fx):\n    print('call out')\n\n\
-             @pytest.mark.xfail\ndef test_xp():\n    print('xp out')\n",
+             @pytest.mark.xfail\ndef test_xp():\n    print('xp out')\n\n\
+             def test_fails(fx):\n    print('failing out')\n    assert 0\n",
         ),
     ]);
     let d = dir.path();
@@ -3382,6 +3384,8 @@ fn passing_tests_output_is_shown_under_rp_as_in_pytest() {
         vec!["-rP", "--show-capture=stdout"],
         vec!["-rA", "--tb=no"],
         vec!["-rP", "--no-summary"],
+        vec![],
+        vec!["--tb=line"],
     ] {
         let py = run(pytest(d).arg("-q").args(&options).env_remove("COLUMNS"));
         let rf = run(racefree(d)

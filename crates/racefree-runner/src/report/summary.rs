@@ -351,6 +351,14 @@ impl Summary {
                         }
                     }
                 }
+                // What its teardown printed, as pytest adds after a failure (not by line).
+                if self.tb_style != "line" {
+                    write!(
+                        out,
+                        "{}",
+                        section_lines(&r.teardown_sections, &show_capture, w, true)
+                    )?;
+                }
             }
         }
         if self.show_warnings && !self.no_summary && !self.warnings.is_empty() {
