@@ -3308,17 +3308,23 @@ fn same_named_test_files_outside_packages_fail_as_in_pytest() {
         );
         assert!(rf.stdout.contains("import file mismatch"), "{}", rf.stdout);
     }
+    // pytest's and racefree's runs of `args` in `dir` end alike; pytest's run is returned.
+    let same = |dir: &Path, args: &[&str]| {
+        let py = run(pytest(dir).arg("-q").args(args));
+        let rf = run(racefree(dir).args(["-q", "-n", "2"]).args(args));
+        assert_eq!(rf.code, py.code, "{args:?}: {}{}", rf.stdout, rf.stderr);
+        let summary = short_summary(&rf.stdout);
+        assert_eq!(
+            summary,
+            short_summary(&py.stdout),
+            "{args:?}: {}",
+            rf.stdout
+        );
+        py
+    };
     // The paths in the order given: pytest imports b's first, and a's fails.
-    let py = run(pytest(d).args(["-q", "b", "a", "c", "p"]));
-    let rf = run(racefree(d).args(["-q", "-n", "2", "b", "a", "c", "p"]));
+    let py = same(d, &["b", "a", "c", "p"]);
     assert!(py.stdout.contains("ERROR a/test_same.py"), "{}", py.stdout);
-    assert_eq!(rf.code, py.code, "{}{}", rf.stdout, rf.stderr);
-    assert_eq!(
-        short_summary(&rf.stdout),
-        short_summary(&py.stdout),
-        "{}",
-        rf.stdout
-    );
     // Two packages of one name in two directories: the second is not found in the first.
     let monorepo = suite(&[
         ("p1/tests/__init__.py", ""),
@@ -3326,17 +3332,7 @@ fn same_named_test_files_outside_packages_fail_as_in_pytest() {
         ("p2/tests/__init__.py", ""),
         ("p2/tests/test_two.py", "def test_two():\n    pass\n"),
     ]);
-    let m = monorepo.path();
-    let py = run(pytest(m).arg("-q"));
-    assert_eq!(py.code, 2, "{}{}", py.stdout, py.stderr);
-    let rf = run(racefree(m).args(["-q", "-n", "2"]));
-    assert_eq!(rf.code, py.code, "{}{}", rf.stdout, rf.stderr);
-    assert_eq!(
-        short_summary(&rf.stdout),
-        short_summary(&py.stdout),
-        "{}",
-        rf.stdout
-    );
+    assert_eq!(same(monorepo.path(), &[]).code, 2);
     // A conftest.py collected as a test module too (python_files = *.py) is imported anew
     // by pytest wherever it lies: two of them clash with nothing.
     let conftests = suite(&[
@@ -3347,9 +3343,7 @@ fn same_named_test_files_outside_packages_fail_as_in_pytest() {
     ]);
     let c = conftests.path();
     std::fs::write(c.join("pytest.ini"), "[pytest]\npython_files = *.py\n").unwrap();
-    let py = run(pytest(c).arg("-q"));
-    let rf = run(racefree(c).args(["-q", "-n", "2"]));
-    assert_eq!((py.code, rf.code), (0, 0), "{}{}", rf.stdout, rf.stderr);
+    assert_eq!(same(c, &[]).code, 0);
     // Under --import-mode=importlib each file has a name of its own, in pytest and here.
     let py = run(pytest(d).args(["-q", "--import-mode=importlib"]));
     let rf = run(racefree(d).args(["-q", "-n", "2", "--", "--import-mode=importlib"]));
