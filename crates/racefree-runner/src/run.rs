@@ -439,36 +439,13 @@ pub fn run(mut req: RunRequest) -> Result<u8> {
         mode: unit_mode,
         split,
     };
-    // Under --dist loadgroup, the files that name an xdist_group run together, whole: all
-    // groups in one unit, since racefree does not read which group each test is in, and
-    // one process keeps every group's promise (tests that share a database, a port, a
-    // file run one after another).
-    let xdist_grouped: HashSet<usize> = if dist.as_deref() == Some("loadgroup") {
-        (0..files.len())
-            .filter(|&i| names_an_xdist_group(&files[i].path))
-            .collect()
-    } else {
-        HashSet::new()
-    };
-    let mut groups = vec![xdist_grouped.iter().copied().collect::<Vec<_>>()];
-    if !import_names::mode_names_files_apart(resolved.last_value(&["--import-mode"]).as_deref()) {
-        let paths: Vec<&Path> = files.iter().map(|f| f.path.as_path()).collect();
-        groups.extend(import_names::colliding(&paths));
-    }
-    // Each group's files in pytest's collection order: the one it imports first is fine.
-    let rank: HashMap<&str, usize> = collection_order
-        .iter()
-        .enumerate()
-        .map(|(i, rel)| (rel.as_str(), i))
-        .collect();
-    let mut groups = merged_groups(groups);
-    for group in &mut groups {
-        group.sort_by_key(|&i| {
-            rank.get(files[i].rel.as_str())
-                .copied()
-                .unwrap_or(usize::MAX)
-        });
-    }
+    let import_mode = resolved.last_value(&["--import-mode"]);
+    let (xdist_grouped, groups) = shared_process_groups(
+        &files,
+        &collection_order,
+        dist.as_deref(),
+        import_mode.as_deref(),
+    );
     let mut units = plan_with_groups(work, groups, params);
     // What racefree's discovery cannot see (a conftest's own collector, a plugin's), pytest
     // finds in a unit that walks the directories itself; on one shard only. Under --lf it
@@ -664,9 +641,48 @@ fn plan_with_groups(
     units
 }
 
-/// `groups` with every two that share a file made one (each sorted by index), empty ones
-/// dropped.
-fn merged_groups(groups: Vec<Vec<usize>>) -> Vec<Vec<usize>> {
+/// The files (indices into `files`) that must share one pytest process, each group in
+/// pytest's collection order (`collection_order`, by rootdir-relative path): the one
+/// pytest imports first is the one that works. Under `--dist loadgroup` the files that name
+/// an `xdist_group` run together, whole: all groups in one unit, since racefree does not
+/// read which group each test is in, and one process keeps every group's promise (tests
+/// that share a database, a port, a file run one after another); those files are also
+/// returned apart, as a retry of one of their tests waits for the group. Under pytest's
+/// default import modes, files it cannot import side by side (see `import_names`).
+fn shared_process_groups(
+    files: &[TestFile],
+    collection_order: &[String],
+    dist: Option<&str>,
+    import_mode: Option<&str>,
+) -> (HashSet<usize>, Vec<Vec<usize>>) {
+    let xdist_grouped: HashSet<usize> = if dist == Some("loadgroup") {
+        (0..files.len())
+            .filter(|&i| names_an_xdist_group(&files[i].path))
+            .collect()
+    } else {
+        HashSet::new()
+    };
+    let mut groups = vec![xdist_grouped.iter().copied().collect::<Vec<_>>()];
+    if !import_names::mode_names_files_apart(import_mode) {
+        let paths: Vec<&Path> = files.iter().map(|f| f.path.as_path()).collect();
+        groups.extend(import_names::colliding(&paths));
+    }
+    let rank: HashMap<&str, usize> = collection_order
+        .iter()
+        .enumerate()
+        .map(|(i, rel)| (rel.as_str(), i))
+        .collect();
+    let groups = merged_groups(groups, |i| {
+        rank.get(files[i].rel.as_str())
+            .copied()
+            .unwrap_or(usize::MAX)
+    });
+    (xdist_grouped, groups)
+}
+
+/// `groups` with every two that share a file made one, each ordered by `order`, empty
+/// ones dropped.
+fn merged_groups(groups: Vec<Vec<usize>>, order: impl Fn(usize) -> usize) -> Vec<Vec<usize>> {
     let mut merged: Vec<Vec<usize>> = Vec::new();
     for group in groups.into_iter().filter(|g| !g.is_empty()) {
         let mut group = group;
@@ -680,6 +696,9 @@ fn merged_groups(groups: Vec<Vec<usize>>) -> Vec<Vec<usize>> {
         group.dedup();
         merged = apart;
         merged.push(group);
+    }
+    for group in &mut merged {
+        group.sort_by_key(|&i| order(i));
     }
     merged
 }
@@ -1117,10 +1136,18 @@ mod tests {
     #[test]
     fn groups_that_share_a_file_become_one() {
         assert_eq!(
-            merged_groups(vec![vec![], vec![5, 1], vec![2, 3], vec![3, 9], vec![7, 5]]),
+            merged_groups(
+                vec![vec![], vec![5, 1], vec![2, 3], vec![3, 9], vec![7, 5]],
+                |i| i
+            ),
             vec![vec![2, 3, 9], vec![1, 5, 7]]
         );
-        assert!(merged_groups(vec![vec![]]).is_empty());
+        assert!(merged_groups(vec![vec![]], |i| i).is_empty());
+        // Each in the order asked for (here: the indices backwards).
+        assert_eq!(
+            merged_groups(vec![vec![1, 4], vec![4, 2]], |i| 10 - i),
+            vec![vec![4, 2, 1]]
+        );
     }
 
     #[test]

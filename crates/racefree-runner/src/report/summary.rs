@@ -93,13 +93,13 @@ struct ShortLine {
 pub struct Summary {
     out: Box<dyn Write + Send>,
     width: usize,
-    quiet: bool,
     /// pytest's `--tb` style: `no` prints no FAILURES and ERRORS sections; `line` a
     /// failure's text and output, then its crash line, with no title of its own.
     tb_style: String,
     durations: Option<usize>,
     /// pytest's `--durations-min`, if given (else 0.005 s, or 0 from `-vv` on).
     durations_min: Option<f64>,
+    /// pytest's verbosity: below 0 (`-q`) the summary line goes without its rule.
     verbosity: i32,
     failures: Vec<TestResult>,
     /// pytest's PASSES and XPASSES sections (`-rP`, `-rX`): whether any test passed
@@ -149,7 +149,6 @@ impl Summary {
         Summary {
             out,
             width,
-            quiet: verbosity < 0,
             tb_style: "auto".to_string(),
             durations,
             durations_min: None,
@@ -485,7 +484,7 @@ impl Summary {
             writeln!(out, "{}", sep('!', reason, w))?;
         }
         let line = summary_line(totals, collect_errors, secs);
-        if self.quiet {
+        if self.verbosity < 0 {
             writeln!(out, "{line}")?;
         } else {
             writeln!(out, "{}", sep('=', &line, w))?;
@@ -583,9 +582,6 @@ fn file_of(nodeid: &str) -> &str {
     nodeid.split("::").next().unwrap_or(nodeid)
 }
 
-/// A failure's or error's text with the captured output pytest's `--show-capture` lets
-/// through: `all`, `no`, or the sections whose titles hold its word (`stdout`, `stderr`,
-/// `log`).
 /// Whether pytest's `--show-capture` (`no`, `all`, `stdout`, `stderr`, `log`) shows the
 /// captured output section titled `title`.
 fn capture_shown(title: &str, show_capture: &str) -> bool {
@@ -596,6 +592,9 @@ fn capture_shown(title: &str, show_capture: &str) -> bool {
     }
 }
 
+/// A failure's or error's text with the captured output pytest's `--show-capture` lets
+/// through: `all`, `no`, or the sections whose titles hold its word (`stdout`, `stderr`,
+/// `log`).
 fn shown_sections(
     longrepr: &str,
     sections: &[(String, String)],
@@ -621,7 +620,7 @@ fn shown_sections(
 struct Shown {
     /// Some test passed: pytest shows the section's title even when none printed anything.
     any: bool,
-    /// ((file rank, place in the file), title, captured output, the teardown's output).
+    /// ((file rank, place in the file), title, captured output, the teardown report's).
     tests: Vec<PassShown>,
 }
 
@@ -635,18 +634,16 @@ type PassShown = (
 impl Shown {
     fn add(&mut self, r: &TestResult, rank: FileRank) {
         self.any = true;
-        let teardown: Vec<(String, String)> = r
+        let teardown_printed = r
             .teardown_sections
             .iter()
-            .filter(|(title, _)| title.contains("teardown"))
-            .cloned()
-            .collect();
-        if !r.sections.is_empty() || !teardown.is_empty() {
+            .any(|(title, _)| title.contains("teardown"));
+        if !r.sections.is_empty() || teardown_printed {
             self.tests.push((
                 (rank, r.position),
                 head_line(r),
                 r.sections.clone(),
-                teardown,
+                r.teardown_sections.clone(),
             ));
         }
     }
