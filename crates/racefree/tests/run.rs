@@ -3231,7 +3231,9 @@ fn other_plugins_terminal_summaries_are_shown_as_pytest_shows_them() {
     );
     for mode in [None, Some("--no-fork")] {
         let rf = run(racefree(d)
-            .args(["-q", "-n", "2"])
+            // One file per process (without the fork server racefree packs small files, and a
+            // process running several writes one text for them all).
+            .args(["-q", "-n", "2", "--unit", "file"])
             .args(mode)
             .arg("--")
             .args(options)
